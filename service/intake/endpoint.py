@@ -1,0 +1,155 @@
+"""The HTTP side: the chunk endpoint, CORS, and the health check.
+
+`ChunkEndpoint.post` is the whole per-chunk path, top to bottom: find the job, claim the
+chunk, stream its bytes through the sealer (hash and encryption in one pass), post the
+sealed bytes to Discord, record the message, answer 200. Every refusal is a JSON sentence
+with a 4xx (the client's mistake) or 5xx (ours or Discord's) and leaves the job as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from ..jobs.job import ChunkRefused, Job
+from ..jobs.slot import JobDirectory, Slot
+from ..storage.discord_store import StoreError
+from ..storage.sealing import ChunkSealer, SealedChunk
+from .form import FILE_FIELD, FormError, StreamingForm, boundary_of
+
+log = logging.getLogger(__name__)
+
+FORM_ALLOWANCE = 16 * 1024  # body bytes beyond the chunk: boundaries, headers, small fields
+DEFAULT_CHUNK_SIZE = 10 * 1024 * 1024 - 1024  # the manager's chunk size, before a job says
+
+
+def error_response(status: int, message: str, **headers: str) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+@dataclass
+class _Claim:
+    job: Job
+    slot: Slot
+    index: int
+    sealer: ChunkSealer
+    already_stored: bool
+
+
+class ChunkEndpoint:
+    def __init__(self, directory: JobDirectory) -> None:
+        self._directory = directory
+
+    async def post(self, request: web.Request) -> web.Response:
+        try:
+            return await self._receive(request)
+        except ChunkRefused as refusal:
+            return error_response(refusal.status, refusal.message)
+        except (FormError, OverflowError) as error:
+            return error_response(400, str(error))
+        except StoreError as error:
+            return error_response(502, str(error))
+
+    async def _receive(self, request: web.Request) -> web.Response:
+        boundary = boundary_of(request.headers.get("Content-Type", ""))
+        limit = self._body_limit(None)
+        if request.content_length is not None and request.content_length > limit:
+            raise _too_large(limit)
+
+        claim: _Claim | None = None
+
+        def open_file(fields: dict[str, str]) -> ChunkSealer:
+            nonlocal claim, limit
+            claim = self._claim(fields)
+            limit = self._body_limit(claim.job)
+            return claim.sealer
+
+        form = StreamingForm(boundary, open_file)
+        try:
+            received = 0
+            async for piece in request.content.iter_any():
+                received += len(piece)
+                if received > limit:
+                    raise _too_large(limit)
+                form.feed(piece)
+            form.close()
+            if claim is None:
+                raise FormError(f"the field {FILE_FIELD!r} is missing")
+            sealed = self._seal(claim)
+            if claim.already_stored:
+                return self._compare_resent(claim, sealed.digest)
+            await claim.slot.store_chunk(claim.job, claim.index, sealed)
+        finally:
+            if claim is not None:
+                claim.job.release(claim.index)
+        return web.Response(text=str(claim.index))
+
+    def _claim(self, fields: dict[str, str]) -> _Claim:
+        """The `file` part begins: check the fields sent before it and claim the chunk."""
+        for name in ("id", "chunk"):
+            if name not in fields:
+                raise FormError(f"the field {name!r} is missing (it must come before 'file')")
+        job, slot = self._directory.find(fields["id"])
+        index = job.layout.parse_index(fields["chunk"])
+        already = job.claim(index)
+        slot.touch(job)
+        key = None if already else slot.crypto_key
+        sealer = ChunkSealer(job.layout.length(index), key)
+        return _Claim(job, slot, index, sealer, already is not None)
+
+    def _seal(self, claim: _Claim) -> SealedChunk:
+        sealer = claim.sealer
+        if sealer.received != sealer.length:
+            raise ChunkRefused(
+                400,
+                f"chunk {claim.index} must be exactly {sealer.length} bytes, got {sealer.received}",
+            )
+        return sealer.seal()
+
+    def _compare_resent(self, claim: _Claim, digest: str) -> web.Response:
+        """A stored chunk sent again: the same bytes are a lost response retried, so 200."""
+        if claim.job.stored[claim.index].digest != digest:
+            raise ChunkRefused(409, f"chunk {claim.index} was already stored with different bytes")
+        return web.Response(text=str(claim.index))
+
+    def _body_limit(self, job: Job | None) -> int:
+        if job is not None:
+            return job.start.chunk_size + FORM_ALLOWANCE
+        return (self._directory.largest_chunk_size() or DEFAULT_CHUNK_SIZE) + FORM_ALLOWANCE
+
+
+def _too_large(limit: int) -> ChunkRefused:
+    return ChunkRefused(413, f"the request body is larger than {limit} bytes")
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "POST, OPTIONS",
+    "Access-Control-Max-Age": "86400",
+}
+
+
+@web.middleware
+async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every answer, refusals and router errors included, may be read cross-origin."""
+    try:
+        response = await handler(request)
+    except web.HTTPException as error:
+        response = error_response(error.status, error.reason)
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    return response
+
+
+async def preflight(request: web.Request) -> web.Response:
+    asked = request.headers.get("Access-Control-Request-Headers", "Content-Type")
+    return web.Response(status=204, headers={**CORS_HEADERS, "Access-Control-Allow-Headers": asked})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text=json.dumps({"status": "ok"}), content_type="application/json")

@@ -1,0 +1,140 @@
+"""A streaming reader for the chunk POST's multipart/form-data body.
+
+Small fields (`id`, `chunk`) are collected as text; the `file` part's bytes go straight to a
+sink chosen when its headers end, so a chunk is never buffered whole before it is hashed and
+encrypted. Every limit is counted here because python-multipart enforces none of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+FILE_FIELD = "file"
+FIELD_LIMIT = 1024  # bytes in a small field's value
+HEADER_LIMIT = 8192  # bytes in one part's headers
+PART_LIMIT = 8  # parts in one body
+
+
+class FormError(Exception):
+    """The body is not a form this endpoint can read; the message says what is wrong."""
+
+
+class Sink(Protocol):
+    def write(self, data: memoryview) -> None: ...
+
+
+def boundary_of(content_type: str) -> bytes:
+    """The multipart boundary named in a Content-Type header; raise `FormError` if none."""
+    kind, options = parse_options_header(content_type)
+    if kind != b"multipart/form-data":
+        raise FormError(f"the body must be multipart/form-data, not {kind.decode('latin-1')!r}")
+    boundary = options.get(b"boundary", b"")
+    if not boundary:
+        raise FormError("the multipart/form-data Content-Type has no boundary")
+    return boundary
+
+
+class StreamingForm:
+    """Feed the body in pieces; read `fields` and the sink's result once `close` returns."""
+
+    def __init__(self, boundary: bytes, open_file: Callable[[dict[str, str]], Sink]) -> None:
+        self.fields: dict[str, str] = {}
+        self.file_seen = False
+        self._open_file = open_file
+        self._sink: Sink | None = None
+        self._parts = 0
+        self._complete = False
+        self._headers: dict[str, bytes] = {}
+        self._header_size = 0
+        self._field = bytearray()
+        self._value = bytearray()
+        self._name: str | None = None
+        self._text = bytearray()
+        self._parser = MultipartParser(
+            boundary,
+            {
+                "on_part_begin": self._part_begin,
+                "on_header_field": self._header_field,
+                "on_header_value": self._header_value,
+                "on_header_end": self._header_end,
+                "on_headers_finished": self._headers_finished,
+                "on_part_data": self._part_data,
+                "on_part_end": self._part_end,
+                "on_end": self._end,
+            },
+        )
+
+    def feed(self, data: bytes) -> None:
+        try:
+            self._parser.write(data)
+        except MultipartParseError as error:
+            raise FormError(f"the multipart body is malformed: {error}") from None
+
+    def close(self) -> None:
+        """The body has ended; raise `FormError` if the form was cut short."""
+        if not self._complete:
+            raise FormError("the multipart body ended before its closing boundary")
+
+    # --- parser callbacks ----------------------------------------------------------------
+
+    def _part_begin(self) -> None:
+        self._parts += 1
+        if self._parts > PART_LIMIT:
+            raise FormError(f"the form has more than {PART_LIMIT} parts")
+        self._headers.clear()
+        self._header_size = 0
+        self._name = None
+        self._sink = None
+        self._text.clear()
+
+    def _header_field(self, data: bytes, start: int, end: int) -> None:
+        self._count_header(end - start)
+        self._field += data[start:end]
+
+    def _header_value(self, data: bytes, start: int, end: int) -> None:
+        self._count_header(end - start)
+        self._value += data[start:end]
+
+    def _count_header(self, size: int) -> None:
+        self._header_size += size
+        if self._header_size > HEADER_LIMIT:
+            raise FormError(f"a part's headers are longer than {HEADER_LIMIT} bytes")
+
+    def _header_end(self) -> None:
+        self._headers[self._field.decode("latin-1").lower()] = bytes(self._value)
+        self._field.clear()
+        self._value.clear()
+
+    def _headers_finished(self) -> None:
+        disposition, options = parse_options_header(self._headers.get("content-disposition"))
+        name = options.get(b"name")
+        if disposition != b"form-data" or name is None:
+            raise FormError("a part has no Content-Disposition: form-data header with a name")
+        self._name = name.decode("utf-8", "replace")
+        if self._name in self.fields or (self._name == FILE_FIELD and self.file_seen):
+            raise FormError(f"the field {self._name!r} appears twice")
+        if self._name == FILE_FIELD:
+            self.file_seen = True
+            self._sink = self._open_file(self.fields)
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._sink is not None:
+            self._sink.write(memoryview(data)[start:end])
+            return
+        self._text += data[start:end]
+        if len(self._text) > FIELD_LIMIT:
+            raise FormError(f"the field {self._name!r} is longer than {FIELD_LIMIT} bytes")
+
+    def _part_end(self) -> None:
+        if self._name is not None and self._name != FILE_FIELD:
+            try:
+                self.fields[self._name] = self._text.decode("utf-8")
+            except UnicodeDecodeError:
+                raise FormError(f"the field {self._name!r} is not UTF-8 text") from None
+
+    def _end(self) -> None:
+        self._complete = True

@@ -1,0 +1,98 @@
+"""An uploader that sends a file's chunks the way discord-cloud's browser client does.
+
+Multipart fields `id`, `chunk`, `file` in that order (the file part named `blob`), up to 5
+chunks of one file at once in any order, each retried up to 10 times, and only HTTP 200
+counts as success. The demo and the tests use it to play the browser.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+CONCURRENCY = 5
+TRIES = 10
+
+
+class UploadFailed(Exception):
+    """A chunk was refused on every try; the message holds the last answer."""
+
+
+@dataclass
+class UploadReport:
+    chunks: int = 0
+    attempts: int = 0
+    statuses: Counter[int] = field(default_factory=Counter)
+    last_errors: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def retries(self) -> int:
+        return self.attempts - self.chunks
+
+
+def source_size(source: bytes | Path) -> int:
+    return source.stat().st_size if isinstance(source, Path) else len(source)
+
+
+def read_chunk(source: bytes | Path, offset: int, length: int) -> bytes:
+    if isinstance(source, Path):
+        with source.open("rb") as file:
+            file.seek(offset)
+            return file.read(length)
+    return source[offset : offset + length]
+
+
+async def upload(
+    session: aiohttp.ClientSession,
+    address: str,
+    upload_id: str,
+    source: bytes | Path,
+    chunk_size: int,
+    *,
+    concurrency: int = CONCURRENCY,
+    tries: int = TRIES,
+    on_chunk_done: Callable[[int], None] | None = None,
+) -> UploadReport:
+    """Upload every chunk of `source` (bytes, or a file's path); raise `UploadFailed`."""
+    size = source_size(source)
+    report = UploadReport()
+    pending: asyncio.Queue[int] = asyncio.Queue()
+    for index in range(math.ceil(size / chunk_size)):
+        pending.put_nowait(index)
+
+    async def send(index: int) -> None:
+        data = await asyncio.to_thread(read_chunk, source, index * chunk_size, chunk_size)
+        for attempt in range(1, tries + 1):
+            report.attempts += 1
+            form = aiohttp.FormData()
+            form.add_field("id", upload_id)
+            form.add_field("chunk", str(index))
+            form.add_field("file", data, filename="blob", content_type="application/octet-stream")
+            try:
+                async with session.post(address, data=form) as response:
+                    report.statuses[response.status] += 1
+                    if response.status == 200:
+                        report.chunks += 1
+                        if on_chunk_done is not None:
+                            on_chunk_done(len(data))
+                        return
+                    report.last_errors[index] = f"HTTP {response.status}: {await response.text()}"
+            except (aiohttp.ClientError, OSError) as error:
+                report.last_errors[index] = f"{type(error).__name__}: {error}"
+            await asyncio.sleep(min(0.05 * 2**attempt, 2.0))
+        raise UploadFailed(f"chunk {index} failed {tries} times; last: {report.last_errors[index]}")
+
+    async def worker() -> None:
+        while not pending.empty():
+            await send(pending.get_nowait())
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(concurrency):
+            group.create_task(worker())
+    return report

@@ -1,0 +1,198 @@
+"""A stand-in for discord-cloud's manager: the server side of the WebSocket link.
+
+Like the real manager it refuses a connection with a wrong key or a missing parameter
+before the upgrade, drops every packet that fails its schema (keeping it in `dropped` so
+tests can assert there are none), and waits at most 10 seconds for a reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from ..manager import packets
+
+log = logging.getLogger(__name__)
+
+REPLY_TIMEOUT = 10.0
+WAIT_LIMIT = 60.0  # how long a test waits for a service or a finish before it fails
+DEFAULT_CHUNK_SIZE = 10 * 1024 * 1024 - 1024
+
+
+@dataclass(frozen=True)
+class Dropped:
+    text: str
+    why: str
+
+
+class ServiceConnection:
+    """One upload service as the manager sees it: requests out, replies and finishes in."""
+
+    def __init__(self, socket: web.WebSocketResponse, own_address: str, dropped: list[Dropped]):
+        self.socket = socket
+        self.own_address = own_address
+        self.finishes: list[dict[str, Any]] = []
+        self.closed = asyncio.Event()
+        self._dropped = dropped
+        self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._finish_arrived = asyncio.Condition()
+        self._taken = 0  # finishes already returned by next_finish
+
+    async def request(self, packet_id: str, data: dict[str, Any]) -> dict[str, Any]:
+        """Send a packet and return its reply's data; raise TimeoutError after 10 s."""
+        text = packets.encode(packet_id, data)
+        return await self.send_raw(text, packets.parse_envelope(text).uuid)
+
+    async def send_raw(self, text: str, reply_to: str | None = None) -> dict[str, Any]:
+        """Send any frame, even a malformed one; await the reply to `reply_to` if given."""
+        if reply_to is None:
+            await self.socket.send_str(text)
+            return {}
+        waiter = asyncio.get_running_loop().create_future()
+        self._replies[reply_to] = waiter
+        try:
+            await self.socket.send_str(text)
+            async with asyncio.timeout(REPLY_TIMEOUT):
+                return await waiter
+        finally:
+            self._replies.pop(reply_to, None)
+
+    async def configure(
+        self, *, token: str, channel_id: str, crypto_key: bytes | None
+    ) -> dict[str, Any]:
+        crypto: dict[str, Any] = {"enabled": crypto_key is not None}
+        if crypto_key is not None:
+            crypto["key"] = base64.b64encode(crypto_key).decode()
+        return await self.request(
+            packets.CONFIGURATION,
+            {"crypto": crypto, "discord_bot_token": token, "discord_channel_id": channel_id},
+        )
+
+    async def start_upload(
+        self,
+        *,
+        size: int,
+        name: str = "file.bin",
+        path: str = "/",
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        upload_id: str | None = None,
+    ) -> tuple[str, dict[str, Any]]:
+        """Start a job; return its upload_id and the service's reply."""
+        upload_id = upload_id or str(uuid.uuid4())
+        data = {
+            "name": name,
+            "path": path,
+            "size": size,
+            "client": str(uuid.uuid4()),
+            "upload_id": upload_id,
+            "chunk_size": chunk_size,
+        }
+        return upload_id, await self.request(packets.UPLOAD_START, data)
+
+    async def abort(self) -> dict[str, Any]:
+        return await self.request(packets.UPLOAD_ABORT, {})
+
+    async def next_finish(self) -> dict[str, Any]:
+        """Wait for the next `u2s:upload-finish` not yet taken; return its data."""
+        async with self._finish_arrived, asyncio.timeout(WAIT_LIMIT):
+            await self._finish_arrived.wait_for(lambda: len(self.finishes) > self._taken)
+            self._taken += 1
+            return self.finishes[self._taken - 1]
+
+    async def close(self) -> None:
+        """Drop the connection, as a manager restart does."""
+        await self.socket.close()
+
+    async def _receive(self, text: str) -> None:
+        try:
+            envelope = packets.check_outgoing(text)
+        except packets.MalformedPacket as error:
+            log.error("manager stand-in dropped a packet: %s", error)
+            self._dropped.append(Dropped(text, str(error)))
+            return
+        if envelope.id == packets.BOOLEAN:
+            waiter = self._replies.get(envelope.reply_uuid or "")
+            if waiter is not None and not waiter.done():
+                waiter.set_result(envelope.data)
+            return
+        async with self._finish_arrived:
+            self.finishes.append(envelope.data)
+            self._finish_arrived.notify_all()
+
+
+class ManagerStandIn:
+    """A real aiohttp WebSocket server on 127.0.0.1 that upload services connect to."""
+
+    def __init__(self, *, password: str, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.password = password
+        self.services: list[ServiceConnection] = []
+        self.dropped: list[Dropped] = []
+        self.refused_handshakes = 0
+        self._host, self._port = host, port
+        self._runner: web.AppRunner | None = None
+        self._arrived = asyncio.Condition()
+        self._handed_out = 0  # services already returned by next_service
+
+    @property
+    def address(self) -> str:
+        assert self._runner is not None
+        host, port = self._runner.addresses[0][:2]
+        return f"ws://{host}:{port}/upload-service"
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/upload-service", self._accept)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self._host, self._port).start()
+
+    async def close(self) -> None:
+        for service in self.services:
+            await service.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def __aenter__(self) -> ManagerStandIn:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def next_service(self) -> ServiceConnection:
+        """Wait for the next service to connect (one that has not been returned yet)."""
+        async with self._arrived, asyncio.timeout(WAIT_LIMIT):
+            await self._arrived.wait_for(lambda: len(self.services) > self._handed_out)
+            self._handed_out += 1
+            return self.services[self._handed_out - 1]
+
+    async def _accept(self, request: web.Request) -> web.StreamResponse:
+        query = request.query
+        if query.get("type") != "upload" or query.get("key") != self.password:
+            self.refused_handshakes += 1
+            raise web.HTTPUnauthorized(text="wrong key or type")
+        if not query.get("address"):
+            self.refused_handshakes += 1
+            raise web.HTTPBadRequest(text="missing address")
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        service = ServiceConnection(socket, query["address"], self.dropped)
+        async with self._arrived:
+            self.services.append(service)
+            self._arrived.notify_all()
+        try:
+            async for frame in socket:
+                if frame.type is WSMsgType.TEXT:
+                    await service._receive(frame.data)
+        finally:
+            service.closed.set()
+            with contextlib.suppress(Exception):
+                await socket.close()
+        return socket

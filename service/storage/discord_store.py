@@ -1,0 +1,162 @@
+"""Storing chunks as Discord messages through discord.py's REST client (no gateway).
+
+discord.py waits out rate limits (429) and retries 500, 502, 504 and 524 itself. What it
+does not retry (other 5xx, connection resets, timeouts) is retried here a bounded number of
+times. Every post carries a nonce that Discord de-duplicates, so a retry after a lost
+response never leaves two messages for one chunk.
+
+Failures are raised as one of:
+
+    StoreError
+    ├── DiscordUnavailable   Discord or the way to it failed; the client may retry the chunk.
+    └── DiscordRefused       Discord refuses this job's requests (token, channel, size):
+                             retrying cannot help, so the job ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import secrets
+
+import aiohttp
+import discord
+from discord.http import HTTPClient, Route, handle_message_parameters
+
+log = logging.getLogger(__name__)
+
+# Connection errors discord.py lets through; TimeoutError is an OSError too.
+_TRANSIENT = (OSError, aiohttp.ClientError)
+# Statuses discord.py has already retried five times before it raises.
+_RETRIED_BY_DISCORD_PY = frozenset({500, 502, 504, 524})
+
+
+class StoreError(Exception):
+    """A chunk could not be stored; the message is a sentence for the client or the manager."""
+
+
+class DiscordUnavailable(StoreError):
+    pass
+
+
+class DiscordRefused(StoreError):
+    pass
+
+
+class MemoryReader(io.BufferedIOBase):
+    """A seekable, read-only file over a memoryview, so discord.py can send it without a copy."""
+
+    def __init__(self, view: memoryview) -> None:
+        self._view = view
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: len(self._view)}
+        self._position = max(0, base[whence] + offset)
+        return self._position
+
+    def read(self, size: int | None = -1) -> bytes:
+        end = len(self._view) if size is None or size < 0 else self._position + size
+        data = self._view[self._position : end].tobytes()
+        self._position += len(data)
+        return data
+
+
+class DiscordStore:
+    """One bot login, posting attachments to one channel."""
+
+    def __init__(
+        self, *, token: str, channel_id: str, request_timeout: float, retries: int
+    ) -> None:
+        self.channel_id = channel_id
+        self._token = token
+        self._timeout = aiohttp.ClientTimeout(total=request_timeout)
+        self._retries = retries
+        self._http = HTTPClient(asyncio.get_running_loop())
+
+    async def open(self) -> None:
+        """Log in (GET /users/@me); raise `DiscordRefused` for a bad token."""
+        try:
+            await self._http.static_login(self._token)
+        except discord.LoginFailure:
+            await self.close()
+            raise DiscordRefused("Discord rejected the bot token (401 Unauthorized)") from None
+        except (*_TRANSIENT, discord.HTTPException) as error:
+            await self.close()
+            raise DiscordUnavailable(f"could not log in to Discord: {_describe(error)}") from None
+
+    async def close(self) -> None:
+        await self._http.close()
+
+    async def post(self, content: str, filename: str, payload: memoryview) -> str:
+        """Post one message with `payload` as its only attachment; return the message id."""
+        nonce = secrets.token_hex(12)
+        route = Route("POST", "/channels/{channel_id}/messages", channel_id=self.channel_id)
+        for attempt in range(1, self._retries + 1):
+            params = handle_message_parameters(
+                content=content,
+                file=discord.File(MemoryReader(payload), filename=filename),
+                nonce=nonce,
+            )
+            try:
+                message = await self._http.request(
+                    route, files=params.files, form=params.multipart, timeout=self._timeout
+                )
+                return str(message["id"])
+            except (discord.Forbidden, discord.NotFound) as error:
+                raise DiscordRefused(
+                    f"Discord refused to post in channel {self.channel_id} ({_describe(error)}); "
+                    "check that the bot can see the channel and may attach files"
+                ) from None
+            except discord.HTTPException as error:
+                if error.status == 401:
+                    raise DiscordRefused(
+                        "Discord rejected the bot token (401 Unauthorized)"
+                    ) from None
+                if error.status == 413:
+                    raise DiscordRefused(
+                        f"Discord refused a {len(payload)}-byte attachment as too large "
+                        "(413); chunks must be smaller for this bot"
+                    ) from None
+                if error.status < 500:
+                    raise DiscordRefused(
+                        f"Discord refused the message: {_describe(error)}"
+                    ) from None
+                if error.status in _RETRIED_BY_DISCORD_PY:
+                    raise DiscordUnavailable(
+                        f"Discord kept failing to store the chunk: {_describe(error)}"
+                    ) from None
+                failure: BaseException = error
+            except _TRANSIENT as error:
+                failure = error
+            log.warning(
+                "posting %s to Discord failed (attempt %d of %d): %s",
+                filename,
+                attempt,
+                self._retries,
+                _describe(failure),
+            )
+            if attempt < self._retries:
+                await asyncio.sleep(0.25 * 2**attempt)
+        raise DiscordUnavailable(
+            f"Discord could not store the chunk after {self._retries} attempts: "
+            f"{_describe(failure)}"
+        )
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, discord.HTTPException):
+        return f"HTTP {error.status} {error.text or error.response.reason}".strip()
+    if isinstance(error, TimeoutError):
+        return "the request timed out"
+    return str(error) or type(error).__name__

@@ -1,0 +1,87 @@
+"""What a chunk becomes on Discord: its SHA-256 and, with a key, AES-256-GCM ciphertext.
+
+The attachment layout is `iv (16) | tag (16) | ciphertext` (PROTOCOL.md section 4). A
+`ChunkSealer` takes the chunk's bytes as they stream in and hashes and encrypts each piece
+straight into one buffer allocated once per chunk, so the bytes are never copied whole again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+IV_SIZE = 16
+TAG_SIZE = 16
+HEADER_SIZE = IV_SIZE + TAG_SIZE
+SNIFF_SIZE = 8192  # how much of a chunk's plaintext MIME sniffing looks at
+_SLACK = 15  # older cryptography releases want block_size - 1 spare bytes in update_into
+
+
+@dataclass(frozen=True)
+class SealedChunk:
+    payload: memoryview  # the attachment's bytes
+    digest: str  # lowercase hex SHA-256 of the plaintext
+    head: bytes  # the plaintext's first SNIFF_SIZE bytes
+
+
+class ChunkSealer:
+    """Hash, and with a key encrypt, exactly `length` plaintext bytes written in pieces."""
+
+    def __init__(self, length: int, key: bytes | None, iv: bytes | None = None) -> None:
+        self.length = length
+        self.received = 0
+        self._hash = hashlib.sha256()
+        self._head = bytearray()
+        self._offset = HEADER_SIZE if key is not None else 0
+        self._buffer = bytearray(self._offset + length + _SLACK)
+        self._view = memoryview(self._buffer)
+        self._encryptor = None
+        if key is not None:
+            iv = iv if iv is not None else os.urandom(IV_SIZE)
+            self._view[:IV_SIZE] = iv
+            self._encryptor = Cipher(algorithms.AES(key), modes.GCM(iv)).encryptor()
+
+    def write(self, data: bytes | memoryview) -> None:
+        """Take the next piece; raise `OverflowError` if it goes past `length`."""
+        size = len(data)
+        if self.received + size > self.length:
+            raise OverflowError(f"the chunk is longer than the {self.length} bytes it must have")
+        if len(self._head) < SNIFF_SIZE:
+            self._head += data[: SNIFF_SIZE - len(self._head)]
+        self._hash.update(data)
+        start = self._offset + self.received
+        if self._encryptor is None:
+            self._view[start : start + size] = data
+        else:
+            self._encryptor.update_into(data, self._view[start:])
+        self.received += size
+
+    def seal(self) -> SealedChunk:
+        """Finish the chunk; only valid once exactly `length` bytes were written."""
+        if self.received != self.length:
+            raise ValueError(f"chunk has {self.received} of {self.length} bytes")
+        if self._encryptor is not None:
+            self._encryptor.finalize()
+            self._view[IV_SIZE:HEADER_SIZE] = self._encryptor.tag
+        end = self._offset + self.length
+        return SealedChunk(self._view[:end], self._hash.hexdigest(), bytes(self._head))
+
+
+def open_attachment(key: bytes, attachment: bytes) -> bytes:
+    """Decrypt an attachment made by `ChunkSealer` (as the manager does); raise on tampering."""
+    iv, tag, ciphertext = (
+        attachment[:IV_SIZE],
+        attachment[IV_SIZE:HEADER_SIZE],
+        attachment[HEADER_SIZE:],
+    )
+    return AESGCM(key).decrypt(iv, ciphertext + tag, None)
+
+
+def file_hash(chunk_digests: Iterable[str]) -> str:
+    """The file's hash: SHA-256 of the chunks' hex digests concatenated in order."""
+    return hashlib.sha256("".join(chunk_digests).encode("ascii")).hexdigest()
