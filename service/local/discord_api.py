@@ -69,6 +69,7 @@ class Fault:
     drop: bool = False
     hang: bool = False
     store_then_drop: bool = False
+    hold: bool = False  # wait for release_held(), then go on as if nothing happened
 
 
 @dataclass
@@ -209,6 +210,8 @@ class DiscordStandIn:
         self.posts = 0
         self.faults_served = 0
         self.rate_limited = 0
+        self._post_arrived = asyncio.Condition()
+        self._held = asyncio.Event()
 
     async def start(self) -> None:
         """Listen on host:port (port 0 picks a free one)."""
@@ -286,8 +289,19 @@ class DiscordStandIn:
             return _error(404, "404: Not Found")
         return web.Response(body=attachment.data, content_type=attachment.content_type)
 
+    async def wait_for_posts(self, count: int) -> None:
+        """Wait until `count` POSTs have reached the messages route."""
+        async with self._post_arrived:
+            await self._post_arrived.wait_for(lambda: self.posts >= count)
+
+    def release_held(self) -> None:
+        """Let requests held by `Fault(hold=True)` (and later ones) proceed."""
+        self._held.set()
+
     async def _post_message(self, request: web.Request) -> web.Response:
         self.posts += 1
+        async with self._post_arrived:
+            self._post_arrived.notify_all()
         channel_id = request.match_info["channel_id"]
         if (refusal := self._refusal(request, channel_id)) is not None:
             await request.release()
@@ -297,6 +311,8 @@ class DiscordStandIn:
         if fault is not None:
             self.faults_served += 1
             await asyncio.sleep(fault.delay)
+            if fault.hold:
+                await self._held.wait()
             if fault.drop or fault.hang:
                 await request.release()
                 if fault.hang:

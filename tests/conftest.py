@@ -1,0 +1,131 @@
+"""The test harness: the real service on a free loopback port, between the two stand-ins.
+
+Every test that uses `manager` ends by checking that the manager stand-in dropped none of
+the service's packets: a packet the real manager would drop is a bug in any test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+
+from service.config import Settings
+from service.local.discord_api import DiscordStandIn
+from service.local.manager import ManagerStandIn, ServiceConnection
+from service.local.ports import free_port
+from service.server import UploadService
+
+TOKEN = "test-bot-token-Zm9vYmFy.secret"
+PASSWORD = "test-service-password-7d1f"
+CHANNEL = "1100000000000000001"
+KEY = bytes(range(32))
+SMALL_CHUNK = 64 * 1024
+
+
+@pytest.fixture
+async def discord() -> AsyncIterator[DiscordStandIn]:
+    async with DiscordStandIn(token=TOKEN) as standin:
+        yield standin
+
+
+@pytest.fixture
+async def manager() -> AsyncIterator[ManagerStandIn]:
+    async with ManagerStandIn(password=PASSWORD) as standin:
+        yield standin
+        assert standin.dropped == [], "the manager would have dropped these packets"
+
+
+@pytest.fixture
+def settings(discord: DiscordStandIn, manager: ManagerStandIn) -> Settings:
+    port = free_port()
+    return Settings(
+        manager_address=manager.address,
+        service_password=PASSWORD,
+        own_address=f"http://127.0.0.1:{port}/upload",
+        port=port,
+        host="127.0.0.1",
+        discord_api_base=discord.base_url,
+        discord_request_timeout=5.0,
+    )
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@dataclass
+class Harness:
+    """A running service, its manager link, and helpers to play the browser."""
+
+    service: UploadService
+    link: ServiceConnection
+    discord: DiscordStandIn
+    http: aiohttp.ClientSession
+
+    @property
+    def address(self) -> str:
+        return self.link.own_address
+
+    async def configure(self, crypto_key: bytes | None = KEY) -> dict[str, Any]:
+        return await self.link.configure(token=TOKEN, channel_id=CHANNEL, crypto_key=crypto_key)
+
+    async def start(self, size: int, chunk_size: int = SMALL_CHUNK, **fields: Any) -> str:
+        upload_id, reply = await self.link.start_upload(size=size, chunk_size=chunk_size, **fields)
+        assert reply == {"success": True}
+        return upload_id
+
+    async def post(
+        self,
+        upload_id: str,
+        index: int | str,
+        data: bytes,
+        *,
+        url: str | None = None,
+    ) -> tuple[int, str]:
+        form = aiohttp.FormData()
+        form.add_field("id", upload_id)
+        form.add_field("chunk", str(index))
+        form.add_field("file", data, filename="blob", content_type="application/octet-stream")
+        async with self.http.post(url or self.address, data=form) as response:
+            return response.status, await response.text()
+
+    def stored(self) -> list[bytes]:
+        """The attachments in the channel, in posting order."""
+        return [m.attachments[0].data for m in self.discord.messages(CHANNEL)]
+
+
+HarnessFactory = Callable[..., Awaitable[Harness]]
+
+
+@pytest.fixture
+async def start_service(
+    settings: Settings, manager: ManagerStandIn, discord: DiscordStandIn, http: aiohttp.ClientSession
+) -> AsyncIterator[HarnessFactory]:
+    """Start the service with settings overrides; it connects to the manager stand-in."""
+    services: list[UploadService] = []
+
+    async def start(**overrides: Any) -> Harness:
+        service = UploadService(dataclasses.replace(settings, **overrides))
+        await service.startup()
+        services.append(service)
+        link = await manager.next_service()
+        return Harness(service, link, discord, http)
+
+    yield start
+    for service in services:
+        await service.shutdown()
+
+
+@pytest.fixture
+async def harness(start_service: HarnessFactory) -> Harness:
+    """A service configured with encryption on, ready for `upload-start`."""
+    harness = await start_service()
+    assert await harness.configure() == {"success": True}
+    return harness

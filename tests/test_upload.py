@@ -1,0 +1,147 @@
+"""Whole uploads through the real service: what the manager and Discord end up with."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from conftest import CHANNEL, KEY, SMALL_CHUNK, Harness, HarnessFactory
+
+from service.local.browser import upload
+from service.storage.sealing import HEADER_SIZE, open_attachment
+
+PNG_HEAD = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
+
+
+def expected_hash(data: bytes, chunk_size: int) -> str:
+    """PROTOCOL.md section 4, computed independently of the service."""
+    digests = [
+        hashlib.sha256(data[i : i + chunk_size]).hexdigest()
+        for i in range(0, len(data), chunk_size)
+    ]
+    return hashlib.sha256("".join(digests).encode()).hexdigest()
+
+
+async def test_encrypted_upload_reassembles_and_reports_everything(harness: Harness) -> None:
+    data = PNG_HEAD + os.urandom(5 * SMALL_CHUNK + 1234)
+    upload_id = await harness.start(len(data), name="photo.png", path="/holiday/2026")
+
+    report = await upload(harness.http, harness.address, upload_id, data, SMALL_CHUNK)
+    finish = await harness.link.next_finish()
+
+    assert report.chunks == 6
+    assert finish["success"] is True
+    assert finish["is_encrypted"] is True
+    assert finish["channel"] == CHANNEL
+    assert finish["type"] == "image/png"
+    assert finish["hash"] == expected_hash(data, SMALL_CHUNK)
+    plain = b"".join(
+        open_attachment(KEY, harness.discord.message(CHANNEL, mid).attachments[0].data)
+        for mid in finish["messages"]
+    )
+    assert plain == data
+
+
+async def test_each_chunk_is_one_message_named_by_index_without_the_file_name(
+    harness: Harness,
+) -> None:
+    data = os.urandom(2 * SMALL_CHUNK)
+    upload_id = await harness.start(len(data), name="secret-plans.pdf", path="/private")
+    await upload(harness.http, harness.address, upload_id, data, SMALL_CHUNK)
+    finish = await harness.link.next_finish()
+
+    for index, message_id in enumerate(finish["messages"]):
+        message = harness.discord.message(CHANNEL, message_id)
+        assert [a.filename for a in message.attachments] == [str(index)]
+        assert len(message.attachments[0].data) == SMALL_CHUNK + HEADER_SIZE
+        assert "secret-plans" not in message.content and "/private" not in message.content
+
+
+async def test_unencrypted_upload_stores_plaintext(start_service: HarnessFactory) -> None:
+    harness = await start_service()
+    assert await harness.configure(crypto_key=None) == {"success": True}
+    data = b"%PDF-1.7\n" + os.urandom(SMALL_CHUNK)
+    upload_id = await harness.start(len(data))
+
+    await upload(harness.http, harness.address, upload_id, data, SMALL_CHUNK)
+    finish = await harness.link.next_finish()
+
+    assert finish["is_encrypted"] is False
+    assert finish["type"] == "application/pdf"
+    assert b"".join(harness.stored()) == data
+
+
+async def test_size_that_is_an_exact_multiple_of_the_chunk_size_finishes(
+    harness: Harness,
+) -> None:
+    data = os.urandom(3 * SMALL_CHUNK)
+    upload_id = await harness.start(len(data))
+
+    for index in range(3):
+        chunk = data[index * SMALL_CHUNK : (index + 1) * SMALL_CHUNK]
+        assert (await harness.post(upload_id, index, chunk))[0] == 200
+
+    finish = await harness.link.next_finish()
+    assert finish["success"] is True
+    assert len(finish["messages"]) == 3
+
+
+async def test_chunks_in_any_order_are_reported_in_chunk_order(harness: Harness) -> None:
+    data = os.urandom(4 * SMALL_CHUNK - 10)
+    upload_id = await harness.start(len(data))
+    for index in (3, 1, 0, 2):
+        chunk = data[index * SMALL_CHUNK : (index + 1) * SMALL_CHUNK]
+        assert (await harness.post(upload_id, index, chunk))[0] == 200
+
+    finish = await harness.link.next_finish()
+    chunks = [
+        open_attachment(KEY, harness.discord.message(CHANNEL, mid).attachments[0].data)
+        for mid in finish["messages"]
+    ]
+    assert b"".join(chunks) == data
+
+
+async def test_empty_file_finishes_at_once(harness: Harness) -> None:
+    await harness.start(0)
+    finish = await harness.link.next_finish()
+    assert finish["success"] is True
+    assert finish["messages"] == []
+    assert finish["hash"] == hashlib.sha256(b"").hexdigest()
+    # the service is free again
+    await harness.start(1)
+
+
+async def test_next_job_is_taken_after_one_finishes(harness: Harness) -> None:
+    for _ in range(2):
+        data = os.urandom(SMALL_CHUNK + 1)
+        upload_id = await harness.start(len(data))
+        await upload(harness.http, harness.address, upload_id, data, SMALL_CHUNK)
+        assert (await harness.link.next_finish())["hash"] == expected_hash(data, SMALL_CHUNK)
+
+
+async def test_chunks_are_accepted_at_own_address_path_and_at_root(harness: Harness) -> None:
+    data = os.urandom(2 * SMALL_CHUNK)
+    upload_id = await harness.start(len(data))
+    root = f"http://127.0.0.1:{harness.service.port}/"
+
+    assert harness.address.endswith("/upload")
+    assert (await harness.post(upload_id, 0, data[:SMALL_CHUNK]))[0] == 200
+    assert (await harness.post(upload_id, 1, data[SMALL_CHUNK:], url=root))[0] == 200
+    assert (await harness.link.next_finish())["success"] is True
+
+
+async def test_success_answer_is_the_chunk_index(harness: Harness) -> None:
+    upload_id = await harness.start(2 * SMALL_CHUNK)
+    status, body = await harness.post(upload_id, 1, os.urandom(SMALL_CHUNK))
+    assert (status, body) == (200, "1")
+
+
+async def test_many_concurrent_chunks_each_stored_once(harness: Harness) -> None:
+    data = os.urandom(12 * SMALL_CHUNK)
+    upload_id = await harness.start(len(data))
+    report = await upload(
+        harness.http, harness.address, upload_id, data, SMALL_CHUNK, concurrency=8
+    )
+    await harness.link.next_finish()
+    assert report.retries == 0
+    assert len(harness.stored()) == 12
