@@ -106,7 +106,10 @@ HarnessFactory = Callable[..., Awaitable[Harness]]
 
 @pytest.fixture
 async def start_service(
-    settings: Settings, manager: ManagerStandIn, discord: DiscordStandIn, http: aiohttp.ClientSession
+    settings: Settings,
+    manager: ManagerStandIn,
+    discord: DiscordStandIn,
+    http: aiohttp.ClientSession,
 ) -> AsyncIterator[HarnessFactory]:
     """Start the service with settings overrides; it connects to the manager stand-in."""
     services: list[UploadService] = []

@@ -70,8 +70,10 @@ async def test_bad_chunk_index_is_refused(harness: Harness, job, index: str) -> 
     await finishes_intact(harness, *job)
 
 
-@pytest.mark.parametrize(("index", "length"), [(0, SMALL_CHUNK - 1), (0, SMALL_CHUNK + 1),
-                                                (2, 99), (2, 101), (2, SMALL_CHUNK)])
+@pytest.mark.parametrize(
+    ("index", "length"),
+    [(0, SMALL_CHUNK - 1), (0, SMALL_CHUNK + 1), (2, 99), (2, 101), (2, SMALL_CHUNK)],
+)
 async def test_chunk_of_the_wrong_length_is_refused(
     harness: Harness, job, index: int, length: int
 ) -> None:
@@ -165,12 +167,12 @@ async def test_success_and_unknown_paths_carry_cors_headers(harness: Harness, jo
 
 async def test_client_that_drops_mid_chunk_loses_nothing(harness: Harness, job) -> None:
     upload_id, data = job
-    reader, writer = await asyncio.open_connection("127.0.0.1", harness.service.port)
+    _, writer = await asyncio.open_connection("127.0.0.1", harness.service.port)
     boundary = "cut"
     head = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"id\"\r\n\r\n{upload_id}\r\n"
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"chunk\"\r\n\r\n0\r\n"
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"blob\"\r\n"
+        f'--{boundary}\r\nContent-Disposition: form-data; name="id"\r\n\r\n{upload_id}\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="chunk"\r\n\r\n0\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="blob"\r\n'
         "\r\n"
     ).encode()
     writer.write(

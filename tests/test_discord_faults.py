@@ -1,0 +1,116 @@
+"""Discord misbehaving: a 200 still means stored, and nothing is stored twice."""
+
+from __future__ import annotations
+
+import os
+
+from conftest import CHANNEL, SMALL_CHUNK, Harness, HarnessFactory
+
+from service.local.discord_api import Fault
+
+
+async def test_rate_limit_is_waited_out_and_the_client_gets_200(harness: Harness) -> None:
+    upload_id = await harness.start(SMALL_CHUNK)
+    harness.discord.inject(Fault(status=429, retry_after=0.05))
+    assert (await harness.post(upload_id, 0, os.urandom(SMALL_CHUNK)))[0] == 200
+    assert harness.discord.faults_served == 1
+    assert len(harness.stored()) == 1
+
+
+async def test_global_rate_limit_is_waited_out_too(harness: Harness) -> None:
+    upload_id = await harness.start(SMALL_CHUNK)
+    harness.discord.inject(Fault(status=429, retry_after=0.05, is_global=True))
+    assert (await harness.post(upload_id, 0, os.urandom(SMALL_CHUNK)))[0] == 200
+    assert len(harness.stored()) == 1
+
+
+async def test_server_errors_get_a_502_after_bounded_retries_and_the_job_lives(
+    harness: Harness,
+) -> None:
+    data = os.urandom(SMALL_CHUNK)
+    upload_id = await harness.start(len(data))
+    retries = harness.service.settings.discord_retries
+    harness.discord.inject(*[Fault(status=503)] * retries)
+
+    status, body = await harness.post(upload_id, 0, data)
+    assert status == 502 and "503" in body and f"{retries} attempts" in body
+    assert harness.discord.posts == retries
+
+    assert (await harness.post(upload_id, 0, data))[0] == 200
+    assert (await harness.link.next_finish())["success"] is True
+
+
+async def test_one_server_error_is_retried_transparently(harness: Harness) -> None:
+    upload_id = await harness.start(SMALL_CHUNK)
+    harness.discord.inject(Fault(status=503))
+    assert (await harness.post(upload_id, 0, os.urandom(SMALL_CHUNK)))[0] == 200
+    assert len(harness.stored()) == 1
+
+
+async def test_lost_response_is_retried_without_a_second_message(harness: Harness) -> None:
+    upload_id = await harness.start(SMALL_CHUNK)
+    harness.discord.inject(Fault(store_then_drop=True))
+    assert (await harness.post(upload_id, 0, os.urandom(SMALL_CHUNK)))[0] == 200
+    assert harness.discord.posts == 2
+    assert len(harness.stored()) == 1
+
+
+async def test_dropped_connection_is_retried(harness: Harness) -> None:
+    upload_id = await harness.start(SMALL_CHUNK)
+    harness.discord.inject(Fault(drop=True))
+    assert (await harness.post(upload_id, 0, os.urandom(SMALL_CHUNK)))[0] == 200
+    assert len(harness.stored()) == 1
+
+
+async def test_hanging_request_times_out_and_is_retried(start_service: HarnessFactory) -> None:
+    harness = await start_service(discord_request_timeout=0.3)
+    await harness.configure()
+    upload_id = await harness.start(SMALL_CHUNK)
+    harness.discord.inject(Fault(hang=True))
+    assert (await harness.post(upload_id, 0, os.urandom(SMALL_CHUNK)))[0] == 200
+    assert len(harness.stored()) == 1
+
+
+async def test_forbidden_channel_ends_the_job_with_an_actionable_reason(
+    harness: Harness,
+) -> None:
+    data = os.urandom(2 * SMALL_CHUNK)
+    upload_id = await harness.start(len(data))
+    harness.discord.inject(Fault(status=403))
+
+    status, body = await harness.post(upload_id, 0, data[:SMALL_CHUNK])
+    assert status == 502 and "403" in body
+
+    finish = await harness.link.next_finish()
+    assert finish["success"] is False
+    assert CHANNEL in finish["reason"] and "bot" in finish["reason"]
+    assert harness.discord.posts == 1  # no retrying a refusal
+    assert (await harness.post(upload_id, 1, data[SMALL_CHUNK:]))[0] == 410
+
+
+async def test_revoked_token_ends_the_job(harness: Harness) -> None:
+    upload_id = await harness.start(SMALL_CHUNK)
+    harness.discord.inject(Fault(status=401))
+    assert (await harness.post(upload_id, 0, os.urandom(SMALL_CHUNK)))[0] == 502
+    finish = await harness.link.next_finish()
+    assert finish["success"] is False and "token" in finish["reason"]
+
+
+async def test_attachment_discord_finds_too_large_is_never_a_silent_loss(
+    harness: Harness,
+) -> None:
+    data = os.urandom(2 * SMALL_CHUNK)
+    upload_id = await harness.start(len(data))
+    harness.discord.inject(Fault(status=413))
+
+    status, body = await harness.post(upload_id, 0, data[:SMALL_CHUNK])
+    assert status == 502 and "too large" in body
+    finish = await harness.link.next_finish()
+    assert finish["success"] is False and "too large" in finish["reason"]
+
+
+async def test_500_retried_by_discord_py_still_stores_once(harness: Harness) -> None:
+    upload_id = await harness.start(SMALL_CHUNK)
+    harness.discord.inject(Fault(status=500))
+    assert (await harness.post(upload_id, 0, os.urandom(SMALL_CHUNK)))[0] == 200
+    assert len(harness.stored()) == 1

@@ -1,0 +1,227 @@
+"""The manager's side of things: configuration, start, abort, timeout, reconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import json
+import os
+import uuid
+
+import pytest
+from conftest import CHANNEL, KEY, PASSWORD, SMALL_CHUNK, TOKEN, Harness, HarnessFactory
+
+from service.local.browser import upload
+from service.local.manager import ManagerStandIn
+from service.local.ports import free_port
+from service.manager import packets
+from service.manager.link import BACKOFF_CAP, backoff_delay
+from service.server import UploadService
+
+# --- configuration ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("crypto", "channel", "expected"),
+    [
+        ({"enabled": True, "key": base64.b64encode(b"k" * 31).decode()}, CHANNEL, "32 bytes"),
+        ({"enabled": True, "key": "not base64!"}, CHANNEL, "32 bytes"),
+        ({"enabled": False}, "general", "snowflake"),
+        ({"enabled": False}, "12345", "snowflake"),
+    ],
+)
+async def test_bad_configuration_is_refused_with_a_reason(
+    start_service: HarnessFactory, crypto: dict, channel: str, expected: str
+) -> None:
+    harness = await start_service()
+    reply = await harness.link.request(
+        packets.CONFIGURATION,
+        {"crypto": crypto, "discord_bot_token": TOKEN, "discord_channel_id": channel},
+    )
+    assert reply["success"] is False and expected in reply["message"]
+    _, start = await harness.link.start_upload(size=1)
+    assert start["success"] is False and "not been configured" in start["message"]
+
+
+async def test_token_discord_rejects_is_refused(start_service: HarnessFactory) -> None:
+    harness = await start_service()
+    reply = await harness.link.configure(token="wrong", channel_id=CHANNEL, crypto_key=KEY)
+    assert reply["success"] is False and "token" in reply["message"]
+
+
+# --- upload-start ----------------------------------------------------------------------------
+
+
+async def test_start_before_configuration_is_refused(start_service: HarnessFactory) -> None:
+    harness = await start_service()
+    _, reply = await harness.link.start_upload(size=10)
+    assert reply == {"success": False, "message": "this upload service has not been configured yet"}
+
+
+async def test_second_start_while_busy_is_refused(harness: Harness) -> None:
+    first = await harness.start(10)
+    _, reply = await harness.link.start_upload(size=10)
+    assert reply["success"] is False and first in reply["message"]
+    assert (await harness.post(first, 0, os.urandom(10)))[0] == 200
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("name", "a/b", "slashes"),
+        ("name", "x" * 128, "127"),
+        ("path", "docs", "path"),
+        ("size", -1, "size"),
+        ("chunk_size", 0, "chunk_size"),
+        ("upload_id", "not-a-uuid", "upload_id"),
+        ("chunk_size", 10 * 1024 * 1024, "Discord's limit"),
+    ],
+)
+async def test_invalid_start_values_are_refused(
+    harness: Harness, field: str, value: object, expected: str
+) -> None:
+    data = {
+        "name": "f",
+        "path": "/",
+        "size": 10,
+        "client": str(uuid.uuid4()),
+        "upload_id": str(uuid.uuid4()),
+        "chunk_size": SMALL_CHUNK,
+        field: value,
+    }
+    reply = await harness.link.request(packets.UPLOAD_START, data)
+    assert reply["success"] is False and expected in reply["message"]
+    await harness.start(10)  # nothing was left half-started
+
+
+# --- abort and timeout -----------------------------------------------------------------------
+
+
+async def test_abort_drops_the_job_without_a_finish(harness: Harness) -> None:
+    data = os.urandom(2 * SMALL_CHUNK)
+    aborted = await harness.start(len(data))
+    assert (await harness.post(aborted, 0, data[:SMALL_CHUNK]))[0] == 200
+
+    assert await harness.link.abort() == {"success": True}
+    status, body = await harness.post(aborted, 1, data[SMALL_CHUNK:])
+    assert status == 410 and "aborted" in body
+
+    # the next finish the manager sees belongs to the next job, not the aborted one
+    upload_id = await harness.start(5)
+    await harness.post(upload_id, 0, b"hello")
+    assert (await harness.link.next_finish())["success"] is True
+    assert harness.link.finishes == [harness.link.finishes[0]]
+
+
+async def test_abort_without_a_job_is_answered_false(harness: Harness) -> None:
+    reply = await harness.link.abort()
+    assert reply["success"] is False and reply["message"]
+
+
+async def test_inactivity_timeout_fails_the_job_and_frees_the_service(
+    start_service: HarnessFactory,
+) -> None:
+    harness = await start_service(upload_inactivity_timeout=0.2)
+    await harness.configure()
+    upload_id = await harness.start(2 * SMALL_CHUNK)
+    assert (await harness.post(upload_id, 0, os.urandom(SMALL_CHUNK)))[0] == 200
+
+    finish = await harness.link.next_finish()
+    assert finish == {"success": False, "reason": "No chunk was received for 0.2 seconds"}
+    status, _ = await harness.post(upload_id, 1, os.urandom(SMALL_CHUNK))
+    assert status == 410
+    await harness.start(1)
+
+
+# --- the link itself -------------------------------------------------------------------------
+
+
+async def test_malformed_packets_are_ignored_without_effect(harness: Harness) -> None:
+    start = {
+        "name": "f",
+        "path": "/",
+        "size": 10,
+        "client": str(uuid.uuid4()),
+        "upload_id": str(uuid.uuid4()),
+        "chunk_size": SMALL_CHUNK,
+    }
+
+    def frame(packet_id: str, data: object, **extra: object) -> str:
+        return json.dumps({"id": packet_id, "uuid": str(uuid.uuid4()), "data": data, **extra})
+
+    garbage = [
+        "not json",
+        "[1, 2]",
+        frame("u2s:upload-start", start),
+        frame("s2u:upload-begin", start),
+        frame(packets.UPLOAD_START, {**start, "size": 10.0}),
+        frame(packets.UPLOAD_START, {**start, "size": None}),
+        frame(packets.UPLOAD_START, {k: v for k, v in start.items() if k != "name"}),
+        frame(packets.UPLOAD_START, [start]),
+        json.dumps({"id": packets.UPLOAD_START, "uuid": str(uuid.uuid4()).upper(), "data": start}),
+    ]
+    for text in garbage:
+        await harness.link.send_raw(text)
+    await harness.link.socket.send_bytes(b"\x00binary")
+
+    # none of them started a job: an abort finds nothing, and the real start works
+    assert (await harness.link.abort())["success"] is False
+    await harness.start(10)
+
+
+async def test_link_drop_voids_the_job_and_the_service_reconnects(
+    harness: Harness, manager: ManagerStandIn
+) -> None:
+    data = os.urandom(2 * SMALL_CHUNK)
+    voided = await harness.start(len(data))
+    assert (await harness.post(voided, 0, data[:SMALL_CHUNK]))[0] == 200
+
+    await harness.link.close()
+    again = await manager.next_service()
+
+    status, body = await harness.post(voided, 1, data[SMALL_CHUNK:])
+    assert status == 410 and "manager" in body
+    _, reply = await again.start_upload(size=1)
+    assert reply["success"] is False and "not been configured" in reply["message"]
+
+    await again.configure(token=TOKEN, channel_id=CHANNEL, crypto_key=KEY)
+    upload_id, reply = await again.start_upload(size=len(data), chunk_size=SMALL_CHUNK)
+    assert reply["success"] is True
+    await upload(harness.http, again.own_address, upload_id, data, SMALL_CHUNK)
+    assert (await again.next_finish())["success"] is True
+    assert harness.link.finishes == []
+
+
+async def test_manager_down_at_start_is_retried_until_it_is_up(settings) -> None:
+    port = free_port()
+    attempts = 0
+    two_attempts = asyncio.Event()
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 2:
+            two_attempts.set()
+        writer.close()
+
+    refuser = await asyncio.start_server(refuse, "127.0.0.1", port)
+    manager = ManagerStandIn(password=PASSWORD, port=port)
+    address = f"ws://127.0.0.1:{port}/upload-service"
+    async with UploadService(dataclasses.replace(settings, manager_address=address)):
+        await two_attempts.wait()
+        refuser.close()
+        await refuser.wait_closed()
+        async with manager:
+            link = await manager.next_service()
+            reply = await link.configure(token=TOKEN, channel_id=CHANNEL, crypto_key=None)
+            assert reply == {"success": True}
+
+
+def test_backoff_grows_is_jittered_and_capped() -> None:
+    samples = {n: [backoff_delay(n) for _ in range(200)] for n in range(1, 30)}
+    assert max(samples[1]) <= 1.0
+    assert min(samples[4]) > max(samples[1])  # it grows
+    assert all(len(set(delays)) > 100 for delays in samples.values())  # jittered
+    assert max(max(delays) for delays in samples.values()) <= BACKOFF_CAP
+    assert max(samples[29]) > BACKOFF_CAP / 2  # the cap is reached
