@@ -38,6 +38,9 @@ class Settings:
     discord_attachment_limit: int = 10 * 1024 * 1024
     discord_request_timeout: float = 60.0
     discord_retries: int = 3
+    discord_max_ratelimit_wait: float = 30.0
+    client_read_timeout: float = 30.0
+    shutdown_grace: float = 30.0
     log_level: str = "INFO"
 
     @property
@@ -122,6 +125,9 @@ OPTIONS = (
     _Option("discord_attachment_limit", _positive_int),
     _Option("discord_request_timeout", _positive_seconds),
     _Option("discord_retries", _positive_int),
+    _Option("discord_max_ratelimit_wait", _positive_seconds),
+    _Option("client_read_timeout", _positive_seconds),
+    _Option("shutdown_grace", _positive_seconds),
     _Option("log_level", _log_level),
 )
 

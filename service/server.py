@@ -26,6 +26,7 @@ class UploadService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.directory = JobDirectory()
+        self.endpoint = ChunkEndpoint(self.directory, read_timeout=settings.client_read_timeout)
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
@@ -39,10 +40,9 @@ class UploadService:
         return self._runner.addresses[0][1]
 
     def build_app(self) -> web.Application:
-        endpoint = ChunkEndpoint(self.directory)
         app = web.Application(middlewares=[cors])
         for path in {self.settings.own_path, "/"}:
-            app.router.add_post(path, endpoint.post)
+            app.router.add_post(path, self.endpoint.post)
             app.router.add_route("OPTIONS", path, preflight)
         app.router.add_get("/healthz", healthz)
         return app
@@ -61,18 +61,26 @@ class UploadService:
         self._link_tasks = [asyncio.create_task(slot.link.run()) for slot in self.slots]
 
     async def shutdown(self) -> None:
+        """Refuse new chunks, let those being stored finish within the grace period, fail
+        the jobs left unfinished, then close the manager links and the HTTP side."""
+        await self.endpoint.drain(self.settings.shutdown_grace)
+        for slot in self.slots:
+            await slot.shut_down()
         for task in self._link_tasks:
             task.cancel()
         for task in self._link_tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self._link_tasks = []
         for slot in self.slots:
             await slot.link.close()
             await slot.disconnected()
         if self._runner is not None:
             await self._runner.cleanup()
+            self._runner = None
         if self._session is not None:
             await self._session.close()
+            self._session = None
 
     async def __aenter__(self) -> UploadService:
         await self.startup()

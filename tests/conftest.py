@@ -60,6 +60,28 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
+def chunk_form(upload_id: str, index: int | str, data: bytes) -> aiohttp.FormData:
+    """The form the browser sends: `id`, `chunk`, then the bytes as a file named `blob`."""
+    form = aiohttp.FormData()
+    form.add_field("id", upload_id)
+    form.add_field("chunk", str(index))
+    form.add_field("file", data, filename="blob", content_type="application/octet-stream")
+    return form
+
+
+def raw_chunk_body(upload_id: str, index: int, data: bytes) -> tuple[str, bytes]:
+    """The same form written out by hand: (Content-Type, body), for tests that cut it."""
+    boundary = "----chunk-boundary-7MA4YWxkTrZu0gW"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="id"\r\n\r\n{upload_id}\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="chunk"\r\n\r\n{index}\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="blob"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    return f"multipart/form-data; boundary={boundary}", head + data + tail
+
+
 @dataclass
 class Harness:
     """A running service, its manager link, and helpers to play the browser."""
@@ -89,10 +111,7 @@ class Harness:
         *,
         url: str | None = None,
     ) -> tuple[int, str]:
-        form = aiohttp.FormData()
-        form.add_field("id", upload_id)
-        form.add_field("chunk", str(index))
-        form.add_field("file", data, filename="blob", content_type="application/octet-stream")
+        form = chunk_form(upload_id, index, data)
         async with self.http.post(url or self.address, data=form) as response:
             return response.status, await response.text()
 

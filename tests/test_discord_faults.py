@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 
-from conftest import CHANNEL, SMALL_CHUNK, Harness, HarnessFactory
+from conftest import CHANNEL, SMALL_CHUNK, Harness, HarnessFactory, chunk_form
 
 from service.local.discord_api import Fault
 
@@ -114,3 +115,34 @@ async def test_500_retried_by_discord_py_still_stores_once(harness: Harness) -> 
     harness.discord.inject(Fault(status=500))
     assert (await harness.post(upload_id, 0, os.urandom(SMALL_CHUNK)))[0] == 200
     assert len(harness.stored()) == 1
+
+
+async def test_rate_limit_longer_than_the_ceiling_answers_503_with_retry_after(
+    harness: Harness,
+) -> None:
+    data = os.urandom(SMALL_CHUNK)
+    upload_id = await harness.start(len(data))
+    harness.discord.inject(Fault(status=429, retry_after=90))
+
+    async with harness.http.post(harness.address, data=chunk_form(upload_id, 0, data)) as response:
+        assert response.status == 503
+        assert response.headers["Retry-After"] == "90"
+        assert "rate-limits" in (await response.json())["error"]
+    assert (await harness.post(upload_id, 0, data))[0] == 200
+
+
+async def test_abort_while_a_chunk_is_at_discord_discards_its_result(harness: Harness) -> None:
+    data = os.urandom(2 * SMALL_CHUNK)
+    upload_id = await harness.start(len(data))
+    harness.discord.inject(Fault(hold=True))
+    at_discord = asyncio.create_task(harness.post(upload_id, 0, data[:SMALL_CHUNK]))
+    await harness.discord.wait_for_posts(1)
+
+    assert await harness.link.abort() == {"success": True}
+    harness.discord.release_held()
+    status, body = await at_discord
+    assert status == 410 and "ended" in body
+    assert (await harness.post(upload_id, 1, data[SMALL_CHUNK:]))[0] == 410
+
+    await harness.start(3)  # the service is free; and no finish came for the aborted job
+    assert harness.link.finishes == []

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from conftest import SMALL_CHUNK, Harness
+from conftest import SMALL_CHUNK, Harness, HarnessFactory, chunk_form, raw_chunk_body
 
 from service.local.browser import upload
 from service.local.discord_api import Fault
@@ -89,7 +90,7 @@ async def test_body_far_larger_than_a_chunk_is_refused_before_it_is_read(
     announced = 200 * 1024 * 1024
     headers = {"Content-Type": "multipart/form-data; boundary=x", "Content-Length": str(announced)}
 
-    async def endless() -> object:
+    async def endless() -> AsyncIterator[bytes]:
         yield b"--x\r\n"
         while True:  # the service answers long before this could end
             yield b"\0" * 65536
@@ -156,10 +157,7 @@ async def test_success_and_unknown_paths_carry_cors_headers(harness: Harness, jo
     async with harness.http.get(f"http://127.0.0.1:{harness.service.port}/nope") as response:
         status, _ = await refused(response)
     assert status == 404
-    form = aiohttp.FormData()
-    form.add_field("id", job[0])
-    form.add_field("chunk", "0")
-    form.add_field("file", job[1][:SMALL_CHUNK], filename="blob")
+    form = chunk_form(job[0], 0, job[1][:SMALL_CHUNK])
     async with harness.http.post(harness.address, data=form) as response:
         assert response.status == 200
         assert response.headers["Access-Control-Allow-Origin"] == "*"
@@ -167,20 +165,12 @@ async def test_success_and_unknown_paths_carry_cors_headers(harness: Harness, jo
 
 async def test_client_that_drops_mid_chunk_loses_nothing(harness: Harness, job) -> None:
     upload_id, data = job
+    content_type, body = raw_chunk_body(upload_id, 0, data[:SMALL_CHUNK])
     _, writer = await asyncio.open_connection("127.0.0.1", harness.service.port)
-    boundary = "cut"
-    head = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="id"\r\n\r\n{upload_id}\r\n'
-        f'--{boundary}\r\nContent-Disposition: form-data; name="chunk"\r\n\r\n0\r\n'
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="blob"\r\n'
-        "\r\n"
-    ).encode()
     writer.write(
-        b"POST /upload HTTP/1.1\r\nHost: x\r\n"
-        + f"Content-Type: multipart/form-data; boundary={boundary}\r\n".encode()
-        + f"Content-Length: {len(head) + SMALL_CHUNK + 64}\r\n\r\n".encode()
-        + head
-        + data[: SMALL_CHUNK // 2]
+        f"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body[: len(body) // 2]
     )
     await writer.drain()
     writer.close()
@@ -189,3 +179,25 @@ async def test_client_that_drops_mid_chunk_loses_nothing(harness: Harness, job) 
     # the half-sent chunk is not stuck "in flight": the retry is taken and stored
     await finishes_intact(harness, *job)
     assert len(harness.stored()) == 3
+
+
+async def test_client_that_stalls_mid_chunk_is_cut_off(start_service: HarnessFactory) -> None:
+    harness = await start_service(client_read_timeout=0.2)
+    await harness.configure()
+    data = os.urandom(SMALL_CHUNK)
+    upload_id = await harness.start(len(data))
+    content_type, body = raw_chunk_body(upload_id, 0, data)
+    stalled = asyncio.Event()
+
+    async def stalling_body() -> AsyncIterator[bytes]:
+        yield body[: len(body) // 2]
+        await stalled.wait()  # the rest never comes while the service waits
+
+    headers = {"Content-Type": content_type}
+    async with harness.http.post(
+        harness.address, data=stalling_body(), headers=headers
+    ) as response:
+        status, error = await refused(response)
+    stalled.set()
+    assert status == 408 and "no data arrived" in error
+    assert (await harness.post(upload_id, 0, data))[0] == 200

@@ -8,8 +8,11 @@ with a 4xx (the client's mistake) or 5xx (ours or Discord's) and leaves the job 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -17,7 +20,7 @@ from aiohttp import web
 
 from ..jobs.job import ChunkRefused, Job
 from ..jobs.slot import JobDirectory, Slot
-from ..storage.discord_store import StoreError
+from ..storage.discord_store import DiscordBusy, StoreError
 from ..storage.sealing import ChunkSealer, SealedChunk
 from .form import FILE_FIELD, FormError, StreamingForm, boundary_of
 
@@ -41,18 +44,46 @@ class _Claim:
 
 
 class ChunkEndpoint:
-    def __init__(self, directory: JobDirectory) -> None:
+    def __init__(self, directory: JobDirectory, *, read_timeout: float) -> None:
         self._directory = directory
+        self._read_timeout = read_timeout
+        self._accepting = True
+        self._active = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     async def post(self, request: web.Request) -> web.Response:
+        if not self._accepting:
+            return error_response(
+                503, "the upload service is shutting down", **{"Retry-After": "5"}
+            )
+        self._active += 1
+        self._idle.clear()
         try:
             return await self._receive(request)
         except ChunkRefused as refusal:
             return error_response(refusal.status, refusal.message)
         except (FormError, OverflowError) as error:
             return error_response(400, str(error))
+        except DiscordBusy as error:
+            retry_after = str(math.ceil(error.retry_after))
+            return error_response(503, str(error), **{"Retry-After": retry_after})
         except StoreError as error:
             return error_response(502, str(error))
+        except ConnectionResetError:
+            log.info("a client went away in the middle of a chunk; it was dropped")
+            return error_response(400, "the connection was lost in the middle of the chunk")
+        finally:
+            self._active -= 1
+            if self._active == 0:
+                self._idle.set()
+
+    async def drain(self, grace: float) -> None:
+        """Refuse new chunks; wait up to `grace` seconds for the ones being received."""
+        self._accepting = False
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await self._idle.wait()
 
     async def _receive(self, request: web.Request) -> web.Response:
         boundary = boundary_of(request.headers.get("Content-Type", ""))
@@ -71,7 +102,7 @@ class ChunkEndpoint:
         form = StreamingForm(boundary, open_file)
         try:
             received = 0
-            async for piece in request.content.iter_any():
+            while piece := await self._read(request):
                 received += len(piece)
                 if received > limit:
                     raise _too_large(limit)
@@ -87,6 +118,16 @@ class ChunkEndpoint:
             if claim is not None:
                 claim.job.release(claim.index)
         return web.Response(text=str(claim.index))
+
+    async def _read(self, request: web.Request) -> bytes:
+        """The next piece of the body; b"" at its end. A stalled client is cut off."""
+        try:
+            async with asyncio.timeout(self._read_timeout):
+                return await request.content.readany()
+        except TimeoutError:
+            raise ChunkRefused(
+                408, f"no data arrived for {self._read_timeout:g} seconds; the chunk was dropped"
+            ) from None
 
     def _claim(self, fields: dict[str, str]) -> _Claim:
         """The `file` part begins: check the fields sent before it and claim the chunk."""

@@ -100,6 +100,7 @@ class Slot:
             channel_id=configuration.channel_id,
             request_timeout=self._settings.discord_request_timeout,
             retries=self._settings.discord_retries,
+            max_ratelimit_wait=self._settings.discord_max_ratelimit_wait,
         )
         try:
             async with asyncio.timeout(LOGIN_TIMEOUT):
@@ -153,6 +154,11 @@ class Slot:
             return Answer(False, "there is no upload to abort")
         self._end(job, "it was aborted by the manager")
         return Answer(True)
+
+    async def shut_down(self) -> None:
+        """The process is stopping: fail the job, which the manager can then reschedule."""
+        if self.job is not None:
+            await self._fail(self.job, "the upload service is shutting down")
 
     async def disconnected(self) -> None:
         """The manager has forgotten this service: its job is void, its configuration too."""

@@ -9,6 +9,8 @@ Failures are raised as one of:
 
     StoreError
     ├── DiscordUnavailable   Discord or the way to it failed; the client may retry the chunk.
+    ├── DiscordBusy          Discord asks for a wait longer than we hold a client for;
+    │                        `retry_after` says when to try again.
     └── DiscordRefused       Discord refuses this job's requests (token, channel, size):
                              retrying cannot help, so the job ends.
 """
@@ -38,6 +40,12 @@ class StoreError(Exception):
 
 class DiscordUnavailable(StoreError):
     pass
+
+
+class DiscordBusy(StoreError):
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"Discord rate-limits this channel for {retry_after:.0f} more seconds")
+        self.retry_after = retry_after
 
 
 class DiscordRefused(StoreError):
@@ -76,13 +84,21 @@ class DiscordStore:
     """One bot login, posting attachments to one channel."""
 
     def __init__(
-        self, *, token: str, channel_id: str, request_timeout: float, retries: int
+        self,
+        *,
+        token: str,
+        channel_id: str,
+        request_timeout: float,
+        retries: int,
+        max_ratelimit_wait: float,
     ) -> None:
         self.channel_id = channel_id
         self._token = token
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._retries = retries
-        self._http = HTTPClient(asyncio.get_running_loop())
+        self._http = HTTPClient(
+            asyncio.get_running_loop(), max_ratelimit_timeout=max_ratelimit_wait
+        )
 
     async def open(self) -> None:
         """Log in (GET /users/@me); raise `DiscordRefused` for a bad token."""
@@ -113,6 +129,8 @@ class DiscordStore:
                     route, files=params.files, form=params.multipart, timeout=self._timeout
                 )
                 return str(message["id"])
+            except discord.RateLimited as error:
+                raise DiscordBusy(error.retry_after) from None
             except (discord.Forbidden, discord.NotFound) as error:
                 raise DiscordRefused(
                     f"Discord refused to post in channel {self.channel_id} ({_describe(error)}); "
