@@ -51,9 +51,14 @@ class Settings:
 
 def _url(*schemes: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
+        wanted = " or ".join(scheme + "://" for scheme in schemes)
         parts = urlsplit(text)
+        try:
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a port
+        except ValueError:
+            raise ValueError(f"must be a {wanted} URL with a valid port") from None
         if parts.scheme not in schemes or not parts.hostname:
-            raise ValueError(f"must be a {' or '.join(s + '://' for s in schemes)} URL")
+            raise ValueError(f"must be a {wanted} URL")
         return text
 
     return parse
@@ -146,11 +151,11 @@ def load_settings(environ: Mapping[str, str], config_file: Path | None = None) -
 
     values: dict[str, Any] = {}
     for option in OPTIONS:
-        text = environ.get(option.env)
+        text = environ.get(option.env) or None  # an empty variable counts as unset
         source = option.env
         if text is None and option.key in raw:
             text, source = str(raw[option.key]), f"{option.key} in {config_file}"
-        if text is None or text == "":
+        if text is None:
             if option.required:
                 problems.append(f"{option.env} is missing (or {option.key} in the config file)")
             continue

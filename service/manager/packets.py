@@ -23,10 +23,11 @@ import uuid as uuid_module
 from dataclasses import dataclass
 from typing import Any
 
-ID_PATTERN = re.compile(r"^(([a-z]2[a-z])|generic):[a-z\-0-9]+$")
-UUID_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-SNOWFLAKE_PATTERN = re.compile(r"^[0-9]{15,22}$")
-SHA256_HEX_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+# Used with fullmatch: in Python `$` also matches before a final newline, in JavaScript not.
+ID_PATTERN = re.compile(r"(([a-z]2[a-z])|generic):[a-z\-0-9]+")
+UUID_PATTERN = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+SNOWFLAKE_PATTERN = re.compile(r"[0-9]{15,22}")
+SHA256_HEX_PATTERN = re.compile(r"[0-9a-f]{64}")
 MAX_SAFE_INTEGER = 2**53 - 1
 MAX_NAME_LENGTH = 127
 
@@ -117,13 +118,13 @@ def parse_envelope(text: str | bytes) -> Envelope:
     if type(frame) is not dict:
         raise MalformedPacket("frame is not a JSON object")
     packet_id = _get(frame, "id", str)
-    if not ID_PATTERN.match(packet_id):
+    if not ID_PATTERN.fullmatch(packet_id):
         raise MalformedPacket(f"packet id {packet_id!r} does not match the id pattern")
     packet_uuid = _get(frame, "uuid", str)
-    if not UUID_PATTERN.match(packet_uuid):
+    if not UUID_PATTERN.fullmatch(packet_uuid):
         raise MalformedPacket(f"uuid {packet_uuid!r} is not a lowercase UUID")
     reply_uuid = _get(frame, "reply_uuid", str, required=False)
-    if reply_uuid is not None and not UUID_PATTERN.match(reply_uuid):
+    if reply_uuid is not None and not UUID_PATTERN.fullmatch(reply_uuid):
         raise MalformedPacket(f"reply_uuid {reply_uuid!r} is not a lowercase UUID")
     data = _get(frame, "data", dict)
     return Envelope(packet_id, packet_uuid, data, reply_uuid)
@@ -156,7 +157,7 @@ def _decode_configuration(data: dict[str, Any]) -> Configuration:
             problems.append("crypto.key must be the base64 encoding of exactly 32 bytes")
     if not token:
         problems.append("discord_bot_token is empty")
-    if not SNOWFLAKE_PATTERN.match(channel_id):
+    if not SNOWFLAKE_PATTERN.fullmatch(channel_id):
         problems.append(f"discord_channel_id {channel_id!r} is not a Discord snowflake")
     return Configuration(token, channel_id, key, tuple(problems))
 
@@ -188,7 +189,7 @@ def _decode_upload_start(data: dict[str, Any]) -> UploadStart:
     if start.chunk_size < 1:
         problems.append(f"chunk_size must be at least 1, got {start.chunk_size}")
     for name in ("client", "upload_id"):
-        if not UUID_PATTERN.match(getattr(start, name)):
+        if not UUID_PATTERN.fullmatch(getattr(start, name)):
             problems.append(f"{name} must be a lowercase UUID")
     return dataclasses.replace(start, problems=tuple(problems))
 
@@ -266,12 +267,12 @@ def _check_finish(data: dict[str, Any]) -> None:
             raise MalformedPacket("a failed upload-finish needs a non-empty reason")
         return
     messages = _get(data, "messages", list)
-    if not all(type(m) is str and SNOWFLAKE_PATTERN.match(m) for m in messages):
+    if not all(type(m) is str and SNOWFLAKE_PATTERN.fullmatch(m) for m in messages):
         raise MalformedPacket("upload-finish messages must be snowflake strings")
-    if not SHA256_HEX_PATTERN.match(_get(data, "hash", str)):
+    if not SHA256_HEX_PATTERN.fullmatch(_get(data, "hash", str)):
         raise MalformedPacket("upload-finish hash must be lowercase hex SHA-256")
     _get(data, "is_encrypted", bool)
     if not _get(data, "type", str):
         raise MalformedPacket("upload-finish type must be a non-empty MIME type")
-    if not SNOWFLAKE_PATTERN.match(_get(data, "channel", str)):
+    if not SNOWFLAKE_PATTERN.fullmatch(_get(data, "channel", str)):
         raise MalformedPacket("upload-finish channel must be a snowflake")

@@ -1,0 +1,216 @@
+"""Settings from the environment and a TOML file (PROTOCOL.md section 6), and `run`'s refusal."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from service.config import ConfigError, Settings, load_settings
+
+SECRET = "s3cret-Pa55word-that-must-not-leak"
+REQUIRED = {
+    "MANAGER_ADDRESS": "wss://manager.test/ws",
+    "SERVICE_PASSWORD": SECRET,
+    "OWN_ADDRESS": "http://h:1/u/3/",
+}
+EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "config.example.toml"
+BIN = Path(sys.executable).parent
+
+
+def problems_of(environ: dict[str, str], config_file: Path | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ, config_file)
+    return caught.value.problems
+
+
+def toml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def test_required_settings_alone_give_the_documented_defaults() -> None:
+    settings = load_settings(REQUIRED)
+    assert (settings.manager_address, settings.service_password, settings.own_address) == (
+        REQUIRED["MANAGER_ADDRESS"],
+        SECRET,
+        REQUIRED["OWN_ADDRESS"],
+    )
+    assert settings.port == 8080
+    assert settings.discord_api_base == "https://discord.com/api/v10"
+    assert settings.upload_inactivity_timeout == 120
+
+
+def test_environment_wins_over_the_config_file(tmp_path: Path) -> None:
+    path = toml(tmp_path, 'port = 9000\nmanager_address = "ws://from-file/"\n')
+    settings = load_settings({**REQUIRED, "PORT": "7000"}, path)
+    assert settings.port == 7000
+    assert settings.manager_address == REQUIRED["MANAGER_ADDRESS"]
+
+
+def test_config_file_alone_configures_the_service(tmp_path: Path) -> None:
+    path = toml(
+        tmp_path,
+        'manager_address = "ws://m/"\nservice_password = "pw"\n'
+        'own_address = "https://up.test/x"\nport = 9000\nupload_inactivity_timeout = 0.5\n',
+    )
+    settings = load_settings({}, path)
+    assert (settings.manager_address, settings.port) == ("ws://m/", 9000)
+    assert settings.upload_inactivity_timeout == 0.5
+
+
+def test_the_example_config_file_is_valid() -> None:
+    assert load_settings({}, EXAMPLE_CONFIG).port == 8080
+
+
+def test_empty_environment_variable_does_not_hide_the_config_file(tmp_path: Path) -> None:
+    path = toml(tmp_path, 'manager_address = "ws://m/"\nport = 9000\n')
+    settings = load_settings({**REQUIRED, "MANAGER_ADDRESS": "", "PORT": ""}, path)
+    assert (settings.manager_address, settings.port) == ("ws://m/", 9000)
+
+
+def test_every_problem_is_named_at_once() -> None:
+    problems = problems_of({"OWN_ADDRESS": "http://h/", "PORT": "80a"})
+    assert len(problems) == 3
+    for name in ("MANAGER_ADDRESS", "SERVICE_PASSWORD", "PORT"):
+        assert sum(name in problem for problem in problems) == 1, name
+
+
+def test_unknown_config_file_key_is_reported_with_the_rest(tmp_path: Path) -> None:
+    path = toml(tmp_path, 'prot = 9000\nmanager_adress = "ws://m/"\n')
+    problems = problems_of({**REQUIRED, "PORT": "-1"}, path)
+    assert len(problems) == 3
+    assert any("prot" in p for p in problems)
+    assert any("manager_adress" in p for p in problems)
+    assert any("PORT" in p for p in problems)
+
+
+def test_unreadable_config_file_is_a_problem(tmp_path: Path) -> None:
+    assert "not-there.toml" in problems_of(REQUIRED, tmp_path / "not-there.toml")[0]
+    assert problems_of(REQUIRED, toml(tmp_path, "port = = 1\n"))
+
+
+@pytest.mark.parametrize("address", ["ws://manager.test/", "wss://manager.test:8443/ws"])
+def test_manager_address_accepts_websocket_urls(address: str) -> None:
+    assert load_settings({**REQUIRED, "MANAGER_ADDRESS": address}).manager_address == address
+
+
+@pytest.mark.parametrize(
+    "address", ["http://manager.test/", "https://manager.test/", "manager.test:80", "ws://"]
+)
+def test_manager_address_must_be_a_websocket_url(address: str) -> None:
+    problems = problems_of({**REQUIRED, "MANAGER_ADDRESS": address})
+    assert len(problems) == 1 and "MANAGER_ADDRESS" in problems[0]
+
+
+@pytest.mark.parametrize("address", ["ws://up.test/", "ftp://up.test/", "up.test/u", "https://"])
+def test_own_address_must_be_an_http_url(address: str) -> None:
+    problems = problems_of({**REQUIRED, "OWN_ADDRESS": address})
+    assert len(problems) == 1 and "OWN_ADDRESS" in problems[0]
+
+
+@pytest.mark.parametrize(
+    ("name", "address"),
+    [("OWN_ADDRESS", "http://up.test:99999/"), ("MANAGER_ADDRESS", "ws://manager.test:port/")],
+)
+def test_address_with_an_invalid_port_is_refused(name: str, address: str) -> None:
+    problems = problems_of({**REQUIRED, name: address})
+    assert len(problems) == 1 and name in problems[0]
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("0.5", 0.5), ("120", 120.0), ("2.25", 2.25)])
+def test_inactivity_timeout_accepts_decimal_seconds(text: str, seconds: float) -> None:
+    settings = load_settings({**REQUIRED, "UPLOAD_INACTIVITY_TIMEOUT": text})
+    assert settings.upload_inactivity_timeout == seconds
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "nan", "inf", "abc", "0x10"])
+def test_inactivity_timeout_must_be_positive_and_finite(text: str) -> None:
+    problems = problems_of({**REQUIRED, "UPLOAD_INACTIVITY_TIMEOUT": text})
+    assert len(problems) == 1 and "UPLOAD_INACTIVITY_TIMEOUT" in problems[0]
+
+
+@pytest.mark.parametrize("text", ["65536", "-1", "80.0", "http", "8080a"])
+def test_port_must_be_a_port_number(text: str) -> None:
+    problems = problems_of({**REQUIRED, "PORT": text})
+    assert len(problems) == 1 and "PORT" in problems[0]
+
+
+def test_secret_never_appears_in_problems() -> None:
+    error_environ = {
+        "SERVICE_PASSWORD": SECRET,
+        "PORT": "eighty",
+        "OWN_ADDRESS": "ftp://h/",
+        "LOG_LEVEL": "loud",
+    }
+    with pytest.raises(ConfigError) as caught:
+        load_settings(error_environ)
+    problems = caught.value.problems
+    assert len(problems) == 4
+    assert all(SECRET not in problem for problem in problems)
+    assert SECRET not in str(caught.value)
+
+
+def test_settings_repr_hides_the_password() -> None:
+    settings = load_settings(REQUIRED)
+    assert SECRET not in repr(settings)
+    assert SECRET not in str(settings)
+
+
+@pytest.mark.parametrize(
+    ("address", "path"),
+    [("http://h:1/u/3/", "/u/3/"), ("https://up.test", "/"), ("http://h/upload?x=1", "/upload")],
+)
+def test_own_path_is_where_clients_post(address: str, path: str) -> None:
+    assert Settings("ws://m/", "pw", address).own_path == path
+
+
+# --- the command line ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        pytest.param([sys.executable, "-m", "service", "run"], id="python-m-service"),
+        pytest.param([str(BIN / "upload-service"), "run"], id="console-script"),
+        pytest.param([str(BIN / "upload-service")], id="run-is-the-default"),
+    ],
+)
+def test_run_without_configuration_exits_2_naming_every_problem(
+    command: list[str], tmp_path: Path
+) -> None:
+    assert shutil.which(command[0]) is not None
+    result = subprocess.run(
+        command,
+        env={"PATH": os.environ.get("PATH", ""), "PORT": "eighty"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("upload-service: cannot start") == 1
+    for name in ("MANAGER_ADDRESS", "SERVICE_PASSWORD", "OWN_ADDRESS", "PORT"):
+        assert name in result.stderr
+    assert result.stdout == ""
+
+
+def test_run_never_prints_the_secret(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "run"],
+        env={"PATH": os.environ.get("PATH", ""), "SERVICE_PASSWORD": SECRET, "PORT": "eighty"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert SECRET not in result.stderr + result.stdout

@@ -1,0 +1,244 @@
+"""Reading the chunk POST's multipart/form-data body as it streams in (PROTOCOL.md section 2)."""
+
+from __future__ import annotations
+
+import random
+
+import aiohttp
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from service.intake.form import FormError, Sink, StreamingForm, boundary_of
+
+BOUNDARY = b"----WebKitFormBoundary7MA4YWxkTrZu0gW"
+UPLOAD_ID = "0b4c2f63-3f7e-4a53-9d0e-1c1f6f1a9c2e"
+# File bytes that look like the start of a boundary, line breaks and binary noise.
+TRICKY = b"\r\n--" + BOUNDARY[:-1] + b"\r\n--\r\n" + random.Random(4).randbytes(3000) + b"\r\n"
+
+
+class Collect:
+    """A sink that keeps a copy of every byte it is given."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def write(self, data: memoryview) -> None:
+        self.data += data
+
+
+def part(
+    name: bytes, value: bytes, *, filename: bytes | None = None, headers: bytes = b""
+) -> bytes:
+    disposition = b'form-data; name="' + name + b'"'
+    if filename is not None:
+        disposition += b'; filename="' + filename + b'"'
+    return (
+        b"--" + BOUNDARY + b"\r\nContent-Disposition: " + disposition + b"\r\n"
+        + headers + b"\r\n" + value + b"\r\n"
+    )  # fmt: skip
+
+
+def body(*parts: bytes) -> bytes:
+    return b"".join(parts) + b"--" + BOUNDARY + b"--\r\n"
+
+
+def chunk_body(file_bytes: bytes, index: bytes = b"0") -> bytes:
+    """The body the browser client sends: fields `id`, `chunk`, `file` in that order."""
+    file_headers = b"Content-Type: application/octet-stream\r\n"
+    return body(
+        part(b"id", UPLOAD_ID.encode()),
+        part(b"chunk", index),
+        part(b"file", file_bytes, filename=b"blob", headers=file_headers),
+    )
+
+
+def read(data: bytes, step: int = 7, boundary: bytes = BOUNDARY) -> tuple[StreamingForm, Collect]:
+    """Feed `data` `step` bytes at a time and close the form."""
+    sink = Collect()
+    form = StreamingForm(boundary, lambda fields: sink)
+    for offset in range(0, len(data), step):
+        form.feed(data[offset : offset + step])
+    form.close()
+    return form, sink
+
+
+def test_browser_form_gives_fields_and_exactly_the_file_bytes() -> None:
+    form, sink = read(chunk_body(TRICKY, b"12"))
+    assert form.fields == {"id": UPLOAD_ID, "chunk": "12"}
+    assert bytes(sink.data) == TRICKY
+    assert form.file_seen
+
+
+async def test_aiohttp_form_data_is_read() -> None:
+    data = aiohttp.FormData()
+    data.add_field("id", UPLOAD_ID)
+    data.add_field("chunk", "3")
+    data.add_field("file", TRICKY, filename="blob", content_type="application/octet-stream")
+    writer = data._gen_form_data()
+    encoded = await writer.as_bytes()
+    form, sink = read(encoded, boundary=boundary_of(writer.content_type))
+    assert form.fields == {"id": UPLOAD_ID, "chunk": "3"}
+    assert bytes(sink.data) == TRICKY
+
+
+def test_empty_file_part_gives_no_bytes() -> None:
+    form, sink = read(chunk_body(b""))
+    assert form.file_seen
+    assert sink.data == b""
+
+
+def test_form_ending_without_a_final_line_break_is_complete() -> None:
+    form, sink = read(chunk_body(b"abc").removesuffix(b"\r\n"))
+    assert (form.fields["chunk"], bytes(sink.data)) == ("0", b"abc")
+
+
+def test_open_file_sees_the_fields_sent_before_the_file() -> None:
+    seen: list[dict[str, str]] = []
+
+    def open_file(fields: dict[str, str]) -> Sink:
+        seen.append(dict(fields))
+        return Collect()
+
+    form = StreamingForm(BOUNDARY, open_file)
+    form.feed(chunk_body(b"payload", b"4"))
+    form.close()
+    assert seen == [{"id": UPLOAD_ID, "chunk": "4"}]
+
+
+@given(file_bytes=st.binary(max_size=2000), step=st.integers(1, 300))
+def test_any_file_bytes_in_any_piece_size_arrive_intact(file_bytes: bytes, step: int) -> None:
+    form, sink = read(chunk_body(file_bytes), step=step)
+    assert bytes(sink.data) == file_bytes
+    assert form.fields["chunk"] == "0"
+
+
+def test_open_file_error_propagates() -> None:
+    class NoSuchUpload(Exception):
+        pass
+
+    def open_file(fields: dict[str, str]) -> Sink:
+        raise NoSuchUpload(fields["id"])
+
+    form = StreamingForm(BOUNDARY, open_file)
+    with pytest.raises(NoSuchUpload, match=UPLOAD_ID):
+        form.feed(chunk_body(b"payload"))
+
+
+# --- the Content-Type ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "multipart/form-data; boundary=abc123",
+        'multipart/form-data; boundary="abc123"',
+        "Multipart/Form-Data; charset=utf-8; boundary=abc123",
+    ],
+)
+def test_boundary_is_read_from_the_content_type(content_type: str) -> None:
+    assert boundary_of(content_type) == b"abc123"
+
+
+@pytest.mark.parametrize(
+    ("content_type", "complaint"),
+    [
+        pytest.param("application/json", "application/json", id="json"),
+        pytest.param("application/x-www-form-urlencoded", "multipart/form-data", id="urlencoded"),
+        pytest.param("multipart/mixed; boundary=abc", "multipart/mixed", id="multipart-mixed"),
+        pytest.param("", "multipart/form-data", id="no-content-type"),
+        pytest.param("multipart/form-data", "boundary", id="no-boundary"),
+        pytest.param("multipart/form-data; boundary=", "boundary", id="empty-boundary"),
+    ],
+)
+def test_unusable_content_type_is_refused_naming_why(content_type: str, complaint: str) -> None:
+    with pytest.raises(FormError, match=complaint):
+        boundary_of(content_type)
+
+
+# --- bodies that are refused -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "cut",
+    [
+        pytest.param(0, id="empty-body"),
+        pytest.param(60, id="inside-the-headers"),
+        pytest.param(-200, id="inside-the-file"),
+        pytest.param(-len(BOUNDARY) - 6, id="before-the-closing-boundary"),
+        pytest.param(-3, id="closing-boundary-without-its-dashes"),
+    ],
+)
+def test_truncated_body_is_refused_on_close(cut: int) -> None:
+    with pytest.raises(FormError):
+        read(chunk_body(TRICKY)[:cut])
+
+
+def test_field_of_1024_bytes_is_accepted() -> None:
+    form, _ = read(body(part(b"id", b"x" * 1024)))
+    assert form.fields["id"] == "x" * 1024
+
+
+def test_field_over_1024_bytes_is_refused() -> None:
+    with pytest.raises(FormError, match="longer than 1024"):
+        read(body(part(b"id", b"x" * 1025)))
+
+
+def test_headers_under_8192_bytes_are_accepted() -> None:
+    headers = b"X-A: " + b"a" * 3900 + b"\r\nX-B: " + b"b" * 3900 + b"\r\n"
+    form, _ = read(body(part(b"id", b"1", headers=headers)))
+    assert form.fields == {"id": "1"}
+
+
+def test_headers_over_8192_bytes_are_refused() -> None:
+    headers = b"".join(b"X-%d: " % n + b"h" * 3000 + b"\r\n" for n in range(3))
+    with pytest.raises(FormError):
+        read(body(part(b"id", b"1", headers=headers)))
+
+
+def test_eight_parts_are_accepted() -> None:
+    form, _ = read(body(*(part(b"f%d" % n, b"v") for n in range(8))))
+    assert len(form.fields) == 8
+
+
+def test_more_than_eight_parts_are_refused() -> None:
+    with pytest.raises(FormError, match="more than 8 parts"):
+        read(body(*(part(b"f%d" % n, b"v") for n in range(9))))
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [
+        pytest.param((part(b"id", b"a"), part(b"id", b"b")), id="field"),
+        pytest.param(
+            (part(b"file", b"a", filename=b"blob"), part(b"file", b"b", filename=b"blob")),
+            id="file",
+        ),
+    ],
+)
+def test_duplicate_field_is_refused(parts: tuple[bytes, ...]) -> None:
+    with pytest.raises(FormError, match="twice"):
+        read(body(*parts))
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param(b"Content-Type: text/plain\r\n", id="no-content-disposition"),
+        pytest.param(b"Content-Disposition: form-data\r\n", id="no-name"),
+        pytest.param(b'Content-Disposition: attachment; name="id"\r\n', id="not-form-data"),
+    ],
+)
+def test_part_without_a_form_data_name_is_refused(headers: bytes) -> None:
+    with pytest.raises(FormError, match="Content-Disposition"):
+        read(b"--" + BOUNDARY + b"\r\n" + headers + b"\r\nvalue\r\n--" + BOUNDARY + b"--\r\n")
+
+
+def test_field_that_is_not_utf8_is_refused() -> None:
+    with pytest.raises(FormError, match="UTF-8"):
+        read(body(part(b"chunk", b"\xff\xfe")))
+
+
+def test_body_that_is_not_multipart_is_refused() -> None:
+    with pytest.raises(FormError):
+        read(b'{"id": "x", "chunk": "0"}')
