@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from pathlib import Path
 
 from .config import ConfigError, load_settings
+from .demo import run_demo
+from .logs import configure_logging
+from .server import serve
 
 EXIT_CONFIG = 2
 
@@ -33,8 +35,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "demo":
-        from .demo import run_demo
-
         return asyncio.run(run_demo(args.file))
     return run(args.config)
 
@@ -49,10 +49,6 @@ def run(config_file: Path | None) -> int:
             file=sys.stderr,
         )
         return EXIT_CONFIG
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    from .server import serve
-
+    configure_logging(settings.log_level, settings.log_format)
     asyncio.run(serve(settings))
     return 0

@@ -41,7 +41,9 @@ class Settings:
     discord_max_ratelimit_wait: float = 30.0
     client_read_timeout: float = 30.0
     shutdown_grace: float = 30.0
+    slots: int = 1
     log_level: str = "INFO"
+    log_format: str = "text"
 
     @property
     def own_path(self) -> str:
@@ -108,15 +110,22 @@ def _log_level(text: str) -> str:
     return level
 
 
+def _log_format(text: str) -> str:
+    if text not in ("text", "json"):
+        raise ValueError("must be text or json")
+    return text
+
+
 @dataclass(frozen=True)
 class _Option:
-    key: str  # the TOML key and Settings field; the environment name is its upper case
+    key: str  # the TOML key and Settings field
     parse: Callable[[str], Any]
     required: bool = False
+    env_name: str | None = None  # the environment name, when it is not the key in upper case
 
     @property
     def env(self) -> str:
-        return self.key.upper()
+        return self.env_name or self.key.upper()
 
 
 OPTIONS = (
@@ -133,7 +142,9 @@ OPTIONS = (
     _Option("discord_max_ratelimit_wait", _positive_seconds),
     _Option("client_read_timeout", _positive_seconds),
     _Option("shutdown_grace", _positive_seconds),
+    _Option("slots", _positive_int, env_name="UPLOAD_SLOTS"),
     _Option("log_level", _log_level),
+    _Option("log_format", _log_format),
 )
 
 

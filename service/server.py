@@ -18,6 +18,7 @@ from aiohttp import web
 from .config import Settings
 from .intake.endpoint import ChunkEndpoint, cors, healthz, preflight
 from .jobs.slot import JobDirectory, Slot
+from .metrics import CONTENT_TYPE, Metrics
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,10 @@ class UploadService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.directory = JobDirectory()
-        self.endpoint = ChunkEndpoint(self.directory, read_timeout=settings.client_read_timeout)
+        self.metrics = Metrics()
+        self.endpoint = ChunkEndpoint(
+            self.directory, self.metrics, read_timeout=settings.client_read_timeout
+        )
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
@@ -45,7 +49,29 @@ class UploadService:
             app.router.add_post(path, self.endpoint.post)
             app.router.add_route("OPTIONS", path, preflight)
         app.router.add_get("/healthz", healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/metrics", self.serve_metrics)
         return app
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        """Ready when at least one slot is connected to the manager and configured."""
+        ready = sum(slot.ready for slot in self.slots)
+        connected = sum(slot.link.connected for slot in self.slots)
+        body = {
+            "ready": ready > 0,
+            "slots": len(self.slots),
+            "connected": connected,
+            "configured": ready,
+        }
+        if not ready:
+            body["why"] = (
+                f"no slot is both connected to the manager and configured "
+                f"({connected} of {len(self.slots)} connected)"
+            )
+        return web.json_response(body, status=200 if ready else 503)
+
+    async def serve_metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     async def startup(self) -> None:
         # discord.py reads its base URL from this class attribute; one process, one Discord.
@@ -57,7 +83,14 @@ class UploadService:
         log.info("accepting chunks on port %d at %s", self.port, self.settings.own_address)
 
         self._session = aiohttp.ClientSession()
-        self.slots = [Slot(self.settings, self.directory, self._session)]
+        self.slots = [
+            Slot(self.settings, self.directory, self._session, self.metrics, name=f"slot-{i}")
+            for i in range(self.settings.slots)
+        ]
+        self.metrics.watch_slots(
+            connected=lambda: sum(slot.link.connected for slot in self.slots),
+            busy=lambda: sum(slot.job is not None for slot in self.slots),
+        )
         self._link_tasks = [asyncio.create_task(slot.link.run()) for slot in self.slots]
 
     async def shutdown(self) -> None:

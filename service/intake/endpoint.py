@@ -20,6 +20,7 @@ from aiohttp import web
 
 from ..jobs.job import ChunkRefused, Job
 from ..jobs.slot import JobDirectory, Slot
+from ..metrics import Metrics
 from ..storage.discord_store import DiscordBusy, StoreError
 from ..storage.sealing import ChunkSealer, SealedChunk
 from .form import FILE_FIELD, FormError, StreamingForm, boundary_of
@@ -44,8 +45,9 @@ class _Claim:
 
 
 class ChunkEndpoint:
-    def __init__(self, directory: JobDirectory, *, read_timeout: float) -> None:
+    def __init__(self, directory: JobDirectory, metrics: Metrics, *, read_timeout: float) -> None:
         self._directory = directory
+        self._metrics = metrics
         self._read_timeout = read_timeout
         self._accepting = True
         self._active = 0
@@ -53,6 +55,12 @@ class ChunkEndpoint:
         self._idle.set()
 
     async def post(self, request: web.Request) -> web.Response:
+        response = await self._answer(request)
+        if response.status != 200:
+            self._metrics.refused(response.status)
+        return response
+
+    async def _answer(self, request: web.Request) -> web.Response:
         if not self._accepting:
             return error_response(
                 503, "the upload service is shutting down", **{"Retry-After": "5"}
@@ -138,6 +146,7 @@ class ChunkEndpoint:
         index = job.layout.parse_index(fields["chunk"])
         already = job.claim(index)
         slot.touch(job)
+        self._metrics.chunks_received.inc()
         key = None if already else slot.crypto_key
         sealer = ChunkSealer(job.layout.length(index), key)
         return _Claim(job, slot, index, sealer, already is not None)

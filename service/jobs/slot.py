@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from collections.abc import Coroutine
 
 import aiohttp
 
 from ..config import Settings
 from ..manager import packets
 from ..manager.link import Answer, ManagerLink
+from ..metrics import Metrics
 from ..storage.discord_store import DiscordRefused, DiscordStore, StoreError
 from ..storage.mime import FALLBACK
 from ..storage.sealing import HEADER_SIZE, SealedChunk
@@ -63,11 +65,14 @@ class Slot:
         settings: Settings,
         directory: JobDirectory,
         session: aiohttp.ClientSession,
-        name: str = "slot 0",
+        metrics: Metrics,
+        name: str = "slot-0",
     ) -> None:
         self.name = name
         self._settings = settings
         self._directory = directory
+        self._metrics = metrics
+        self._log = {"slot": name}
         self.link = ManagerLink(
             address=settings.manager_address,
             password=settings.service_password,
@@ -80,6 +85,12 @@ class Slot:
         self.crypto_key: bytes | None = None
         self.job: Job | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._background: set[asyncio.Task[None]] = set()
+
+    @property
+    def ready(self) -> bool:
+        """Connected to the manager and configured: the manager can give it jobs."""
+        return self.link.connected and self.store is not None
 
     # --- the manager's requests ----------------------------------------------------------
 
@@ -101,6 +112,7 @@ class Slot:
             request_timeout=self._settings.discord_request_timeout,
             retries=self._settings.discord_retries,
             max_ratelimit_wait=self._settings.discord_max_ratelimit_wait,
+            metrics=self._metrics,
         )
         try:
             async with asyncio.timeout(LOGIN_TIMEOUT):
@@ -108,15 +120,15 @@ class Slot:
         except (StoreError, TimeoutError) as error:
             await store.close()
             reason = str(error) or f"Discord did not answer the login within {LOGIN_TIMEOUT:g} s"
-            log.warning("%s: configuration refused: %s", self.name, reason)
+            log.warning("configuration refused: %s", reason, extra=self._log)
             return Answer(False, reason)
         await self._drop_store()
         self.store, self.crypto_key = store, configuration.crypto_key
         log.info(
-            "%s: configured for channel %s, encryption %s",
-            self.name,
+            "configured for channel %s, encryption %s",
             configuration.channel_id,
             "on" if self.crypto_key else "off",
+            extra=self._log,
         )
         return Answer(True)
 
@@ -134,16 +146,15 @@ class Slot:
             )
         job = Job(start)
         log.info(
-            "%s: upload %s started: %d bytes in %d chunks",
-            self.name,
-            job.upload_id,
+            "upload started: %d bytes in %d chunks",
             start.size,
             job.layout.count,
+            extra={**self._log, "upload_id": job.upload_id},
         )
         self.job = job
         self._directory.add(job, self)
         if job.complete:  # a file of size 0 has no chunks to wait for
-            asyncio.get_running_loop().call_soon(self._finish_soon, job)
+            self._in_background(self._finish(job))
         else:
             self.touch(job)
         return Answer(True)
@@ -152,18 +163,18 @@ class Slot:
         job = self.job
         if job is None:
             return Answer(False, "there is no upload to abort")
-        self._end(job, "it was aborted by the manager")
+        self._end(job, "it was aborted by the manager", "aborted")
         return Answer(True)
 
     async def shut_down(self) -> None:
         """The process is stopping: fail the job, which the manager can then reschedule."""
         if self.job is not None:
-            await self._fail(self.job, "the upload service is shutting down")
+            await self._fail(self.job, "the upload service is shutting down", "shutdown")
 
     async def disconnected(self) -> None:
         """The manager has forgotten this service: its job is void, its configuration too."""
         if self.job is not None:
-            self._end(self.job, "the link to the manager was lost")
+            self._end(self.job, "the link to the manager was lost", "voided")
         await self._drop_store()
 
     # --- the intake's side ---------------------------------------------------------------
@@ -189,11 +200,18 @@ class Slot:
             if job.ended:
                 raise ChunkRefused(410, f"upload {job.upload_id} ended meanwhile") from None
             if isinstance(error, DiscordRefused):
-                await self._fail(job, f"Discord refused the upload: {error}")
+                await self._fail(job, f"Discord refused the upload: {error}", "discord_refused")
             raise
         if job.ended:  # aborted or voided while Discord was busy: the result is discarded
             raise ChunkRefused(410, f"upload {job.upload_id} ended while the chunk was stored")
         job.record(index, StoredChunk(message_id, sealed.digest), sealed.head)
+        self._metrics.chunks_stored.inc()
+        self._metrics.bytes_stored.inc(job.layout.length(index))
+        log.info(
+            "chunk stored as message %s",
+            message_id,
+            extra={**self._log, "upload_id": job.upload_id, "chunk": index},
+        )
         if job.complete:
             await self._finish(job)
 
@@ -204,15 +222,17 @@ class Slot:
             self.touch(job)
             return
         seconds = self._settings.upload_inactivity_timeout
-        asyncio.get_running_loop().create_task(
-            self._fail(job, f"No chunk was received for {seconds:g} seconds")
+        self._in_background(
+            self._fail(job, f"No chunk was received for {seconds:g} seconds", "timed_out")
         )
 
-    def _finish_soon(self, job: Job) -> None:
-        asyncio.get_running_loop().create_task(self._finish(job))
+    def _in_background(self, work: Coroutine[None, None, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _finish(self, job: Job) -> None:
-        if not self._end(job, "all chunks are stored"):
+        if not self._end(job, "all chunks are stored", "succeeded"):
             return
         assert self.store is not None
         packet = packets.finish_success(
@@ -223,25 +243,29 @@ class Slot:
             channel=self.store.channel_id,
         )
         await self.link.send(packet)
-        log.info("%s: upload %s finished", self.name, job.upload_id)
 
-    async def _fail(self, job: Job, reason: str) -> None:
-        if not self._end(job, reason):
+    async def _fail(self, job: Job, reason: str, outcome: str) -> None:
+        if not self._end(job, reason, outcome):
             return
         await self.link.send(packets.finish_failure(reason))
-        log.warning("%s: upload %s failed: %s", self.name, job.upload_id, reason)
 
-    def _end(self, job: Job, why: str) -> bool:
+    def _end(self, job: Job, why: str, outcome: str) -> bool:
         """End `job` if it has not ended yet; True the first time."""
         if not job.end():
             return False
+        self._metrics.jobs.labels(outcome).inc()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         self._directory.remove(job, why)
         if self.job is job:
             self.job = None
-        log.info("%s: upload %s ended: %s", self.name, job.upload_id, why)
+        log.log(
+            logging.INFO if outcome == "succeeded" else logging.WARNING,
+            "upload ended: %s",
+            why,
+            extra={**self._log, "upload_id": job.upload_id},
+        )
         return True
 
     async def _drop_store(self) -> None:

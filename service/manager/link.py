@@ -60,7 +60,7 @@ class ManagerLink:
         self._url = URL(address).update_query(type="upload", key=password, address=own_address)
         self._handler = handler
         self._session = session
-        self._name = name
+        self._log = {"slot": name}
         self._socket: aiohttp.ClientWebSocketResponse | None = None
         self.connections = 0  # how many times the link has opened
 
@@ -76,36 +76,36 @@ class ManagerLink:
                 async with self._session.ws_connect(self._url, heartbeat=HEARTBEAT) as socket:
                     failures = 0
                     await self._serve(socket)
-                log.warning("%s: the manager closed the link", self._name)
+                log.warning("the manager closed the link", extra=self._log)
             except (aiohttp.ClientError, OSError) as error:
                 failures += 1
                 log.warning(
-                    "%s: cannot reach the manager at %s: %s",
-                    self._name,
+                    "cannot reach the manager at %s: %s",
                     self._address,
                     _describe(error),
+                    extra=self._log,
                 )
             finally:
                 self._socket = None
             await self._handler.disconnected()
             delay = backoff_delay(failures + 1)
-            log.info("%s: reconnecting to the manager in %.1f s", self._name, delay)
+            log.info("reconnecting to the manager in %.1f s", delay, extra=self._log)
             await asyncio.sleep(delay)
 
     async def _serve(self, socket: aiohttp.ClientWebSocketResponse) -> None:
         self._socket = socket
         self.connections += 1
-        log.info("%s: connected to the manager at %s", self._name, self._address)
+        log.info("connected to the manager at %s", self._address, extra=self._log)
         async for frame in socket:
             if frame.type is not aiohttp.WSMsgType.TEXT:
                 if frame.type is aiohttp.WSMsgType.ERROR:
                     raise socket.exception() or aiohttp.ClientError("WebSocket error")
-                log.warning("%s: ignored a non-text frame (%s)", self._name, frame.type.name)
+                log.warning("ignored a non-text frame (%s)", frame.type.name, extra=self._log)
                 continue
             try:
                 incoming = packets.decode_request(frame.data)
             except packets.MalformedPacket as error:
-                log.warning("%s: ignored a malformed packet: %s", self._name, error)
+                log.warning("ignored a malformed packet: %s", error, extra=self._log)
                 continue
             answer = await self._handler.handle(incoming.request)
             await self.send(packets.reply(incoming.uuid, answer.success, answer.message))
@@ -117,7 +117,7 @@ class ManagerLink:
         try:
             await self._socket.send_str(text)  # type: ignore[union-attr]
         except (aiohttp.ClientError, ConnectionError) as error:
-            log.warning("%s: sending to the manager failed: %s", self._name, error)
+            log.warning("sending to the manager failed: %s", error, extra=self._log)
             return False
         return True
 

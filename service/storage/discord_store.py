@@ -26,6 +26,8 @@ import aiohttp
 import discord
 from discord.http import HTTPClient, Route, handle_message_parameters
 
+from ..metrics import Metrics
+
 log = logging.getLogger(__name__)
 
 # Connection errors discord.py lets through; TimeoutError is an OSError too.
@@ -91,13 +93,17 @@ class DiscordStore:
         request_timeout: float,
         retries: int,
         max_ratelimit_wait: float,
+        metrics: Metrics,
     ) -> None:
         self.channel_id = channel_id
         self._token = token
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._retries = retries
+        self._metrics = metrics
         self._http = HTTPClient(
-            asyncio.get_running_loop(), max_ratelimit_timeout=max_ratelimit_wait
+            asyncio.get_running_loop(),
+            max_ratelimit_timeout=max_ratelimit_wait,
+            http_trace=metrics.discord_trace(),
         )
 
     async def open(self) -> None:
@@ -158,13 +164,14 @@ class DiscordStore:
             except _TRANSIENT as error:
                 failure = error
             log.warning(
-                "posting %s to Discord failed (attempt %d of %d): %s",
+                "posting chunk %s to Discord failed (attempt %d of %d): %s",
                 filename,
                 attempt,
                 self._retries,
                 _describe(failure),
             )
             if attempt < self._retries:
+                self._metrics.discord_retries.inc()
                 await asyncio.sleep(0.25 * 2**attempt)
         raise DiscordUnavailable(
             f"Discord could not store the chunk after {self._retries} attempts: "
