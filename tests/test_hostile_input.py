@@ -150,7 +150,7 @@ async def test_the_chunk_endpoint_never_fails_on_generated_input(harness: Harnes
             assert snapshot(job) == before
 
     await asyncio.to_thread(check)  # hypothesis drives the service's loop from a thread
-    assert len(statuses - {200}) >= 3  # the generator reached several kinds of refusal
+    assert {400, 404} <= statuses  # the generator reached the refusals it aims at
     # whatever was thrown at it, the job still completes
     data = os.urandom(SIZE)
     for index in range(3):
