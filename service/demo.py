@@ -85,7 +85,7 @@ async def demonstrate(source: bytes | Path, size: int) -> Verdict:
                     upload_id,
                     source,
                     DEFAULT_CHUNK_SIZE,
-                    on_chunk_done=bar.update,
+                    on_chunk_done=lambda _, chunk: bar.update(len(chunk)),
                 )
             finish = await service.next_finish()
             seconds = time.perf_counter() - started

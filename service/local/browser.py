@@ -57,9 +57,14 @@ async def upload(
     *,
     concurrency: int = CONCURRENCY,
     tries: int = TRIES,
-    on_chunk_done: Callable[[int], None] | None = None,
+    give_up_on: frozenset[int] = frozenset(),
+    on_chunk_done: Callable[[int, bytes], None] | None = None,
 ) -> UploadReport:
-    """Upload every chunk of `source` (bytes, or a file's path); raise `UploadFailed`."""
+    """Upload every chunk of `source` (bytes, or a file's path); raise `UploadFailed`.
+
+    `on_chunk_done(index, data)` is called for each chunk answered 200. A status in
+    `give_up_on` (say 410, when the job is known to be over) fails the chunk at once.
+    """
     size = source_size(source)
     report = UploadReport()
     pending: asyncio.Queue[int] = asyncio.Queue()
@@ -80,13 +85,15 @@ async def upload(
                     if response.status == 200:
                         report.chunks += 1
                         if on_chunk_done is not None:
-                            on_chunk_done(len(data))
+                            on_chunk_done(index, data)
                         return
                     report.last_errors[index] = f"HTTP {response.status}: {await response.text()}"
+                    if response.status in give_up_on:
+                        break
             except (aiohttp.ClientError, OSError) as error:
                 report.last_errors[index] = f"{type(error).__name__}: {error}"
             await asyncio.sleep(min(0.05 * 2**attempt, 2.0))
-        raise UploadFailed(f"chunk {index} failed {tries} times; last: {report.last_errors[index]}")
+        raise UploadFailed(f"chunk {index} failed; last answer: {report.last_errors[index]}")
 
     async def worker() -> None:
         while not pending.empty():

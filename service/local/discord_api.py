@@ -337,7 +337,10 @@ class DiscordStandIn:
             )
         window.used += 1
 
-        parsed = await self._read_message(request)
+        try:
+            parsed = await self._read_message(request)
+        except ConnectionResetError:  # the client went away mid-body: nothing is stored
+            return _drop(request)
         if parsed is None:
             await request.release()
             return _error(413)

@@ -100,6 +100,7 @@ class DiscordStore:
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._retries = retries
         self._metrics = metrics
+        self._closed = False
         self._http = HTTPClient(
             asyncio.get_running_loop(),
             max_ratelimit_timeout=max_ratelimit_wait,
@@ -118,6 +119,7 @@ class DiscordStore:
             raise DiscordUnavailable(f"could not log in to Discord: {_describe(error)}") from None
 
     async def close(self) -> None:
+        self._closed = True
         await self._http.close()
 
     async def post(self, content: str, filename: str, payload: memoryview) -> str:
@@ -125,6 +127,8 @@ class DiscordStore:
         nonce = secrets.token_hex(12)
         route = Route("POST", "/channels/{channel_id}/messages", channel_id=self.channel_id)
         for attempt in range(1, self._retries + 1):
+            if self._closed:  # the slot lost its configuration while this chunk waited
+                raise DiscordUnavailable("the Discord session was closed")
             params = handle_message_parameters(
                 content=content,
                 file=discord.File(MemoryReader(payload), filename=filename),
@@ -137,6 +141,10 @@ class DiscordStore:
                 return str(message["id"])
             except discord.RateLimited as error:
                 raise DiscordBusy(error.retry_after) from None
+            except RuntimeError:  # aiohttp's "Session is closed", when close() came mid-request
+                if self._closed:
+                    raise DiscordUnavailable("the Discord session was closed") from None
+                raise
             except (discord.Forbidden, discord.NotFound) as error:
                 raise DiscordRefused(
                     f"Discord refused to post in channel {self.channel_id} ({_describe(error)}); "
