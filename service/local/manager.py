@@ -2,7 +2,9 @@
 
 Like the real manager it refuses a connection with a wrong key or a missing parameter
 before the upgrade, drops every packet that fails its schema (keeping it in `dropped` so
-tests can assert there are none), and waits at most 10 seconds for a reply.
+tests can assert there are none), and waits at most 10 seconds for a reply. The schemas are
+the JSON Schema files in `schemas/`, checked with `jsonschema`, on top of the service's own
+`packets.check_outgoing`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from ..manager import packets
+from . import schemas
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +114,17 @@ class ServiceConnection:
         await self.socket.close()
 
     async def _receive(self, text: str) -> None:
+        # Two independent checks: the JSON Schema files (the contract as data) and the
+        # service's own `check_outgoing`. A frame either one refuses is dropped.
+        why = schemas.problems_in_sent(text)
+        envelope: packets.Envelope | None = None
         try:
             envelope = packets.check_outgoing(text)
         except packets.MalformedPacket as error:
-            log.error("manager stand-in dropped a packet: %s", error)
-            self._dropped.append(Dropped(text, str(error)))
+            why.append(str(error))
+        if why or envelope is None:
+            log.error("manager stand-in dropped a packet: %s", "; ".join(why))
+            self._dropped.append(Dropped(text, "; ".join(why)))
             return
         if envelope.id == packets.BOOLEAN:
             waiter = self._replies.get(envelope.reply_uuid or "")
