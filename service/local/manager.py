@@ -13,6 +13,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+import ssl
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -139,8 +140,16 @@ class ServiceConnection:
 class ManagerStandIn:
     """A real aiohttp WebSocket server on 127.0.0.1 that upload services connect to."""
 
-    def __init__(self, *, password: str, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        password: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.password = password
+        self._ssl_context = ssl_context
         self.services: list[ServiceConnection] = []
         self.dropped: list[Dropped] = []
         self.refused_handshakes = 0
@@ -153,14 +162,16 @@ class ManagerStandIn:
     def address(self) -> str:
         assert self._runner is not None
         host, port = self._runner.addresses[0][:2]
-        return f"ws://{host}:{port}/upload-service"
+        scheme = "ws" if self._ssl_context is None else "wss"
+        return f"{scheme}://{host}:{port}/upload-service"
 
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/upload-service", self._accept)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, self._host, self._port).start()
+        site = web.TCPSite(self._runner, self._host, self._port, ssl_context=self._ssl_context)
+        await site.start()
 
     async def close(self) -> None:
         for service in self.services:

@@ -131,6 +131,8 @@ def _describe(error: BaseException) -> str:
     """Describe a connection failure; never through str(), which may show the URL and its key."""
     if isinstance(error, aiohttp.WSServerHandshakeError):
         return f"handshake refused with HTTP {error.status} (is SERVICE_PASSWORD right?)"
+    if isinstance(error, aiohttp.ClientConnectorCertificateError):
+        return f"the manager's TLS certificate was not accepted ({error.certificate_error})"
     if isinstance(error, aiohttp.ClientResponseError):
         return f"HTTP {error.status} {error.message}"
     if isinstance(error, aiohttp.ClientConnectorError):
