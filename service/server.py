@@ -29,7 +29,10 @@ class UploadService:
         self.directory = JobDirectory()
         self.metrics = Metrics()
         self.endpoint = ChunkEndpoint(
-            self.directory, self.metrics, read_timeout=settings.client_read_timeout
+            self.directory,
+            self.metrics,
+            read_timeout=settings.client_read_timeout,
+            slots=settings.slots,
         )
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None

@@ -59,7 +59,7 @@ def read(data: bytes, step: int = 7, boundary: bytes = BOUNDARY) -> tuple[Stream
     form = StreamingForm(boundary, lambda fields: sink)
     for offset in range(0, len(data), step):
         form.feed(data[offset : offset + step])
-    form.close()
+    form.finish()
     return form, sink
 
 
@@ -102,7 +102,7 @@ def test_open_file_sees_the_fields_sent_before_the_file() -> None:
 
     form = StreamingForm(BOUNDARY, open_file)
     form.feed(chunk_body(b"payload", b"4"))
-    form.close()
+    form.finish()
     assert seen == [{"id": UPLOAD_ID, "chunk": "4"}]
 
 

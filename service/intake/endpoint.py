@@ -22,13 +22,14 @@ from ..jobs.job import ChunkRefused, Job
 from ..jobs.slot import JobDirectory, Slot
 from ..metrics import Metrics
 from ..storage.discord_store import DiscordBusy, StoreError
-from ..storage.sealing import ChunkSealer, SealedChunk
+from ..storage.sealing import BufferPool, ChunkSealer, SealedChunk, buffer_size
 from .form import FILE_FIELD, FormError, StreamingForm, boundary_of
 
 log = logging.getLogger(__name__)
 
 FORM_ALLOWANCE = 16 * 1024  # body bytes beyond the chunk: boundaries, headers, small fields
 DEFAULT_CHUNK_SIZE = 10 * 1024 * 1024 - 1024  # the manager's chunk size, before a job says
+CHUNKS_IN_FLIGHT_PER_JOB = 5  # what the browser client sends at once: buffers worth keeping
 
 
 def error_response(status: int, message: str, **headers: str) -> web.Response:
@@ -45,9 +46,12 @@ class _Claim:
 
 
 class ChunkEndpoint:
-    def __init__(self, directory: JobDirectory, metrics: Metrics, *, read_timeout: float) -> None:
+    def __init__(
+        self, directory: JobDirectory, metrics: Metrics, *, read_timeout: float, slots: int
+    ) -> None:
         self._directory = directory
         self._metrics = metrics
+        self._buffers = BufferPool(keep=CHUNKS_IN_FLIGHT_PER_JOB * slots)
         self._read_timeout = read_timeout
         self._accepting = True
         self._active = 0
@@ -100,6 +104,7 @@ class ChunkEndpoint:
             raise _too_large(limit)
 
         claim: _Claim | None = None
+        posting = False  # while True, aiohttp may still read the chunk's buffer
 
         def open_file(fields: dict[str, str]) -> ChunkSealer:
             nonlocal claim, limit
@@ -107,24 +112,28 @@ class ChunkEndpoint:
             limit = self._body_limit(claim.job)
             return claim.sealer
 
-        form = StreamingForm(boundary, open_file)
         try:
-            received = 0
-            while piece := await self._read(request):
-                received += len(piece)
-                if received > limit:
-                    raise _too_large(limit)
-                form.feed(piece)
-            form.close()
+            with StreamingForm(boundary, open_file) as form:
+                received = 0
+                while piece := await self._read(request):
+                    received += len(piece)
+                    if received > limit:
+                        raise _too_large(limit)
+                    form.feed(piece)
+                form.finish()
             if claim is None:
                 raise FormError(f"the field {FILE_FIELD!r} is missing")
             sealed = self._seal(claim)
             if claim.already_stored:
                 return self._compare_resent(claim, sealed.digest)
+            posting = True
             await claim.slot.store_chunk(claim.job, claim.index, sealed)
+            posting = False
         finally:
             if claim is not None:
                 claim.job.release(claim.index)
+                if not posting:  # a post that failed midway may leave a writer reading it
+                    self._buffers.give(claim.sealer.buffer)
         return web.Response(text=str(claim.index))
 
     async def _read(self, request: web.Request) -> bytes:
@@ -148,7 +157,8 @@ class ChunkEndpoint:
         slot.touch(job)
         self._metrics.chunks_received.inc()
         key = None if already else slot.crypto_key
-        sealer = ChunkSealer(job.layout.length(index), key)
+        buffer = self._buffers.take(buffer_size(job.start.chunk_size))
+        sealer = ChunkSealer(job.layout.length(index), key, buffer=buffer)
         return _Claim(job, slot, index, sealer, already is not None)
 
     def _seal(self, claim: _Claim) -> SealedChunk:

@@ -39,7 +39,12 @@ def boundary_of(content_type: str) -> bytes:
 
 
 class StreamingForm:
-    """Feed the body in pieces; read `fields` and the sink's result once `close` returns."""
+    """Feed the body in pieces; read `fields` and the sink's result once `finish` returns.
+
+    Use it as a context manager: leaving it breaks the reference cycle between the form and
+    its parser, so the sink (a chunk's buffer) is freed at once rather than by the garbage
+    collector some chunks later.
+    """
 
     def __init__(self, boundary: bytes, open_file: Callable[[dict[str, str]], Sink]) -> None:
         self.fields: dict[str, str] = {}
@@ -74,7 +79,14 @@ class StreamingForm:
         except MultipartParseError as error:
             raise FormError(f"the multipart body is malformed: {error}") from None
 
-    def close(self) -> None:
+    def __enter__(self) -> StreamingForm:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._parser.callbacks = {}
+        self._sink = None
+
+    def finish(self) -> None:
         """The body has ended; raise `FormError` if the form was cut short."""
         if not self._complete:
             raise FormError("the multipart body ended before its closing boundary")

@@ -21,8 +21,11 @@ import asyncio
 import io
 import logging
 import secrets
+from typing import Any
 
 import aiohttp
+import aiohttp.abc
+import aiohttp.payload
 import discord
 from discord.http import HTTPClient, Route, handle_message_parameters
 
@@ -55,10 +58,14 @@ class DiscordRefused(StoreError):
 
 
 class MemoryReader(io.BufferedIOBase):
-    """A seekable, read-only file over a memoryview, so discord.py can send it without a copy."""
+    """A seekable, read-only file over a memoryview: what discord.py takes as an attachment.
+
+    aiohttp does not read it like a file (in a thread, a copy per piece): `_MemoryPayload`
+    sends the memoryview itself.
+    """
 
     def __init__(self, view: memoryview) -> None:
-        self._view = view
+        self.view = view
         self._position = 0
 
     def readable(self) -> bool:
@@ -71,15 +78,42 @@ class MemoryReader(io.BufferedIOBase):
         return self._position
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: len(self._view)}
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: len(self.view)}
         self._position = max(0, base[whence] + offset)
         return self._position
 
     def read(self, size: int | None = -1) -> bytes:
-        end = len(self._view) if size is None or size < 0 else self._position + size
-        data = self._view[self._position : end].tobytes()
+        end = len(self.view) if size is None or size < 0 else self._position + size
+        data = self.view[self._position : end].tobytes()
         self._position += len(data)
         return data
+
+
+class _MemoryPayload(aiohttp.payload.Payload):
+    """Sends a `MemoryReader` from its memoryview, in slices, with its length known up front.
+
+    Slices keep asyncio's transport buffer small: what the socket does not take at once is
+    copied there, so one 10 MiB write would mean another 10 MiB in memory.
+    """
+
+    SLICE = 256 * 1024
+
+    def __init__(self, value: MemoryReader, *args: Any, **kwargs: Any) -> None:
+        super().__init__(value, *args, **kwargs)
+        self._size = len(value.view)
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return self._value.view.tobytes().decode(encoding, errors)
+
+    async def write(self, writer: aiohttp.abc.AbstractStreamWriter) -> None:
+        view = self._value.view
+        for start in range(0, len(view), self.SLICE):
+            await writer.write(view[start : start + self.SLICE])
+
+
+aiohttp.payload.PAYLOAD_REGISTRY.register(
+    _MemoryPayload, MemoryReader, order=aiohttp.payload.Order.try_first
+)
 
 
 class DiscordStore:

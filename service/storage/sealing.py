@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -29,17 +30,51 @@ class SealedChunk:
     head: bytes  # the plaintext's first SNIFF_SIZE bytes
 
 
+def buffer_size(chunk_size: int) -> int:
+    """The buffer a chunk of up to `chunk_size` bytes needs, encrypted or not."""
+    return HEADER_SIZE + chunk_size + _SLACK
+
+
+class BufferPool:
+    """Chunk buffers kept for reuse.
+
+    A fresh 10 MiB buffer is zero-filled and costs thousands of page faults. The caller
+    gives a buffer back only when nothing can still read it; the oldest idle ones go first.
+    """
+
+    def __init__(self, keep: int) -> None:
+        self._idle: deque[bytearray] = deque(maxlen=keep)
+
+    def take(self, size: int) -> bytearray:
+        for buffer in self._idle:
+            if len(buffer) == size:
+                self._idle.remove(buffer)
+                return buffer
+        return bytearray(size)
+
+    def give(self, buffer: bytearray) -> None:
+        self._idle.append(buffer)
+
+
 class ChunkSealer:
     """Hash, and with a key encrypt, exactly `length` plaintext bytes written in pieces."""
 
-    def __init__(self, length: int, key: bytes | None, iv: bytes | None = None) -> None:
+    def __init__(
+        self,
+        length: int,
+        key: bytes | None,
+        iv: bytes | None = None,
+        buffer: bytearray | None = None,
+    ) -> None:
         self.length = length
         self.received = 0
         self._hash = hashlib.sha256()
         self._head = bytearray()
         self._offset = HEADER_SIZE if key is not None else 0
-        self._buffer = bytearray(self._offset + length + _SLACK)
-        self._view = memoryview(self._buffer)
+        self.buffer = buffer if buffer is not None else bytearray(buffer_size(length))
+        if len(self.buffer) < buffer_size(length):
+            raise ValueError(f"a {length}-byte chunk needs a buffer of {buffer_size(length)}")
+        self._view = memoryview(self.buffer)
         self._encryptor = None
         if key is not None:
             iv = iv if iv is not None else os.urandom(IV_SIZE)

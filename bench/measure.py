@@ -1,0 +1,119 @@
+"""Measuring helpers: a process's CPU and peak RSS from /proc, percentiles, the crypto floor,
+and the benchmark's own event-loop lag. Standard library and cryptography only."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+GIB = 1024**3
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+_IV_SIZE = 16
+_HEADER_SIZE = 32  # iv | tag in front of the ciphertext, as the service lays it out
+_SLACK = 15  # spare bytes some cryptography releases want in update_into's buffer
+
+
+@dataclass(frozen=True)
+class ProcessTimes:
+    """CPU seconds (all threads) and minor page faults of a process so far."""
+
+    user: float
+    system: float
+    minor_faults: int
+
+    @property
+    def cpu(self) -> float:
+        return self.user + self.system
+
+    def __sub__(self, other: ProcessTimes) -> ProcessTimes:
+        return ProcessTimes(
+            self.user - other.user,
+            self.system - other.system,
+            self.minor_faults - other.minor_faults,
+        )
+
+
+def process_times(pid: int) -> ProcessTimes:
+    """A live process's times from /proc/<pid>/stat."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    # Fields after the command name (which may hold spaces) start at field 3, "state";
+    # minflt, utime and stime are fields 10, 14 and 15.
+    fields = stat.rsplit(")", 1)[1].split()
+    return ProcessTimes(
+        user=int(fields[11]) / _CLOCK_TICKS,
+        system=int(fields[12]) / _CLOCK_TICKS,
+        minor_faults=int(fields[7]),
+    )
+
+
+def peak_rss(pid: int) -> int:
+    """A live process's peak resident set size (VmHWM) in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"/proc/{pid}/status has no VmHWM line")
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Linear-interpolated percentile (fraction in 0..1); NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * fraction
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def crypto_floor(chunks: Sequence[memoryview], key: bytes) -> float:
+    """CPU seconds per GiB for SHA-256 plus AES-256-GCM over `chunks`, in this one thread."""
+    largest = max((len(chunk) for chunk in chunks), default=0)
+    out = memoryview(bytearray(_HEADER_SIZE + largest + _SLACK))
+    total = sum(len(chunk) for chunk in chunks)
+    started = time.thread_time()
+    for chunk in chunks:
+        hashlib.sha256(chunk).hexdigest()
+        encryptor = Cipher(algorithms.AES(key), modes.GCM(os.urandom(_IV_SIZE))).encryptor()
+        encryptor.update_into(chunk, out[_HEADER_SIZE:])
+        encryptor.finalize()
+        out[_IV_SIZE:_HEADER_SIZE] = encryptor.tag
+    seconds = time.thread_time() - started
+    return seconds / (total / GIB) if total else math.nan
+
+
+class LoopLag:
+    """Samples this process's own event-loop lag (how late a short sleep wakes up)."""
+
+    def __init__(self, interval: float = 0.02) -> None:
+        self.interval = interval
+        self.samples: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> LoopLag:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    @property
+    def worst(self) -> float:
+        return max(self.samples, default=0.0)
+
+    async def _run(self) -> None:
+        while True:
+            started = time.perf_counter()
+            await asyncio.sleep(self.interval)
+            self.samples.append(max(time.perf_counter() - started - self.interval, 0.0))
