@@ -19,11 +19,10 @@ from pathlib import Path
 import aiohttp
 from tqdm import tqdm
 
-from .config import Settings
 from .local.browser import read_chunk, source_size, upload
 from .local.discord_api import DiscordStandIn
+from .local.loopback import loopback_settings
 from .local.manager import DEFAULT_CHUNK_SIZE, ManagerStandIn
-from .local.ports import free_port
 from .server import UploadService
 from .storage.sealing import open_attachment
 
@@ -62,15 +61,7 @@ async def run_demo(file: Path | None) -> int:
 async def demonstrate(source: bytes | Path, size: int) -> Verdict:
     token, password, key = secrets.token_urlsafe(24), secrets.token_urlsafe(16), os.urandom(32)
     async with DiscordStandIn(token=token) as discord, ManagerStandIn(password=password) as manager:
-        port = free_port()
-        settings = Settings(
-            manager_address=manager.address,
-            service_password=password,
-            own_address=f"http://127.0.0.1:{port}/upload",
-            port=port,
-            host="127.0.0.1",
-            discord_api_base=discord.base_url,
-        )
+        settings = loopback_settings(discord, manager, password)
         async with UploadService(settings), aiohttp.ClientSession() as session:
             service = await manager.next_service()
             await service.configure(token=token, channel_id=CHANNEL_ID, crypto_key=key)

@@ -16,8 +16,8 @@ import pytest
 
 from service.config import Settings
 from service.local.discord_api import DiscordStandIn
+from service.local.loopback import loopback_settings
 from service.local.manager import ManagerStandIn, ServiceConnection
-from service.local.ports import free_port
 from service.server import UploadService
 
 TOKEN = "test-bot-token-Zm9vYmFy.secret"
@@ -42,16 +42,7 @@ async def manager() -> AsyncIterator[ManagerStandIn]:
 
 @pytest.fixture
 def settings(discord: DiscordStandIn, manager: ManagerStandIn) -> Settings:
-    port = free_port()
-    return Settings(
-        manager_address=manager.address,
-        service_password=PASSWORD,
-        own_address=f"http://127.0.0.1:{port}/upload",
-        port=port,
-        host="127.0.0.1",
-        discord_api_base=discord.base_url,
-        discord_request_timeout=5.0,
-    )
+    return loopback_settings(discord, manager, PASSWORD, discord_request_timeout=5.0)
 
 
 @pytest.fixture

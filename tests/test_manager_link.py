@@ -19,6 +19,19 @@ from service.manager import packets
 from service.manager.link import BACKOFF_CAP, backoff_delay
 from service.server import UploadService
 
+
+def start_data() -> dict[str, object]:
+    """A valid `upload-start` packet's data, for tests to spoil one field of."""
+    return {
+        "name": "f",
+        "path": "/",
+        "size": 10,
+        "client": str(uuid.uuid4()),
+        "upload_id": str(uuid.uuid4()),
+        "chunk_size": SMALL_CHUNK,
+    }
+
+
 # --- configuration ---------------------------------------------------------------------------
 
 
@@ -81,15 +94,7 @@ async def test_second_start_while_busy_is_refused(harness: Harness) -> None:
 async def test_invalid_start_values_are_refused(
     harness: Harness, field: str, value: object, expected: str
 ) -> None:
-    data = {
-        "name": "f",
-        "path": "/",
-        "size": 10,
-        "client": str(uuid.uuid4()),
-        "upload_id": str(uuid.uuid4()),
-        "chunk_size": SMALL_CHUNK,
-        field: value,
-    }
+    data = {**start_data(), field: value}
     reply = await harness.link.request(packets.UPLOAD_START, data)
     assert reply["success"] is False and expected in reply["message"]
     await harness.start(10)  # nothing was left half-started
@@ -138,14 +143,7 @@ async def test_inactivity_timeout_fails_the_job_and_frees_the_service(
 
 
 async def test_malformed_packets_are_ignored_without_effect(harness: Harness) -> None:
-    start = {
-        "name": "f",
-        "path": "/",
-        "size": 10,
-        "client": str(uuid.uuid4()),
-        "upload_id": str(uuid.uuid4()),
-        "chunk_size": SMALL_CHUNK,
-    }
+    start = start_data()
 
     def frame(packet_id: str, data: object, **extra: object) -> str:
         return json.dumps({"id": packet_id, "uuid": str(uuid.uuid4()), "data": data, **extra})

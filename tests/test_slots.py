@@ -9,7 +9,7 @@ import os
 
 import aiohttp
 import pytest
-from conftest import KEY, SMALL_CHUNK, TOKEN, Harness, HarnessFactory
+from conftest import KEY, SMALL_CHUNK, TOKEN, Harness, HarnessFactory, chunk_form
 
 from service.local.browser import upload
 from service.local.discord_api import DiscordStandIn, Fault
@@ -81,10 +81,7 @@ async def test_one_slot_losing_its_link_leaves_the_others_running(
     jobs = await start_jobs(links)
     address = links[0].own_address
     for upload_id, data in jobs:  # every job has begun
-        form = aiohttp.FormData()
-        form.add_field("id", upload_id)
-        form.add_field("chunk", "0")
-        form.add_field("file", data[:SMALL_CHUNK], filename="blob")
+        form = chunk_form(upload_id, 0, data[:SMALL_CHUNK])
         async with http.post(address, data=form) as response:
             assert response.status == 200
 

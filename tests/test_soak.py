@@ -23,11 +23,10 @@ import aiohttp
 import pytest
 from conftest import CHANNEL, KEY, PASSWORD, TOKEN, chunk_form, raw_chunk_body
 
-from service.config import Settings
 from service.local.browser import UploadFailed, upload
 from service.local.discord_api import DiscordStandIn, Fault
+from service.local.loopback import loopback_settings
 from service.local.manager import ManagerStandIn, ServiceConnection
-from service.local.ports import free_port
 from service.server import UploadService
 from service.storage.sealing import open_attachment
 
@@ -230,21 +229,13 @@ class Soak:
 
 
 async def soak(jobs: int, seed: int) -> Tally:
-    port = free_port()
     async with (
         DiscordStandIn(token=TOKEN) as discord,
         ManagerStandIn(password=PASSWORD) as manager,
         aiohttp.ClientSession() as http,
     ):
-        settings = Settings(
-            manager_address=manager.address,
-            service_password=PASSWORD,
-            own_address=f"http://127.0.0.1:{port}/",
-            port=port,
-            host="127.0.0.1",
-            discord_api_base=discord.base_url,
-            discord_request_timeout=0.5,
-            upload_inactivity_timeout=30,
+        settings = loopback_settings(
+            discord, manager, PASSWORD, discord_request_timeout=0.5, upload_inactivity_timeout=30
         )
         async with UploadService(settings):
             run = Soak(random.Random(seed), discord, manager, http)

@@ -1,0 +1,27 @@
+"""Running the real service on loopback, between the stand-ins: for tests, demo, benchmark."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ..config import Settings
+from .discord_api import DiscordStandIn
+from .manager import ManagerStandIn
+from .ports import free_port
+
+
+def loopback_settings(
+    discord: DiscordStandIn, manager: ManagerStandIn, password: str, **overrides: Any
+) -> Settings:
+    """Settings for a service on a free 127.0.0.1 port that uses the two stand-ins."""
+    port = free_port()
+    settings = Settings(
+        manager_address=manager.address,
+        service_password=password,
+        own_address=f"http://127.0.0.1:{port}/upload",
+        port=port,
+        host="127.0.0.1",
+        discord_api_base=discord.base_url,
+    )
+    return dataclasses.replace(settings, **overrides)
