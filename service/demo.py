@@ -19,10 +19,11 @@ from pathlib import Path
 import aiohttp
 from tqdm import tqdm
 
+from .jobs.job import MANAGER_CHUNK_SIZE
 from .local.browser import read_chunk, source_size, upload
 from .local.discord_api import DiscordStandIn
 from .local.loopback import loopback_settings
-from .local.manager import DEFAULT_CHUNK_SIZE, ManagerStandIn
+from .local.manager import ManagerStandIn
 from .server import UploadService
 from .storage.sealing import open_attachment
 
@@ -75,7 +76,7 @@ async def demonstrate(source: bytes | Path, size: int) -> Verdict:
                     service.own_address,
                     upload_id,
                     source,
-                    DEFAULT_CHUNK_SIZE,
+                    MANAGER_CHUNK_SIZE,
                     on_chunk_done=lambda _, chunk: bar.update(len(chunk)),
                 )
             finish = await service.next_finish()
@@ -106,7 +107,7 @@ async def verify(
         async with session.get(message["attachments"][0]["url"]) as response:
             attachment = await response.read()
         plain = open_attachment(key, attachment)
-        expected = read_chunk(source, index * DEFAULT_CHUNK_SIZE, DEFAULT_CHUNK_SIZE)
+        expected = read_chunk(source, index * MANAGER_CHUNK_SIZE, MANAGER_CHUNK_SIZE)
         if plain != expected:
             problems.append(f"chunk {index} does not match the original bytes")
         digests.append(hashlib.sha256(plain).hexdigest())

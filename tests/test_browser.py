@@ -24,7 +24,7 @@ from aiohttp import web
 from conftest import CHANNEL, KEY, Harness
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from service.local.manager import DEFAULT_CHUNK_SIZE
+from service.jobs.job import MANAGER_CHUNK_SIZE
 from service.storage.sealing import open_attachment
 
 PAGE = Path(__file__).parent / "browser" / "upload.html"
@@ -135,12 +135,12 @@ async def test_chromium_uploads_a_file_cross_origin_as_the_client_does(
     chromium()
     seed = os.urandom(16)
     data = page_bytes(seed, SIZE)
-    upload_id = await harness.start(SIZE, chunk_size=DEFAULT_CHUNK_SIZE, name="photo.png")
+    upload_id = await harness.start(SIZE, chunk_size=MANAGER_CHUNK_SIZE, name="photo.png")
     query = {
         "address": harness.address,
         "id": upload_id,
         "size": SIZE,
-        "chunk_size": DEFAULT_CHUNK_SIZE,
+        "chunk_size": MANAGER_CHUNK_SIZE,
         "seed": seed.hex(),
     }
     assert not harness.address.startswith(page_origin)
@@ -158,7 +158,7 @@ async def test_chromium_uploads_a_file_cross_origin_as_the_client_does(
 
     finish = await harness.link.next_finish()
     assert finish["success"] is True
-    assert finish["hash"] == expected_hash(data, DEFAULT_CHUNK_SIZE)
+    assert finish["hash"] == expected_hash(data, MANAGER_CHUNK_SIZE)
     assert finish["type"] == "image/png"
     assert len(finish["messages"]) == 3
     stored = b"".join(

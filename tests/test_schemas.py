@@ -15,8 +15,9 @@ from typing import Any, cast
 
 import pytest
 
+from service.jobs.job import MANAGER_CHUNK_SIZE
 from service.local import schemas
-from service.local.manager import DEFAULT_CHUNK_SIZE, ServiceConnection
+from service.local.manager import ServiceConnection
 from service.manager import packets
 
 HASH = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
@@ -55,10 +56,10 @@ def start_frame(**data: Any) -> Frame:
     fields = {
         "name": "photo.png",
         "path": "/holiday",
-        "size": 3 * DEFAULT_CHUNK_SIZE,
+        "size": 3 * MANAGER_CHUNK_SIZE,
         "client": str(uuid.uuid4()),
         "upload_id": str(uuid.uuid4()),
-        "chunk_size": DEFAULT_CHUNK_SIZE,
+        "chunk_size": MANAGER_CHUNK_SIZE,
         **data,
     }
     return frame(packets.encode(packets.UPLOAD_START, fields))
@@ -230,7 +231,7 @@ def test_packets_the_manager_stand_in_sends_pass_the_schemas() -> None:
         pytest.param(start_frame(size=True), id="size as a boolean"),
         pytest.param(start_frame(size=None), id="null size"),
         pytest.param(start_frame(chunk_size=0), id="chunk_size 0"),
-        pytest.param(start_frame(chunk_size=float(DEFAULT_CHUNK_SIZE)), id="float chunk_size"),
+        pytest.param(start_frame(chunk_size=float(MANAGER_CHUNK_SIZE)), id="float chunk_size"),
         pytest.param(start_frame(upload_id=str(uuid.uuid4()).upper()), id="uppercase upload_id"),
         pytest.param(start_frame(name="a/b"), id="name with a slash"),
         pytest.param(start_frame(name="x" * 128), id="name of 128 characters"),

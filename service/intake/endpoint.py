@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from ..jobs.job import ChunkRefused, Job
+from ..jobs.job import MANAGER_CHUNK_SIZE, ChunkRefused, Job
 from ..jobs.slot import JobDirectory, Slot
 from ..metrics import Metrics
 from ..storage.discord_store import DiscordBusy, StoreError
@@ -28,7 +28,6 @@ from .form import FILE_FIELD, FormError, StreamingForm, boundary_of
 log = logging.getLogger(__name__)
 
 FORM_ALLOWANCE = 16 * 1024  # body bytes beyond the chunk: boundaries, headers, small fields
-DEFAULT_CHUNK_SIZE = 10 * 1024 * 1024 - 1024  # the manager's chunk size, before a job says
 CHUNKS_IN_FLIGHT_PER_JOB = 5  # what the browser client sends at once: buffers worth keeping
 
 
@@ -179,7 +178,7 @@ class ChunkEndpoint:
     def _body_limit(self, job: Job | None) -> int:
         if job is not None:
             return job.start.chunk_size + FORM_ALLOWANCE
-        return (self._directory.largest_chunk_size() or DEFAULT_CHUNK_SIZE) + FORM_ALLOWANCE
+        return (self._directory.largest_chunk_size() or MANAGER_CHUNK_SIZE) + FORM_ALLOWANCE
 
 
 def _too_large(limit: int) -> ChunkRefused:

@@ -14,6 +14,8 @@ from ..manager.packets import UploadStart
 from ..storage.mime import sniff_mime
 from ..storage.sealing import file_hash
 
+MANAGER_CHUNK_SIZE = 10 * 1024 * 1024 - 1024  # the chunk size the manager gives in practice
+
 
 class ChunkRefused(Exception):
     """The client's chunk cannot be taken; `status` is the HTTP status that says why."""

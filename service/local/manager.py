@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from ..jobs.job import MANAGER_CHUNK_SIZE
 from ..manager import packets
 from . import schemas
 
@@ -27,7 +28,6 @@ log = logging.getLogger(__name__)
 
 REPLY_TIMEOUT = 10.0
 WAIT_LIMIT = 60.0  # how long a test waits for a service or a finish before it fails
-DEFAULT_CHUNK_SIZE = 10 * 1024 * 1024 - 1024
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ class ServiceConnection:
         size: int,
         name: str = "file.bin",
         path: str = "/",
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        chunk_size: int = MANAGER_CHUNK_SIZE,
         upload_id: str | None = None,
     ) -> tuple[str, dict[str, Any]]:
         """Start a job; return its upload_id and the service's reply."""
