@@ -1,5 +1,5 @@
-"""Measuring helpers: a process's CPU and peak RSS from /proc, percentiles, the crypto floor,
-and the benchmark's own event-loop lag. Standard library and cryptography only."""
+"""Measuring helpers: a process's CPU and RSS (now and peak) from /proc, percentiles, the
+crypto floor, and the benchmark's own event-loop lag. Standard library and cryptography only."""
 
 from __future__ import annotations
 
@@ -55,12 +55,22 @@ def process_times(pid: int) -> ProcessTimes:
     )
 
 
+def _status_bytes(pid: int, name: str) -> int:
+    """A size field (given in kB) of a live process's /proc/<pid>/status, in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{name}:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"/proc/{pid}/status has no {name} line")
+
+
 def peak_rss(pid: int) -> int:
     """A live process's peak resident set size (VmHWM) in bytes."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"/proc/{pid}/status has no VmHWM line")
+    return _status_bytes(pid, "VmHWM")
+
+
+def current_rss(pid: int) -> int:
+    """A live process's resident set size now (VmRSS) in bytes."""
+    return _status_bytes(pid, "VmRSS")
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:

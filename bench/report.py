@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from measure import GIB, percentile
 
@@ -19,12 +20,17 @@ RSS_PER_CHUNK_IN_FLIGHT = 2.5
 MAX_CPU_VS_FLOOR = 2.0
 MAX_LOOP_LAG_MS = 100.0
 
+# How N jobs are served: N service processes of one slot each, or one process of N slots.
+Mode = Literal["processes", "slots"]
+MODES: tuple[Mode, ...] = ("processes", "slots")
+
 
 @dataclass
 class RunResult:
     """One run at one number of jobs: the direct baseline, then the service."""
 
     jobs: int
+    mode: Mode
     size_per_job: int
     service_seconds: float
     direct_seconds: float
@@ -34,6 +40,7 @@ class RunResult:
     service_system_cpu: float  # the part of service_cpu spent in the kernel
     service_minor_faults: int  # page faults (memory first touched), summed likewise
     service_peak_rss: int  # bytes, VmHWM summed over the service processes
+    service_idle_rss: int  # bytes, VmRSS summed likewise, configured, before any chunk
     probe_seconds: list[float]  # /healthz response times, every service
     probe_failures: int
     floor_per_gib: float  # crypto floor, CPU seconds per GiB
@@ -65,6 +72,8 @@ def figures(run: RunResult) -> dict[str, float]:
         "direct_chunk_p50_ms": percentile(run.direct_latencies, 0.50) * 1000,
         "direct_chunk_p99_ms": percentile(run.direct_latencies, 0.99) * 1000,
         "peak_rss_mib": run.service_peak_rss / MIB,
+        "idle_rss_mib": run.service_idle_rss / MIB,
+        "rss_per_job_mib": (run.service_peak_rss - run.service_idle_rss) / run.jobs / MIB,
         "cpu_s": run.service_cpu,
         "cpu_s_per_gib": cpu_per_gib,
         "cpu_system_share": run.service_system_cpu / run.service_cpu if run.service_cpu else 0.0,
@@ -87,10 +96,21 @@ def medians(runs: Sequence[RunResult]) -> dict[str, float]:
     return {key: statistics.median(f[key] for f in per_run) for key in per_run[0]}
 
 
-def rss_limit(jobs: int) -> float:
-    """Issue 6's peak-RSS bound in MiB, summed over `jobs` single-job service processes."""
-    per_service = RSS_BASE + RSS_PER_CHUNK_IN_FLIGHT * CHUNK_SIZE * CONCURRENCY
-    return jobs * per_service / MIB
+def rss_limit(jobs: int, mode: Mode) -> float:
+    """Issue 6's peak-RSS bound in MiB for `jobs` jobs: 60 MiB per interpreter (one per job
+    with processes, one in all with slots) plus 2.5 x chunk size x 5 per job."""
+    interpreters = jobs if mode == "processes" else 1
+    buffers = jobs * RSS_PER_CHUNK_IN_FLIGHT * CHUNK_SIZE * CONCURRENCY
+    return (interpreters * RSS_BASE + buffers) / MIB
+
+
+def rss_limit_formula(mode: Mode) -> str:
+    """`rss_limit` in words, for the report."""
+    per_job = f"{RSS_PER_CHUNK_IN_FLIGHT} x chunk size x {CONCURRENCY}"
+    base = f"{RSS_BASE // MIB} MiB"
+    if mode == "processes":
+        return f"N x ({base} + {per_job}): N interpreters, each with one job's buffers"
+    return f"{base} + N x {per_job}: one interpreter, N jobs' buffers"
 
 
 @dataclass(frozen=True)
@@ -105,8 +125,8 @@ class Target:
         return "pass" if self.passed else "FAIL"
 
 
-def targets(jobs: int, f: dict[str, float]) -> list[Target]:
-    rss = rss_limit(jobs)
+def targets(jobs: int, mode: Mode, f: dict[str, float]) -> list[Target]:
+    rss = rss_limit(jobs, mode)
     return [
         Target(
             "throughput vs direct",
@@ -152,6 +172,7 @@ def results_table(summary: Sequence[tuple[int, int, dict[str, float]]]) -> list[
         "chunk p99 ms",
         "direct p50/p99 ms",
         "peak RSS MiB",
+        "RSS/job MiB",
         "CPU s",
         "CPU s/GiB",
         "sys %",
@@ -172,6 +193,7 @@ def results_table(summary: Sequence[tuple[int, int, dict[str, float]]]) -> list[
             f"{f['chunk_p99_ms']:.0f}",
             f"{f['direct_chunk_p50_ms']:.0f}/{f['direct_chunk_p99_ms']:.0f}",
             f"{f['peak_rss_mib']:.0f}",
+            f"{f['rss_per_job_mib']:.0f}",
             f"{f['cpu_s']:.2f}",
             f"{f['cpu_s_per_gib']:.2f}",
             f"{f['cpu_system_share'] * 100:.0f}",
@@ -186,11 +208,11 @@ def results_table(summary: Sequence[tuple[int, int, dict[str, float]]]) -> list[
     return _table(header, rows)
 
 
-def targets_table(summary: Sequence[tuple[int, int, dict[str, float]]]) -> list[str]:
+def targets_table(summary: Sequence[tuple[int, int, dict[str, float]]], mode: Mode) -> list[str]:
     header = ["jobs", "target", "measured", "limit", "verdict"]
     rows = [
         [jobs, t.name, t.value, t.limit, t.verdict]
         for jobs, _, f in summary
-        for t in targets(jobs, f)
+        for t in targets(jobs, mode, f)
     ]
     return _table(header, rows)

@@ -1,12 +1,14 @@
 """Issue 6's benchmark: the upload service's throughput, latency and cost against the network.
 
-    python bench/run.py [--size MiB] [--multi-size MiB] [--runs N] [--jobs 1,2,4,8]
-                        [--json out.json] [--smoke]
+    python bench/run.py [--mode slots|processes] [--size MiB] [--multi-size MiB] [--runs N]
+                        [--jobs 1,2,4,8] [--json out.json] [--smoke]
 
 Each run, for each number of jobs N, in this process: a Discord stand-in and a manager
-stand-in; N upload services as separate processes (`python -m service run`, so their RSS
-and CPU are their own), each connected to the manager as its own service, configured with
-encryption on and its own channel, and given one job. Then:
+stand-in, and the upload service (`python -m service run`, so its RSS and CPU are its own):
+with --mode slots (the default) one process with UPLOAD_SLOTS=N, which opens N manager links
+on one HTTP port; with --mode processes N processes of one slot each. Either way the manager
+sees N services, each configured with encryption on and its own channel, and given one job.
+Then:
 
 1. direct baseline: every job's chunks POSTed straight to the Discord stand-in's messages
    route, 5 at once per job, all jobs at once;
@@ -17,8 +19,9 @@ encryption on and its own channel, and given one job. Then:
 3. crypto floor: SHA-256 plus AES-256-GCM over the same bytes in one thread.
 
 While the services work, a separate prober process (bench/probe.py) times `GET /healthz`
-on each every 20 ms: the service's loop lag as seen from outside. Service CPU is utime +
-stime from /proc/<pid>/stat over the upload; peak RSS is VmHWM from /proc/<pid>/status.
+on each service port every 20 ms: the service's loop lag as seen from outside. Service CPU
+is utime + stime from /proc/<pid>/stat over the upload; peak RSS is VmHWM from
+/proc/<pid>/status, idle RSS its VmRSS once the jobs are started, before any chunk.
 
 Reports medians of the runs as markdown on stdout (progress goes to stderr) and, with
 --json, every run's figures. Exits 1 if any upload failed or did not verify; missing a
@@ -47,16 +50,19 @@ from typing import Any
 import aiohttp
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from measure import LoopLag, ProcessTimes, crypto_floor, peak_rss, process_times
+from measure import LoopLag, ProcessTimes, crypto_floor, current_rss, peak_rss, process_times
 from report import (
     CHUNK_SIZE,
     CONCURRENCY,
     MIB,
+    MODES,
+    Mode,
     RunResult,
     figures,
     medians,
     results_table,
     rss_limit,
+    rss_limit_formula,
     targets,
     targets_table,
 )
@@ -76,6 +82,7 @@ RUN_TIMEOUT_BASE = 60.0  # seconds one run may take, plus its bytes at SLOWEST_M
 SLOWEST_MIB_S = 10.0
 STOP_TIMEOUT = 15.0
 
+DEFAULT_MODE: Mode = "slots"
 DEFAULT_SIZE_MIB = 256
 DEFAULT_MULTI_SIZE_MIB = 64
 SMOKE_SIZE_MIB = 12
@@ -207,6 +214,7 @@ class ServiceProcess:
     process: asyncio.subprocess.Process
     port: int
     log_path: Path
+    slots: int  # manager links it opens, each a service with one job to the manager
 
     @property
     def address(self) -> str:
@@ -223,11 +231,12 @@ class ServiceProcess:
 
 
 async def spawn_service(
-    manager: ManagerStandIn, password: str, discord: DiscordStandIn, log_dir: Path
+    manager: ManagerStandIn, password: str, discord: DiscordStandIn, log_dir: Path, slots: int
 ) -> ServiceProcess:
     port = free_port()
     env = {
         **os.environ,
+        "UPLOAD_SLOTS": str(slots),
         "MANAGER_ADDRESS": manager.address,
         "SERVICE_PASSWORD": password,
         "OWN_ADDRESS": f"http://127.0.0.1:{port}/upload",
@@ -249,7 +258,21 @@ async def spawn_service(
             stdout=output,
             stderr=asyncio.subprocess.STDOUT,
         )
-    return ServiceProcess(process, port, log_path)
+    return ServiceProcess(process, port, log_path, slots)
+
+
+async def spawn_services(
+    mode: Mode,
+    jobs: int,
+    manager: ManagerStandIn,
+    password: str,
+    discord: DiscordStandIn,
+    log_dir: Path,
+) -> list[ServiceProcess]:
+    """One process of `jobs` slots (slots mode) or `jobs` processes of one slot each."""
+    if mode == "slots":
+        return [await spawn_service(manager, password, discord, log_dir, slots=jobs)]
+    return [await spawn_service(manager, password, discord, log_dir, slots=1) for _ in range(jobs)]
 
 
 async def stop_service(service: ServiceProcess) -> None:
@@ -265,28 +288,53 @@ async def stop_service(service: ServiceProcess) -> None:
 
 
 async def connect_all(
-    manager: ManagerStandIn, services: Sequence[ServiceProcess]
+    mode: Mode, manager: ManagerStandIn, services: Sequence[ServiceProcess]
 ) -> list[ServiceConnection]:
-    """Each service's manager connection, in the order of `services`; fail fast if a service
-    process exits (a wrong setting, an import error) or one does not connect in time."""
-    by_address: dict[str, ServiceConnection] = {}
-    deadline = time.monotonic() + CONNECT_TIMEOUT
-    while len(by_address) < len(services):
-        if any(s.process.returncode is not None for s in services) or time.monotonic() > deadline:
-            raise not_connected([s for s in services if s.address not in by_address])
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(CONNECT_POLL):
-                connection = await manager.next_service()
-                by_address[connection.own_address] = connection
+    """Every slot's manager connection, one per job. In slots mode, in the order they arrived:
+    the one process's slots all announce its one address. In processes mode, in the order of
+    `services`, matched by the address each announces."""
+    arrived = await await_connections(manager, services)
+    if mode == "slots":
+        return arrived
+    announced = sorted(connection.own_address for connection in arrived)
+    if announced != sorted(service.address for service in services):
+        raise BenchFailure(f"the services announced {announced}, not one address each")
+    by_address = {connection.own_address: connection for connection in arrived}
     return [by_address[service.address] for service in services]
 
 
-def not_connected(missing: Sequence[ServiceProcess]) -> BenchFailure:
+async def await_connections(
+    manager: ManagerStandIn, services: Sequence[ServiceProcess]
+) -> list[ServiceConnection]:
+    """As many manager connections as `services` have slots, in the order they arrived; fail
+    fast if a service process exits (a wrong setting, an import error) or one does not
+    connect in time."""
+    expected = sum(service.slots for service in services)
+    arrived: list[ServiceConnection] = []
+    deadline = time.monotonic() + CONNECT_TIMEOUT
+    while len(arrived) < expected:
+        if any(s.process.returncode is not None for s in services) or time.monotonic() > deadline:
+            raise not_connected(services, arrived)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CONNECT_POLL):
+                arrived.append(await manager.next_service())
+    return arrived
+
+
+def not_connected(
+    services: Sequence[ServiceProcess], arrived: Sequence[ServiceConnection]
+) -> BenchFailure:
+    """The failure naming the services short of connections, with their logs' tails."""
+    missing = [s for s in services if sum(c.own_address == s.address for c in arrived) < s.slots]
     logs = "\n".join(
-        f"--- service on port {s.port} (exit status {s.process.returncode}):\n{s.log_tail()}"
+        f"--- service on port {s.port} ({s.slots} slot(s), exit status "
+        f"{s.process.returncode}):\n{s.log_tail()}"
         for s in missing
     )
-    return BenchFailure(f"{len(missing)} service(s) did not connect to the manager\n{logs}")
+    expected = sum(s.slots for s in services)
+    return BenchFailure(
+        f"{expected - len(arrived)} of {expected} manager connection(s) did not arrive\n{logs}"
+    )
 
 
 # --- the health prober ------------------------------------------------------------------
@@ -477,24 +525,25 @@ async def run_service_phase(
     return phase, [finish for _, finish in results]
 
 
-async def run_once(jobs: int, source: Source, floor: float, log_dir: Path) -> RunResult:
+async def run_once(mode: Mode, jobs: int, source: Source, floor: float, log_dir: Path) -> RunResult:
     credentials = Credentials.fresh()
     channels = [str(SERVICE_CHANNEL_BASE + job) for job in range(jobs)]
     async with (
         DiscordStandIn(token=credentials.token) as discord,
         ManagerStandIn(password=credentials.password) as manager,
     ):
-        services = [
-            await spawn_service(manager, credentials.password, discord, log_dir)
-            for _ in range(jobs)
-        ]
+        services = await spawn_services(mode, jobs, manager, credentials.password, discord, log_dir)
         try:
-            connections = await connect_all(manager, services)
+            connections = await connect_all(mode, manager, services)
             upload_ids = [
                 await prepare_job(connection, credentials, channel, source)
                 for connection, channel in zip(connections, channels, strict=True)
             ]
-            log(f"  services: pids {' '.join(str(s.pid) for s in services)}")
+            idle_rss = sum(current_rss(service.pid) for service in services)
+            log(
+                f"  {mode}: pids {' '.join(str(s.pid) for s in services)}, "
+                f"{len(connections)} job(s) started, idle RSS {idle_rss / MIB:.1f} MiB"
+            )
             direct_seconds, direct_latencies, direct_cpu = await run_direct(
                 discord, credentials.token, jobs, source
             )
@@ -517,6 +566,7 @@ async def run_once(jobs: int, source: Source, floor: float, log_dir: Path) -> Ru
         raise BenchFailure("\n".join(problems))
     return RunResult(
         jobs=jobs,
+        mode=mode,
         size_per_job=source.size,
         service_seconds=phase.seconds,
         direct_seconds=direct_seconds,
@@ -526,6 +576,7 @@ async def run_once(jobs: int, source: Source, floor: float, log_dir: Path) -> Ru
         service_system_cpu=phase.times.system,
         service_minor_faults=phase.times.minor_faults,
         service_peak_rss=phase.peak_rss,
+        service_idle_rss=idle_rss,
         probe_seconds=phase.probe_seconds,
         probe_failures=phase.probe_failures,
         floor_per_gib=floor,
@@ -541,6 +592,7 @@ async def run_once(jobs: int, source: Source, floor: float, log_dir: Path) -> Ru
 
 @dataclass(frozen=True)
 class Plan:
+    mode: Mode
     size: int  # bytes per job with 1 job
     multi_size: int  # bytes per job with several jobs
     runs: int
@@ -561,55 +613,89 @@ async def run_plan(plan: Plan, log_dir: Path) -> dict[int, list[RunResult]]:
         for run in range(plan.runs):
             floor = crypto_floor(source.chunks, os.urandom(32))
             async with asyncio.timeout(run_timeout(jobs * size)):
-                result = await run_once(jobs, source, floor, log_dir)
+                result = await run_once(plan.mode, jobs, source, floor, log_dir)
             results[jobs].append(result)
             log(
-                f"jobs={jobs} run {run + 1}/{plan.runs}: "
+                f"{plan.mode}, jobs={jobs} run {run + 1}/{plan.runs}: "
                 f"service {result.total_bytes / MIB / result.service_seconds:.0f} MiB/s, "
                 f"direct {result.total_bytes / MIB / result.direct_seconds:.0f} MiB/s, "
                 f"service CPU {result.service_cpu:.2f} s, "
-                f"peak RSS {result.service_peak_rss / MIB:.0f} MiB"
+                f"peak RSS {result.service_peak_rss / MIB:.0f} MiB, "
+                f"{figures(result)['rss_per_job_mib']:.0f} MiB/job over idle"
             )
     return results
 
 
-def markdown(plan: Plan, results: dict[int, list[RunResult]], seconds: float) -> str:
-    summary = [(jobs, plan.size_for(jobs), medians(results[jobs])) for jobs in plan.jobs]
+MODE_SETUP: dict[Mode, str] = {
+    "slots": "one service process with UPLOAD_SLOTS=N (N manager links, one job each, "
+    "every job's chunks to its one port)",
+    "processes": "N service processes of one slot each (one job each, each on its own port)",
+}
+MODE_SCOPE: dict[Mode, str] = {
+    "slots": "are the one service process's",
+    "processes": "are summed over the N service processes",
+}
+
+
+def header(plan: Plan, seconds: float) -> list[str]:
     sizes = ", ".join(
         f"{jobs} job(s): {plan.size_for(jobs) / MIB:g} MiB each" for jobs in plan.jobs
     )
-    lines = [
+    return [
         "## Upload service benchmark",
         "",
+        f"Mode: {plan.mode}, {MODE_SETUP[plan.mode]}. "
         f"Medians of {plan.runs} run(s); encryption on; chunks of {CHUNK_SIZE} bytes; "
         f"{CONCURRENCY} chunks in flight per job; file size per job: {sizes}. "
         f"{os.cpu_count()} CPU(s); Python {sys.version.split()[0]}; took {seconds:.0f} s.",
-        "",
-        *results_table(summary),
-        "",
+    ]
+
+
+def notes(mode: Mode) -> list[str]:
+    return [
         "- throughput: bytes of all jobs / wall time from the first POST to the last finish "
         "packet (service) or the last 200 (direct: the same chunks straight to the Discord "
         "stand-in, same concurrency). ratio = service / direct.",
         "- chunk p50/p99: one chunk's POST sent to its 200 received, over all jobs' chunks.",
-        "- peak RSS (VmHWM) and CPU (utime+stime during the upload) are summed over the N "
-        "service processes; CPU/floor compares CPU s/GiB with SHA-256 + AES-256-GCM over "
-        "the same bytes in one thread. sys % is the kernel's share of that CPU; faults/chunk "
-        "counts minor page faults (memory touched for the first time) per chunk.",
-        "- lag: GET /healthz response time on each service, probed every 20 ms from a "
+        f"- peak RSS (VmHWM) and CPU (utime+stime during the upload) {MODE_SCOPE[mode]}; "
+        "CPU/floor compares CPU s/GiB with SHA-256 + AES-256-GCM over the same bytes in one "
+        "thread. sys % is the kernel's share of that CPU; faults/chunk counts minor page "
+        "faults (memory touched for the first time) per chunk.",
+        "- RSS/job: (peak RSS - idle RSS) / N, idle RSS being VmRSS once the N jobs are "
+        "configured and started, before any chunk: the memory one more job costs.",
+        "- lag: GET /healthz response time on each service port, probed every 20 ms from a "
         "separate process during the upload (an outside estimate of the event-loop lag).",
-        "",
+    ]
+
+
+def targets_section(mode: Mode, summary: Sequence[tuple[int, int, dict[str, float]]]) -> list[str]:
+    return [
         "### Targets (issue 6)",
         "",
         "Defined for 1 job of 256 MiB on this 2-core machine; shown for every row. The RSS "
-        f"limit is N x (60 MiB + {2.5} x chunk size x {CONCURRENCY}).",
+        f"limit for N jobs is {rss_limit_formula(mode)}.",
         "",
-        *targets_table(summary),
+        *targets_table(summary, mode),
+    ]
+
+
+def markdown(plan: Plan, results: dict[int, list[RunResult]], seconds: float) -> str:
+    summary = [(jobs, plan.size_for(jobs), medians(results[jobs])) for jobs in plan.jobs]
+    lines = [
+        *header(plan, seconds),
+        "",
+        *results_table(summary),
+        "",
+        *notes(plan.mode),
+        "",
+        *targets_section(plan.mode, summary),
     ]
     return "\n".join(lines)
 
 
 def json_report(plan: Plan, results: dict[int, list[RunResult]], seconds: float) -> dict[str, Any]:
     return {
+        "mode": plan.mode,
         "plan": {**asdict(plan), "chunk_size": CHUNK_SIZE, "concurrency": CONCURRENCY},
         "seconds": seconds,
         "cpus": os.cpu_count(),
@@ -620,9 +706,9 @@ def json_report(plan: Plan, results: dict[int, list[RunResult]], seconds: float)
                 "median": (summary := medians(results[jobs])),
                 "targets": [
                     {**asdict(target), "verdict": target.verdict}
-                    for target in targets(jobs, summary)
+                    for target in targets(jobs, plan.mode, summary)
                 ],
-                "rss_limit_mib": rss_limit(jobs),
+                "rss_limit_mib": rss_limit(jobs, plan.mode),
                 "runs": [figures(run) | {"pids": run.pids} for run in results[jobs]],
             }
             for jobs in plan.jobs
@@ -642,6 +728,13 @@ def parse_jobs(text: str) -> tuple[int, ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--mode",
+        choices=MODES,
+        default=DEFAULT_MODE,
+        help="N jobs in one service process of N slots, or in N processes "
+        f"(default {DEFAULT_MODE})",
+    )
     parser.add_argument("--size", type=float, help=f"MiB for 1 job (default {DEFAULT_SIZE_MIB})")
     parser.add_argument(
         "--multi-size",
@@ -664,6 +757,7 @@ def plan_from(args: argparse.Namespace) -> Plan:
     size_mib = args.size or (SMOKE_SIZE_MIB if args.smoke else DEFAULT_SIZE_MIB)
     multi_mib = args.multi_size or min(size_mib, DEFAULT_MULTI_SIZE_MIB)
     return Plan(
+        mode=args.mode,
         size=max(int(size_mib * MIB), 1),
         multi_size=max(int(multi_mib * MIB), 1),
         runs=args.runs or (1 if args.smoke else 3),

@@ -1,0 +1,219 @@
+"""Many instances behind nginx: the shipped configuration, run by real nginx on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import re
+import shutil
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import ModuleType
+
+import aiohttp
+import pytest
+from conftest import CHANNEL, KEY, PASSWORD, TOKEN
+
+from service.jobs.job import MANAGER_CHUNK_SIZE
+from service.local.browser import upload
+from service.local.discord_api import DiscordStandIn
+from service.local.manager import ManagerStandIn
+from service.local.ports import free_port
+from service.storage.sealing import open_attachment
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+READY_TRIES = 100
+STOP_TIMEOUT = 10.0
+
+
+def load_renderer() -> ModuleType:
+    """deploy/render_nginx.py, which is a script rather than part of the package."""
+    spec = importlib.util.spec_from_file_location("render_nginx", DEPLOY / "render_nginx.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+render_nginx = load_renderer()
+
+
+def find_nginx() -> str:
+    """Debian's nginx is /usr/sbin/nginx, which may not be on a user's PATH."""
+    found = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("nginx is not installed (.ci/run installs Debian's nginx package)")
+        pytest.skip("nginx is not installed (apt-get install nginx)")
+    return found
+
+
+def test_committed_compose_config_is_what_the_renderer_produces() -> None:
+    assert render_nginx.main(["--compose", "--check"]) == 0, (
+        "deploy/nginx/upload.conf is stale: python deploy/render_nginx.py --compose"
+    )
+    compose = (DEPLOY / "docker-compose.yml").read_text()
+    for text in render_nginx.COMPOSE_INSTANCES:
+        instance = render_nginx.parse_instance(text)
+        assert f"\n  {instance.host}:\n" in compose, f"no service {instance.host} in compose"
+        # ${PUBLIC_URL}/u/<name>/, possibly with a message for when PUBLIC_URL is unset
+        own_address = r"OWN_ADDRESS: \$\{PUBLIC_URL[^}]*\}" + re.escape(instance.path) + "\n"
+        assert re.search(own_address, compose), f"{instance.host} has no OWN_ADDRESS for it"
+
+
+async def stop(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        process.terminate()
+        try:
+            async with asyncio.timeout(STOP_TIMEOUT):
+                await process.wait()
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+async def start_service(
+    port: int, own_address: str, discord: DiscordStandIn, manager: ManagerStandIn
+) -> asyncio.subprocess.Process:
+    env = {
+        "PATH": os.environ["PATH"],
+        "MANAGER_ADDRESS": manager.address,
+        "SERVICE_PASSWORD": PASSWORD,
+        "OWN_ADDRESS": own_address,
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+        "DISCORD_API_BASE": discord.base_url,
+    }
+    return await asyncio.create_subprocess_exec(sys.executable, "-m", "service", "run", env=env)
+
+
+def write_nginx_conf(directory: Path, nginx_port: int, ports: dict[str, int]) -> Path:
+    """The shipped server config rendered for loopback, inside a minimal main config."""
+    instances = [render_nginx.Instance(name, "127.0.0.1", port) for name, port in ports.items()]
+    server = directory / "upload.conf"
+    server.write_text(render_nginx.render(f"127.0.0.1:{nginx_port}", instances))
+    temp = "\n".join(
+        f"    {kind}_temp_path {directory / kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    main = directory / "nginx.conf"
+    main.write_text(
+        # Started as root (as in CI), nginx would run its workers as `nobody`, who cannot
+        # enter pytest's private temporary directory.
+        ("user root;\n" if os.geteuid() == 0 else "")
+        + f"daemon off;\npid {directory / 'nginx.pid'};\n"
+        f"error_log {directory / 'error.log'} info;\n"
+        "events {}\n"
+        f"http {{\n    access_log {directory / 'access.log'};\n{temp}\n"
+        f"    include {server};\n}}\n"
+    )
+    return main
+
+
+@pytest.fixture
+async def nginx_front(
+    tmp_path: Path, discord: DiscordStandIn, manager: ManagerStandIn
+) -> AsyncIterator[str]:
+    """nginx on a free loopback port in front of instances 1 and 2; yields its origin."""
+    binary = find_nginx()
+    nginx_port = free_port()
+    origin = f"http://127.0.0.1:{nginx_port}"
+    ports = {"1": free_port(), "2": free_port()}
+    conf = write_nginx_conf(tmp_path, nginx_port, ports)
+    processes = [
+        await start_service(port, f"{origin}/u/{name}/", discord, manager)
+        for name, port in ports.items()
+    ]
+    nginx = await asyncio.create_subprocess_exec(binary, "-c", str(conf), "-p", str(tmp_path))
+    processes.append(nginx)
+    try:
+        await wait_until_serving(f"{origin}/healthz", nginx, tmp_path / "error.log")
+        yield origin
+    finally:
+        for process in reversed(processes):
+            await stop(process)
+
+
+async def wait_until_serving(url: str, nginx: asyncio.subprocess.Process, log: Path) -> None:
+    """Poll nginx's own /healthz, a bounded number of times, backing off a little."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+        for attempt in range(READY_TRIES):
+            if nginx.returncode is not None:
+                break
+            try:
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        return
+            except (aiohttp.ClientConnectionError, TimeoutError):
+                pass
+            await asyncio.sleep(min(0.01 * 2**attempt, 0.2))
+    pytest.fail(f"nginx did not serve {url} (exit status {nginx.returncode}):\n{read_log(log)}")
+
+
+def read_log(log: Path) -> str:
+    return log.read_text() if log.exists() else "(no error log)"
+
+
+async def test_uploads_through_nginx_reach_each_instance_at_its_own_path(
+    nginx_front: str, discord: DiscordStandIn, manager: ManagerStandIn, http: aiohttp.ClientSession
+) -> None:
+    links = {}
+    for _ in range(2):
+        link = await manager.next_service()
+        links[link.own_address] = link
+    assert sorted(links) == [f"{nginx_front}/u/1/", f"{nginx_front}/u/2/"]
+
+    jobs = {}
+    for address, link in links.items():
+        assert await link.configure(token=TOKEN, channel_id=CHANNEL, crypto_key=KEY) == {
+            "success": True
+        }
+        # Real ~10 MiB chunks: nginx's default 1 MiB body limit would refuse them.
+        data = os.urandom(MANAGER_CHUNK_SIZE + 12345)
+        upload_id, reply = await link.start_upload(size=len(data), chunk_size=MANAGER_CHUNK_SIZE)
+        assert reply == {"success": True}
+        jobs[address] = (upload_id, data)
+
+    reports = await asyncio.gather(
+        *(
+            upload(http, address, upload_id, data, MANAGER_CHUNK_SIZE)
+            for address, (upload_id, data) in jobs.items()
+        )
+    )
+    assert [report.chunks for report in reports] == [2, 2]
+    assert all(report.retries == 0 for report in reports)
+
+    for address, link in links.items():
+        finish = await link.next_finish()
+        assert finish["success"] is True
+        stored = b"".join(
+            open_attachment(KEY, discord.message(CHANNEL, message_id).attachments[0].data)
+            for message_id in finish["messages"]
+        )
+        assert stored == jobs[address][1]
+
+
+async def test_nginx_answers_its_own_health_and_refuses_unknown_paths(
+    nginx_front: str, manager: ManagerStandIn, http: aiohttp.ClientSession
+) -> None:
+    for _ in range(2):
+        await manager.next_service()
+    async with http.get(f"{nginx_front}/healthz") as response:
+        assert response.status == 200
+    for path in ("/u/3/", "/metrics", "/"):
+        async with http.post(f"{nginx_front}{path}", data=b"x") as response:
+            assert response.status == 404, path
+            assert response.headers["Access-Control-Allow-Origin"] == "*"
+            assert "no upload service" in (await response.json())["error"]
+    # /u/2/ reaches instance 2, which answers for itself (not a form: 400).
+    async with http.post(f"{nginx_front}/u/2/", data=b"x") as response:
+        assert response.status == 400
+        assert "no upload service" not in await response.text()
+    # ... with the path unchanged: stripped of its prefix, this would be the instance's
+    # /metrics, which stays private.
+    async with http.get(f"{nginx_front}/u/2/metrics") as response:
+        assert response.status == 404
+        assert "upload_chunks_received_total" not in await response.text()
