@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -67,3 +68,30 @@ async def test_sigterm_lets_stored_chunks_finish_fails_the_job_and_exits_0(
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_log_format_json_gives_one_json_object_a_line(manager: ManagerStandIn) -> None:
+    port = free_port()
+    env = {
+        "PATH": os.environ["PATH"],
+        "MANAGER_ADDRESS": manager.address,
+        "SERVICE_PASSWORD": PASSWORD,
+        "OWN_ADDRESS": f"http://127.0.0.1:{port}/",
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+        "LOG_FORMAT": "json",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service", "run", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    assert process.stderr is not None
+    try:
+        await manager.next_service()
+        while True:
+            entry = json.loads(await process.stderr.readline())
+            if "connected to the manager" in entry["message"]:
+                break
+        assert entry["slot"] == "slot-0" and entry["level"] == "INFO"
+    finally:
+        process.terminate()
+        assert await process.wait() == 0
