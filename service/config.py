@@ -148,6 +148,11 @@ OPTIONS = (
 )
 
 
+def environment_of(settings: Settings) -> dict[str, str]:
+    """The environment variables that `load_settings` reads back as `settings`."""
+    return {option.env: str(getattr(settings, option.key)) for option in OPTIONS}
+
+
 def load_settings(environ: Mapping[str, str], config_file: Path | None = None) -> Settings:
     """Build `Settings` from a TOML file (optional) and `environ`; raise `ConfigError`."""
     problems: list[str] = []

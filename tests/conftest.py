@@ -6,7 +6,10 @@ the service's packets: a packet the real manager would drop is a bug in any test
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import os
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from service.config import Settings
+from service.config import Settings, environment_of
 from service.local.discord_api import DiscordStandIn
 from service.local.loopback import loopback_settings
 from service.local.manager import ManagerStandIn, ServiceConnection
@@ -25,6 +28,16 @@ PASSWORD = "test-service-password-7d1f"
 CHANNEL = "1100000000000000001"
 KEY = bytes(range(32))
 SMALL_CHUNK = 64 * 1024
+
+
+async def spawn_service(
+    settings: Settings, *, stderr: int | None = None, **environment: str
+) -> asyncio.subprocess.Process:
+    """`python -m service run` as its own process, configured by the environment alone."""
+    env = {"PATH": os.environ["PATH"], **environment_of(settings), **environment}
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service", "run", env=env, stderr=stderr
+    )
 
 
 @pytest.fixture

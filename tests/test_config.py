@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from service.config import ConfigError, Settings, load_settings
+from service.config import ConfigError, Settings, environment_of, load_settings
 
 SECRET = "s3cret-Pa55word-that-must-not-leak"
 REQUIRED = {
@@ -214,3 +214,10 @@ def test_run_never_prints_the_secret(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert SECRET not in result.stderr + result.stdout
+
+
+def test_environment_of_settings_loads_back_to_the_same_settings() -> None:
+    settings = load_settings(
+        {**REQUIRED, "PORT": "9001", "UPLOAD_SLOTS": "3", "LOG_FORMAT": "json"}
+    )
+    assert load_settings(environment_of(settings)) == settings

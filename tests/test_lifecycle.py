@@ -6,14 +6,14 @@ import asyncio
 import json
 import os
 import signal
-import sys
+from asyncio.subprocess import PIPE
 
 import aiohttp
-from conftest import CHANNEL, KEY, PASSWORD, SMALL_CHUNK, TOKEN, chunk_form
+from conftest import CHANNEL, KEY, SMALL_CHUNK, TOKEN, chunk_form, spawn_service
 
+from service.config import Settings
 from service.local.discord_api import DiscordStandIn, Fault
 from service.local.manager import ManagerStandIn
-from service.local.ports import free_port
 
 
 async def wait_for_line(stream: asyncio.StreamReader, text: str) -> None:
@@ -22,22 +22,12 @@ async def wait_for_line(stream: asyncio.StreamReader, text: str) -> None:
 
 
 async def test_sigterm_lets_stored_chunks_finish_fails_the_job_and_exits_0(
-    discord: DiscordStandIn, manager: ManagerStandIn, http: aiohttp.ClientSession
+    settings: Settings,
+    discord: DiscordStandIn,
+    manager: ManagerStandIn,
+    http: aiohttp.ClientSession,
 ) -> None:
-    port = free_port()
-    env = {
-        "PATH": os.environ["PATH"],
-        "MANAGER_ADDRESS": manager.address,
-        "SERVICE_PASSWORD": PASSWORD,
-        "OWN_ADDRESS": f"http://127.0.0.1:{port}/",
-        "PORT": str(port),
-        "HOST": "127.0.0.1",
-        "DISCORD_API_BASE": discord.base_url,
-        "SHUTDOWN_GRACE": "20",
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "service", "run", env=env, stderr=asyncio.subprocess.PIPE
-    )
+    process = await spawn_service(settings, stderr=PIPE, SHUTDOWN_GRACE="20")
     assert process.stderr is not None
     try:
         link = await manager.next_service()
@@ -70,20 +60,10 @@ async def test_sigterm_lets_stored_chunks_finish_fails_the_job_and_exits_0(
             await process.wait()
 
 
-async def test_log_format_json_gives_one_json_object_a_line(manager: ManagerStandIn) -> None:
-    port = free_port()
-    env = {
-        "PATH": os.environ["PATH"],
-        "MANAGER_ADDRESS": manager.address,
-        "SERVICE_PASSWORD": PASSWORD,
-        "OWN_ADDRESS": f"http://127.0.0.1:{port}/",
-        "PORT": str(port),
-        "HOST": "127.0.0.1",
-        "LOG_FORMAT": "json",
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "service", "run", env=env, stderr=asyncio.subprocess.PIPE
-    )
+async def test_log_format_json_gives_one_json_object_a_line(
+    settings: Settings, manager: ManagerStandIn
+) -> None:
+    process = await spawn_service(settings, stderr=PIPE, LOG_FORMAT="json")
     assert process.stderr is not None
     try:
         await manager.next_service()

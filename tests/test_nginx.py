@@ -14,11 +14,12 @@ from types import ModuleType
 
 import aiohttp
 import pytest
-from conftest import CHANNEL, KEY, PASSWORD, TOKEN
+from conftest import CHANNEL, KEY, PASSWORD, TOKEN, spawn_service
 
 from service.jobs.job import MANAGER_CHUNK_SIZE
 from service.local.browser import upload
 from service.local.discord_api import DiscordStandIn
+from service.local.loopback import loopback_settings
 from service.local.manager import ManagerStandIn
 from service.local.ports import free_port
 from service.storage.sealing import open_attachment
@@ -78,16 +79,8 @@ async def stop(process: asyncio.subprocess.Process) -> None:
 async def start_service(
     port: int, own_address: str, discord: DiscordStandIn, manager: ManagerStandIn
 ) -> asyncio.subprocess.Process:
-    env = {
-        "PATH": os.environ["PATH"],
-        "MANAGER_ADDRESS": manager.address,
-        "SERVICE_PASSWORD": PASSWORD,
-        "OWN_ADDRESS": own_address,
-        "PORT": str(port),
-        "HOST": "127.0.0.1",
-        "DISCORD_API_BASE": discord.base_url,
-    }
-    return await asyncio.create_subprocess_exec(sys.executable, "-m", "service", "run", env=env)
+    settings = loopback_settings(discord, manager, PASSWORD, port=port, own_address=own_address)
+    return await spawn_service(settings)
 
 
 def write_nginx_conf(directory: Path, nginx_port: int, ports: dict[str, int]) -> Path:

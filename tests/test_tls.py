@@ -7,14 +7,12 @@ import dataclasses
 import datetime
 import ipaddress
 import logging
-import os
 import ssl
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import PASSWORD
+from conftest import PASSWORD, spawn_service
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -94,17 +92,10 @@ async def test_a_certificate_the_trust_store_holds_is_accepted(
     certificate: tuple[Path, Path], settings: Settings
 ) -> None:
     async with ManagerStandIn(password=PASSWORD, ssl_context=server_context(certificate)) as tls:
-        env = {
-            "PATH": os.environ["PATH"],
-            "SSL_CERT_FILE": str(certificate[0]),
-            "MANAGER_ADDRESS": tls.address,
-            "SERVICE_PASSWORD": PASSWORD,
-            "OWN_ADDRESS": settings.own_address,
-            "PORT": str(settings.port),
-            "HOST": "127.0.0.1",
-        }
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "service", "run", env=env, stderr=asyncio.subprocess.DEVNULL
+        process = await spawn_service(
+            dataclasses.replace(settings, manager_address=tls.address),
+            stderr=asyncio.subprocess.DEVNULL,
+            SSL_CERT_FILE=str(certificate[0]),
         )
         try:
             link = await tls.next_service()
