@@ -68,8 +68,8 @@ from report import (
 )
 
 from service.local.discord_api import DiscordStandIn
+from service.local.loopback import free_port
 from service.local.manager import ManagerStandIn, ServiceConnection
-from service.local.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 PROBE = Path(__file__).resolve().parent / "probe.py"

@@ -13,8 +13,8 @@ import pytest
 from conftest import CHANNEL, KEY, PASSWORD, SMALL_CHUNK, TOKEN, Harness, HarnessFactory
 
 from service.local.browser import upload
+from service.local.loopback import free_port
 from service.local.manager import ManagerStandIn
-from service.local.ports import free_port
 from service.manager import packets
 from service.manager.link import BACKOFF_CAP, backoff_delay
 from service.server import UploadService

@@ -19,9 +19,8 @@ from conftest import CHANNEL, KEY, PASSWORD, TOKEN, spawn_service
 from service.jobs.job import MANAGER_CHUNK_SIZE
 from service.local.browser import upload
 from service.local.discord_api import DiscordStandIn
-from service.local.loopback import loopback_settings
+from service.local.loopback import free_port, loopback_settings
 from service.local.manager import ManagerStandIn
-from service.local.ports import free_port
 from service.storage.sealing import open_attachment
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import socket
 from typing import Any
 
 from ..config import Settings
 from .discord_api import DiscordStandIn
 from .manager import ManagerStandIn
-from .ports import free_port
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def loopback_settings(
