@@ -79,7 +79,9 @@ class UploadService:
     async def startup(self) -> None:
         # discord.py reads its base URL from this class attribute; one process, one Discord.
         discord.http.Route.BASE = self.settings.discord_api_base.rstrip("/")
-        self._runner = web.AppRunner(self.build_app(), access_log=None)
+        # By the time the runner cleans up, `shutdown` has already waited the grace period
+        # for chunks in flight: what is left (a stalled client) is cut off promptly.
+        self._runner = web.AppRunner(self.build_app(), access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         self._site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
         await self._site.start()
