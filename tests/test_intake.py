@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -163,15 +164,20 @@ async def test_success_and_unknown_paths_carry_cors_headers(harness: Harness, jo
         assert response.headers["Access-Control-Allow-Origin"] == "*"
 
 
-async def test_client_that_drops_mid_chunk_loses_nothing(harness: Harness, job) -> None:
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+async def test_client_that_drops_mid_chunk_loses_nothing(
+    harness: Harness, job, framing: str, caplog: pytest.LogCaptureFixture
+) -> None:
     upload_id, data = job
     content_type, body = raw_chunk_body(upload_id, 0, data[:SMALL_CHUNK])
+    half = body[: len(body) // 2]
+    if framing == "chunked":
+        head, sent = "Transfer-Encoding: chunked", f"{len(body):x}\r\n".encode() + half
+    else:
+        head, sent = f"Content-Length: {len(body)}", half
     _, writer = await asyncio.open_connection("127.0.0.1", harness.service.port)
-    writer.write(
-        f"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n".encode()
-        + body[: len(body) // 2]
-    )
+    request = f"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n{head}\r\n"
+    writer.write(request.encode() + b"\r\n" + sent)
     await writer.drain()
     writer.close()
     await writer.wait_closed()
@@ -179,6 +185,7 @@ async def test_client_that_drops_mid_chunk_loses_nothing(harness: Harness, job) 
     # the half-sent chunk is not stuck "in flight": the retry is taken and stored
     await finishes_intact(harness, *job)
     assert len(harness.stored()) == 3
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # no 500, no trace
 
 
 async def test_client_that_stalls_mid_chunk_is_cut_off(start_service: HarnessFactory) -> None:
