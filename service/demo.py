@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import secrets
 import time
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+from cryptography.exceptions import InvalidTag
 from tqdm import tqdm
 
 from .jobs.job import MANAGER_CHUNK_SIZE
@@ -106,11 +108,18 @@ async def verify(
             message = await response.json()
         async with session.get(message["attachments"][0]["url"]) as response:
             attachment = await response.read()
-        plain = open_attachment(key, attachment)
+        try:
+            plain = open_attachment(key, attachment)
+        except InvalidTag:
+            problems.append(f"chunk {index} does not decrypt")
+            continue
         expected = read_chunk(source, index * MANAGER_CHUNK_SIZE, MANAGER_CHUNK_SIZE)
         if plain != expected:
             problems.append(f"chunk {index} does not match the original bytes")
         digests.append(hashlib.sha256(plain).hexdigest())
+    chunks = math.ceil(source_size(source) / MANAGER_CHUNK_SIZE)
+    if len(finish["messages"]) != chunks:
+        problems.append(f"the finish packet lists {len(finish['messages'])} of {chunks} chunks")
     expected_hash = hashlib.sha256("".join(digests).encode()).hexdigest()
     if finish["hash"] != expected_hash:
         problems.append("the finish packet's hash does not match the stored chunks")
