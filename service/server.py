@@ -36,7 +36,6 @@ class UploadService:
         )
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
         self._link_tasks: list[asyncio.Task[None]] = []
         self.slots: list[Slot] = []
 
@@ -83,8 +82,7 @@ class UploadService:
         # for chunks in flight: what is left (a stalled client) is cut off promptly.
         self._runner = web.AppRunner(self.build_app(), access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        self._site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
-        await self._site.start()
+        await web.TCPSite(self._runner, self.settings.host, self.settings.port).start()
         log.info("accepting chunks on port %d at %s", self.port, self.settings.own_address)
 
         self._session = aiohttp.ClientSession()
@@ -111,7 +109,6 @@ class UploadService:
                 await task
         self._link_tasks = []
         for slot in self.slots:
-            await slot.link.close()
             await slot.disconnected()
         if self._runner is not None:
             await self._runner.cleanup()

@@ -173,6 +173,16 @@ def test_own_path_is_where_clients_post(address: str, path: str) -> None:
 # --- the command line ------------------------------------------------------------------------
 
 
+def run_command(
+    command: list[str], cwd: Path, **environment: str
+) -> subprocess.CompletedProcess[str]:
+    """Run `command` with only PATH and `environment` set, capturing its output."""
+    env = {"PATH": os.environ.get("PATH", ""), **environment}
+    return subprocess.run(
+        command, env=env, cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
 @pytest.mark.parametrize(
     "command",
     [
@@ -185,15 +195,7 @@ def test_run_without_configuration_exits_2_naming_every_problem(
     command: list[str], tmp_path: Path
 ) -> None:
     assert shutil.which(command[0]) is not None
-    result = subprocess.run(
-        command,
-        env={"PATH": os.environ.get("PATH", ""), "PORT": "eighty"},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_command(command, tmp_path, PORT="eighty")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.count("upload-service: cannot start") == 1
@@ -203,14 +205,8 @@ def test_run_without_configuration_exits_2_naming_every_problem(
 
 
 def test_run_never_prints_the_secret(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "service", "run"],
-        env={"PATH": os.environ.get("PATH", ""), "SERVICE_PASSWORD": SECRET, "PORT": "eighty"},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    result = run_command(
+        [sys.executable, "-m", "service", "run"], tmp_path, SERVICE_PASSWORD=SECRET, PORT="eighty"
     )
     assert result.returncode == 2
     assert SECRET not in result.stderr + result.stdout

@@ -62,14 +62,13 @@ class ManagerLink:
         self._session = session
         self._log = {"slot": name}
         self._socket: aiohttp.ClientWebSocketResponse | None = None
-        self.connections = 0  # how many times the link has opened
 
     @property
     def connected(self) -> bool:
         return self._socket is not None and not self._socket.closed
 
     async def run(self) -> None:
-        """Keep the link up until cancelled."""
+        """Keep the link up until cancelled; cancelling closes the WebSocket cleanly."""
         failures = 0
         while True:
             try:
@@ -94,7 +93,6 @@ class ManagerLink:
 
     async def _serve(self, socket: aiohttp.ClientWebSocketResponse) -> None:
         self._socket = socket
-        self.connections += 1
         log.info("connected to the manager at %s", self._address, extra=self._log)
         async for frame in socket:
             if frame.type is not aiohttp.WSMsgType.TEXT:
@@ -120,11 +118,6 @@ class ManagerLink:
             log.warning("sending to the manager failed: %s", error, extra=self._log)
             return False
         return True
-
-    async def close(self) -> None:
-        """Close the connection cleanly (the caller cancels `run` first)."""
-        if self._socket is not None:
-            await self._socket.close()
 
 
 def _describe(error: BaseException) -> str:

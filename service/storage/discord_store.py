@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 # Connection errors discord.py lets through; TimeoutError is an OSError too.
 _TRANSIENT = (OSError, aiohttp.ClientError)
+_BAD_TOKEN = "Discord rejected the bot token (401 Unauthorized)"
 # Statuses discord.py has already retried five times before it raises.
 _RETRIED_BY_DISCORD_PY = frozenset({500, 502, 504, 524})
 
@@ -147,7 +148,7 @@ class DiscordStore:
             await self._http.static_login(self._token)
         except discord.LoginFailure:
             await self.close()
-            raise DiscordRefused("Discord rejected the bot token (401 Unauthorized)") from None
+            raise DiscordRefused(_BAD_TOKEN) from None
         except (*_TRANSIENT, discord.HTTPException) as error:
             await self.close()
             raise DiscordUnavailable(f"could not log in to Discord: {_describe(error)}") from None
@@ -179,25 +180,9 @@ class DiscordStore:
                 if self._closed:
                     raise DiscordUnavailable("the Discord session was closed") from None
                 raise
-            except (discord.Forbidden, discord.NotFound) as error:
-                raise DiscordRefused(
-                    f"Discord refused to post in channel {self.channel_id} ({_describe(error)}); "
-                    "check that the bot can see the channel and may attach files"
-                ) from None
             except discord.HTTPException as error:
-                if error.status == 401:
-                    raise DiscordRefused(
-                        "Discord rejected the bot token (401 Unauthorized)"
-                    ) from None
-                if error.status == 413:
-                    raise DiscordRefused(
-                        f"Discord refused a {len(payload)}-byte attachment as too large "
-                        "(413); chunks must be smaller for this bot"
-                    ) from None
                 if error.status < 500:
-                    raise DiscordRefused(
-                        f"Discord refused the message: {_describe(error)}"
-                    ) from None
+                    raise self._refusal(error, len(payload)) from None
                 if error.status in _RETRIED_BY_DISCORD_PY:
                     raise DiscordUnavailable(
                         f"Discord kept failing to store the chunk: {_describe(error)}"
@@ -219,6 +204,22 @@ class DiscordStore:
             f"Discord could not store the chunk after {self._retries} attempts: "
             f"{_describe(failure)}"
         )
+
+    def _refusal(self, error: discord.HTTPException, size: int) -> DiscordRefused:
+        """What a 4xx means for this job, said so that a person can act on it."""
+        if error.status == 401:
+            return DiscordRefused(_BAD_TOKEN)
+        if error.status in (403, 404):
+            return DiscordRefused(
+                f"Discord refused to post in channel {self.channel_id} ({_describe(error)}); "
+                "check that the bot can see the channel and may attach files"
+            )
+        if error.status == 413:
+            return DiscordRefused(
+                f"Discord refused a {size}-byte attachment as too large (413); "
+                "chunks must be smaller for this bot"
+            )
+        return DiscordRefused(f"Discord refused the message: {_describe(error)}")
 
 
 def _describe(error: BaseException) -> str:
