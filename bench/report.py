@@ -44,6 +44,7 @@ class RunResult:
     probe_seconds: list[float]  # /healthz response times, every service
     probe_failures: int
     floor_per_gib: float  # crypto floor, CPU seconds per GiB
+    relay_cpu: float  # transport floor: bench/relay.py's CPU seconds for the same chunks
     bench_cpu_service: float  # the benchmark process's own CPU seconds in each phase
     bench_cpu_direct: float
     bench_loop_lag: float  # the benchmark process's worst loop lag in the service phase
@@ -80,6 +81,8 @@ def figures(run: RunResult) -> dict[str, float]:
         "minor_faults_per_chunk": run.service_minor_faults / run.chunks,
         "floor_s_per_gib": run.floor_per_gib,
         "cpu_vs_floor": cpu_per_gib / run.floor_per_gib,
+        "relay_s_per_gib": (relay := run.relay_cpu / gib),
+        "cpu_vs_both_floors": cpu_per_gib / (run.floor_per_gib + relay),
         "loop_lag_max_ms": max(run.probe_seconds, default=0.0) * 1000,
         "loop_lag_p99_ms": percentile(run.probe_seconds, 0.99) * 1000,
         "probe_samples": float(len(run.probe_seconds)),
@@ -179,6 +182,8 @@ def results_table(summary: Sequence[tuple[int, int, dict[str, float]]]) -> list[
         "faults/chunk",
         "floor s/GiB",
         "CPU/floor",
+        "relay s/GiB",
+        "CPU/(floor+relay)",
         "lag max ms",
         "lag p99 ms",
     ]
@@ -200,6 +205,8 @@ def results_table(summary: Sequence[tuple[int, int, dict[str, float]]]) -> list[
             f"{f['minor_faults_per_chunk']:.0f}",
             f"{f['floor_s_per_gib']:.2f}",
             f"{f['cpu_vs_floor']:.2f}",
+            f"{f['relay_s_per_gib']:.2f}",
+            f"{f['cpu_vs_both_floors']:.2f}",
             f"{f['loop_lag_max_ms']:.0f}",
             f"{f['loop_lag_p99_ms']:.0f}",
         ]

@@ -73,9 +73,11 @@ from service.local.manager import ManagerStandIn, ServiceConnection
 
 REPO = Path(__file__).resolve().parent.parent
 PROBE = Path(__file__).resolve().parent / "probe.py"
+RELAY = Path(__file__).resolve().parent / "relay.py"
 PROBE_INTERVAL = 0.02
 SERVICE_CHANNEL_BASE = 1100000000000000000
 DIRECT_CHANNEL_BASE = 1200000000000000000
+RELAY_CHANNEL = 1300000000000000000
 CONNECT_TIMEOUT = 60.0
 CONNECT_POLL = 0.5
 RUN_TIMEOUT_BASE = 60.0  # seconds one run may take, plus its bytes at SLOWEST_MIB_S, twice
@@ -374,6 +376,57 @@ class Prober:
             self.failures += samples["failures"]
 
 
+# --- the transport floor ----------------------------------------------------------------
+
+
+class RelayProcess:
+    """bench/relay.py in its own process: the chunks received, parsed and re-sent to the
+    Discord stand-in with no crypto (see that file)."""
+
+    def __init__(self, discord: DiscordStandIn, token: str, channel: str) -> None:
+        self._args = [discord.base_url, token, channel]
+        self._process: asyncio.subprocess.Process | None = None
+        self.address = ""
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
+
+    async def __aenter__(self) -> RelayProcess:
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(RELAY),
+            *self._args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert self._process.stdout is not None
+        ready = (await self._process.stdout.readline()).split()
+        if len(ready) != 2 or ready[0] != b"ready":
+            raise BenchFailure("the relay (bench/relay.py) did not start")
+        self.address = f"http://127.0.0.1:{int(ready[1])}/"
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._process is not None
+        await self._process.communicate(b"")
+
+
+async def run_relay(discord: DiscordStandIn, token: str, jobs: int, source: Source) -> float:
+    """The relay's CPU seconds for every job's chunks, sent as to the service."""
+    async with RelayProcess(discord, token, str(RELAY_CHANNEL)) as relay:
+        before = process_times(relay.pid)
+        async with aiohttp.ClientSession() as session:
+            await asyncio.gather(
+                *(
+                    send_all(len(source.chunks), service_sender(session, relay.address, "", source))
+                    for _ in range(jobs)
+                )
+            )
+        return (process_times(relay.pid) - before).cpu
+
+
 # --- one run ----------------------------------------------------------------------------
 
 
@@ -548,6 +601,7 @@ async def run_once(mode: Mode, jobs: int, source: Source, floor: float, log_dir:
                 discord, credentials.token, jobs, source
             )
             phase, finishes = await run_service_phase(services, connections, upload_ids, source)
+            relay_cpu = await run_relay(discord, credentials.token, jobs, source)
         except BaseException as error:
             if not isinstance(error, BenchFailure):  # those name their cause already
                 for service in services:
@@ -580,6 +634,7 @@ async def run_once(mode: Mode, jobs: int, source: Source, floor: float, log_dir:
         probe_seconds=phase.probe_seconds,
         probe_failures=phase.probe_failures,
         floor_per_gib=floor,
+        relay_cpu=relay_cpu,
         bench_cpu_service=phase.bench_cpu,
         bench_cpu_direct=direct_cpu,
         bench_loop_lag=phase.bench_lag,

@@ -1,0 +1,89 @@
+"""Transport floor: what receiving, parsing and re-sending a chunk costs, with no crypto.
+
+A bare relay built from the same parts as the service: aiohttp's server, the service's
+streaming form reader (python-multipart), a pooled buffer, and aiohttp's client posting the
+buffer to Discord's messages route through the service's memoryview payload. It copies each
+chunk into its buffer where the service hashes and encrypts it, and it has no jobs, no
+manager and no discord.py. Its CPU seconds per GiB are therefore the least that moving the
+bytes costs on this machine with these libraries: the "other half" of issue 6's CPU target.
+
+Protocol (used by run.py): `python relay.py DISCORD_BASE_URL TOKEN CHANNEL`; the relay prints
+`ready PORT` once it listens on 127.0.0.1, answers each chunk POST (`id`, `chunk`, `file`)
+with 200 once Discord stored it, and exits when stdin reaches EOF.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+import aiohttp
+from aiohttp import web
+from report import CHUNK_SIZE, CONCURRENCY
+
+from service.intake.form import StreamingForm, boundary_of
+from service.storage.discord_store import MemoryReader  # importing it registers its payload
+from service.storage.sealing import BufferPool, buffer_size
+
+
+class CopySink:
+    """Where the service's sealer hashes and encrypts a piece, this only copies it."""
+
+    def __init__(self, buffer: bytearray) -> None:
+        self.buffer = buffer
+        self.view = memoryview(buffer)
+        self.size = 0
+
+    def write(self, data: memoryview) -> None:
+        self.view[self.size : self.size + len(data)] = data
+        self.size += len(data)
+
+
+class Relay:
+    def __init__(self, session: aiohttp.ClientSession, url: str, token: str) -> None:
+        self._session = session
+        self._url = url
+        self._headers = {"Authorization": f"Bot {token}"}
+        self._buffers = BufferPool(keep=CONCURRENCY)
+
+    async def post(self, request: web.Request) -> web.Response:
+        buffer = self._buffers.take(buffer_size(CHUNK_SIZE))
+        try:
+            sink = CopySink(buffer)
+            boundary = boundary_of(request.headers["Content-Type"])
+            with StreamingForm(boundary, lambda _: sink) as form:
+                while piece := await request.content.readany():
+                    form.feed(piece)
+                form.finish()
+            await self._store(form.fields["chunk"], sink.view[: sink.size])
+        finally:
+            self._buffers.give(buffer)
+        return web.Response(text=form.fields["chunk"])
+
+    async def _store(self, index: str, payload: memoryview) -> None:
+        message = {"content": index, "attachments": [{"id": 0, "filename": index}]}
+        form = aiohttp.FormData()
+        form.add_field("payload_json", json.dumps(message), content_type="application/json")
+        form.add_field("files[0]", MemoryReader(payload), filename=index)
+        async with self._session.post(self._url, data=form, headers=self._headers) as response:
+            await response.read()
+            response.raise_for_status()
+
+
+async def main(base_url: str, token: str, channel: str) -> None:
+    async with aiohttp.ClientSession() as session:
+        relay = Relay(session, f"{base_url}/channels/{channel}/messages", token)
+        app = web.Application()
+        app.router.add_post("/", relay.post)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        print(f"ready {runner.addresses[0][1]}", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        await runner.cleanup()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(*sys.argv[1:4]))
