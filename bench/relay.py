@@ -7,7 +7,8 @@ chunk into its buffer where the service hashes and encrypts it, and it has no jo
 manager and no discord.py. Its CPU seconds per GiB are therefore the least that moving the
 bytes costs on this machine with these libraries: the "other half" of issue 6's CPU target.
 
-Protocol (used by run.py): `python relay.py DISCORD_BASE_URL TOKEN CHANNEL`; the relay prints
+Protocol (used by run.py): `python relay.py DISCORD_BASE_URL TOKEN CHANNEL JOBS`; the relay
+keeps buffers for JOBS jobs' chunks in flight (as the service does for its slots), prints
 `ready PORT` once it listens on 127.0.0.1, answers each chunk POST (`id`, `chunk`, `file`)
 with 200 once Discord stored it, and exits when stdin reaches EOF.
 """
@@ -41,11 +42,11 @@ class CopySink:
 
 
 class Relay:
-    def __init__(self, session: aiohttp.ClientSession, url: str, token: str) -> None:
+    def __init__(self, session: aiohttp.ClientSession, url: str, token: str, jobs: int) -> None:
         self._session = session
         self._url = url
         self._headers = {"Authorization": f"Bot {token}"}
-        self._buffers = BufferPool(keep=CONCURRENCY)
+        self._buffers = BufferPool(keep=CONCURRENCY * jobs)
 
     async def post(self, request: web.Request) -> web.Response:
         buffer = self._buffers.take(buffer_size(CHUNK_SIZE))
@@ -71,9 +72,9 @@ class Relay:
             response.raise_for_status()
 
 
-async def main(base_url: str, token: str, channel: str) -> None:
+async def main(base_url: str, token: str, channel: str, jobs: str) -> None:
     async with aiohttp.ClientSession() as session:
-        relay = Relay(session, f"{base_url}/channels/{channel}/messages", token)
+        relay = Relay(session, f"{base_url}/channels/{channel}/messages", token, int(jobs))
         app = web.Application()
         app.router.add_post("/", relay.post)
         runner = web.AppRunner(app, access_log=None)
@@ -86,4 +87,4 @@ async def main(base_url: str, token: str, channel: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(*sys.argv[1:4]))
+    asyncio.run(main(*sys.argv[1:5]))

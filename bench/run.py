@@ -383,8 +383,8 @@ class RelayProcess:
     """bench/relay.py in its own process: the chunks received, parsed and re-sent to the
     Discord stand-in with no crypto (see that file)."""
 
-    def __init__(self, discord: DiscordStandIn, token: str, channel: str) -> None:
-        self._args = [discord.base_url, token, channel]
+    def __init__(self, discord: DiscordStandIn, token: str, channel: str, jobs: int) -> None:
+        self._args = [discord.base_url, token, channel, str(jobs)]
         self._process: asyncio.subprocess.Process | None = None
         self.address = ""
 
@@ -415,7 +415,7 @@ class RelayProcess:
 
 async def run_relay(discord: DiscordStandIn, token: str, jobs: int, source: Source) -> float:
     """The relay's CPU seconds for every job's chunks, sent as to the service."""
-    async with RelayProcess(discord, token, str(RELAY_CHANNEL)) as relay:
+    async with RelayProcess(discord, token, str(RELAY_CHANNEL), jobs) as relay:
         before = process_times(relay.pid)
         async with aiohttp.ClientSession() as session:
             await asyncio.gather(
