@@ -12,11 +12,13 @@ Then:
 
 1. direct baseline: every job's chunks POSTed straight to the Discord stand-in's messages
    route, 5 at once per job, all jobs at once;
-2. service: the same chunks POSTed to the services as the browser does (5 at once per job,
+2. transport floor: the same chunks POSTed, the same way, to bench/relay.py, which receives,
+   parses and re-sends them to the Discord stand-in with no crypto (its CPU per GiB);
+3. service: the same chunks POSTed to the services as the browser does (5 at once per job,
    all jobs at once), each job timed from its first POST to its finish packet, which is
    checked against hashlib over the source (and the stored attachments' sizes, and the first
    and last chunk decrypted);
-3. crypto floor: SHA-256 plus AES-256-GCM over the same bytes in one thread.
+4. crypto floor: SHA-256 plus AES-256-GCM over the same bytes in one thread.
 
 While the services work, a separate prober process (bench/probe.py) times `GET /healthz`
 on each service port every 20 ms: the service's loop lag as seen from outside. Service CPU
@@ -600,8 +602,8 @@ async def run_once(mode: Mode, jobs: int, source: Source, floor: float, log_dir:
             direct_seconds, direct_latencies, direct_cpu = await run_direct(
                 discord, credentials.token, jobs, source
             )
-            phase, finishes = await run_service_phase(services, connections, upload_ids, source)
             relay_cpu = await run_relay(discord, credentials.token, jobs, source)
+            phase, finishes = await run_service_phase(services, connections, upload_ids, source)
         except BaseException as error:
             if not isinstance(error, BenchFailure):  # those name their cause already
                 for service in services:
