@@ -4,8 +4,9 @@ A bare relay built from the same parts as the service: aiohttp's server, the ser
 streaming form reader (python-multipart), a pooled buffer, and aiohttp's client posting the
 buffer to Discord's messages route through the service's memoryview payload. It copies each
 chunk into its buffer where the service hashes and encrypts it, and it has no jobs, no
-manager and no discord.py. Its CPU seconds per GiB are therefore the least that moving the
-bytes costs on this machine with these libraries: the "other half" of issue 6's CPU target.
+manager and no discord.py. Its CPU seconds per GiB are therefore what moving the bytes
+costs on this machine with these libraries, the service's own work aside: the "other half"
+of issue 6's CPU target. run.py checks that it stored every chunk intact.
 
 Protocol (used by run.py): `python relay.py DISCORD_BASE_URL TOKEN CHANNEL JOBS`; the relay
 keeps buffers for JOBS jobs' chunks in flight (as the service does for its slots), prints

@@ -416,7 +416,8 @@ class RelayProcess:
 
 
 async def run_relay(discord: DiscordStandIn, token: str, jobs: int, source: Source) -> float:
-    """The relay's CPU seconds for every job's chunks, sent as to the service."""
+    """The relay's CPU seconds for every job's chunks, sent as to the service; fail unless
+    it stored each of them intact (a relay that lost bytes would look cheap)."""
     async with RelayProcess(discord, token, str(RELAY_CHANNEL), jobs) as relay:
         before = process_times(relay.pid)
         async with aiohttp.ClientSession() as session:
@@ -426,7 +427,11 @@ async def run_relay(discord: DiscordStandIn, token: str, jobs: int, source: Sour
                     for _ in range(jobs)
                 )
             )
-        return (process_times(relay.pid) - before).cpu
+        cpu = (process_times(relay.pid) - before).cpu
+    stored = sorted(message.attachments[0].data for message in discord.messages(str(RELAY_CHANNEL)))
+    if stored != sorted(bytes(chunk) for chunk in source.chunks for _ in range(jobs)):
+        raise BenchFailure("the relay did not store every chunk intact")
+    return cpu
 
 
 # --- one run ----------------------------------------------------------------------------
