@@ -8,8 +8,9 @@ manager and no discord.py. Its CPU seconds per GiB are therefore what moving the
 costs on this machine with these libraries, the service's own work aside: the "other half"
 of issue 6's CPU target. run.py checks that it stored every chunk intact.
 
-Protocol (used by run.py): `python relay.py DISCORD_BASE_URL TOKEN CHANNEL JOBS`; the relay
-keeps buffers for JOBS jobs' chunks in flight (as the service does for its slots), prints
+Protocol (used by run.py): `python relay.py DISCORD_BASE_URL TOKEN CHANNEL JOBS SIZE`; the
+relay takes chunks of files of SIZE bytes, keeps buffers for JOBS jobs' chunks in flight (as
+the service does for its slots), prints
 `ready PORT` once it listens on 127.0.0.1, answers each chunk POST (`id`, `chunk`, `file`)
 with 200 once Discord stored it, and exits when stdin reaches EOF.
 """
@@ -25,6 +26,7 @@ from aiohttp import web
 from report import CHUNK_SIZE, CONCURRENCY
 
 from service.intake.form import StreamingForm, boundary_of
+from service.jobs.job import ChunkLayout
 from service.storage.discord_store import MemoryReader  # importing it registers its payload
 from service.storage.sealing import BufferPool, buffer_size
 
@@ -32,8 +34,8 @@ from service.storage.sealing import BufferPool, buffer_size
 class CopySink:
     """Where the service's sealer hashes and encrypts a piece, this only copies it."""
 
-    def __init__(self, buffer: bytearray) -> None:
-        self.buffer = buffer
+    def __init__(self, buffer: bytearray, length: int) -> None:
+        self.length = length
         self.view = memoryview(buffer)
         self.size = 0
 
@@ -43,21 +45,31 @@ class CopySink:
 
 
 class Relay:
-    def __init__(self, session: aiohttp.ClientSession, url: str, token: str, jobs: int) -> None:
+    def __init__(
+        self, session: aiohttp.ClientSession, url: str, token: str, jobs: int, size: int
+    ) -> None:
         self._session = session
         self._url = url
         self._headers = {"Authorization": f"Bot {token}"}
         self._buffers = BufferPool(keep=CONCURRENCY * jobs)
+        self._layout = ChunkLayout(size, CHUNK_SIZE)
 
     async def post(self, request: web.Request) -> web.Response:
         buffer = self._buffers.take(buffer_size(CHUNK_SIZE))
+        sink: CopySink | None = None
+
+        def open_file(fields: dict[str, str]) -> CopySink:
+            nonlocal sink
+            sink = CopySink(buffer, self._layout.length(int(fields["chunk"])))
+            return sink
+
         try:
-            sink = CopySink(buffer)
             boundary = boundary_of(request.headers["Content-Type"])
-            with StreamingForm(boundary, lambda _: sink) as form:
+            with StreamingForm(boundary, open_file) as form:
                 while piece := await request.content.readany():
                     form.feed(piece)
                 form.finish()
+            assert sink is not None
             await self._store(form.fields["chunk"], sink.view[: sink.size])
         finally:
             self._buffers.give(buffer)
@@ -73,9 +85,10 @@ class Relay:
             response.raise_for_status()
 
 
-async def main(base_url: str, token: str, channel: str, jobs: str) -> None:
+async def main(base_url: str, token: str, channel: str, jobs: str, size: str) -> None:
     async with aiohttp.ClientSession() as session:
-        relay = Relay(session, f"{base_url}/channels/{channel}/messages", token, int(jobs))
+        url = f"{base_url}/channels/{channel}/messages"
+        relay = Relay(session, url, token, int(jobs), int(size))
         app = web.Application()
         app.router.add_post("/", relay.post)
         runner = web.AppRunner(app, access_log=None)
@@ -88,4 +101,4 @@ async def main(base_url: str, token: str, channel: str, jobs: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(*sys.argv[1:5]))
+    asyncio.run(main(*sys.argv[1:6]))

@@ -385,8 +385,10 @@ class RelayProcess:
     """bench/relay.py in its own process: the chunks received, parsed and re-sent to the
     Discord stand-in with no crypto (see that file)."""
 
-    def __init__(self, discord: DiscordStandIn, token: str, channel: str, jobs: int) -> None:
-        self._args = [discord.base_url, token, channel, str(jobs)]
+    def __init__(
+        self, discord: DiscordStandIn, token: str, channel: str, jobs: int, size: int
+    ) -> None:
+        self._args = [discord.base_url, token, channel, str(jobs), str(size)]
         self._process: asyncio.subprocess.Process | None = None
         self.address = ""
 
@@ -418,7 +420,7 @@ class RelayProcess:
 async def run_relay(discord: DiscordStandIn, token: str, jobs: int, source: Source) -> float:
     """The relay's CPU seconds for every job's chunks, sent as to the service; fail unless
     it stored each of them intact (a relay that lost bytes would look cheap)."""
-    async with RelayProcess(discord, token, str(RELAY_CHANNEL), jobs) as relay:
+    async with RelayProcess(discord, token, str(RELAY_CHANNEL), jobs, source.size) as relay:
         before = process_times(relay.pid)
         async with aiohttp.ClientSession() as session:
             await asyncio.gather(

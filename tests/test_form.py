@@ -18,9 +18,10 @@ TRICKY = b"\r\n--" + BOUNDARY[:-1] + b"\r\n--\r\n" + random.Random(4).randbytes(
 
 
 class Collect:
-    """A sink that keeps a copy of every byte it is given."""
+    """A sink for a file part of `length` bytes that keeps a copy of every byte it is given."""
 
-    def __init__(self) -> None:
+    def __init__(self, length: int = 0) -> None:
+        self.length = length
         self.data = bytearray()
 
     def write(self, data: memoryview) -> None:
@@ -53,9 +54,12 @@ def chunk_body(file_bytes: bytes, index: bytes = b"0") -> bytes:
     )
 
 
-def read(data: bytes, step: int = 7, boundary: bytes = BOUNDARY) -> tuple[StreamingForm, Collect]:
-    """Feed `data` `step` bytes at a time and close the form."""
-    sink = Collect()
+def read(
+    data: bytes, file_length: int = 0, step: int = 7, boundary: bytes = BOUNDARY
+) -> tuple[StreamingForm, Collect]:
+    """Feed `data` `step` bytes at a time and close the form; the file part, if any, must
+    have `file_length` bytes."""
+    sink = Collect(file_length)
     form = StreamingForm(boundary, lambda fields: sink)
     for offset in range(0, len(data), step):
         form.feed(data[offset : offset + step])
@@ -64,7 +68,7 @@ def read(data: bytes, step: int = 7, boundary: bytes = BOUNDARY) -> tuple[Stream
 
 
 def test_browser_form_gives_fields_and_exactly_the_file_bytes() -> None:
-    form, sink = read(chunk_body(TRICKY, b"12"))
+    form, sink = read(chunk_body(TRICKY, b"12"), len(TRICKY))
     assert form.fields == {"id": UPLOAD_ID, "chunk": "12"}
     assert bytes(sink.data) == TRICKY
     assert form.file_seen
@@ -77,7 +81,7 @@ async def test_aiohttp_form_data_is_read() -> None:
     data.add_field("file", TRICKY, filename="blob", content_type="application/octet-stream")
     writer = data._gen_form_data()
     encoded = await writer.as_bytes()
-    form, sink = read(encoded, boundary=boundary_of(writer.content_type))
+    form, sink = read(encoded, len(TRICKY), boundary=boundary_of(writer.content_type))
     assert form.fields == {"id": UPLOAD_ID, "chunk": "3"}
     assert bytes(sink.data) == TRICKY
 
@@ -89,7 +93,7 @@ def test_empty_file_part_gives_no_bytes() -> None:
 
 
 def test_form_ending_without_a_final_line_break_is_complete() -> None:
-    form, sink = read(chunk_body(b"abc").removesuffix(b"\r\n"))
+    form, sink = read(chunk_body(b"abc").removesuffix(b"\r\n"), 3)
     assert (form.fields["chunk"], bytes(sink.data)) == ("0", b"abc")
 
 
@@ -98,7 +102,7 @@ def test_open_file_sees_the_fields_sent_before_the_file() -> None:
 
     def open_file(fields: dict[str, str]) -> Sink:
         seen.append(dict(fields))
-        return Collect()
+        return Collect(len(b"payload"))
 
     form = StreamingForm(BOUNDARY, open_file)
     form.feed(chunk_body(b"payload", b"4"))
@@ -108,9 +112,44 @@ def test_open_file_sees_the_fields_sent_before_the_file() -> None:
 
 @given(file_bytes=st.binary(max_size=2000), step=st.integers(1, 300))
 def test_any_file_bytes_in_any_piece_size_arrive_intact(file_bytes: bytes, step: int) -> None:
-    form, sink = read(chunk_body(file_bytes), step=step)
+    form, sink = read(chunk_body(file_bytes), len(file_bytes), step=step)
     assert bytes(sink.data) == file_bytes
     assert form.fields["chunk"] == "0"
+
+
+@pytest.mark.parametrize("step", [1, 3, 7, 64, 10_000])
+def test_header_block_ends_split_anywhere_or_inside_a_field_leave_the_file_intact(
+    step: int,
+) -> None:
+    """The file's bytes are counted from where its headers end, so that end must be found
+    wherever the pieces split it, and a blank line inside a field must not be taken for it."""
+    data = body(
+        part(b"id", UPLOAD_ID.encode()),
+        part(b"note", b"a\r\n\r\nb\r\n"),
+        part(b"chunk", b"0"),
+        part(b"file", TRICKY, filename=b"blob"),
+    )
+    form, sink = read(data, len(TRICKY), step=step)
+    assert form.fields["note"] == "a\r\n\r\nb\r\n"
+    assert bytes(sink.data) == TRICKY
+
+
+@pytest.mark.parametrize("step", [7, 10_000])
+@pytest.mark.parametrize(
+    ("sent", "complaint"),
+    [
+        pytest.param(99, "not exactly 100 bytes long", id="1-short"),
+        pytest.param(97, "not exactly 100 bytes long", id="3-short"),
+        pytest.param(20, "shorter than the 100 bytes", id="much-shorter"),
+        pytest.param(101, "not exactly 100 bytes long", id="1-long"),
+        pytest.param(500, "not exactly 100 bytes long", id="much-longer"),
+    ],
+)
+def test_file_part_of_another_length_is_refused_naming_the_length(
+    sent: int, complaint: str, step: int
+) -> None:
+    with pytest.raises(FormError, match=complaint):
+        read(chunk_body(TRICKY[:sent] + b"x" * (sent - len(TRICKY[:sent]))), 100, step=step)
 
 
 def test_open_file_error_propagates() -> None:
@@ -171,7 +210,7 @@ def test_unusable_content_type_is_refused_naming_why(content_type: str, complain
 )
 def test_truncated_body_is_refused_on_close(cut: int) -> None:
     with pytest.raises(FormError):
-        read(chunk_body(TRICKY)[:cut])
+        read(chunk_body(TRICKY)[:cut], len(TRICKY))
 
 
 def test_field_of_1024_bytes_is_accepted() -> None:
@@ -218,7 +257,7 @@ def test_more_than_eight_parts_are_refused() -> None:
 )
 def test_duplicate_field_is_refused(parts: tuple[bytes, ...]) -> None:
     with pytest.raises(FormError, match="twice"):
-        read(body(*parts))
+        read(body(*parts), file_length=1)
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ from ..jobs.job import MANAGER_CHUNK_SIZE, ChunkRefused, Job
 from ..jobs.slot import JobDirectory, Slot
 from ..metrics import Metrics
 from ..storage.discord_store import DiscordBusy, StoreError
-from ..storage.sealing import BufferPool, ChunkSealer, SealedChunk, buffer_size
+from ..storage.sealing import BufferPool, ChunkSealer, buffer_size
 from .form import FILE_FIELD, FormError, StreamingForm, boundary_of
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ class ChunkEndpoint:
                 form.finish()
             if claim is None:
                 raise FormError(f"the field {FILE_FIELD!r} is missing")
-            sealed = self._seal(claim)
+            sealed = claim.sealer.seal()  # the form counted exactly the chunk's length
             if claim.already_stored:
                 return self._compare_resent(claim, sealed.digest)
             posting = True
@@ -159,15 +159,6 @@ class ChunkEndpoint:
         buffer = self._buffers.take(buffer_size(job.start.chunk_size))
         sealer = ChunkSealer(job.layout.length(index), key, buffer=buffer)
         return _Claim(job, slot, index, sealer, already is not None)
-
-    def _seal(self, claim: _Claim) -> SealedChunk:
-        sealer = claim.sealer
-        if sealer.received != sealer.length:
-            raise ChunkRefused(
-                400,
-                f"chunk {claim.index} must be exactly {sealer.length} bytes, got {sealer.received}",
-            )
-        return sealer.seal()
 
     def _compare_resent(self, claim: _Claim, digest: str) -> web.Response:
         """A stored chunk sent again: the same bytes are a lost response retried, so 200."""

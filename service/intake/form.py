@@ -3,6 +3,13 @@
 Small fields (`id`, `chunk`) are collected as text; the `file` part's bytes go straight to a
 sink chosen when its headers end, so a chunk is never buffered whole before it is hashed and
 encrypted. Every limit is counted here because python-multipart enforces none of them.
+
+The sink knows how long the file part must be (the chunk's exact length), so its bytes are
+counted rather than scanned: python-multipart parses everything else, but each write to it
+stops where a header block ends, and once the file part's headers are read the next
+`length` bytes go to the sink without the parser searching them for the boundary. The
+parser then sees an empty file part and checks the rest of the body as usual. That search
+was about a tenth of the service's CPU per chunk.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ FILE_FIELD = "file"
 FIELD_LIMIT = 1024  # bytes in a small field's value
 HEADER_LIMIT = 8192  # bytes in one part's headers
 PART_LIMIT = 8  # parts in one body
+_HEADERS_END = b"\r\n\r\n"  # a header block's last line break and the empty line after it
 
 
 class FormError(Exception):
@@ -24,6 +32,8 @@ class FormError(Exception):
 
 
 class Sink(Protocol):
+    length: int  # exactly how many bytes the file part must have
+
     def write(self, data: memoryview) -> None: ...
 
 
@@ -59,6 +69,11 @@ class StreamingForm:
         self._value = bytearray()
         self._name: str | None = None
         self._text = bytearray()
+        self._delimiter = b"\r\n--" + boundary  # what must follow the file part's bytes
+        self._seam = b""  # the last bytes written before the file part, up to 3
+        self._file_length = 0  # what the sink said the file part's length must be
+        self._counting = 0  # file bytes still to pass to the sink without the parser
+        self._after_file = b""  # the part of the delimiter still to be checked
         self._parser = MultipartParser(
             boundary,
             {
@@ -74,10 +89,15 @@ class StreamingForm:
         )
 
     def feed(self, data: bytes) -> None:
-        try:
-            self._parser.write(data)
-        except MultipartParseError as error:
-            raise FormError(f"the multipart body is malformed: {error}") from None
+        start = 0
+        while start < len(data):
+            if self._counting:
+                start = self._count_file_bytes(data, start)
+            elif not self.file_seen:
+                start = self._write(data, start, self._end_of_headers(data, start))
+            else:
+                self._check_delimiter(data, start)
+                start = self._write(data, start, len(data))
 
     def __enter__(self) -> StreamingForm:
         return self
@@ -88,8 +108,55 @@ class StreamingForm:
 
     def finish(self) -> None:
         """The body has ended; raise `FormError` if the form was cut short."""
+        if self._counting:
+            raise FormError(
+                f"the file part is shorter than the {self._file_length} bytes it must have"
+            )
         if not self._complete:
             raise FormError("the multipart body ended before its closing boundary")
+
+    # --- writing to the parser, and around it --------------------------------------------
+
+    def _write(self, data: bytes, start: int, end: int) -> int:
+        """Parse `data[start:end]`; return `end`."""
+        try:
+            self._parser.write(data if (start, end) == (0, len(data)) else data[start:end])
+        except MultipartParseError as error:
+            raise FormError(f"the multipart body is malformed: {error}") from None
+        return end
+
+    def _end_of_headers(self, data: bytes, start: int) -> int:
+        """Just past the first header block end after `start` (its CRLF CRLF may have begun
+        in the previous piece), or `len(data)`: so that a header block never ends in the
+        middle of a write, and the file's bytes can be counted from the write's end."""
+        seam = self._seam + data[start : start + 3]
+        found = seam.find(_HEADERS_END)
+        if found >= 0:
+            end = start + found + len(_HEADERS_END) - len(self._seam)
+        else:
+            found = data.find(_HEADERS_END, start)
+            end = found + len(_HEADERS_END) if found >= 0 else len(data)
+        self._seam = (self._seam + data[max(start, end - 3) : end])[-3:]
+        return end
+
+    def _count_file_bytes(self, data: bytes, start: int) -> int:
+        """Pass the file part's next bytes to the sink; return where they end in `data`."""
+        assert self._sink is not None
+        end = min(start + self._counting, len(data))
+        self._sink.write(memoryview(data)[start:end])
+        self._counting -= end - start
+        return end
+
+    def _check_delimiter(self, data: bytes, start: int) -> None:
+        """Right after the file part's `length` bytes its delimiter must begin; if not, the
+        file part has another length (the parser would only see stray bytes)."""
+        seen = data[start : start + len(self._after_file)]
+        if not self._after_file.startswith(seen):
+            raise FormError(
+                f"the file part is not exactly {self._file_length} bytes long: "
+                "no boundary follows its last byte"
+            )
+        self._after_file = self._after_file[len(seen) :]
 
     # --- parser callbacks ----------------------------------------------------------------
 
@@ -132,6 +199,8 @@ class StreamingForm:
         if self._name == FILE_FIELD:
             self.file_seen = True
             self._sink = self._open_file(self.fields)
+            self._file_length = self._counting = self._sink.length
+            self._after_file = self._delimiter
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         if self._sink is not None:
