@@ -44,6 +44,7 @@ import secrets
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -430,8 +431,13 @@ async def run_relay(discord: DiscordStandIn, token: str, jobs: int, source: Sour
                 )
             )
         cpu = (process_times(relay.pid) - before).cpu
-    stored = sorted(message.attachments[0].data for message in discord.messages(str(RELAY_CHANNEL)))
-    if stored != sorted(bytes(chunk) for chunk in source.chunks for _ in range(jobs)):
+    stored = discord.messages(str(RELAY_CHANNEL))  # each one's content is its chunk's index
+    every_chunk_once_per_job = Counter(int(message.content) for message in stored) == Counter(
+        {index: jobs for index in range(len(source.chunks))}
+    )
+    if not every_chunk_once_per_job or any(
+        message.attachments[0].data != source.chunks[int(message.content)] for message in stored
+    ):
         raise BenchFailure("the relay did not store every chunk intact")
     return cpu
 
