@@ -93,6 +93,25 @@ async def test_message_round_trips(standin: DiscordStandIn, connect: Connect) ->
         assert await response.read() == data
 
 
+async def test_forgotten_channel_loses_its_messages_and_no_other(
+    standin: DiscordStandIn, connect: Connect
+) -> None:
+    http = await connect()
+    other = "223456789012345678"
+    forgotten = await http.send_message(CHANNEL, params=upload(b"a", nonce="n-1"))
+    kept = await http.send_message(other, params=upload(b"b"))
+
+    standin.forget(CHANNEL)
+
+    assert standin.messages(CHANNEL) == []
+    with pytest.raises(discord.NotFound):
+        await http.get_message(CHANNEL, forgotten["id"])
+    assert [m.attachments[0].data for m in standin.messages(other)] == [b"b"]
+    assert await http.get_message(other, kept["id"]) == kept
+    again = await http.send_message(CHANNEL, params=upload(b"a", nonce="n-1"))
+    assert again["id"] != forgotten["id"]  # the nonce was forgotten with its message
+
+
 async def test_responses_look_like_discords(standin: DiscordStandIn) -> None:
     form = aiohttp.FormData(quote_fields=False)
     form.add_field("payload_json", '{"content": "x", "attachments": [{"id": 0, "filename": "a"}]}')

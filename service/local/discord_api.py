@@ -147,12 +147,14 @@ def _drop(request: web.Request) -> web.Response:
 
 async def _read_part(part: BodyPartReader, limit: int) -> bytes | None:
     """The part's bytes, or None once it exceeds limit."""
-    data = bytearray()
-    while chunk := await part.read_chunk(_CHUNK):
-        data += chunk
-        if len(data) > limit:
+    pieces: list[bytes] = []
+    size = 0
+    while piece := await part.read_chunk(_CHUNK):
+        pieces.append(piece)
+        size += len(piece)
+        if size > limit:
             return None
-    return bytes(data)
+    return b"".join(pieces)
 
 
 class DiscordStandIn:
@@ -263,6 +265,16 @@ class DiscordStandIn:
     def messages(self, channel_id: str) -> list[Message]:
         """The channel's messages, in creation order."""
         return list(self._channels.get(channel_id, []))
+
+    def forget(self, channel_id: str) -> None:
+        """Drop a channel's messages and their attachments, freeing their memory (a long
+        benchmark keeps only what it still has to check)."""
+        for message in self._channels.pop(channel_id, []):
+            self._by_id.pop((channel_id, message.id), None)
+            if message.nonce is not None:
+                self._by_nonce.pop((channel_id, message.nonce), None)
+            for attachment in message.attachments:
+                self._attachments.pop((channel_id, attachment.id), None)
 
     def message(self, channel_id: str, message_id: str) -> Message:
         """One stored message; KeyError if absent."""
