@@ -1,5 +1,6 @@
 """Measuring helpers: a process's CPU and RSS (now and peak) from /proc, percentiles, the
-crypto floor, and the benchmark's own event-loop lag. Standard library and cryptography only."""
+crypto and socket floors, and the benchmark's own event-loop lag. Standard library and
+cryptography only."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import contextlib
 import hashlib
 import math
 import os
+import socket
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +23,7 @@ _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _IV_SIZE = 16
 _HEADER_SIZE = 32  # iv | tag in front of the ciphertext, as the service lays it out
 _SLACK = 15  # spare bytes some cryptography releases want in update_into's buffer
+_SOCKET_PIECE = 256 * 1024  # bytes per send and per receive, as asyncio reads
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,35 @@ def crypto_floor(chunks: Sequence[memoryview], key: bytes) -> float:
         out[_IV_SIZE:_HEADER_SIZE] = encryptor.tag
     seconds = time.thread_time() - started
     return seconds / (total / GIB) if total else math.nan
+
+
+def socket_floor(chunks: Sequence[memoryview]) -> float:
+    """CPU seconds per GiB for sending `chunks` once and receiving them once over a loopback
+    TCP connection with blocking calls in two threads: what the kernel alone charges for
+    moving the bytes in and out of a process, with no HTTP and no Python per byte."""
+    total = sum(len(chunk) for chunk in chunks)
+    receiver_seconds: list[float] = []
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+
+        def receive() -> None:
+            connection, _ = listener.accept()
+            buffer = bytearray(_SOCKET_PIECE)
+            started = time.thread_time()
+            with connection:
+                while connection.recv_into(buffer):
+                    pass
+            receiver_seconds.append(time.thread_time() - started)
+
+        receiver = threading.Thread(target=receive)
+        receiver.start()
+        with socket.create_connection(listener.getsockname()) as sender:
+            started = time.thread_time()
+            for chunk in chunks:
+                for offset in range(0, len(chunk), _SOCKET_PIECE):
+                    sender.sendall(chunk[offset : offset + _SOCKET_PIECE])
+            sender_seconds = time.thread_time() - started
+        receiver.join()
+    return (sender_seconds + receiver_seconds[0]) / (total / GIB) if total else math.nan
 
 
 class LoopLag:

@@ -44,6 +44,7 @@ class RunResult:
     probe_seconds: list[float]  # /healthz response times, every service
     probe_failures: int
     floor_per_gib: float  # crypto floor, CPU seconds per GiB
+    socket_floor_per_gib: float  # socket floor: loopback send + receive alone, per GiB
     relay_cpu: float  # transport floor: bench/relay.py's CPU seconds for the same chunks
     bench_cpu_service: float  # the benchmark process's own CPU seconds in each phase
     bench_cpu_direct: float
@@ -81,6 +82,7 @@ def figures(run: RunResult) -> dict[str, float]:
         "minor_faults_per_chunk": run.service_minor_faults / run.chunks,
         "floor_s_per_gib": run.floor_per_gib,
         "cpu_vs_floor": cpu_per_gib / run.floor_per_gib,
+        "socket_floor_s_per_gib": run.socket_floor_per_gib,
         "relay_s_per_gib": (relay := run.relay_cpu / gib),
         "cpu_vs_both_floors": cpu_per_gib / (run.floor_per_gib + relay),
         "loop_lag_max_ms": max(run.probe_seconds, default=0.0) * 1000,
@@ -182,6 +184,7 @@ def results_table(summary: Sequence[tuple[int, int, dict[str, float]]]) -> list[
         "faults/chunk",
         "floor s/GiB",
         "CPU/floor",
+        "socket s/GiB",
         "relay s/GiB",
         "CPU/(floor+relay)",
         "lag max ms",
@@ -205,6 +208,7 @@ def results_table(summary: Sequence[tuple[int, int, dict[str, float]]]) -> list[
             f"{f['minor_faults_per_chunk']:.0f}",
             f"{f['floor_s_per_gib']:.2f}",
             f"{f['cpu_vs_floor']:.2f}",
+            f"{f['socket_floor_s_per_gib']:.2f}",
             f"{f['relay_s_per_gib']:.2f}",
             f"{f['cpu_vs_both_floors']:.2f}",
             f"{f['loop_lag_max_ms']:.0f}",

@@ -18,7 +18,9 @@ Then:
    all jobs at once), each job timed from its first POST to its finish packet, which is
    checked against hashlib over the source (and the stored attachments' sizes, and the first
    and last chunk decrypted);
-4. crypto floor: SHA-256 plus AES-256-GCM over the same bytes in one thread.
+4. crypto floor: SHA-256 plus AES-256-GCM over the same bytes in one thread;
+5. socket floor: the same bytes sent and received once over loopback TCP with blocking
+   calls in two threads (the kernel's cost of moving them, no HTTP).
 
 While the services work, a separate prober process (bench/probe.py) times `GET /healthz`
 on each service port every 20 ms: the service's loop lag as seen from outside. Service CPU
@@ -53,7 +55,15 @@ from typing import Any
 import aiohttp
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from measure import LoopLag, ProcessTimes, crypto_floor, current_rss, peak_rss, process_times
+from measure import (
+    LoopLag,
+    ProcessTimes,
+    crypto_floor,
+    current_rss,
+    peak_rss,
+    process_times,
+    socket_floor,
+)
 from report import (
     CHUNK_SIZE,
     CONCURRENCY,
@@ -597,7 +607,15 @@ async def run_service_phase(
     return phase, [finish for _, finish in results]
 
 
-async def run_once(mode: Mode, jobs: int, source: Source, floor: float, log_dir: Path) -> RunResult:
+@dataclass(frozen=True)
+class Floors:
+    crypto: float  # CPU s/GiB: SHA-256 + AES-256-GCM in one thread
+    socket: float  # CPU s/GiB: the bytes sent and received once over loopback, no HTTP
+
+
+async def run_once(
+    mode: Mode, jobs: int, source: Source, floors: Floors, log_dir: Path
+) -> RunResult:
     credentials = Credentials.fresh()
     channels = [str(SERVICE_CHANNEL_BASE + job) for job in range(jobs)]
     async with (
@@ -652,7 +670,8 @@ async def run_once(mode: Mode, jobs: int, source: Source, floor: float, log_dir:
         service_idle_rss=idle_rss,
         probe_seconds=phase.probe_seconds,
         probe_failures=phase.probe_failures,
-        floor_per_gib=floor,
+        floor_per_gib=floors.crypto,
+        socket_floor_per_gib=floors.socket,
         relay_cpu=relay_cpu,
         bench_cpu_service=phase.bench_cpu,
         bench_cpu_direct=direct_cpu,
@@ -685,9 +704,12 @@ async def run_plan(plan: Plan, log_dir: Path) -> dict[int, list[RunResult]]:
             sources[size] = Source.random(size)
         source = sources[size]
         for run in range(plan.runs):
-            floor = crypto_floor(source.chunks, os.urandom(32))
+            floors = Floors(
+                crypto=crypto_floor(source.chunks, os.urandom(32)),
+                socket=socket_floor(source.chunks),
+            )
             async with asyncio.timeout(run_timeout(jobs * size)):
-                result = await run_once(plan.mode, jobs, source, floor, log_dir)
+                result = await run_once(plan.mode, jobs, source, floors, log_dir)
             results[jobs].append(result)
             log(
                 f"{plan.mode}, jobs={jobs} run {run + 1}/{plan.runs}: "
