@@ -31,6 +31,16 @@ from service.storage.discord_store import MemoryReader  # importing it registers
 from service.storage.sealing import BufferPool, buffer_size
 
 
+def message_form(index: str, attachment: object) -> aiohttp.FormData:
+    """A Discord message POST carrying one chunk: its index as content and filename, and the
+    attachment (bytes, a memoryview or a `MemoryReader`) as `files[0]`."""
+    message = {"content": index, "attachments": [{"id": 0, "filename": index}]}
+    form = aiohttp.FormData()
+    form.add_field("payload_json", json.dumps(message), content_type="application/json")
+    form.add_field("files[0]", attachment, filename=index, content_type="application/octet-stream")
+    return form
+
+
 class CopySink:
     """Where the service's sealer hashes and encrypts a piece, this only copies it."""
 
@@ -76,10 +86,7 @@ class Relay:
         return web.Response(text=form.fields["chunk"])
 
     async def _store(self, index: str, payload: memoryview) -> None:
-        message = {"content": index, "attachments": [{"id": 0, "filename": index}]}
-        form = aiohttp.FormData()
-        form.add_field("payload_json", json.dumps(message), content_type="application/json")
-        form.add_field("files[0]", MemoryReader(payload), filename=index)
+        form = message_form(index, MemoryReader(payload))
         async with self._session.post(self._url, data=form, headers=self._headers) as response:
             await response.read()
             response.raise_for_status()

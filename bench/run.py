@@ -54,7 +54,6 @@ from typing import Any
 
 import aiohttp
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from measure import (
     LoopLag,
     ProcessTimes,
@@ -64,6 +63,7 @@ from measure import (
     process_times,
     socket_floor,
 )
+from relay import message_form
 from report import (
     CHUNK_SIZE,
     CONCURRENCY,
@@ -80,9 +80,11 @@ from report import (
     targets_table,
 )
 
+from service.local.browser import chunk_form
 from service.local.discord_api import DiscordStandIn
 from service.local.loopback import free_port
 from service.local.manager import ManagerStandIn, ServiceConnection
+from service.storage.sealing import file_hash, open_attachment
 
 REPO = Path(__file__).resolve().parent.parent
 PROBE = Path(__file__).resolve().parent / "probe.py"
@@ -142,7 +144,7 @@ class Source:
 
     @property
     def file_hash(self) -> str:
-        return hashlib.sha256("".join(self.digests).encode("ascii")).hexdigest()
+        return file_hash(self.digests)
 
 
 # --- sending chunks, as the browser does ------------------------------------------------
@@ -182,12 +184,7 @@ def service_sender(
     session: aiohttp.ClientSession, address: str, upload_id: str, source: Source
 ) -> SendOne:
     async def send_one(index: int) -> None:
-        form = aiohttp.FormData()
-        form.add_field("id", upload_id)
-        form.add_field("chunk", str(index))
-        form.add_field(
-            "file", source.chunks[index], filename="blob", content_type="application/octet-stream"
-        )
+        form = chunk_form(upload_id, index, source.chunks[index])
         await post_form(session, address, form, f"chunk {index} to {address}")
 
     return send_one
@@ -204,18 +201,7 @@ def direct_sender(
     headers = {"Authorization": f"Bot {token}"}
 
     async def send_one(index: int) -> None:
-        payload = {
-            "content": f"chunk {index}",
-            "attachments": [{"id": 0, "filename": str(index)}],
-        }
-        form = aiohttp.FormData()
-        form.add_field("payload_json", json.dumps(payload), content_type="application/json")
-        form.add_field(
-            "files[0]",
-            source.chunks[index],
-            filename=str(index),
-            content_type="application/octet-stream",
-        )
+        form = message_form(str(index), source.chunks[index])
         await post_form(session, url, form, f"direct chunk {index}", headers=headers)
 
     return send_one
@@ -525,9 +511,8 @@ async def upload_job(
 
 def decrypts_to(key: bytes, attachment: bytes, plain: memoryview) -> bool:
     """Whether `attachment` is iv (16) | tag (16) | AES-256-GCM ciphertext of `plain`."""
-    iv, tag, ciphertext = attachment[:16], attachment[16:32], attachment[32:]
     try:
-        return AESGCM(key).decrypt(iv, ciphertext + tag, None) == plain
+        return open_attachment(key, attachment) == plain
     except InvalidTag:
         return False
 

@@ -27,7 +27,7 @@ from .local.discord_api import DiscordStandIn
 from .local.loopback import loopback_settings
 from .local.manager import ManagerStandIn
 from .server import UploadService
-from .storage.sealing import open_attachment
+from .storage.sealing import file_hash, open_attachment
 
 DEMO_SIZE = 64 * 1024 * 1024
 CHANNEL_ID = "1100000000000000001"
@@ -120,8 +120,7 @@ async def verify(
     chunks = math.ceil(source_size(source) / MANAGER_CHUNK_SIZE)
     if len(finish["messages"]) != chunks:
         problems.append(f"the finish packet lists {len(finish['messages'])} of {chunks} chunks")
-    expected_hash = hashlib.sha256("".join(digests).encode()).hexdigest()
-    if finish["hash"] != expected_hash:
+    if finish["hash"] != file_hash(digests):
         problems.append("the finish packet's hash does not match the stored chunks")
     if not finish["is_encrypted"]:
         problems.append("the finish packet says the chunks are not encrypted")

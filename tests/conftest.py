@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,10 +19,12 @@ import aiohttp
 import pytest
 
 from service.config import Settings, environment_of
+from service.local.browser import chunk_form
 from service.local.discord_api import DiscordStandIn
 from service.local.loopback import loopback_settings
 from service.local.manager import ManagerStandIn, ServiceConnection
 from service.server import UploadService
+from service.storage.sealing import open_attachment
 
 TOKEN = "test-bot-token-Zm9vYmFy.secret"
 PASSWORD = "test-service-password-7d1f"
@@ -64,15 +67,6 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-def chunk_form(upload_id: str, index: int | str, data: bytes) -> aiohttp.FormData:
-    """The form the browser sends: `id`, `chunk`, then the bytes as a file named `blob`."""
-    form = aiohttp.FormData()
-    form.add_field("id", upload_id)
-    form.add_field("chunk", str(index))
-    form.add_field("file", data, filename="blob", content_type="application/octet-stream")
-    return form
-
-
 def raw_chunk_body(upload_id: str, index: int, data: bytes) -> tuple[str, bytes]:
     """The same form written out by hand: (Content-Type, body), for tests that cut it."""
     boundary = "----chunk-boundary-7MA4YWxkTrZu0gW"
@@ -84,6 +78,24 @@ def raw_chunk_body(upload_id: str, index: int, data: bytes) -> tuple[str, bytes]
     ).encode()
     tail = f"\r\n--{boundary}--\r\n".encode()
     return f"multipart/form-data; boundary={boundary}", head + data + tail
+
+
+def expected_hash(data: bytes, chunk_size: int) -> str:
+    """The file hash of PROTOCOL.md section 4, computed independently of the service."""
+    digests = [
+        hashlib.sha256(data[i : i + chunk_size]).hexdigest()
+        for i in range(0, len(data), chunk_size)
+    ]
+    return hashlib.sha256("".join(digests).encode()).hexdigest()
+
+
+def reassembled(discord: DiscordStandIn, finish: dict[str, Any], channel: str = CHANNEL) -> bytes:
+    """The file as the manager rebuilds it: each listed message's attachment, decrypted with
+    KEY, in the finish packet's order."""
+    return b"".join(
+        open_attachment(KEY, discord.message(channel, message_id).attachments[0].data)
+        for message_id in finish["messages"]
+    )
 
 
 @dataclass

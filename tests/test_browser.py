@@ -21,11 +21,10 @@ from urllib.parse import urlencode
 
 import pytest
 from aiohttp import web
-from conftest import CHANNEL, KEY, Harness
+from conftest import Harness, expected_hash, reassembled
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from service.jobs.job import MANAGER_CHUNK_SIZE
-from service.storage.sealing import open_attachment
 
 PAGE = Path(__file__).parent / "browser" / "upload.html"
 CHROMIUM = "/usr/bin/chromium"
@@ -66,15 +65,6 @@ def page_bytes(seed: bytes, size: int) -> bytes:
     encryptor = Cipher(algorithms.AES(seed), modes.CTR(bytes(16))).encryptor()
     stream = encryptor.update(bytes(size)) + encryptor.finalize()
     return PNG_HEAD[:size] + stream[len(PNG_HEAD) :]
-
-
-def expected_hash(data: bytes, chunk_size: int) -> str:
-    """PROTOCOL.md section 4, computed independently of the service."""
-    digests = [
-        hashlib.sha256(data[i : i + chunk_size]).hexdigest()
-        for i in range(0, len(data), chunk_size)
-    ]
-    return hashlib.sha256("".join(digests).encode()).hexdigest()
 
 
 @pytest.fixture
@@ -161,8 +151,4 @@ async def test_chromium_uploads_a_file_cross_origin_as_the_client_does(
     assert finish["hash"] == expected_hash(data, MANAGER_CHUNK_SIZE)
     assert finish["type"] == "image/png"
     assert len(finish["messages"]) == 3
-    stored = b"".join(
-        open_attachment(KEY, harness.discord.message(CHANNEL, mid).attachments[0].data)
-        for mid in finish["messages"]
-    )
-    assert stored == data
+    assert reassembled(harness.discord, finish) == data

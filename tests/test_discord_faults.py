@@ -6,8 +6,9 @@ import asyncio
 import os
 
 import pytest
-from conftest import CHANNEL, SMALL_CHUNK, Harness, HarnessFactory, chunk_form
+from conftest import CHANNEL, SMALL_CHUNK, Harness, HarnessFactory
 
+from service.local.browser import chunk_form
 from service.local.discord_api import Fault
 
 

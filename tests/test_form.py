@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import random
 
-import aiohttp
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from service.intake.form import FormError, Sink, StreamingForm, boundary_of
+from service.local.browser import chunk_form
 
 BOUNDARY = b"----WebKitFormBoundary7MA4YWxkTrZu0gW"
 UPLOAD_ID = "0b4c2f63-3f7e-4a53-9d0e-1c1f6f1a9c2e"
@@ -75,11 +75,7 @@ def test_browser_form_gives_fields_and_exactly_the_file_bytes() -> None:
 
 
 async def test_aiohttp_form_data_is_read() -> None:
-    data = aiohttp.FormData()
-    data.add_field("id", UPLOAD_ID)
-    data.add_field("chunk", "3")
-    data.add_field("file", TRICKY, filename="blob", content_type="application/octet-stream")
-    writer = data._gen_form_data()
+    writer = chunk_form(UPLOAD_ID, 3, TRICKY)._gen_form_data()
     encoded = await writer.as_bytes()
     form, sink = read(encoded, len(TRICKY), boundary=boundary_of(writer.content_type))
     assert form.fields == {"id": UPLOAD_ID, "chunk": "3"}

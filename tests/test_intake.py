@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from conftest import SMALL_CHUNK, Harness, HarnessFactory, chunk_form, raw_chunk_body
+from conftest import SMALL_CHUNK, Harness, HarnessFactory, raw_chunk_body
 
-from service.local.browser import upload
+from service.local.browser import chunk_form, upload
 from service.local.discord_api import Fault
 
 

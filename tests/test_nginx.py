@@ -14,14 +14,13 @@ from types import ModuleType
 
 import aiohttp
 import pytest
-from conftest import CHANNEL, KEY, PASSWORD, TOKEN, spawn_service
+from conftest import CHANNEL, KEY, PASSWORD, TOKEN, reassembled, spawn_service
 
 from service.jobs.job import MANAGER_CHUNK_SIZE
 from service.local.browser import upload
 from service.local.discord_api import DiscordStandIn
 from service.local.loopback import free_port, loopback_settings
 from service.local.manager import ManagerStandIn
-from service.storage.sealing import open_attachment
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 READY_TRIES = 100
@@ -181,11 +180,7 @@ async def test_uploads_through_nginx_reach_each_instance_at_its_own_path(
     for address, link in links.items():
         finish = await link.next_finish()
         assert finish["success"] is True
-        stored = b"".join(
-            open_attachment(KEY, discord.message(CHANNEL, message_id).attachments[0].data)
-            for message_id in finish["messages"]
-        )
-        assert stored == jobs[address][1]
+        assert reassembled(discord, finish) == jobs[address][1]
 
 
 async def test_nginx_answers_its_own_health_and_refuses_unknown_paths(

@@ -16,7 +16,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from service.storage.mime import sniff_mime
-from service.storage.sealing import ChunkSealer, SealedChunk, file_hash, open_attachment
+from service.storage.sealing import (
+    BufferPool,
+    ChunkDigest,
+    ChunkSealer,
+    SealedChunk,
+    file_hash,
+    open_attachment,
+)
 
 VECTORS = json.loads(Path("/work/shared/vectors.json").read_text())
 AES = VECTORS["aes_256_gcm"]
@@ -131,6 +138,36 @@ def test_sealing_a_short_chunk_raises(key: bytes | None) -> None:
     sealer.write(b"123456789")
     with pytest.raises(ValueError):
         sealer.seal()
+
+
+def test_digest_alone_matches_the_sealers_and_refuses_extra_bytes() -> None:
+    """A chunk sent again is only digested: the same digest as when it was sealed."""
+    plaintext = random.Random(9).randbytes(5000)
+    digest = ChunkDigest(len(plaintext))
+    for piece in pieces(plaintext):
+        digest.write(piece)
+    assert digest.hexdigest() == seal(plaintext, KEY, IV).digest
+    with pytest.raises(OverflowError):
+        digest.write(b"x")
+    assert digest.hexdigest() == hashlib.sha256(plaintext).hexdigest()
+
+
+def test_buffer_pool_gives_back_a_returned_buffer_of_the_size_asked() -> None:
+    pool = BufferPool(keep=2)
+    first = pool.take(100)
+    pool.give(first)
+    assert pool.take(50) is not first  # another size: a fresh buffer
+    assert pool.take(100) is first
+    assert pool.take(100) is not first  # taken already: a fresh one
+
+
+def test_buffer_pool_keeps_only_the_newest_buffers() -> None:
+    pool = BufferPool(keep=2)
+    buffers = [bytearray(10) for _ in range(3)]
+    for buffer in buffers:
+        pool.give(buffer)
+    taken = [pool.take(10) for _ in range(3)]
+    assert [any(t is b for t in taken) for b in buffers] == [False, True, True]
 
 
 def test_file_hash_matches_the_worked_example() -> None:

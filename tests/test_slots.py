@@ -9,13 +9,12 @@ import os
 
 import aiohttp
 import pytest
-from conftest import KEY, SMALL_CHUNK, TOKEN, Harness, HarnessFactory, chunk_form
+from conftest import KEY, SMALL_CHUNK, TOKEN, Harness, HarnessFactory, reassembled
 
-from service.local.browser import upload
+from service.local.browser import chunk_form, upload
 from service.local.discord_api import DiscordStandIn, Fault
 from service.local.manager import ManagerStandIn, ServiceConnection
 from service.logs import JsonFormatter
-from service.storage.sealing import open_attachment
 
 CHANNELS = [f"12000000000000000{i:02d}" for i in range(4)]
 
@@ -41,13 +40,6 @@ async def start_jobs(links: list[ServiceConnection]) -> list[tuple[str, bytes]]:
     return jobs
 
 
-def reassembled(discord: DiscordStandIn, channel: str, finish: dict) -> bytes:
-    return b"".join(
-        open_attachment(KEY, discord.message(channel, mid).attachments[0].data)
-        for mid in finish["messages"]
-    )
-
-
 async def test_four_slots_run_four_jobs_through_one_port_each_in_its_channel(
     start_service: HarnessFactory,
     manager: ManagerStandIn,
@@ -67,7 +59,7 @@ async def test_four_slots_run_four_jobs_through_one_port_each_in_its_channel(
     for link, channel, (_, data) in zip(links, CHANNELS, jobs, strict=True):
         finish = await link.next_finish()
         assert finish["success"] is True and finish["channel"] == channel
-        assert reassembled(discord, channel, finish) == data
+        assert reassembled(discord, finish, channel) == data
         assert len(discord.messages(channel)) == 3
 
 
@@ -91,7 +83,7 @@ async def test_one_slot_losing_its_link_leaves_the_others_running(
         *(upload(http, address, upload_id, data, SMALL_CHUNK) for upload_id, data in jobs[1:])
     )
     for link, channel, (_, data) in zip(links[1:], CHANNELS[1:], jobs[1:], strict=True):
-        assert reassembled(discord, channel, await link.next_finish()) == data
+        assert reassembled(discord, await link.next_finish(), channel) == data
     assert links[0].finishes == []
     _, reply = await replacement.start_upload(size=1)
     assert "not been configured" in reply["message"]

@@ -5,21 +5,12 @@ from __future__ import annotations
 import hashlib
 import os
 
-from conftest import CHANNEL, KEY, SMALL_CHUNK, Harness, HarnessFactory
+from conftest import CHANNEL, SMALL_CHUNK, Harness, HarnessFactory, expected_hash, reassembled
 
 from service.local.browser import upload
-from service.storage.sealing import HEADER_SIZE, open_attachment
+from service.storage.sealing import HEADER_SIZE
 
 PNG_HEAD = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
-
-
-def expected_hash(data: bytes, chunk_size: int) -> str:
-    """PROTOCOL.md section 4, computed independently of the service."""
-    digests = [
-        hashlib.sha256(data[i : i + chunk_size]).hexdigest()
-        for i in range(0, len(data), chunk_size)
-    ]
-    return hashlib.sha256("".join(digests).encode()).hexdigest()
 
 
 async def test_encrypted_upload_reassembles_and_reports_everything(harness: Harness) -> None:
@@ -35,11 +26,7 @@ async def test_encrypted_upload_reassembles_and_reports_everything(harness: Harn
     assert finish["channel"] == CHANNEL
     assert finish["type"] == "image/png"
     assert finish["hash"] == expected_hash(data, SMALL_CHUNK)
-    plain = b"".join(
-        open_attachment(KEY, harness.discord.message(CHANNEL, mid).attachments[0].data)
-        for mid in finish["messages"]
-    )
-    assert plain == data
+    assert reassembled(harness.discord, finish) == data
 
 
 async def test_each_chunk_is_one_message_named_by_index_without_the_file_name(
@@ -94,11 +81,7 @@ async def test_chunks_in_any_order_are_reported_in_chunk_order(harness: Harness)
         assert (await harness.post(upload_id, index, chunk))[0] == 200
 
     finish = await harness.link.next_finish()
-    chunks = [
-        open_attachment(KEY, harness.discord.message(CHANNEL, mid).attachments[0].data)
-        for mid in finish["messages"]
-    ]
-    assert b"".join(chunks) == data
+    assert reassembled(harness.discord, finish) == data
 
 
 async def test_empty_file_finishes_at_once(harness: Harness) -> None:

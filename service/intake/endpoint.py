@@ -22,7 +22,7 @@ from ..jobs.job import MANAGER_CHUNK_SIZE, ChunkRefused, Job
 from ..jobs.slot import JobDirectory, Slot
 from ..metrics import Metrics
 from ..storage.discord_store import DiscordBusy, StoreError
-from ..storage.sealing import BufferPool, ChunkSealer, buffer_size
+from ..storage.sealing import BufferPool, ChunkDigest, ChunkSealer, buffer_size
 from .form import FILE_FIELD, FormError, StreamingForm, boundary_of
 
 log = logging.getLogger(__name__)
@@ -40,8 +40,7 @@ class _Claim:
     job: Job
     slot: Slot
     index: int
-    sealer: ChunkSealer
-    already_stored: bool
+    sink: ChunkSealer | ChunkDigest  # only the digest of a chunk stored already
 
 
 class ChunkEndpoint:
@@ -105,11 +104,11 @@ class ChunkEndpoint:
         claim: _Claim | None = None
         posting = False  # while True, aiohttp may still read the chunk's buffer
 
-        def open_file(fields: dict[str, str]) -> ChunkSealer:
+        def open_file(fields: dict[str, str]) -> ChunkSealer | ChunkDigest:
             nonlocal claim, limit
             claim = self._claim(fields)
             limit = self._body_limit(claim.job)
-            return claim.sealer
+            return claim.sink
 
         try:
             with StreamingForm(boundary, open_file) as form:
@@ -122,17 +121,18 @@ class ChunkEndpoint:
                 form.finish()
             if claim is None:
                 raise FormError(f"the field {FILE_FIELD!r} is missing")
-            sealed = claim.sealer.seal()  # the form counted exactly the chunk's length
-            if claim.already_stored:
-                return self._compare_resent(claim, sealed.digest)
+            if isinstance(claim.sink, ChunkDigest):  # sent again after it was stored
+                return self._compare_resent(claim, claim.sink.hexdigest())
+            sealed = claim.sink.seal()  # the form counted exactly the chunk's length
             posting = True
             await claim.slot.store_chunk(claim.job, claim.index, sealed)
             posting = False
         finally:
             if claim is not None:
                 claim.job.release(claim.index)
-                if not posting:  # a post that failed midway may leave a writer reading it
-                    self._buffers.give(claim.sealer.buffer)
+                # a post that failed midway may leave a writer reading the buffer
+                if isinstance(claim.sink, ChunkSealer) and not posting:
+                    self._buffers.give(claim.sink.buffer)
         return web.Response(text=str(claim.index))
 
     async def _read(self, request: web.Request) -> bytes:
@@ -155,10 +155,11 @@ class ChunkEndpoint:
         already = job.claim(index)
         slot.touch(job)
         self._metrics.chunks_received.inc()
-        key = None if already else slot.crypto_key
+        length = job.layout.length(index)
+        if already is not None:
+            return _Claim(job, slot, index, ChunkDigest(length))
         buffer = self._buffers.take(buffer_size(job.start.chunk_size))
-        sealer = ChunkSealer(job.layout.length(index), key, buffer=buffer)
-        return _Claim(job, slot, index, sealer, already is not None)
+        return _Claim(job, slot, index, ChunkSealer(length, slot.crypto_key, buffer=buffer))
 
     def _compare_resent(self, claim: _Claim, digest: str) -> web.Response:
         """A stored chunk sent again: the same bytes are a lost response retried, so 200."""

@@ -36,6 +36,15 @@ class UploadReport:
         return self.attempts - self.chunks
 
 
+def chunk_form(upload_id: str, index: int | str, data: bytes | memoryview) -> aiohttp.FormData:
+    """The form the browser sends: `id`, `chunk`, then the bytes as a file named `blob`."""
+    form = aiohttp.FormData()
+    form.add_field("id", upload_id)
+    form.add_field("chunk", str(index))
+    form.add_field("file", data, filename="blob", content_type="application/octet-stream")
+    return form
+
+
 def source_size(source: bytes | Path) -> int:
     return source.stat().st_size if isinstance(source, Path) else len(source)
 
@@ -75,10 +84,7 @@ async def upload(
         data = await asyncio.to_thread(read_chunk, source, index * chunk_size, chunk_size)
         for attempt in range(1, tries + 1):
             report.attempts += 1
-            form = aiohttp.FormData()
-            form.add_field("id", upload_id)
-            form.add_field("chunk", str(index))
-            form.add_field("file", data, filename="blob", content_type="application/octet-stream")
+            form = chunk_form(upload_id, index, data)
             try:
                 async with session.post(address, data=form) as response:
                     report.statuses[response.status] += 1

@@ -56,6 +56,29 @@ class BufferPool:
         self._idle.append(buffer)
 
 
+class ChunkDigest:
+    """SHA-256 of exactly `length` plaintext bytes written in pieces.
+
+    On its own it is all a chunk sent again after it was stored needs: its digest, to
+    compare with the stored one, without a buffer or a copy of its bytes.
+    """
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+        self.received = 0
+        self._hash = hashlib.sha256()
+
+    def write(self, data: bytes | memoryview) -> None:
+        """Take the next piece; raise `OverflowError` if it goes past `length`."""
+        if self.received + len(data) > self.length:
+            raise OverflowError(f"the chunk is longer than the {self.length} bytes it must have")
+        self._hash.update(data)
+        self.received += len(data)
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
 class ChunkSealer:
     """Hash, and with a key encrypt, exactly `length` plaintext bytes written in pieces."""
 
@@ -67,8 +90,7 @@ class ChunkSealer:
         buffer: bytearray | None = None,
     ) -> None:
         self.length = length
-        self.received = 0
-        self._hash = hashlib.sha256()
+        self._digest = ChunkDigest(length)
         self._head = bytearray()
         self._offset = HEADER_SIZE if key is not None else 0
         self.buffer = buffer if buffer is not None else bytearray(buffer_size(length))
@@ -83,28 +105,24 @@ class ChunkSealer:
 
     def write(self, data: bytes | memoryview) -> None:
         """Take the next piece; raise `OverflowError` if it goes past `length`."""
-        size = len(data)
-        if self.received + size > self.length:
-            raise OverflowError(f"the chunk is longer than the {self.length} bytes it must have")
+        start = self._offset + self._digest.received
+        self._digest.write(data)
         if len(self._head) < SNIFF_SIZE:
             self._head += data[: SNIFF_SIZE - len(self._head)]
-        self._hash.update(data)
-        start = self._offset + self.received
         if self._encryptor is None:
-            self._view[start : start + size] = data
+            self._view[start : start + len(data)] = data
         else:
             self._encryptor.update_into(data, self._view[start:])
-        self.received += size
 
     def seal(self) -> SealedChunk:
         """Finish the chunk; only valid once exactly `length` bytes were written."""
-        if self.received != self.length:
-            raise ValueError(f"chunk has {self.received} of {self.length} bytes")
+        if self._digest.received != self.length:
+            raise ValueError(f"chunk has {self._digest.received} of {self.length} bytes")
         if self._encryptor is not None:
             self._encryptor.finalize()
             self._view[IV_SIZE:HEADER_SIZE] = self._encryptor.tag
         end = self._offset + self.length
-        return SealedChunk(self._view[:end], self._hash.hexdigest(), bytes(self._head))
+        return SealedChunk(self._view[:end], self._digest.hexdigest(), bytes(self._head))
 
 
 def open_attachment(key: bytes, attachment: bytes) -> bytes:
