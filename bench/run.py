@@ -80,11 +80,12 @@ from report import (
     targets_table,
 )
 
+from service.jobs.job import file_hash
 from service.local.browser import chunk_form
 from service.local.discord_api import DiscordStandIn
 from service.local.loopback import free_port
 from service.local.manager import ManagerStandIn, ServiceConnection
-from service.storage.sealing import file_hash, open_attachment
+from service.storage.sealing import open_attachment
 
 REPO = Path(__file__).resolve().parent.parent
 PROBE = Path(__file__).resolve().parent / "probe.py"

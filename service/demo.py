@@ -21,13 +21,14 @@ import aiohttp
 from cryptography.exceptions import InvalidTag
 from tqdm import tqdm
 
-from .jobs.job import MANAGER_CHUNK_SIZE
+from .jobs.job import file_hash
+from .jobs.layout import MANAGER_CHUNK_SIZE
 from .local.browser import read_chunk, source_size, upload
 from .local.discord_api import DiscordStandIn
 from .local.loopback import loopback_settings
 from .local.manager import ManagerStandIn
 from .server import UploadService
-from .storage.sealing import file_hash, open_attachment
+from .storage.sealing import open_attachment
 
 DEMO_SIZE = 64 * 1024 * 1024
 CHANNEL_ID = "1100000000000000001"

@@ -1,15 +1,35 @@
 """Log output: one line per event, as text or (LOG_FORMAT=json) one JSON object a line.
 
-Log calls pass the event's context as `extra={"slot": ..., "upload_id": ..., "chunk": ...}`;
-both formats show whichever of those fields a record has.
+An event's context (`slot`, `upload_id`, `chunk`, `request_id`) comes either from the log
+call's `extra=` or from `bind()`, which sets it for the rest of the current task (a chunk
+request, say): every record made meanwhile carries it, discord.py's own included. Both
+formats show whichever of those fields a record has.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from contextvars import ContextVar
 
-CONTEXT_FIELDS = ("slot", "upload_id", "chunk")
+CONTEXT_FIELDS = ("slot", "upload_id", "chunk", "request_id")
+
+_bound: ContextVar[dict[str, object]] = ContextVar("log_context", default={})  # noqa: B039
+
+
+def bind(**fields: object) -> None:
+    """Add `fields` to the context of every record the current task makes from now on."""
+    _bound.set({**_bound.get(), **fields})
+
+
+class ContextFilter(logging.Filter):
+    """Gives each record the fields `bind()` set where it was made (a handler's filter, so
+    that records of every library's loggers get them, and `extra=` still wins)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for name, value in _bound.get().items():
+            record.__dict__.setdefault(name, value)
+        return True
 
 
 def _context(record: logging.LogRecord) -> dict[str, object]:
@@ -43,4 +63,5 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(level: str, log_format: str) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    handler.addFilter(ContextFilter())
     logging.basicConfig(level=level, handlers=[handler], force=True)

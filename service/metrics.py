@@ -16,19 +16,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
 
-# Why a chunk POST was refused, by its HTTP status.
-REFUSAL_REASONS = {
-    400: "invalid_request",
-    404: "unknown_upload",
-    408: "client_stalled",
-    409: "conflict",
-    410: "upload_ended",
-    413: "too_large",
-    502: "discord_failed",
-    503: "unavailable",
-}
-
-
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -72,8 +59,8 @@ class Metrics:
         self.slots_connected.set_function(connected)
         self.slots_busy.set_function(busy)
 
-    def refused(self, status: int) -> None:
-        self.chunks_refused.labels(REFUSAL_REASONS.get(status, str(status))).inc()
+    def refused(self, reason: str) -> None:
+        self.chunks_refused.labels(reason).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -17,8 +17,11 @@ from aiohttp import web
 
 from .config import Settings
 from .intake.endpoint import ChunkEndpoint, cors, healthz, preflight
-from .jobs.slot import JobDirectory, Slot
+from .jobs.layout import BROWSER_CHUNKS_IN_FLIGHT
 from .metrics import CONTENT_TYPE, Metrics
+from .storage.sealing import BufferPool
+from .uploads.directory import UploadDirectory
+from .uploads.slot import Slot
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +29,11 @@ log = logging.getLogger(__name__)
 class UploadService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.directory = JobDirectory()
+        self.directory = UploadDirectory()
         self.metrics = Metrics()
+        self.buffers = BufferPool(keep=BROWSER_CHUNKS_IN_FLIGHT * settings.slots)
         self.endpoint = ChunkEndpoint(
-            self.directory,
-            self.metrics,
-            read_timeout=settings.client_read_timeout,
-            slots=settings.slots,
+            self.directory, self.metrics, read_timeout=settings.client_read_timeout
         )
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
@@ -87,12 +88,19 @@ class UploadService:
 
         self._session = aiohttp.ClientSession()
         self.slots = [
-            Slot(self.settings, self.directory, self._session, self.metrics, name=f"slot-{i}")
+            Slot(
+                self.settings,
+                self.directory,
+                self.buffers,
+                self._session,
+                self.metrics,
+                name=f"slot-{i}",
+            )
             for i in range(self.settings.slots)
         ]
         self.metrics.watch_slots(
             connected=lambda: sum(slot.link.connected for slot in self.slots),
-            busy=lambda: sum(slot.job is not None for slot in self.slots),
+            busy=lambda: sum(slot.upload is not None for slot in self.slots),
         )
         self._link_tasks = [asyncio.create_task(slot.link.run()) for slot in self.slots]
 

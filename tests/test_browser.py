@@ -24,7 +24,7 @@ from aiohttp import web
 from conftest import Harness, expected_hash, reassembled
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from service.jobs.job import MANAGER_CHUNK_SIZE
+from service.jobs.layout import MANAGER_CHUNK_SIZE
 
 PAGE = Path(__file__).parent / "browser" / "upload.html"
 CHROMIUM = "/usr/bin/chromium"

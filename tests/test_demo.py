@@ -9,7 +9,7 @@ import pytest
 from conftest import CHANNEL, KEY, TOKEN, Harness
 
 from service.demo import run_demo, verify
-from service.jobs.job import MANAGER_CHUNK_SIZE
+from service.jobs.layout import MANAGER_CHUNK_SIZE
 from service.local.browser import upload
 from service.storage.sealing import ChunkSealer
 

@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.intake.form import FormError, Sink, StreamingForm, boundary_of
+from service.intake.form import StreamingForm, boundary_of
 from service.local.browser import chunk_form
+from service.refusals import MalformedForm, WrongLength
 
 BOUNDARY = b"----WebKitFormBoundary7MA4YWxkTrZu0gW"
 UPLOAD_ID = "0b4c2f63-3f7e-4a53-9d0e-1c1f6f1a9c2e"
@@ -59,10 +60,14 @@ def read(
 ) -> tuple[StreamingForm, Collect]:
     """Feed `data` `step` bytes at a time and close the form; the file part, if any, must
     have `file_length` bytes."""
+    opened = False
     sink = Collect(file_length)
-    form = StreamingForm(boundary, lambda fields: sink)
+    form = StreamingForm(boundary)
     for offset in range(0, len(data), step):
         form.feed(data[offset : offset + step])
+        if form.file_seen and not opened:
+            form.open_file(sink)
+            opened = True
     form.finish()
     return form, sink
 
@@ -93,17 +98,20 @@ def test_form_ending_without_a_final_line_break_is_complete() -> None:
     assert (form.fields["chunk"], bytes(sink.data)) == ("0", b"abc")
 
 
-def test_open_file_sees_the_fields_sent_before_the_file() -> None:
-    seen: list[dict[str, str]] = []
+async def test_read_fields_stops_where_the_file_begins_and_read_file_streams_the_rest() -> None:
+    data = chunk_body(b"payload", b"4")
+    pieces = [data[i : i + 5] for i in range(0, len(data), 5)]
 
-    def open_file(fields: dict[str, str]) -> Sink:
-        seen.append(dict(fields))
-        return Collect(len(b"payload"))
+    async def next_piece() -> bytes:
+        return pieces.pop(0) if pieces else b""
 
-    form = StreamingForm(BOUNDARY, open_file)
-    form.feed(chunk_body(b"payload", b"4"))
-    form.finish()
-    assert seen == [{"id": UPLOAD_ID, "chunk": "4"}]
+    sink = Collect(len(b"payload"))
+    with StreamingForm(BOUNDARY) as form:
+        fields = await form.read_fields(next_piece)
+        assert (fields.upload_id, fields.chunk) == (UPLOAD_ID, "4")
+        assert sink.data == b""
+        await form.read_file(next_piece, sink)
+    assert bytes(sink.data) == b"payload"
 
 
 @given(file_bytes=st.binary(max_size=2000), step=st.integers(1, 300))
@@ -144,20 +152,8 @@ def test_header_block_ends_split_anywhere_or_inside_a_field_leave_the_file_intac
 def test_file_part_of_another_length_is_refused_naming_the_length(
     sent: int, complaint: str, step: int
 ) -> None:
-    with pytest.raises(FormError, match=complaint):
+    with pytest.raises(WrongLength, match=complaint):
         read(chunk_body(TRICKY[:sent] + b"x" * (sent - len(TRICKY[:sent]))), 100, step=step)
-
-
-def test_open_file_error_propagates() -> None:
-    class NoSuchUpload(Exception):
-        pass
-
-    def open_file(fields: dict[str, str]) -> Sink:
-        raise NoSuchUpload(fields["id"])
-
-    form = StreamingForm(BOUNDARY, open_file)
-    with pytest.raises(NoSuchUpload, match=UPLOAD_ID):
-        form.feed(chunk_body(b"payload"))
 
 
 # --- the Content-Type ------------------------------------------------------------------------
@@ -187,7 +183,7 @@ def test_boundary_is_read_from_the_content_type(content_type: str) -> None:
     ],
 )
 def test_unusable_content_type_is_refused_naming_why(content_type: str, complaint: str) -> None:
-    with pytest.raises(FormError, match=complaint):
+    with pytest.raises(MalformedForm, match=complaint):
         boundary_of(content_type)
 
 
@@ -205,7 +201,7 @@ def test_unusable_content_type_is_refused_naming_why(content_type: str, complain
     ],
 )
 def test_truncated_body_is_refused_on_close(cut: int) -> None:
-    with pytest.raises(FormError):
+    with pytest.raises(MalformedForm):
         read(chunk_body(TRICKY)[:cut], len(TRICKY))
 
 
@@ -215,7 +211,7 @@ def test_field_of_1024_bytes_is_accepted() -> None:
 
 
 def test_field_over_1024_bytes_is_refused() -> None:
-    with pytest.raises(FormError, match="longer than 1024"):
+    with pytest.raises(MalformedForm, match="longer than 1024"):
         read(body(part(b"id", b"x" * 1025)))
 
 
@@ -227,7 +223,7 @@ def test_headers_under_8192_bytes_are_accepted() -> None:
 
 def test_headers_over_8192_bytes_are_refused() -> None:
     headers = b"".join(b"X-%d: " % n + b"h" * 3000 + b"\r\n" for n in range(3))
-    with pytest.raises(FormError):
+    with pytest.raises(MalformedForm):
         read(body(part(b"id", b"1", headers=headers)))
 
 
@@ -237,7 +233,7 @@ def test_eight_parts_are_accepted() -> None:
 
 
 def test_more_than_eight_parts_are_refused() -> None:
-    with pytest.raises(FormError, match="more than 8 parts"):
+    with pytest.raises(MalformedForm, match="more than 8 parts"):
         read(body(*(part(b"f%d" % n, b"v") for n in range(9))))
 
 
@@ -252,7 +248,7 @@ def test_more_than_eight_parts_are_refused() -> None:
     ],
 )
 def test_duplicate_field_is_refused(parts: tuple[bytes, ...]) -> None:
-    with pytest.raises(FormError, match="twice"):
+    with pytest.raises(MalformedForm, match="twice"):
         read(body(*parts), file_length=1)
 
 
@@ -265,15 +261,15 @@ def test_duplicate_field_is_refused(parts: tuple[bytes, ...]) -> None:
     ],
 )
 def test_part_without_a_form_data_name_is_refused(headers: bytes) -> None:
-    with pytest.raises(FormError, match="Content-Disposition"):
+    with pytest.raises(MalformedForm, match="Content-Disposition"):
         read(b"--" + BOUNDARY + b"\r\n" + headers + b"\r\nvalue\r\n--" + BOUNDARY + b"--\r\n")
 
 
 def test_field_that_is_not_utf8_is_refused() -> None:
-    with pytest.raises(FormError, match="UTF-8"):
+    with pytest.raises(MalformedForm, match="UTF-8"):
         read(body(part(b"chunk", b"\xff\xfe")))
 
 
 def test_body_that_is_not_multipart_is_refused() -> None:
-    with pytest.raises(FormError):
+    with pytest.raises(MalformedForm):
         read(b'{"id": "x", "chunk": "0"}')

@@ -129,7 +129,7 @@ def chunk_posts(draw: st.DrawFn, upload_id: str) -> tuple[dict[str, str], bytes]
 
 async def test_the_chunk_endpoint_never_fails_on_generated_input(harness: Harness) -> None:
     upload_id = await harness.start(SIZE)
-    job, _ = harness.service.directory.find(upload_id)
+    job = harness.service.directory.find(upload_id).job
     loop = asyncio.get_running_loop()
 
     async def send(headers: dict[str, str], body: bytes) -> tuple[int, bytes]:

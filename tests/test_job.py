@@ -10,11 +10,11 @@ from conftest import expected_hash
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.jobs.job import ChunkLayout, ChunkRefused, Job, StoredChunk
-from service.manager.packets import UploadStart
+from service.jobs.job import Job, StoredChunk
+from service.jobs.layout import MANAGER_CHUNK_SIZE, ChunkLayout
+from service.refusals import BadIndex, ChunkInFlight, UploadEnded
 
 MAX_SAFE_INTEGER = 2**53 - 1
-PRODUCTION_CHUNK_SIZE = 10 * 1024 * 1024 - 1024
 PNG_HEAD = (
     b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00"
 )
@@ -26,8 +26,7 @@ def lengths(layout: ChunkLayout) -> list[int]:
 
 
 def make_job(size: int = 25, chunk_size: int = 10) -> Job:
-    start = UploadStart("f.bin", "/", size, str(uuid.uuid4()), str(uuid.uuid4()), chunk_size)
-    return Job(start)
+    return Job(str(uuid.uuid4()), ChunkLayout(size, chunk_size))
 
 
 def stored(index: int) -> StoredChunk:
@@ -55,9 +54,9 @@ def test_chunk_lengths_follow_the_protocol(size: int, chunk_size: int, expected:
 
 
 def test_production_chunk_size_exact_multiple_ends_with_a_full_chunk() -> None:
-    layout = ChunkLayout(3 * PRODUCTION_CHUNK_SIZE, PRODUCTION_CHUNK_SIZE)
+    layout = ChunkLayout(3 * MANAGER_CHUNK_SIZE, MANAGER_CHUNK_SIZE)
     assert layout.count == 3
-    assert layout.length(2) == PRODUCTION_CHUNK_SIZE
+    assert layout.length(2) == MANAGER_CHUNK_SIZE
 
 
 @given(
@@ -101,16 +100,14 @@ def test_parse_index_accepts_decimal_indexes(text: str, index: int) -> None:
         pytest.param("99999999999999999999", id="huge"),
     ],
 )
-def test_parse_index_refuses_with_400(text: str) -> None:
-    with pytest.raises(ChunkRefused) as caught:
+def test_parse_index_refuses_what_is_not_a_chunk_index(text: str) -> None:
+    with pytest.raises(BadIndex):
         ChunkLayout(25, 10).parse_index(text)
-    assert caught.value.status == 400
 
 
 def test_empty_file_accepts_no_chunk_index() -> None:
-    with pytest.raises(ChunkRefused) as caught:
+    with pytest.raises(BadIndex):
         ChunkLayout(0, 10).parse_index("0")
-    assert caught.value.status == 400
 
 
 # --- Job -------------------------------------------------------------------------------------
@@ -119,9 +116,8 @@ def test_empty_file_accepts_no_chunk_index() -> None:
 def test_chunk_being_received_cannot_be_claimed_again() -> None:
     job = make_job()
     assert job.claim(1) is None
-    with pytest.raises(ChunkRefused) as caught:
+    with pytest.raises(ChunkInFlight):
         job.claim(1)
-    assert caught.value.status == 409
 
 
 def test_released_chunk_can_be_sent_again() -> None:
@@ -140,14 +136,13 @@ def test_claiming_a_stored_chunk_returns_it_for_a_resend() -> None:
 
 
 @pytest.mark.parametrize("index", [0, 1])
-def test_ended_job_refuses_chunks_with_410(index: int) -> None:
+def test_ended_job_refuses_chunks(index: int) -> None:
     job = make_job()
     job.claim(0)
     job.record(0, stored(0), PNG_HEAD)
     job.end()
-    with pytest.raises(ChunkRefused) as caught:
+    with pytest.raises(UploadEnded):
         job.claim(index)
-    assert caught.value.status == 410
 
 
 def test_end_reports_true_only_once() -> None:
@@ -190,10 +185,10 @@ def test_file_hash_is_sha256_of_chunk_digests_in_chunk_order() -> None:
     assert job.file_hash() == expected_hash(data, 100)
 
 
-def test_mime_type_comes_from_chunk_zero() -> None:
+def test_head_for_sniffing_comes_from_chunk_zero() -> None:
     job = make_job()
     job.record(1, stored(1), PNG_HEAD)
-    assert job.mime_type is None
+    assert job.head is None
     job.record(0, stored(0), PDF_HEAD)
     job.record(2, stored(2), PNG_HEAD)
-    assert job.mime_type == "application/pdf"
+    assert job.head == PDF_HEAD

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from conftest import CHANNEL, KEY, PASSWORD, TOKEN, reassembled, spawn_service
 
-from service.jobs.job import MANAGER_CHUNK_SIZE
+from service.jobs.layout import MANAGER_CHUNK_SIZE
 from service.local.browser import upload
 from service.local.discord_api import DiscordStandIn
 from service.local.loopback import free_port, loopback_settings

@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import pytest
 
-from service.jobs.job import MANAGER_CHUNK_SIZE
+from service.jobs.layout import MANAGER_CHUNK_SIZE
 from service.local import schemas
 from service.local.manager import ServiceConnection
 from service.manager import packets

@@ -1,7 +1,8 @@
 """A streaming reader for the chunk POST's multipart/form-data body.
 
-Small fields (`id`, `chunk`) are collected as text; the `file` part's bytes go straight to a
-sink chosen when its headers end, so a chunk is never buffered whole before it is hashed and
+Small fields (`id`, `chunk`) are collected as text until the `file` part begins
+(`read_fields`); the caller then chooses where the file's bytes go, and they stream straight
+to that sink (`read_file`), so a chunk is never buffered whole before it is hashed and
 encrypted. Every limit is counted here because python-multipart enforces none of them.
 
 The sink knows how long the file part must be (the chunk's exact length), so its bytes are
@@ -14,11 +15,14 @@ was about a tenth of the service's CPU per chunk.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
+
+from ..refusals import MalformedForm, WrongLength
 
 FILE_FIELD = "file"
 FIELD_LIMIT = 1024  # bytes in a small field's value
@@ -27,8 +31,15 @@ PART_LIMIT = 8  # parts in one body
 _HEADERS_END = b"\r\n\r\n"  # a header block's last line break and the empty line after it
 
 
-class FormError(Exception):
-    """The body is not a form this endpoint can read; the message says what is wrong."""
+Read = Callable[[], Awaitable[bytes]]  # the body's next piece; b"" at its end
+
+
+@dataclass(frozen=True)
+class ChunkFields:
+    """The small fields sent before the file part: which upload, which chunk."""
+
+    upload_id: str
+    chunk: str
 
 
 class Sink(Protocol):
@@ -38,29 +49,31 @@ class Sink(Protocol):
 
 
 def boundary_of(content_type: str) -> bytes:
-    """The multipart boundary named in a Content-Type header; raise `FormError` if none."""
+    """The multipart boundary named in a Content-Type header; raise `MalformedForm` if none."""
     kind, options = parse_options_header(content_type)
     if kind != b"multipart/form-data":
-        raise FormError(f"the body must be multipart/form-data, not {kind.decode('latin-1')!r}")
+        raise MalformedForm(f"the body must be multipart/form-data, not {kind.decode('latin-1')!r}")
     boundary = options.get(b"boundary", b"")
     if not boundary:
-        raise FormError("the multipart/form-data Content-Type has no boundary")
+        raise MalformedForm("the multipart/form-data Content-Type has no boundary")
     return boundary
 
 
 class StreamingForm:
-    """Feed the body in pieces; read `fields` and the sink's result once `finish` returns.
+    """Read the body's fields, then stream its file part into a sink.
 
-    Use it as a context manager: leaving it breaks the reference cycle between the form and
-    its parser, so the sink (a chunk's buffer) is freed at once rather than by the garbage
-    collector some chunks later.
+    `read_fields` and `read_file` pull the body through a `Read`; `feed`, `open_file` and
+    `finish` are the same steps for bytes at hand. Use it as a context manager: leaving it
+    breaks the reference cycle between the form and its parser, so the sink (a chunk's
+    buffer) is freed at once rather than by the garbage collector some chunks later.
     """
 
-    def __init__(self, boundary: bytes, open_file: Callable[[dict[str, str]], Sink]) -> None:
+    def __init__(self, boundary: bytes) -> None:
         self.fields: dict[str, str] = {}
         self.file_seen = False
-        self._open_file = open_file
         self._sink: Sink | None = None
+        self._awaiting_sink = False  # the file part has begun; `open_file` has not been called
+        self._pending = b""  # bytes fed meanwhile
         self._parts = 0
         self._complete = False
         self._headers: dict[str, bytes] = {}
@@ -88,16 +101,53 @@ class StreamingForm:
             },
         )
 
+    async def read_fields(self, read: Read) -> ChunkFields:
+        """Read up to the start of the file part; the fields that came before it."""
+        while not self.file_seen:
+            piece = await read()
+            if not piece:
+                self.finish()  # names a body cut short
+                raise MalformedForm(f"the field {FILE_FIELD!r} is missing")
+            self.feed(piece)
+        for name in ("id", "chunk"):
+            if name not in self.fields:
+                raise MalformedForm(f"the field {name!r} is missing (it must come before 'file')")
+        return ChunkFields(self.fields["id"], self.fields["chunk"])
+
+    async def read_file(self, read: Read, sink: Sink) -> None:
+        """Stream the file part into `sink`, then read the rest of the body to its end."""
+        self.open_file(sink)
+        while piece := await read():
+            self.feed(piece)
+        self.finish()
+
     def feed(self, data: bytes) -> None:
+        """Parse the next piece of the body; once the file part begins, keep what follows
+        its headers until `open_file` says where it goes."""
+        if self._awaiting_sink:
+            self._pending += data
+            return
         start = 0
         while start < len(data):
             if self._counting:
                 start = self._count_file_bytes(data, start)
             elif not self.file_seen:
                 start = self._write(data, start, self._end_of_headers(data, start))
+                if self._awaiting_sink:
+                    self._pending = data[start:]
+                    return
             else:
                 self._check_delimiter(data, start)
                 start = self._write(data, start, len(data))
+
+    def open_file(self, sink: Sink) -> None:
+        """The file part's bytes go to `sink`, which must take exactly `sink.length`."""
+        self._sink = sink
+        self._awaiting_sink = False
+        self._file_length = self._counting = sink.length
+        self._after_file = self._delimiter
+        pending, self._pending = self._pending, b""
+        self.feed(pending)
 
     def __enter__(self) -> StreamingForm:
         return self
@@ -107,13 +157,13 @@ class StreamingForm:
         self._sink = None
 
     def finish(self) -> None:
-        """The body has ended; raise `FormError` if the form was cut short."""
+        """The body has ended; raise `MalformedForm` if the form was cut short."""
         if self._counting:
-            raise FormError(
+            raise WrongLength(
                 f"the file part is shorter than the {self._file_length} bytes it must have"
             )
         if not self._complete:
-            raise FormError("the multipart body ended before its closing boundary")
+            raise MalformedForm("the multipart body ended before its closing boundary")
 
     # --- writing to the parser, and around it --------------------------------------------
 
@@ -122,7 +172,7 @@ class StreamingForm:
         try:
             self._parser.write(data if (start, end) == (0, len(data)) else data[start:end])
         except MultipartParseError as error:
-            raise FormError(f"the multipart body is malformed: {error}") from None
+            raise MalformedForm(f"the multipart body is malformed: {error}") from None
         return end
 
     def _end_of_headers(self, data: bytes, start: int) -> int:
@@ -152,7 +202,7 @@ class StreamingForm:
         file part has another length (the parser would only see stray bytes)."""
         seen = data[start : start + len(self._after_file)]
         if not self._after_file.startswith(seen):
-            raise FormError(
+            raise WrongLength(
                 f"the file part is not exactly {self._file_length} bytes long: "
                 "no boundary follows its last byte"
             )
@@ -163,7 +213,7 @@ class StreamingForm:
     def _part_begin(self) -> None:
         self._parts += 1
         if self._parts > PART_LIMIT:
-            raise FormError(f"the form has more than {PART_LIMIT} parts")
+            raise MalformedForm(f"the form has more than {PART_LIMIT} parts")
         self._headers.clear()
         self._header_size = 0
         self._name = None
@@ -181,7 +231,7 @@ class StreamingForm:
     def _count_header(self, size: int) -> None:
         self._header_size += size
         if self._header_size > HEADER_LIMIT:
-            raise FormError(f"a part's headers are longer than {HEADER_LIMIT} bytes")
+            raise MalformedForm(f"a part's headers are longer than {HEADER_LIMIT} bytes")
 
     def _header_end(self) -> None:
         self._headers[self._field.decode("latin-1").lower()] = bytes(self._value)
@@ -192,15 +242,12 @@ class StreamingForm:
         disposition, options = parse_options_header(self._headers.get("content-disposition"))
         name = options.get(b"name")
         if disposition != b"form-data" or name is None:
-            raise FormError("a part has no Content-Disposition: form-data header with a name")
+            raise MalformedForm("a part has no Content-Disposition: form-data header with a name")
         self._name = name.decode("utf-8", "replace")
         if self._name in self.fields or (self._name == FILE_FIELD and self.file_seen):
-            raise FormError(f"the field {self._name!r} appears twice")
+            raise MalformedForm(f"the field {self._name!r} appears twice")
         if self._name == FILE_FIELD:
-            self.file_seen = True
-            self._sink = self._open_file(self.fields)
-            self._file_length = self._counting = self._sink.length
-            self._after_file = self._delimiter
+            self.file_seen = self._awaiting_sink = True
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         if self._sink is not None:
@@ -208,14 +255,14 @@ class StreamingForm:
             return
         self._text += data[start:end]
         if len(self._text) > FIELD_LIMIT:
-            raise FormError(f"the field {self._name!r} is longer than {FIELD_LIMIT} bytes")
+            raise MalformedForm(f"the field {self._name!r} is longer than {FIELD_LIMIT} bytes")
 
     def _part_end(self) -> None:
         if self._name is not None and self._name != FILE_FIELD:
             try:
                 self.fields[self._name] = self._text.decode("utf-8")
             except UnicodeDecodeError:
-                raise FormError(f"the field {self._name!r} is not UTF-8 text") from None
+                raise MalformedForm(f"the field {self._name!r} is not UTF-8 text") from None
 
     def _end(self) -> None:
         self._complete = True

@@ -1,58 +1,18 @@
-"""One upload job: chunk arithmetic and which chunks are claimed, stored and still missing.
+"""One upload's chunk bookkeeping: which chunks are claimed, stored and still missing.
 
-Pure state, no I/O: the intake asks a `Job` whether a chunk may be received (`claim`),
-tells it when the chunk is stored (`record`) or given up (`release`), and the slot ends it
-exactly once (`end`).
+Pure state, no I/O: a `Job` says whether a chunk may be received (`claim`), learns when it
+is stored (`record`) or given up (`release`), ends exactly once (`end`), and gives the
+finish packet's message list and file hash.
 """
 
 from __future__ import annotations
 
-import math
+import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ..manager.packets import UploadStart
-from ..storage.mime import sniff_mime
-from ..storage.sealing import file_hash
-
-MANAGER_CHUNK_SIZE = 10 * 1024 * 1024 - 1024  # the chunk size the manager gives in practice
-
-
-class ChunkRefused(Exception):
-    """The client's chunk cannot be taken; `status` is the HTTP status that says why."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-@dataclass(frozen=True)
-class ChunkLayout:
-    """How a file of `size` bytes splits into chunks of `chunk_size` (PROTOCOL.md section 2)."""
-
-    size: int
-    chunk_size: int
-
-    @property
-    def count(self) -> int:
-        return math.ceil(self.size / self.chunk_size)
-
-    def length(self, index: int) -> int:
-        """The exact length chunk `index` must have; the last one holds the remainder."""
-        if index < self.count - 1:
-            return self.chunk_size
-        return self.size - self.chunk_size * (self.count - 1)
-
-    def parse_index(self, text: str) -> int:
-        """The chunk index the client sent as decimal text; raise `ChunkRefused` if invalid."""
-        if not (text.isascii() and text.isdigit()):
-            raise ChunkRefused(400, f"chunk index {text[:32]!r} is not a whole number")
-        index = int(text)
-        if index >= self.count:
-            raise ChunkRefused(
-                400, f"chunk index {index} is out of range: this file has {self.count} chunks"
-            )
-        return index
+from ..refusals import ChunkInFlight, UploadEnded
+from .layout import ChunkLayout
 
 
 @dataclass(frozen=True)
@@ -61,21 +21,19 @@ class StoredChunk:
     digest: str  # lowercase hex SHA-256 of the plaintext
 
 
+def file_hash(chunk_digests: Iterable[str]) -> str:
+    """The file's hash: SHA-256 of the chunks' hex digests concatenated in order."""
+    return hashlib.sha256("".join(chunk_digests).encode("ascii")).hexdigest()
+
+
 @dataclass
 class Job:
-    start: UploadStart
-    layout: ChunkLayout = field(init=False)
+    upload_id: str
+    layout: ChunkLayout
     in_flight: set[int] = field(default_factory=set)
     stored: dict[int, StoredChunk] = field(default_factory=dict)
-    mime_type: str | None = None
+    head: bytes | None = None  # the start of chunk 0's plaintext, for MIME sniffing
     ended: bool = False
-
-    def __post_init__(self) -> None:
-        self.layout = ChunkLayout(self.start.size, self.start.chunk_size)
-
-    @property
-    def upload_id(self) -> str:
-        return self.start.upload_id
 
     @property
     def complete(self) -> bool:
@@ -88,9 +46,9 @@ class Job:
         and only needs its bytes compared), else None after marking it in flight.
         """
         if self.ended:
-            raise ChunkRefused(410, f"upload {self.upload_id} has ended")
+            raise UploadEnded(f"upload {self.upload_id} has ended")
         if index in self.in_flight:
-            raise ChunkRefused(409, f"chunk {index} is already being received")
+            raise ChunkInFlight(f"chunk {index} is already being received")
         already = self.stored.get(index)
         if already is None:
             self.in_flight.add(index)
@@ -105,7 +63,7 @@ class Job:
         self.in_flight.discard(index)
         self.stored[index] = chunk
         if index == 0:
-            self.mime_type = sniff_mime(head)
+            self.head = head
 
     def end(self) -> bool:
         """Mark the job ended; True only the first time, so it is reported exactly once."""

@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from ..jobs.job import MANAGER_CHUNK_SIZE
+from ..jobs.layout import MANAGER_CHUNK_SIZE
 from ..manager import packets
 from . import schemas
 

@@ -5,14 +5,9 @@ does not retry (other 5xx, connection resets, timeouts) is retried here a bounde
 times. Every post carries a nonce that Discord de-duplicates, so a retry after a lost
 response never leaves two messages for one chunk.
 
-Failures are raised as one of:
-
-    StoreError
-    ├── DiscordUnavailable   Discord or the way to it failed; the client may retry the chunk.
-    ├── DiscordBusy          Discord asks for a wait longer than we hold a client for;
-    │                        `retry_after` says when to try again.
-    └── DiscordRefused       Discord refuses this job's requests (token, channel, size):
-                             retrying cannot help, so the job ends.
+Failures are raised as the `StoreError`s of `refusals.py`: `DiscordFailed` (the client
+may retry), `DiscordBusy` (a longer wait than a client is held for) and `DiscordRefused`
+(the job's token, channel or size: the job ends).
 """
 
 from __future__ import annotations
@@ -30,6 +25,7 @@ import discord
 from discord.http import HTTPClient, Route, handle_message_parameters
 
 from ..metrics import Metrics
+from ..refusals import DiscordBusy, DiscordFailed, DiscordRefused
 
 log = logging.getLogger(__name__)
 
@@ -38,24 +34,6 @@ _TRANSIENT = (OSError, aiohttp.ClientError)
 _BAD_TOKEN = "Discord rejected the bot token (401 Unauthorized)"
 # Statuses discord.py has already retried five times before it raises.
 _RETRIED_BY_DISCORD_PY = frozenset({500, 502, 504, 524})
-
-
-class StoreError(Exception):
-    """A chunk could not be stored; the message is a sentence for the client or the manager."""
-
-
-class DiscordUnavailable(StoreError):
-    pass
-
-
-class DiscordBusy(StoreError):
-    def __init__(self, retry_after: float) -> None:
-        super().__init__(f"Discord rate-limits this channel for {retry_after:.0f} more seconds")
-        self.retry_after = retry_after
-
-
-class DiscordRefused(StoreError):
-    pass
 
 
 class MemoryReader(io.BufferedIOBase):
@@ -151,7 +129,7 @@ class DiscordStore:
             raise DiscordRefused(_BAD_TOKEN) from None
         except (*_TRANSIENT, discord.HTTPException) as error:
             await self.close()
-            raise DiscordUnavailable(f"could not log in to Discord: {_describe(error)}") from None
+            raise DiscordFailed(f"could not log in to Discord: {_describe(error)}") from None
 
     async def close(self) -> None:
         self._closed = True
@@ -163,7 +141,7 @@ class DiscordStore:
         route = Route("POST", "/channels/{channel_id}/messages", channel_id=self.channel_id)
         for attempt in range(1, self._retries + 1):
             if self._closed:  # the slot lost its configuration while this chunk waited
-                raise DiscordUnavailable("the Discord session was closed")
+                raise DiscordFailed("the Discord session was closed")
             params = handle_message_parameters(
                 content=content,
                 file=discord.File(MemoryReader(payload), filename=filename),
@@ -178,13 +156,13 @@ class DiscordStore:
                 raise DiscordBusy(error.retry_after) from None
             except RuntimeError:  # aiohttp's "Session is closed", when close() came mid-request
                 if self._closed:
-                    raise DiscordUnavailable("the Discord session was closed") from None
+                    raise DiscordFailed("the Discord session was closed") from None
                 raise
             except discord.HTTPException as error:
                 if error.status < 500:
                     raise self._refusal(error, len(payload)) from None
                 if error.status in _RETRIED_BY_DISCORD_PY:
-                    raise DiscordUnavailable(
+                    raise DiscordFailed(
                         f"Discord kept failing to store the chunk: {_describe(error)}"
                     ) from None
                 failure: BaseException = error
@@ -200,7 +178,7 @@ class DiscordStore:
             if attempt < self._retries:
                 self._metrics.discord_retries.inc()
                 await asyncio.sleep(0.25 * 2**attempt)
-        raise DiscordUnavailable(
+        raise DiscordFailed(
             f"Discord could not store the chunk after {self._retries} attempts: "
             f"{_describe(failure)}"
         )

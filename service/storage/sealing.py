@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import deque
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -69,9 +68,9 @@ class ChunkDigest:
         self._hash = hashlib.sha256()
 
     def write(self, data: bytes | memoryview) -> None:
-        """Take the next piece; raise `OverflowError` if it goes past `length`."""
+        """Take the next piece; past `length` is a caller's bug (the form counts the bytes)."""
         if self.received + len(data) > self.length:
-            raise OverflowError(f"the chunk is longer than the {self.length} bytes it must have")
+            raise ValueError(f"the chunk is longer than the {self.length} bytes it must have")
         self._hash.update(data)
         self.received += len(data)
 
@@ -104,7 +103,7 @@ class ChunkSealer:
             self._encryptor = Cipher(algorithms.AES(key), modes.GCM(iv)).encryptor()
 
     def write(self, data: bytes | memoryview) -> None:
-        """Take the next piece; raise `OverflowError` if it goes past `length`."""
+        """Take the next piece; past `length` raises `ValueError`, as `ChunkDigest` does."""
         start = self._offset + self._digest.received
         self._digest.write(data)
         if len(self._head) < SNIFF_SIZE:
@@ -133,8 +132,3 @@ def open_attachment(key: bytes, attachment: bytes) -> bytes:
         attachment[HEADER_SIZE:],
     )
     return AESGCM(key).decrypt(iv, ciphertext + tag, None)
-
-
-def file_hash(chunk_digests: Iterable[str]) -> str:
-    """The file's hash: SHA-256 of the chunks' hex digests concatenated in order."""
-    return hashlib.sha256("".join(chunk_digests).encode("ascii")).hexdigest()

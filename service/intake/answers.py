@@ -1,0 +1,64 @@
+"""The one catalogue of refusals: what HTTP answer each domain refusal becomes.
+
+A reader answers "where does a 410 come from?" here: find the status, then the refusal
+class, then who raises it (`refusals.py` says). Every answer is `{"error": <sentence>}`;
+the sentence is the refusal's message. The reason labels `upload_chunks_refused_total`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from .. import refusals as r
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    reason: str  # the metric label
+
+
+CATALOGUE: dict[type[r.Refusal], Answer] = {
+    r.MalformedForm: Answer(400, "invalid_request"),
+    r.WrongLength: Answer(400, "invalid_request"),
+    r.BadIndex: Answer(400, "invalid_request"),
+    r.ClientGone: Answer(400, "invalid_request"),
+    r.UnknownUpload: Answer(404, "unknown_upload"),
+    r.ClientStalled: Answer(408, "client_stalled"),
+    r.ChunkInFlight: Answer(409, "conflict"),
+    r.ChunkConflict: Answer(409, "conflict"),
+    r.UploadEnded: Answer(410, "upload_ended"),
+    r.BodyTooLarge: Answer(413, "too_large"),
+    r.DiscordFailed: Answer(502, "discord_failed"),
+    r.DiscordRefused: Answer(502, "discord_failed"),
+    r.DiscordBusy: Answer(503, "unavailable"),
+    r.ShuttingDown: Answer(503, "unavailable"),
+}
+INTERNAL_ERROR = Answer(500, "internal_error")  # an exception no refusal names: a bug
+
+
+def answer_for(refusal: r.Refusal) -> Answer:
+    """The catalogue's entry for `refusal`'s class, or its nearest listed ancestor's."""
+    for cls in type(refusal).__mro__:
+        if cls in CATALOGUE:
+            return CATALOGUE[cls]  # type: ignore[index]
+    return INTERNAL_ERROR
+
+
+def error_response(status: int, message: str, retry_after: float | None = None) -> web.Response:
+    headers = {} if retry_after is None else {"Retry-After": str(math.ceil(retry_after))}
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+def refusal_response(refusal: r.Refusal) -> web.Response:
+    return error_response(answer_for(refusal).status, str(refusal), refusal.retry_after)
+
+
+def internal_error_response() -> web.Response:
+    """The answer when the service itself fails: JSON, so the browser sees a status."""
+    return error_response(
+        INTERNAL_ERROR.status, "the upload service failed unexpectedly; try again"
+    )

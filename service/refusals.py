@@ -1,0 +1,100 @@
+"""Why a chunk is not taken: every refusal the service gives, one exception class each.
+
+Domain code raises these; it knows nothing of HTTP. The one table that turns each into a
+status, a `Retry-After` and a metric reason is `intake/answers.py`. The message of every
+refusal is the sentence the client reads.
+
+    Refusal
+    ├── UnknownUpload       no upload with this id was ever running here
+    ├── UploadEnded         the upload has ended (finished, timed out, aborted, failed)
+    ├── ChunkInFlight       the same chunk is being received or stored already
+    ├── ChunkConflict       the chunk was stored already with other bytes
+    ├── BadIndex            the chunk index is not a whole number, or out of range
+    ├── MalformedForm       the body is not the form the browser sends
+    │   └── WrongLength     the file part is not exactly the chunk's length
+    ├── BodyTooLarge        the body is larger than any chunk of the upload can be
+    ├── ClientStalled       the client sent nothing for too long in the middle of a chunk
+    ├── ClientGone          the connection was lost in the middle of the chunk
+    ├── ShuttingDown        the service is stopping                      (retry_after)
+    └── StoreError          storing on Discord failed
+        ├── DiscordFailed   Discord or the way to it failed; retrying the chunk may help
+        ├── DiscordBusy     Discord asks for a longer wait than a client is held for (retry_after)
+        └── DiscordRefused  Discord refuses this job's requests (token, channel, size): the job ends
+"""
+
+from __future__ import annotations
+
+
+class Refusal(Exception):
+    """A chunk that cannot be taken; `str()` is the sentence for the client.
+
+    `retry_after` is the seconds after which the same chunk may succeed, when that is known.
+    """
+
+    retry_after: float | None = None
+
+
+class UnknownUpload(Refusal):
+    pass
+
+
+class UploadEnded(Refusal):
+    pass
+
+
+class ChunkInFlight(Refusal):
+    pass
+
+
+class ChunkConflict(Refusal):
+    pass
+
+
+class BadIndex(Refusal):
+    pass
+
+
+class MalformedForm(Refusal):
+    pass
+
+
+class WrongLength(MalformedForm):
+    pass
+
+
+class BodyTooLarge(Refusal):
+    pass
+
+
+class ClientStalled(Refusal):
+    pass
+
+
+class ClientGone(Refusal):
+    pass
+
+
+class ShuttingDown(Refusal):
+    def __init__(self, message: str = "the upload service is shutting down") -> None:
+        super().__init__(message)
+        self.retry_after = 5.0
+
+
+class StoreError(Refusal):
+    pass
+
+
+class DiscordFailed(StoreError):
+    pass
+
+
+class DiscordBusy(StoreError):
+    def __init__(self, retry_after: float, message: str | None = None) -> None:
+        super().__init__(
+            message or f"Discord rate-limits this channel for {retry_after:.0f} more seconds"
+        )
+        self.retry_after = retry_after
+
+
+class DiscordRefused(StoreError):
+    pass

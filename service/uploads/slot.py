@@ -1,0 +1,154 @@
+"""A slot: what the manager sees as one upload service, with one upload at a time.
+
+The slot is the manager session: it answers the manager's requests (configuration, start,
+abort), holds the Discord store and key the configuration gave, and starts each `Upload`
+with them. The upload itself does the rest, ending included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aiohttp
+
+from ..config import Settings
+from ..manager import packets
+from ..manager.link import Answer, ManagerLink
+from ..metrics import Metrics
+from ..refusals import StoreError
+from ..storage.discord_store import DiscordStore
+from ..storage.sealing import HEADER_SIZE, BufferPool
+from .directory import UploadDirectory
+from .upload import Ending, Upload
+
+log = logging.getLogger(__name__)
+
+LOGIN_TIMEOUT = 8.0  # the manager waits 10 s for the configuration's reply
+
+
+class Slot:
+    def __init__(
+        self,
+        settings: Settings,
+        directory: UploadDirectory,
+        buffers: BufferPool,
+        session: aiohttp.ClientSession,
+        metrics: Metrics,
+        name: str = "slot-0",
+    ) -> None:
+        self.name = name
+        self._settings = settings
+        self._directory = directory
+        self._buffers = buffers
+        self._metrics = metrics
+        self._log = {"slot": name}
+        self.link = ManagerLink(
+            address=settings.manager_address,
+            password=settings.service_password,
+            own_address=settings.own_address,
+            handler=self,
+            session=session,
+            name=name,
+        )
+        self.store: DiscordStore | None = None
+        self.crypto_key: bytes | None = None
+        self.upload: Upload | None = None
+
+    @property
+    def ready(self) -> bool:
+        """Connected to the manager and configured: the manager can give it jobs."""
+        return self.link.connected and self.store is not None
+
+    async def handle(self, request: packets.Request) -> Answer:
+        if request.problems:
+            return Answer(False, "; ".join(request.problems))
+        if isinstance(request, packets.Configuration):
+            return await self._configure(request)
+        if isinstance(request, packets.UploadStart):
+            return self._start(request)
+        return self._abort()
+
+    async def _configure(self, configuration: packets.Configuration) -> Answer:
+        if self.upload is not None:
+            return Answer(False, "a job is running; configuration can only change between jobs")
+        store = DiscordStore(
+            token=configuration.bot_token,
+            channel_id=configuration.channel_id,
+            request_timeout=self._settings.discord_request_timeout,
+            retries=self._settings.discord_retries,
+            max_ratelimit_wait=self._settings.discord_max_ratelimit_wait,
+            metrics=self._metrics,
+        )
+        try:
+            async with asyncio.timeout(LOGIN_TIMEOUT):
+                await store.open()
+        except (StoreError, TimeoutError) as error:
+            await store.close()
+            reason = str(error) or f"Discord did not answer the login within {LOGIN_TIMEOUT:g} s"
+            log.warning("configuration refused: %s", reason, extra=self._log)
+            return Answer(False, reason)
+        await self._drop_store()
+        self.store, self.crypto_key = store, configuration.crypto_key
+        log.info(
+            "configured for channel %s, encryption %s",
+            configuration.channel_id,
+            "on" if self.crypto_key else "off",
+            extra=self._log,
+        )
+        return Answer(True)
+
+    def _start(self, start: packets.UploadStart) -> Answer:
+        if self.store is None:
+            return Answer(False, "this upload service has not been configured yet")
+        if self.upload is not None:
+            return Answer(False, f"this upload service is busy with upload {self.upload.upload_id}")
+        attachment = start.chunk_size + (HEADER_SIZE if self.crypto_key else 0)
+        if attachment > self._settings.discord_attachment_limit and start.size > 0:
+            return Answer(
+                False,
+                f"chunk_size {start.chunk_size} makes attachments of {attachment} bytes, over "
+                f"Discord's limit of {self._settings.discord_attachment_limit} bytes",
+            )
+        self.upload = Upload(
+            start,
+            store=self.store,
+            key=self.crypto_key,
+            buffers=self._buffers,
+            inactivity_timeout=self._settings.upload_inactivity_timeout,
+            metrics=self._metrics,
+            report=self.link.send,
+            on_end=self._upload_ended,
+            slot=self.name,
+        )
+        self._directory.add(self.upload)
+        self.upload.begin()
+        return Answer(True)
+
+    def _abort(self) -> Answer:
+        if self.upload is None:
+            return Answer(False, "there is no upload to abort")
+        self.upload.void(Ending("it was aborted by the manager", "aborted"))
+        return Answer(True)
+
+    async def shut_down(self) -> None:
+        """The process is stopping: fail the upload, which the manager can then reschedule."""
+        if self.upload is not None:
+            await self.upload.fail(Ending("the upload service is shutting down", "shutdown"))
+
+    async def disconnected(self) -> None:
+        """The manager has forgotten this service: its upload is void, its configuration too."""
+        if self.upload is not None:
+            self.upload.void(Ending("the link to the manager was lost", "voided"))
+        await self._drop_store()
+
+    def _upload_ended(self, upload: Upload, ending: Ending) -> None:
+        self._directory.remove(upload, ending.why)
+        if self.upload is upload:
+            self.upload = None
+
+    async def _drop_store(self) -> None:
+        if self.store is not None:
+            await self.store.close()
+            self.store = None
+        self.crypto_key = None

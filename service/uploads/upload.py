@@ -1,0 +1,264 @@
+"""One running upload: everything a chunk meets between its claim and its answer.
+
+An `Upload` owns the job's chunk state (`jobs.Job`), its inactivity timer, the Discord store
+and key it posts with, and its ending: the finish packet goes out exactly once. The endpoint
+asks it to `open_chunk` (the claim), streams the body into the chunk's sink, and calls the
+chunk's `store`: a new chunk is sealed and posted, a chunk sent again after it was stored is
+only compared. With the last chunk stored, the finish packet is sent before the 200.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..jobs.job import Job, StoredChunk
+from ..jobs.layout import ChunkLayout
+from ..manager import packets
+from ..metrics import Metrics
+from ..refusals import ChunkConflict, DiscordRefused, ShuttingDown, StoreError, UploadEnded
+from ..storage.discord_store import DiscordStore
+from ..storage.mime import FALLBACK, sniff_mime
+from ..storage.sealing import BufferPool, ChunkDigest, ChunkSealer, buffer_size
+
+log = logging.getLogger(__name__)
+
+FORM_ALLOWANCE = 16 * 1024  # body bytes beyond the chunk: boundaries, headers, small fields
+
+UNREPORTABLE = (
+    "The upload service stored every chunk but could not report them; please upload the file again"
+)
+
+Report = Callable[[str], Awaitable[bool]]  # sends a packet to the manager; False if it could not
+
+
+@dataclass(frozen=True)
+class Ending:
+    """Why an upload ended: `why` for the log and later chunks, `outcome` for the metric."""
+
+    why: str
+    outcome: str  # succeeded, timed_out, discord_refused, shutdown, aborted, voided, failed
+
+
+class IncomingChunk(Protocol):
+    """A claimed chunk: its bytes go to `sink`, then `store` makes it count. Closing it gives
+    up the claim if it was not stored."""
+
+    index: int
+    sink: ChunkSealer | ChunkDigest
+
+    async def store(self) -> None: ...
+
+    def __enter__(self) -> IncomingChunk: ...
+
+    def __exit__(self, *exc_info: object) -> None: ...
+
+
+class Upload:
+    def __init__(
+        self,
+        start: packets.UploadStart,
+        *,
+        store: DiscordStore,
+        key: bytes | None,
+        buffers: BufferPool,
+        inactivity_timeout: float,
+        metrics: Metrics,
+        report: Report,
+        on_end: Callable[[Upload, Ending], None],
+        slot: str,
+    ) -> None:
+        self.start = start
+        self.job = Job(start.upload_id, ChunkLayout(start.size, start.chunk_size))
+        self.store = store
+        self.key = key
+        self.buffers = buffers
+        self._timeout = inactivity_timeout
+        self._metrics = metrics
+        self._report = report
+        self._on_end = on_end
+        self._log = {"slot": slot, "upload_id": start.upload_id}
+        self._timer: asyncio.TimerHandle | None = None
+        self._ending: Ending | None = None
+        self._background: set[asyncio.Task[None]] = set()
+
+    @property
+    def upload_id(self) -> str:
+        return self.job.upload_id
+
+    @property
+    def body_limit(self) -> int:
+        """The most bytes a chunk POST of this upload may have."""
+        return self.start.chunk_size + FORM_ALLOWANCE
+
+    def begin(self) -> None:
+        log.info(
+            "upload started: %d bytes in %d chunks",
+            self.start.size,
+            self.job.layout.count,
+            extra=self._log,
+        )
+        if self.job.complete:  # a file of size 0 has no chunks to wait for
+            self._in_background(self._finish())
+        else:
+            self._touch()
+
+    # --- a chunk's path --------------------------------------------------------------------
+
+    def open_chunk(self, index_text: str) -> IncomingChunk:
+        """Claim the chunk the client names; raise a `Refusal` if it cannot be received."""
+        index = self.job.layout.parse_index(index_text)
+        stored = self.job.claim(index)
+        self._touch()
+        self._metrics.chunks_received.inc()
+        length = self.job.layout.length(index)
+        if stored is not None:
+            return ResentChunk(self, index, stored, ChunkDigest(length))
+        buffer = self.buffers.take(buffer_size(self.start.chunk_size))
+        return NewChunk(self, index, ChunkSealer(length, self.key, buffer=buffer))
+
+    async def post(self, index: int, sealer: ChunkSealer) -> None:
+        """Post a received chunk to Discord and record it; the upload may finish here."""
+        self._refuse_if_ended()
+        sealed = sealer.seal()
+        content = f"discord-cloud upload {self.upload_id}, chunk {index}"
+        try:
+            message_id = await self.store.post(content, str(index), sealed.payload)
+        except StoreError as error:
+            self._refuse_if_ended()
+            if isinstance(error, DiscordRefused):
+                await self.fail(Ending(f"Discord refused the upload: {error}", "discord_refused"))
+            raise
+        self._refuse_if_ended()  # aborted or voided while Discord was busy: result discarded
+        self.job.record(index, StoredChunk(message_id, sealed.digest), sealed.head)
+        self._metrics.chunks_stored.inc()
+        self._metrics.bytes_stored.inc(sealer.length)
+        log.info("chunk stored as message %s", message_id, extra={**self._log, "chunk": index})
+        if self.job.complete:
+            await self._finish()
+
+    def release(self, index: int) -> None:
+        self.job.release(index)
+
+    def _refuse_if_ended(self) -> None:
+        if self._ending is None:
+            return
+        if self._ending.outcome == "shutdown":
+            raise ShuttingDown(
+                f"the upload service is shutting down; upload {self.upload_id} was stopped"
+            )
+        raise UploadEnded(f"upload {self.upload_id} has ended: {self._ending.why}")
+
+    # --- ending ----------------------------------------------------------------------------
+
+    async def fail(self, ending: Ending) -> None:
+        """End the upload and tell the manager why, once."""
+        if self._end(ending):
+            await self._report(packets.finish_failure(ending.why))
+
+    def void(self, ending: Ending) -> None:
+        """End the upload without a finish packet (an abort's reply or a lost link says it)."""
+        self._end(ending)
+
+    async def _finish(self) -> None:
+        """Every chunk is stored: report success, or, if that report cannot be made, a
+        failure the user can act on; never nothing, or the manager would wait for ever."""
+        if self._ending is not None:
+            return
+        try:
+            packet = packets.finish_success(
+                messages=self.job.messages(),
+                file_hash=self.job.file_hash(),
+                is_encrypted=self.key is not None,
+                mime_type=sniff_mime(self.job.head) if self.job.head is not None else FALLBACK,
+                channel=self.store.channel_id,
+            )
+            ending = Ending("all chunks are stored", "succeeded")
+        except Exception:
+            log.exception("the success finish packet could not be built", extra=self._log)
+            ending = Ending(UNREPORTABLE, "failed")
+            packet = packets.finish_failure(UNREPORTABLE)
+        if self._end(ending):
+            await self._report(packet)
+
+    def _end(self, ending: Ending) -> bool:
+        """End the upload if it has not ended yet; True the first time."""
+        if not self.job.end():
+            return False
+        self._ending = ending
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._metrics.jobs.labels(ending.outcome).inc()
+        self._on_end(self, ending)
+        level = logging.INFO if ending.outcome == "succeeded" else logging.WARNING
+        log.log(level, "upload ended: %s", ending.why, extra=self._log)
+        return True
+
+    # --- the inactivity timer --------------------------------------------------------------
+
+    def _touch(self) -> None:
+        """A chunk started arriving: restart the inactivity timer."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(self._timeout, self._expire)
+
+    def _expire(self) -> None:
+        if self.job.in_flight:  # a chunk is still arriving or being stored: not inactive
+            self._touch()
+            return
+        ending = Ending(f"No chunk was received for {self._timeout:g} seconds", "timed_out")
+        self._in_background(self.fail(ending))
+
+    def _in_background(self, work: Coroutine[None, None, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+class NewChunk:
+    """A chunk not stored yet: sealed as it arrives, then posted."""
+
+    def __init__(self, upload: Upload, index: int, sealer: ChunkSealer) -> None:
+        self.upload = upload
+        self.index = index
+        self.sink = sealer
+        self._posting = False  # while True, aiohttp may still read the chunk's buffer
+
+    async def store(self) -> None:
+        self._posting = True
+        await self.upload.post(self.index, self.sink)
+        self._posting = False
+
+    def __enter__(self) -> NewChunk:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.upload.release(self.index)
+        if not self._posting:  # a post that failed midway may leave a writer reading it
+            self.upload.buffers.give(self.sink.buffer)
+
+
+class ResentChunk:
+    """A chunk stored already and sent again: the same bytes are a lost 200 retried."""
+
+    def __init__(
+        self, upload: Upload, index: int, stored: StoredChunk, digest: ChunkDigest
+    ) -> None:
+        self.upload = upload
+        self.index = index
+        self.sink = digest
+        self._stored = stored
+
+    async def store(self) -> None:
+        if self.sink.hexdigest() != self._stored.digest:
+            raise ChunkConflict(f"chunk {self.index} was already stored with different bytes")
+
+    def __enter__(self) -> ResentChunk:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        pass
