@@ -7,17 +7,18 @@ in-process on a free port exactly as `upload-service run` does in production.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
+from collections.abc import Awaitable
 
 import aiohttp
 import discord.http
 from aiohttp import web
 
 from .config import Settings
-from .intake.endpoint import ChunkEndpoint, cors, healthz, preflight
+from .intake.endpoint import ChunkEndpoint, cors, preflight
 from .jobs.layout import BROWSER_CHUNKS_IN_FLIGHT
+from .manager.supervisor import LinkSupervisor
 from .metrics import CONTENT_TYPE, Metrics
 from .storage.sealing import BufferPool
 from .uploads.directory import UploadDirectory
@@ -37,7 +38,7 @@ class UploadService:
         )
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
-        self._link_tasks: list[asyncio.Task[None]] = []
+        self.links = LinkSupervisor()
         self.slots: list[Slot] = []
 
     @property
@@ -51,10 +52,17 @@ class UploadService:
         for path in {self.settings.own_path, "/"}:
             app.router.add_post(path, self.endpoint.post)
             app.router.add_route("OPTIONS", path, preflight)
-        app.router.add_get("/healthz", healthz)
+        app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.serve_metrics)
         return app
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        """Alive unless a manager link keeps dying: then only a restart can help."""
+        if self.links.healthy:
+            return web.json_response({"status": "ok"})
+        why = f"the manager link of {', '.join(self.links.unhealthy_links())} keeps failing"
+        return web.json_response({"status": "failing", "why": why}, status=503)
 
     async def readyz(self, request: web.Request) -> web.Response:
         """Ready when at least one slot is connected to the manager and configured."""
@@ -102,22 +110,18 @@ class UploadService:
             connected=lambda: sum(slot.link.connected for slot in self.slots),
             busy=lambda: sum(slot.upload is not None for slot in self.slots),
         )
-        self._link_tasks = [asyncio.create_task(slot.link.run()) for slot in self.slots]
+        for slot in self.slots:
+            self.links.start(slot.name, slot.link.run)
 
     async def shutdown(self) -> None:
         """Refuse new chunks, let those being stored finish within the grace period, fail
         the jobs left unfinished, then close the manager links and the HTTP side."""
         await self.endpoint.drain(self.settings.shutdown_grace)
         for slot in self.slots:
-            await slot.shut_down()
-        for task in self._link_tasks:
-            task.cancel()
-        for task in self._link_tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._link_tasks = []
+            await _logging_failure(slot.shut_down(), "failing the upload of " + slot.name)
+        await self.links.stop()
         for slot in self.slots:
-            await slot.disconnected()
+            await _logging_failure(slot.disconnected(), "closing " + slot.name)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -131,6 +135,14 @@ class UploadService:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.shutdown()
+
+
+async def _logging_failure(step: Awaitable[None], what: str) -> None:
+    """Run one step of the shutdown; a failure is logged, and the shutdown goes on."""
+    try:
+        await step
+    except Exception:
+        log.exception("shutdown: %s failed", what)
 
 
 async def serve(settings: Settings) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -129,7 +128,3 @@ async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
 async def preflight(request: web.Request) -> web.Response:
     asked = request.headers.get("Access-Control-Request-Headers", "Content-Type")
     return web.Response(status=204, headers={**CORS_HEADERS, "Access-Control-Allow-Headers": asked})
-
-
-async def healthz(request: web.Request) -> web.Response:
-    return web.Response(text=json.dumps({"status": "ok"}), content_type="application/json")
