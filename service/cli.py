@@ -1,19 +1,88 @@
-"""The `upload-service` command: `run` (the default) and `demo`."""
+"""The `upload-service` command: `run` (the default), `demo` and `settings`.
+
+The settings' reference (`run --help`, `settings`, docs/configuration.md) is rendered here
+from `OPTIONS`, so every place a person reads about a setting says the same thing.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import os
+import socket
 import sys
+import textwrap
+from importlib.metadata import version
 from pathlib import Path
 
-from .config import ConfigError, load_settings
+from .config import OPTIONS, ConfigError, Option, Settings, load_settings
 from .demo import run_demo
 from .logs import configure_logging
 from .server import serve
 
+PACKAGE = "discord-cloud-upload-service"
+DOCS_COMMAND = "upload-service settings --markdown > docs/configuration.md"
 EXIT_CONFIG = 2
+EXIT_LISTEN = 3
+EXIT_STATUSES = {
+    0: "stopped by SIGTERM or SIGINT",
+    EXIT_CONFIG: "a setting is missing or invalid (the message names every problem)",
+    EXIT_LISTEN: "the service cannot listen on HOST:PORT (port in use, address not on this "
+    "machine, no permission)",
+}
+
+
+def settings_text() -> str:
+    """Every setting for the terminal: names and default on one line, the meaning below."""
+    lines = ["settings, from the environment or the --config file (the environment wins):"]
+    for option in OPTIONS:
+        default = "required" if option.required else f"default {option.shown_default}"
+        lines += [f"  {option.env}, {option.key}: {default}", *_indented(option.meaning)]
+    lines += ["", "exit status:"]
+    for status, meaning in EXIT_STATUSES.items():
+        lines += _indented(meaning, first=f"  {status}")
+    return "\n".join(lines)
+
+
+def _indented(text: str, first: str = "") -> list[str]:
+    """`text` wrapped under a heading; `first`, if short, starts its first line."""
+    return textwrap.wrap(text, 88, initial_indent=first.ljust(6), subsequent_indent=" " * 6)
+
+
+def settings_markdown() -> str:
+    """docs/configuration.md, without its final newline (as `settings_text`, for `print`)."""
+    rows = "\n".join(
+        f"| `{option.env}` | `{option.key}` | {_markdown_default(option)} | {option.meaning} |"
+        for option in OPTIONS
+    )
+    statuses = "\n".join(f"| {status} | {meaning} |" for status, meaning in EXIT_STATUSES.items())
+    return f"""# Configuration
+
+This page is generated from `OPTIONS` in `service/config.py`: change a setting there, then
+regenerate it with `{DOCS_COMMAND}`
+(a test fails while it is out of date).
+
+Settings come from an optional TOML file (`upload-service run --config FILE`, see
+`config.example.toml`) and from the environment; the environment wins, and an empty variable
+counts as unset. The first four environment names are the existing service's (PROTOCOL.md
+section 6). `upload-service run --help` lists the same settings.
+
+| environment | TOML key | default | meaning |
+|---|---|---|---|
+{rows}
+
+## Exit status of `upload-service run`
+
+| status | meaning |
+|---|---|
+{statuses}"""
+
+
+def _markdown_default(option: Option) -> str:
+    """A value in code; words ("required", a default worked out at run time) as prose."""
+    if option.required or option.default_text is not None:
+        return option.shown_default
+    return f"`{option.shown_default}`"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,13 +90,23 @@ def build_parser() -> argparse.ArgumentParser:
         prog="upload-service",
         description="discord-cloud's upload service: stores file chunks as Discord attachments.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version(PACKAGE)}")
     commands = parser.add_subparsers(dest="command")
-    run = commands.add_parser("run", help="run the service (the default)")
+    run = commands.add_parser(
+        "run",
+        help="run the service (the default)",
+        epilog=settings_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     run.add_argument("--config", type=Path, help="a TOML file of settings (the environment wins)")
     demo = commands.add_parser(
         "demo", help="upload a file through the service and local stand-ins, then verify it"
     )
     demo.add_argument("file", nargs="?", type=Path, help="the file (default: 64 MiB generated)")
+    settings = commands.add_parser("settings", help="list every setting, its default and meaning")
+    settings.add_argument(
+        "--markdown", action="store_true", help=f"as docs/configuration.md ({DOCS_COMMAND})"
+    )
     parser.set_defaults(command="run", config=None)
     return parser
 
@@ -36,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "demo":
         return asyncio.run(run_demo(args.file))
+    if args.command == "settings":
+        print(settings_markdown() if args.markdown else settings_text())
+        return 0
     return run(args.config)
 
 
@@ -50,5 +132,27 @@ def run(config_file: Path | None) -> int:
         )
         return EXIT_CONFIG
     configure_logging(settings.log_level, settings.log_format)
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except OSError as error:
+        # Binding is the only step of `serve` that raises OSError: the manager links
+        # reconnect for ever and a chunk's failures are answered to its client.
+        print(
+            f"upload-service: cannot listen on {_address(settings)}: {_reason(error)}",
+            file=sys.stderr,
+        )
+        return EXIT_LISTEN
     return 0
+
+
+def _address(settings: Settings) -> str:
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    return f"{host}:{settings.port}"
+
+
+def _reason(error: OSError) -> str:
+    """The system's words for `error`: asyncio's message repeats the address, a resolver
+    error's number is not an errno."""
+    if error.errno is None or isinstance(error, socket.gaierror):
+        return str(error.strerror or error)
+    return os.strerror(error.errno).lower()

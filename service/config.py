@@ -3,6 +3,11 @@
 Each setting has one TOML key and one environment name (PROTOCOL.md section 6 fixes the
 names shared with the existing service). `load_settings` reports every missing or invalid
 setting at once in a `ConfigError`.
+
+Adding a setting: a field in `Settings` (its default lives there only), one `Option` in
+`OPTIONS` (key, parser, one-sentence meaning), a commented line at its default in
+config.example.toml, then `upload-service settings --markdown > docs/configuration.md`.
+Tests fail until the last two are done.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import math
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -116,35 +121,105 @@ def _log_format(text: str) -> str:
     return text
 
 
+_SETTINGS_FIELDS = {field.name: field for field in fields(Settings)}
+
+
 @dataclass(frozen=True)
-class _Option:
+class Option:
+    """One setting, with what a person needs to know about it: the docs, `run --help` and
+    the checks of config.example.toml are all generated from `OPTIONS`, so they cannot drift.
+
+    Its default is the `Settings` field's (a field without one makes the setting required);
+    `default_text` replaces it in the docs for a default worked out at run time.
+    """
+
     key: str  # the TOML key and Settings field
     parse: Callable[[str], Any]
-    required: bool = False
+    meaning: str  # one sentence, plain text (it is shown in the terminal and in Markdown)
     env_name: str | None = None  # the environment name, when it is not the key in upper case
+    default_text: str | None = None
 
     @property
     def env(self) -> str:
         return self.env_name or self.key.upper()
 
+    @property
+    def default(self) -> Any:
+        """The `Settings` default, or `MISSING` for a required setting."""
+        return _SETTINGS_FIELDS[self.key].default
+
+    @property
+    def required(self) -> bool:
+        return self.default is MISSING
+
+    @property
+    def shown_default(self) -> str:
+        """The default as a person writes it: `120`, not `120.0`; "required" when none."""
+        if self.default_text is not None:
+            return self.default_text
+        if self.required:
+            return "required"
+        if isinstance(self.default, float) and self.default.is_integer():
+            return str(int(self.default))
+        return str(self.default)
+
 
 OPTIONS = (
-    _Option("manager_address", _url("ws", "wss"), required=True),
-    _Option("service_password", _text, required=True),
-    _Option("own_address", _url("http", "https"), required=True),
-    _Option("port", _port),
-    _Option("host", _text),
-    _Option("discord_api_base", _url("http", "https")),
-    _Option("upload_inactivity_timeout", _positive_seconds),
-    _Option("discord_attachment_limit", _positive_int),
-    _Option("discord_request_timeout", _positive_seconds),
-    _Option("discord_retries", _positive_int),
-    _Option("discord_max_ratelimit_wait", _positive_seconds),
-    _Option("client_read_timeout", _positive_seconds),
-    _Option("shutdown_grace", _positive_seconds),
-    _Option("slots", _positive_int, env_name="UPLOAD_SLOTS"),
-    _Option("log_level", _log_level),
-    _Option("log_format", _log_format),
+    Option(
+        "manager_address",
+        _url("ws", "wss"),
+        "the manager's ws:// or wss:// URL (TLS certificates are verified)",
+    ),
+    Option("service_password", _text, "the secret shared by the manager and all services"),
+    Option(
+        "own_address",
+        _url("http", "https"),
+        "the http(s):// URL clients POST chunks to; announced to the manager, and its path is "
+        "served (as is /)",
+    ),
+    Option("port", _port, "the HTTP port (0 picks a free one)"),
+    Option("host", _text, "the address to listen on"),
+    Option("discord_api_base", _url("http", "https"), "Discord's REST base URL"),
+    Option(
+        "upload_inactivity_timeout", _positive_seconds, "seconds without a chunk before a job fails"
+    ),
+    Option(
+        "discord_attachment_limit",
+        _positive_int,
+        "the bot's attachment size limit in bytes; a job whose chunks would exceed it is "
+        "refused at upload-start",
+    ),
+    Option("discord_request_timeout", _positive_seconds, "seconds one request to Discord may take"),
+    Option(
+        "discord_retries",
+        _positive_int,
+        "tries for failures discord.py does not retry itself (other 5xx, resets, timeouts)",
+    ),
+    Option(
+        "discord_max_ratelimit_wait",
+        _positive_seconds,
+        "longest rate-limit wait a client's POST is held for; longer ones answer 503 with "
+        "Retry-After (discord.py's floor is 30)",
+    ),
+    Option(
+        "client_read_timeout",
+        _positive_seconds,
+        "seconds a client may send nothing in the middle of a chunk before it is cut off (408)",
+    ),
+    Option(
+        "shutdown_grace",
+        _positive_seconds,
+        "seconds chunks already being stored may take to finish after SIGTERM",
+    ),
+    Option(
+        "slots",
+        _positive_int,
+        "job slots in this process: each opens its own manager link and is, to the manager, a "
+        "separate service with one job at a time; all share the HTTP port",
+        env_name="UPLOAD_SLOTS",
+    ),
+    Option("log_level", _log_level, "DEBUG, INFO, WARNING or ERROR"),
+    Option("log_format", _log_format, "text, or json for one JSON object a line"),
 )
 
 

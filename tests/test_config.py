@@ -1,16 +1,22 @@
-"""Settings from the environment and a TOML file (PROTOCOL.md section 6), and `run`'s refusal."""
+"""Settings from the environment and a TOML file (PROTOCOL.md section 6), and their docs."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
+import dataclasses
+import re
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from service.config import ConfigError, Settings, environment_of, load_settings
+from service.config import (
+    OPTIONS,
+    ConfigError,
+    Option,
+    Settings,
+    environment_of,
+    load_settings,
+)
 
 SECRET = "s3cret-Pa55word-that-must-not-leak"
 REQUIRED = {
@@ -19,7 +25,6 @@ REQUIRED = {
     "OWN_ADDRESS": "http://h:1/u/3/",
 }
 EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "config.example.toml"
-BIN = Path(sys.executable).parent
 
 
 def problems_of(environ: dict[str, str], config_file: Path | None = None) -> list[str]:
@@ -170,50 +175,54 @@ def test_own_path_is_where_clients_post(address: str, path: str) -> None:
     assert Settings("ws://m/", "pw", address).own_path == path
 
 
-# --- the command line ------------------------------------------------------------------------
-
-
-def run_command(
-    command: list[str], cwd: Path, **environment: str
-) -> subprocess.CompletedProcess[str]:
-    """Run `command` with only PATH and `environment` set, capturing its output."""
-    env = {"PATH": os.environ.get("PATH", ""), **environment}
-    return subprocess.run(
-        command, env=env, cwd=cwd, capture_output=True, text=True, timeout=60, check=False
-    )
-
-
-@pytest.mark.parametrize(
-    "command",
-    [
-        pytest.param([sys.executable, "-m", "service", "run"], id="python-m-service"),
-        pytest.param([str(BIN / "upload-service"), "run"], id="console-script"),
-        pytest.param([str(BIN / "upload-service")], id="run-is-the-default"),
-    ],
-)
-def test_run_without_configuration_exits_2_naming_every_problem(
-    command: list[str], tmp_path: Path
-) -> None:
-    assert shutil.which(command[0]) is not None
-    result = run_command(command, tmp_path, PORT="eighty")
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    assert result.stderr.count("upload-service: cannot start") == 1
-    for name in ("MANAGER_ADDRESS", "SERVICE_PASSWORD", "OWN_ADDRESS", "PORT"):
-        assert name in result.stderr
-    assert result.stdout == ""
-
-
-def test_run_never_prints_the_secret(tmp_path: Path) -> None:
-    result = run_command(
-        [sys.executable, "-m", "service", "run"], tmp_path, SERVICE_PASSWORD=SECRET, PORT="eighty"
-    )
-    assert result.returncode == 2
-    assert SECRET not in result.stderr + result.stdout
-
-
 def test_environment_of_settings_loads_back_to_the_same_settings() -> None:
     settings = load_settings(
         {**REQUIRED, "PORT": "9001", "UPLOAD_SLOTS": "3", "LOG_FORMAT": "json"}
     )
     assert load_settings(environment_of(settings)) == settings
+
+
+# --- the settings' documentation ---------------------------------------------------------------
+
+
+def test_every_settings_field_has_exactly_one_option() -> None:
+    keys = [option.key for option in OPTIONS]
+    assert sorted(keys) == sorted(field.name for field in dataclasses.fields(Settings))
+    assert len({option.env for option in OPTIONS}) == len(OPTIONS)
+
+
+@pytest.mark.parametrize("option", OPTIONS, ids=lambda option: option.key)
+def test_every_meaning_is_one_line_of_plain_text(option: Option) -> None:
+    assert option.meaning
+    assert not any(mark in option.meaning for mark in "\n|`"), "shown as is in both formats"
+
+
+def test_defaults_are_shown_the_way_people_write_them() -> None:
+    shown = {option.key: option.shown_default for option in OPTIONS}
+    assert shown["manager_address"] == "required"
+    assert shown["upload_inactivity_timeout"] == "120"  # the field's 120.0
+    assert shown["host"] == "0.0.0.0"
+
+
+def test_a_default_worked_out_at_run_time_is_shown_by_its_text() -> None:
+    slots = next(option for option in OPTIONS if option.key == "slots")
+    option = dataclasses.replace(slots, default_text="a quarter of the memory limit")
+    assert option.shown_default == "a quarter of the memory limit"
+
+
+def example_assignments() -> dict[str, str]:
+    """Each key set in config.example.toml, commented out or not: {key: its line}."""
+    lines = EXAMPLE_CONFIG.read_text().splitlines()
+    return {match[1]: line for line in lines if (match := re.match(r"(?:# )?(\w+) = ", line))}
+
+
+@pytest.mark.parametrize("option", OPTIONS, ids=lambda option: option.key)
+def test_the_example_config_file_shows_every_setting(option: Option) -> None:
+    line = example_assignments()[option.key]
+    assert f"# Environment: {option.env}." in EXAMPLE_CONFIG.read_text()
+    if option.required:
+        assert not line.startswith("#"), "a required setting is set to an example value"
+        return
+    assert line.startswith("# "), "an optional setting is commented out at its default"
+    if option.default_text is None:
+        assert tomllib.loads(line.removeprefix("# "))[option.key] == option.default

@@ -1,0 +1,128 @@
+"""The `upload-service` command, run as a real process: its refusals, --version, the
+settings' reference (`run --help`, docs/configuration.md) and a port already in use."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from service.cli import EXIT_CONFIG, EXIT_LISTEN
+from service.config import OPTIONS
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+SERVICE = [sys.executable, "-m", "service"]
+SECRET = "s3cret-Pa55word-that-must-not-leak"
+
+
+def run_command(
+    command: list[str], cwd: Path, timeout: float = 60, **environment: str
+) -> subprocess.CompletedProcess[str]:
+    """Run `command` with only PATH, `environment` and this checkout's `service` (PYTHONPATH,
+    whatever is installed), capturing its output."""
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT), **environment}
+    return subprocess.run(
+        command, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        pytest.param([*SERVICE, "run"], id="python-m-service"),
+        pytest.param([str(BIN / "upload-service"), "run"], id="console-script"),
+        pytest.param([str(BIN / "upload-service")], id="run-is-the-default"),
+    ],
+)
+def test_run_without_configuration_exits_2_naming_every_problem(
+    command: list[str], tmp_path: Path
+) -> None:
+    assert shutil.which(command[0]) is not None
+    result = run_command(command, tmp_path, PORT="eighty")
+    assert result.returncode == EXIT_CONFIG == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("upload-service: cannot start") == 1
+    for name in ("MANAGER_ADDRESS", "SERVICE_PASSWORD", "OWN_ADDRESS", "PORT"):
+        assert name in result.stderr
+    assert result.stdout == ""
+
+
+def test_run_never_prints_the_secret(tmp_path: Path) -> None:
+    result = run_command([*SERVICE, "run"], tmp_path, SERVICE_PASSWORD=SECRET, PORT="eighty")
+    assert result.returncode == 2
+    assert SECRET not in result.stderr + result.stdout
+
+
+def test_version_is_the_package_version(tmp_path: Path) -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    result = run_command([*SERVICE, "--version"], tmp_path)
+    assert (result.returncode, result.stdout) == (0, f"upload-service {project['version']}\n")
+
+
+def test_run_help_lists_every_setting_with_its_default(tmp_path: Path) -> None:
+    result = run_command([*SERVICE, "run", "--help"], tmp_path)
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    flowing = " ".join(result.stdout.split())
+    for option in OPTIONS:
+        default = "required" if option.required else f"default {option.shown_default}"
+        assert f"  {option.env}, {option.key}: {default}" in lines
+        assert option.meaning in flowing
+    for status in (EXIT_CONFIG, EXIT_LISTEN):
+        assert any(line.startswith(f"  {status} ") for line in lines)
+
+
+def test_settings_command_prints_the_same_list_as_run_help(tmp_path: Path) -> None:
+    listed = run_command([*SERVICE, "settings"], tmp_path).stdout
+    assert listed.strip() and listed in run_command([*SERVICE, "run", "--help"], tmp_path).stdout
+
+
+def test_docs_configuration_md_is_what_the_code_generates(tmp_path: Path) -> None:
+    """Fails when a setting changed without `upload-service settings --markdown >
+    docs/configuration.md` being run (the command is named at the top of the file)."""
+    committed = (ROOT / "docs" / "configuration.md").read_text()
+    result = run_command([*SERVICE, "settings", "--markdown"], tmp_path)
+    assert result.returncode == 0
+    assert result.stdout == committed
+    rows = [line for line in committed.splitlines() if line.startswith("| `")]
+    for option in OPTIONS:
+        (row,) = [row for row in rows if row.startswith(f"| `{option.env}` | `{option.key}` |")]
+        assert option.shown_default in row and option.meaning in row
+
+
+def occupied_port() -> socket.socket:
+    """A socket listening on 127.0.0.1 at a free port, which the service then cannot take."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    return taken
+
+
+@pytest.mark.parametrize(
+    ("host", "reason"),
+    [("127.0.0.1", "address already in use"), ("192.0.2.1", "cannot assign requested address")],
+    ids=["port-in-use", "address-not-on-this-machine"],
+)
+def test_cannot_listen_is_one_line_and_exit_3(host: str, reason: str, tmp_path: Path) -> None:
+    with occupied_port() as taken:
+        port = taken.getsockname()[1]
+        result = run_command(
+            [*SERVICE, "run"],
+            tmp_path,
+            timeout=15,
+            MANAGER_ADDRESS="ws://127.0.0.1:1/x",
+            SERVICE_PASSWORD="x",
+            OWN_ADDRESS=f"http://127.0.0.1:{port}/u",
+            PORT=str(port),
+            HOST=host,
+        )
+    assert result.returncode == EXIT_LISTEN == 3
+    assert result.stderr == f"upload-service: cannot listen on {host}:{port}: {reason}\n"
+    assert result.stdout == ""
