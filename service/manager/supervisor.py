@@ -33,7 +33,8 @@ class _Supervised:
 
 
 class LinkSupervisor:
-    def __init__(self) -> None:
+    def __init__(self, restart_delay: Callable[[int], float] = backoff_delay) -> None:
+        self._restart_delay = restart_delay  # seconds before a restart, by recent failures
         self._links: list[_Supervised] = []
         self._stopping = False
 
@@ -74,7 +75,7 @@ class LinkSupervisor:
                     "the manager link failed; starting it again", extra={"slot": link.name}
                 )
             link.ends.append(time.monotonic())
-            await asyncio.sleep(backoff_delay(len(self._recent(link))))
+            await asyncio.sleep(self._restart_delay(len(self._recent(link))))
 
     def _recent(self, link: _Supervised) -> deque[float]:
         while link.ends and link.ends[0] < time.monotonic() - RESTART_WINDOW:
