@@ -9,14 +9,25 @@ import json
 import os
 import uuid
 
+import aiohttp
 import pytest
 from conftest import CHANNEL, KEY, PASSWORD, SMALL_CHUNK, TOKEN, Harness, HarnessFactory
 
 from service.local.browser import upload
 from service.local.loopback import free_port
 from service.local.manager import ManagerStandIn
+from service.manager import link as link_module
 from service.manager import packets
-from service.manager.link import BACKOFF_CAP, backoff_delay
+from service.manager.link import (
+    BACKOFF_CAP,
+    CLOSE_TIMEOUT,
+    HANDLER_FAILED,
+    MAX_FRAME,
+    Answer,
+    LinkState,
+    ManagerLink,
+    backoff_delay,
+)
 from service.server import UploadService
 
 
@@ -223,3 +234,192 @@ def test_backoff_grows_is_jittered_and_capped() -> None:
     assert all(len(set(delays)) > 100 for delays in samples.values())  # jittered
     assert max(max(delays) for delays in samples.values()) <= BACKOFF_CAP
     assert max(samples[29]) > BACKOFF_CAP / 2  # the cap is reached
+
+
+# --- hostile frames and bugs do not kill the link --------------------------------------------
+
+
+def link_messages(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "service.manager.link"]
+
+
+async def test_deeply_nested_frame_is_dropped_and_the_same_connection_works(
+    start_service: HarnessFactory, manager: ManagerStandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    harness = await start_service()
+    await harness.link.send_nested(200_000)
+    await harness.link.send_nested(100_000, opener='{"a":')
+    assert await harness.configure() == {"success": True}
+    assert len(manager.services) == 1 and harness.service.slots[0].link.reconnects == 0
+    assert sum("nested too deeply" in m for m in link_messages(caplog)) == 2
+
+
+async def test_frame_too_large_is_named_and_the_link_reconnects(
+    harness: Harness, manager: ManagerStandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    await harness.link.send_oversized(5 * 1024 * 1024)
+    again = await manager.next_service()
+    assert harness.link.closed.is_set()
+    broke = [m for m in link_messages(caplog) if "frame too large" in m]
+    assert broke == [
+        f"the link to the manager broke: frame too large (5242880 bytes, limit {MAX_FRAME} bytes)"
+    ]
+    _, reply = await again.start_upload(size=1)
+    assert "not been configured" in reply["message"]  # the new connection starts afresh
+    assert await again.configure(token=TOKEN, channel_id=CHANNEL, crypto_key=KEY) == {
+        "success": True
+    }
+    assert (await again.start_upload(size=1))[1] == {"success": True}
+
+
+async def test_binary_frames_are_ignored(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    await harness.link.send_binary(b"\x00\xff binary")
+    await harness.link.send_binary(json.dumps({"id": packets.UPLOAD_START}).encode())
+    await harness.start(10)
+    assert link_messages(caplog).count("ignored a non-text frame (BINARY)") == 2
+
+
+async def test_handler_raising_is_answered_logged_and_the_link_reconnects(
+    harness: Harness,
+    manager: ManagerStandIn,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    slot = harness.service.slots[0]
+
+    async def broken(request: packets.Request) -> Answer:
+        raise RuntimeError("a bug in the handler")
+
+    monkeypatch.setattr(slot, "handle", broken)
+    assert await harness.link.abort() == {"success": False, "message": HANDLER_FAILED}
+    again = await manager.next_service()
+    monkeypatch.undo()
+
+    [record] = [r for r in caplog.records if r.exc_info and r.name == "service.manager.link"]
+    assert record.getMessage() == "unexpected RuntimeError in the link; reconnecting"
+    assert "a bug in the handler" in record.exc_text and "Traceback" in record.exc_text
+    assert (slot.link.reconnects, slot.link.failures) == (1, 0)
+    assert slot.link.last_error == "unexpected RuntimeError in the link"
+    assert await again.configure(token=TOKEN, channel_id=CHANNEL, crypto_key=KEY) == {
+        "success": True
+    }
+
+
+async def test_disconnected_raising_does_not_stop_the_reconnection(
+    harness: Harness,
+    manager: ManagerStandIn,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def broken() -> None:
+        raise RuntimeError("a bug in disconnected")
+
+    monkeypatch.setattr(harness.service.slots[0], "disconnected", broken)
+    await harness.link.close()
+    again = await manager.next_service()
+    monkeypatch.undo()
+    assert "the handler failed to take the disconnection" in link_messages(caplog)
+    assert (await again.abort())["success"] is False  # answered: the link serves
+
+
+# --- a ManagerLink on its own: states and cancellation ---------------------------------------
+
+
+class BlockingHandler:
+    """Holds every request until released; counts disconnections."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.disconnections = 0
+
+    async def handle(self, request: packets.Request) -> Answer:
+        await self.release.wait()
+        return Answer(True)
+
+    async def disconnected(self) -> None:
+        self.disconnections += 1
+
+
+def bare_link(
+    address: str, session: aiohttp.ClientSession, handler: BlockingHandler
+) -> ManagerLink:
+    return ManagerLink(
+        address=address,
+        password=PASSWORD,
+        own_address="http://127.0.0.1:1/upload",
+        handler=handler,
+        session=session,
+        name="bare",
+    )
+
+
+async def wait_for_state(link: ManagerLink, state: LinkState) -> None:
+    """Poll: the state is a plain attribute, as a supervisor reads it."""
+    async with asyncio.timeout(10):
+        while link.state is not state:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+async def cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    async with asyncio.timeout(CLOSE_TIMEOUT + 1):
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def test_cancelling_while_handling_closes_the_socket(
+    manager: ManagerStandIn, http: aiohttp.ClientSession
+) -> None:
+    link = bare_link(manager.address, http, BlockingHandler())
+    task = asyncio.create_task(link.run())
+    service = await manager.next_service()
+    await wait_for_state(link, LinkState.CONNECTED)
+    await service.send_raw(packets.encode(packets.UPLOAD_ABORT, {}))
+    await wait_for_state(link, LinkState.HANDLING)
+    await cancel(task)
+    async with asyncio.timeout(5):
+        await service.closed.wait()
+    assert link.state is LinkState.STOPPED and not link.connected
+
+
+async def test_cancelling_while_connecting_or_waiting_ends_at_once(
+    manager: ManagerStandIn, http: aiohttp.ClientSession
+) -> None:
+    silent = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    link = bare_link(f"ws://127.0.0.1:{port}/upload-service", http, BlockingHandler())
+    task = asyncio.create_task(link.run())
+    await wait_for_state(link, LinkState.CONNECTING)
+    await asyncio.sleep(0.1)  # the TCP connection is open; the handshake never answers
+    await cancel(task)
+    silent.close()
+
+    handler = BlockingHandler()
+    link = bare_link(manager.address, http, handler)
+    task = asyncio.create_task(link.run())
+    await (await manager.next_service()).close()
+    await wait_for_state(link, LinkState.WAITING)
+    await cancel(task)
+    assert handler.disconnections == 1 and link.state is LinkState.STOPPED
+
+
+async def test_connections_that_answer_nothing_count_as_failures(
+    manager: ManagerStandIn, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(link_module, "BACKOFF_FIRST", 0.01)
+    handler = BlockingHandler()
+    handler.release.set()
+    link = bare_link(manager.address, http, handler)
+    task = asyncio.create_task(link.run())
+    for _ in range(2):
+        await (await manager.next_service()).close()
+    service = await manager.next_service()
+    assert (link.reconnects, link.failures) == (2, 2)
+    assert link.last_error == "the manager closed the link"
+    assert await service.abort() == {"success": True}
+    await service.close()
+    await manager.next_service()
+    assert (link.reconnects, link.failures) == (3, 0)
+    await cancel(task)

@@ -13,12 +13,16 @@ from typing import Any
 import pytest
 
 from service.manager.packets import (
+    BOOLEAN,
+    CRYPTO_SHAPE,
+    REQUEST_SHAPES,
     Configuration,
     MalformedPacket,
     UploadAbort,
     UploadStart,
     check_outgoing,
     decode_request,
+    encode,
     finish_failure,
     finish_success,
     reply,
@@ -359,3 +363,97 @@ def test_finish_success_the_manager_would_drop_is_refused(changes: dict[str, Any
 def test_finish_success_with_trailing_newline_is_refused(changes: dict[str, Any]) -> None:
     with pytest.raises(MalformedPacket):
         success_packet(**changes)
+
+
+# --- hostile frames: only ever MalformedPacket, never a value in its message -----------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("[" * 200_000, id="nested-arrays"),
+        pytest.param('{"a":' * 100_000, id="nested-objects"),
+        pytest.param(frame(START, with_(START_DATA, name=[[[["x"]]]] * 1000)), id="nested-field"),
+        pytest.param(
+            frame(START, START_DATA)[:-1] + ', "extra": ' + "1" * 5000 + "}", id="5000-digits"
+        ),
+        pytest.param(
+            frame(START, START_DATA)[:-1] + ', "extra": ' + "9" * 21 + "}", id="21-digits"
+        ),
+        pytest.param(frame(START, START_DATA).replace('"size": 25', '"size": NaN'), id="nan"),
+        pytest.param(frame(START, START_DATA).replace('"size": 25', '"size": -Infinity'), id="inf"),
+        pytest.param(frame(START, START_DATA).replace('"size": 25', '"size": 1e999'), id="1e999"),
+        pytest.param(frame(START, START_DATA).replace(START, "\\ud800"), id="lone-surrogate-id"),
+        pytest.param(b"\xed\xa0\x80", id="surrogate-in-utf8"),
+    ],
+)
+def test_hostile_frame_is_refused(text: str | bytes) -> None:
+    with pytest.raises(MalformedPacket):
+        decode_request(text)
+
+
+SHAPED = [
+    pytest.param(packet_id, name, kind, id=f"{packet_id.split(':')[1]}-{name}")
+    for packet_id, shape in REQUEST_SHAPES.items()
+    for name, kind in shape.items()
+]
+BASES = {CONFIG: CONFIG_DATA, START: START_DATA}
+JSON_VALUES = [{"secret": "sk-1"}, ["secret-2"], "secret-3", 12345, 1.5, True]
+
+
+@pytest.mark.parametrize(("packet_id", "name", "kind"), SHAPED)
+def test_every_wrong_type_in_every_field_is_refused_without_its_value(
+    packet_id: str, name: str, kind: type
+) -> None:
+    for value in (v for v in JSON_VALUES if type(v) is not kind):
+        with pytest.raises(MalformedPacket, match=f"'{name}' must be") as refused:
+            decode_request(frame(packet_id, with_(BASES[packet_id], **{name: value})))
+        assert "secret" not in str(refused.value) and "1.5" not in str(refused.value)
+
+
+@pytest.mark.parametrize("name", list(CRYPTO_SHAPE))
+def test_every_wrong_type_in_crypto_is_refused(name: str) -> None:
+    for value in (v for v in JSON_VALUES if type(v) is not CRYPTO_SHAPE[name]):
+        crypto = with_({"enabled": True, "key": KEY_BASE64}, **{name: value})
+        with pytest.raises(MalformedPacket, match=f"'{name}' must be"):
+            decode_request(frame(CONFIG, with_(CONFIG_DATA, crypto=crypto)))
+
+
+@pytest.mark.parametrize("token", ["bot token", "tökén", "\ud800", "token\n", "\x00"])
+def test_token_that_cannot_be_a_header_is_a_problem(token: str) -> None:
+    problems = decode_request(frame(CONFIG, with_(CONFIG_DATA, discord_bot_token=token))).request
+    assert problems.problems == ("discord_bot_token must be visible ASCII characters only",)
+
+
+def test_odd_unicode_values_decode_and_their_reply_is_sendable() -> None:
+    data = with_(START_DATA, name="\ud800\U0010ffff\u202e", path="\udfff", client="\x00" * 10_000)
+    incoming = decode_request(frame(START, data))
+    message = "; ".join(incoming.request.problems)
+    assert "path" in message and "client" in message and len(message) < 200
+    text = reply(incoming.uuid, False, message)
+    assert text.isascii() and check_outgoing(text).data["message"] == message
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param({"success": float("nan")}, id="nan"),
+        pytest.param({"success": object()}, id="not-serialisable"),
+        pytest.param({"x": {1j: 1}}, id="complex-key"),
+    ],
+)
+def test_encoding_what_is_not_json_raises_malformed_packet(data: dict[str, Any]) -> None:
+    with pytest.raises(MalformedPacket):
+        encode(BOOLEAN, data)
+
+
+def test_encoding_a_cycle_raises_malformed_packet() -> None:
+    cycle: dict[str, Any] = {}
+    cycle["self"] = cycle
+    with pytest.raises(MalformedPacket):
+        encode(BOOLEAN, cycle)
+
+
+def test_reply_message_with_a_lone_surrogate_is_sent_escaped() -> None:
+    text = reply(str(uuid.uuid4()), False, "bad name '\ud800'")
+    assert text.isascii() and check_outgoing(text).data["message"] == "bad name '\ud800'"

@@ -68,6 +68,21 @@ class ServiceConnection:
         finally:
             self._replies.pop(reply_to, None)
 
+    async def send_nested(self, depth: int, opener: str = "[") -> None:
+        """Send `opener` repeated `depth` times: JSON nested deeper than any parser recurses."""
+        await self.send_raw(opener * depth)
+
+    async def send_oversized(self, size: int) -> None:
+        """Send a text frame of `size` bytes (a JSON string), however far over a limit. The
+        service may refuse it from its header and drop the link while the rest is in flight:
+        that is the outcome a test waits for, so a lost connection is no error here."""
+        with contextlib.suppress(ConnectionError):
+            await self.send_raw('"' + "x" * max(0, size - 2) + '"')
+
+    async def send_binary(self, data: bytes) -> None:
+        """Send a binary frame; the protocol has none, so the service must ignore it."""
+        await self.socket.send_bytes(data)
+
     async def configure(
         self, *, token: str, channel_id: str, crypto_key: bytes | None
     ) -> dict[str, Any]:

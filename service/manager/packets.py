@@ -10,6 +10,11 @@ Decoding is strict in two layers:
 
 Outgoing packets go through the same schema checks before they are sent, so a packet the
 manager would drop is a bug caught here rather than an upload that hangs there.
+
+Decoding and encoding raise nothing but `MalformedPacket`, whatever a frame holds (deep
+nesting, huge numbers, lone surrogates, any JSON type in any field): the link relies on it to
+drop one bad frame and keep going. Error messages name fields and JSON types, never values,
+since they are logged and a frame may carry the bot token or the encryption key.
 """
 
 from __future__ import annotations
@@ -27,9 +32,15 @@ from typing import Any
 ID_PATTERN = re.compile(r"(([a-z]2[a-z])|generic):[a-z\-0-9]+")
 UUID_PATTERN = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 SNOWFLAKE_PATTERN = re.compile(r"[0-9]{15,22}")
+# Discord tokens are visible ASCII; anything else could not even be sent as a header.
+TOKEN_PATTERN = re.compile(r"[\x21-\x7e]+")
 SHA256_HEX_PATTERN = re.compile(r"[0-9a-f]{64}")
 MAX_SAFE_INTEGER = 2**53 - 1
 MAX_NAME_LENGTH = 127
+# More digits than any safe integer has: refused before Python converts it (which is
+# quadratic in the digit count when the interpreter's int_max_str_digits limit is off).
+MAX_INTEGER_DIGITS = 20
+SHOWN_LENGTH = 40  # how much of a refused value a reply message quotes
 
 CONFIGURATION = "s2u:upload-service-configuration"
 UPLOAD_START = "s2u:upload-start"
@@ -82,6 +93,23 @@ class UploadAbort:
 
 Request = Configuration | UploadStart | UploadAbort
 
+# The JSON type of every field of each request's data (PROTOCOL.md section 1): the decoders
+# check the structure against these, and tests generate hostile frames from them.
+REQUEST_SHAPES: dict[str, dict[str, type]] = {
+    CONFIGURATION: {"crypto": dict, "discord_bot_token": str, "discord_channel_id": str},
+    UPLOAD_START: {
+        "name": str,
+        "path": str,
+        "size": int,
+        "client": str,
+        "upload_id": str,
+        "chunk_size": int,
+    },
+    UPLOAD_ABORT: {},
+}
+# `crypto` in the configuration; `key` is required only when `enabled` is true.
+CRYPTO_SHAPE: dict[str, type] = {"enabled": bool, "key": str}
+
 
 @dataclass(frozen=True)
 class Incoming:
@@ -92,6 +120,20 @@ class Incoming:
 # --- structure checks -----------------------------------------------------------------------
 
 
+_JSON_NAMES = {
+    dict: "an object",
+    list: "an array",
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "a boolean",
+}
+
+
+def _json_type(value: Any) -> str:
+    return _JSON_NAMES.get(type(value), type(value).__name__)
+
+
 def _get(data: dict[str, Any], name: str, kind: type, *, required: bool = True) -> Any:
     """Return `data[name]` if it has JSON type `kind`; `None` counts as absent."""
     value = data.get(name)
@@ -99,33 +141,61 @@ def _get(data: dict[str, Any], name: str, kind: type, *, required: bool = True) 
         if required:
             raise MalformedPacket(f"field '{name}' is missing")
         return None
-    if kind is int:
-        if type(value) is not int:
-            raise MalformedPacket(f"field '{name}' must be an integer, got {value!r}")
-        if abs(value) > MAX_SAFE_INTEGER:
-            raise MalformedPacket(f"field '{name}' is outside the safe-integer range")
-    elif type(value) is not kind:
-        raise MalformedPacket(f"field '{name}' must be a {kind.__name__}, got {value!r}")
+    if type(value) is not kind:
+        raise MalformedPacket(
+            f"field '{name}' must be {_JSON_NAMES[kind]}, got {_json_type(value)}"
+        )
+    if kind is int and abs(value) > MAX_SAFE_INTEGER:
+        raise MalformedPacket(f"field '{name}' is outside the safe-integer range")
     return value
+
+
+def _fields(
+    data: dict[str, Any], shape: dict[str, type], *, optional: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Every field of `shape` from `data`, type-checked; those in `optional` may be `None`."""
+    return {
+        name: _get(data, name, kind, required=name not in optional) for name, kind in shape.items()
+    }
+
+
+def _shown(value: str) -> str:
+    """A value quoted in a reply: escaped by repr, cut short so a huge one stays small."""
+    shown = repr(value)
+    return shown if len(shown) <= SHOWN_LENGTH else shown[: SHOWN_LENGTH - 3] + "..."
+
+
+def _parse_integer(digits: str) -> int:
+    if len(digits.lstrip("-")) > MAX_INTEGER_DIGITS:
+        raise MalformedPacket("frame holds an integer outside the safe-integer range")
+    return int(digits)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise MalformedPacket(f"frame holds {name}, which is not JSON")
 
 
 def parse_envelope(text: str | bytes) -> Envelope:
     """Check a frame's envelope; raise `MalformedPacket` naming the first fault."""
     try:
-        frame = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise MalformedPacket(f"frame is not JSON: {error}") from None
+        frame = json.loads(text, parse_int=_parse_integer, parse_constant=_refuse_constant)
+    except MalformedPacket:
+        raise
+    except ValueError as error:  # JSONDecodeError and UnicodeDecodeError among them
+        raise MalformedPacket(f"frame is not JSON ({type(error).__name__})") from None
+    except RecursionError:
+        raise MalformedPacket("frame is nested too deeply") from None
     if type(frame) is not dict:
-        raise MalformedPacket("frame is not a JSON object")
+        raise MalformedPacket(f"frame is {_json_type(frame)}, not a JSON object")
     packet_id = _get(frame, "id", str)
     if not ID_PATTERN.fullmatch(packet_id):
-        raise MalformedPacket(f"packet id {packet_id!r} does not match the id pattern")
+        raise MalformedPacket(f"packet id {_shown(packet_id)} does not match the id pattern")
     packet_uuid = _get(frame, "uuid", str)
     if not UUID_PATTERN.fullmatch(packet_uuid):
-        raise MalformedPacket(f"uuid {packet_uuid!r} is not a lowercase UUID")
+        raise MalformedPacket("uuid is not a lowercase UUID")
     reply_uuid = _get(frame, "reply_uuid", str, required=False)
     if reply_uuid is not None and not UUID_PATTERN.fullmatch(reply_uuid):
-        raise MalformedPacket(f"reply_uuid {reply_uuid!r} is not a lowercase UUID")
+        raise MalformedPacket("reply_uuid is not a lowercase UUID")
     data = _get(frame, "data", dict)
     return Envelope(packet_id, packet_uuid, data, reply_uuid)
 
@@ -138,16 +208,17 @@ def decode_request(text: str | bytes) -> Incoming:
     envelope = parse_envelope(text)
     decoder = _DECODERS.get(envelope.id)
     if decoder is None:
-        raise MalformedPacket(f"packet id {envelope.id!r} is not one the manager sends")
+        raise MalformedPacket(f"packet id {_shown(envelope.id)} is not one the manager sends")
     return Incoming(envelope.uuid, decoder(envelope.data))
 
 
 def _decode_configuration(data: dict[str, Any]) -> Configuration:
-    crypto = _get(data, "crypto", dict)
-    enabled = _get(crypto, "enabled", bool)
-    key_text = _get(crypto, "key", str, required=enabled)
-    token = _get(data, "discord_bot_token", str)
-    channel_id = _get(data, "discord_channel_id", str)
+    fields = _fields(data, REQUEST_SHAPES[CONFIGURATION])
+    crypto = _fields(fields["crypto"], CRYPTO_SHAPE, optional=("key",))
+    enabled, key_text = crypto["enabled"], crypto["key"]
+    if enabled and key_text is None:
+        raise MalformedPacket("field 'key' is missing")
+    token, channel_id = fields["discord_bot_token"], fields["discord_channel_id"]
 
     problems: list[str] = []
     key: bytes | None = None
@@ -157,8 +228,10 @@ def _decode_configuration(data: dict[str, Any]) -> Configuration:
             problems.append("crypto.key must be the base64 encoding of exactly 32 bytes")
     if not token:
         problems.append("discord_bot_token is empty")
+    elif not TOKEN_PATTERN.fullmatch(token):
+        problems.append("discord_bot_token must be visible ASCII characters only")
     if not SNOWFLAKE_PATTERN.fullmatch(channel_id):
-        problems.append(f"discord_channel_id {channel_id!r} is not a Discord snowflake")
+        problems.append(f"discord_channel_id {_shown(channel_id)} is not a Discord snowflake")
     return Configuration(token, channel_id, key, tuple(problems))
 
 
@@ -171,14 +244,7 @@ def _decode_key(text: str) -> bytes | None:
 
 
 def _decode_upload_start(data: dict[str, Any]) -> UploadStart:
-    start = UploadStart(
-        name=_get(data, "name", str),
-        path=_get(data, "path", str),
-        size=_get(data, "size", int),
-        client=_get(data, "client", str),
-        upload_id=_get(data, "upload_id", str),
-        chunk_size=_get(data, "chunk_size", int),
-    )
+    start = UploadStart(**_fields(data, REQUEST_SHAPES[UPLOAD_START]))
     problems: list[str] = []
     if not 1 <= len(start.name) <= MAX_NAME_LENGTH or "/" in start.name:
         problems.append(f"name must be 1 to {MAX_NAME_LENGTH} characters without slashes")
@@ -209,11 +275,20 @@ _DECODERS = {
 
 
 def encode(packet_id: str, data: dict[str, Any], *, reply_uuid: str | None = None) -> str:
-    """Serialise a packet with a fresh uuid."""
+    """Serialise a packet with a fresh uuid; raise `MalformedPacket` if it is not JSON.
+
+    ASCII output escapes even lone surrogates, so the text always encodes to UTF-8 for the
+    text frame; NaN and infinities are refused, as JSON has no such numbers.
+    """
     frame: dict[str, Any] = {"id": packet_id, "uuid": str(uuid_module.uuid4()), "data": data}
     if reply_uuid is not None:
         frame["reply_uuid"] = reply_uuid
-    return json.dumps(frame, separators=(",", ":"))
+    try:
+        return json.dumps(frame, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as error:
+        raise MalformedPacket(
+            f"packet {_shown(packet_id)} cannot be encoded ({type(error).__name__})"
+        ) from None
 
 
 def _checked(text: str) -> str:
@@ -257,7 +332,7 @@ def check_outgoing(text: str | bytes) -> Envelope:
     elif envelope.id == UPLOAD_FINISH:
         _check_finish(envelope.data)
     else:
-        raise MalformedPacket(f"packet id {envelope.id!r} is not one the service sends")
+        raise MalformedPacket(f"packet id {_shown(envelope.id)} is not one the service sends")
     return envelope
 
 
