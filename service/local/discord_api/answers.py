@@ -17,7 +17,6 @@ from .ratelimit import BucketState, Scope
 
 VIA = "1.1 google"
 _ERRORS: dict[int, tuple[str, int]] = {
-    400: ("400: Bad Request", 0),
     401: ("401: Unauthorized", 0),
     403: ("Missing Access", 50001),
     404: ("Unknown Channel", 10003),
