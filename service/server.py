@@ -16,13 +16,15 @@ import discord.http
 from aiohttp import web
 
 from .config import Settings
+from .intake.answers import REFUSAL_REASONS
 from .intake.endpoint import ChunkEndpoint, cors, preflight
 from .jobs.layout import BROWSER_CHUNKS_IN_FLIGHT
 from .manager.supervisor import LinkSupervisor
-from .metrics import CONTENT_TYPE, Metrics
+from .metrics import Metrics
 from .storage.sealing import BufferPool
 from .uploads.directory import UploadDirectory
 from .uploads.slot import Slot
+from .uploads.upload import JOB_OUTCOMES
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,7 @@ class UploadService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.directory = UploadDirectory()
-        self.metrics = Metrics()
+        self.metrics = Metrics(REFUSAL_REASONS, JOB_OUTCOMES)
         self.buffers = BufferPool(keep=BROWSER_CHUNKS_IN_FLIGHT * settings.slots)
         self.endpoint = ChunkEndpoint(
             self.directory, self.metrics, read_timeout=settings.client_read_timeout
@@ -54,7 +56,7 @@ class UploadService:
             app.router.add_route("OPTIONS", path, preflight)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
-        app.router.add_get("/metrics", self.serve_metrics)
+        app.router.add_get("/metrics", self.metrics.handler())
         return app
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -81,9 +83,6 @@ class UploadService:
             )
         return web.json_response(body, status=200 if ready else 503)
 
-    async def serve_metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
-
     async def startup(self) -> None:
         # discord.py reads its base URL from this class attribute; one process, one Discord.
         discord.http.Route.BASE = self.settings.discord_api_base.rstrip("/")
@@ -107,8 +106,11 @@ class UploadService:
             for i in range(self.settings.slots)
         ]
         self.metrics.watch_slots(
+            total=len(self.slots),
             connected=lambda: sum(slot.link.connected for slot in self.slots),
+            configured=lambda: sum(slot.ready for slot in self.slots),
             busy=lambda: sum(slot.upload is not None for slot in self.slots),
+            reconnects=lambda: sum(slot.link.reconnects for slot in self.slots),
         )
         for slot in self.slots:
             self.links.start(slot.name, slot.link.run)

@@ -38,6 +38,7 @@ CATALOGUE: dict[type[r.Refusal], Answer] = {
     r.ShuttingDown: Answer(503, "unavailable"),
 }
 INTERNAL_ERROR = Answer(500, "internal_error")  # an exception no refusal names: a bug
+REFUSAL_REASONS = sorted({answer.reason for answer in CATALOGUE.values()} | {"internal_error"})
 
 
 def answer_for(refusal: r.Refusal) -> Answer:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
+from prometheus_client import Counter
 
 from ..refusals import BodyTooLarge, ClientGone, ClientStalled
 
@@ -16,8 +17,11 @@ class ChunkBody:
     `Content-Length` over the limit is refused before a byte of the body is read.
     """
 
-    def __init__(self, request: web.Request, *, limit: int, read_timeout: float) -> None:
+    def __init__(
+        self, request: web.Request, *, limit: int, read_timeout: float, received: Counter
+    ) -> None:
         self._content = request.content
+        self._received_total = received
         self._read_timeout = read_timeout
         self._received = 0
         self.limit = limit
@@ -35,6 +39,7 @@ class ChunkBody:
         except ConnectionResetError:
             raise ClientGone("the connection was lost in the middle of the chunk") from None
         self._received += len(piece)
+        self._received_total.inc(len(piece))
         if self._received > self.limit:
             raise self._too_large()
         return piece

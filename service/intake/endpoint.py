@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -51,6 +52,7 @@ class ChunkEndpoint:
         self._idle.set()
 
     async def post(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
         try:
             if not self._accepting:
                 raise ShuttingDown()
@@ -59,18 +61,22 @@ class ChunkEndpoint:
         except Refusal as refusal:
             if isinstance(refusal, ClientGone):
                 log.info("a client went away in the middle of a chunk; it was dropped")
-            self._metrics.refused(answer_for(refusal).reason)
+            self._metrics.chunk_answered(answer_for(refusal).reason, started)
             return refusal_response(refusal)
         except Exception:
             log.exception("the chunk path failed unexpectedly")
-            self._metrics.refused(INTERNAL_ERROR.reason)
+            self._metrics.chunk_answered(INTERNAL_ERROR.reason, started)
             return internal_error_response()
+        self._metrics.chunk_answered("stored", started)
         return web.Response(text=str(index))
 
     async def _receive(self, request: web.Request) -> int:
         """The per-chunk path (see the module's docstring); the stored chunk's index."""
         body = ChunkBody(
-            request, limit=self._directory.body_limit(), read_timeout=self._read_timeout
+            request,
+            limit=self._directory.body_limit(),
+            read_timeout=self._read_timeout,
+            received=self._metrics.received_bytes,
         )
         with StreamingForm(boundary_of(request.headers.get("Content-Type", ""))) as form:
             fields = await form.read_fields(body.read)
@@ -87,9 +93,11 @@ class ChunkEndpoint:
     def _counted(self):  # type: ignore[no-untyped-def]
         self._active += 1
         self._idle.clear()
+        self._metrics.chunks_in_flight.inc()
         try:
             yield
         finally:
+            self._metrics.chunks_in_flight.dec()
             self._active -= 1
             if self._active == 0:
                 self._idle.set()

@@ -35,12 +35,23 @@ UNREPORTABLE = (
 Report = Callable[[str], Awaitable[bool]]  # sends a packet to the manager; False if it could not
 
 
+JOB_OUTCOMES = (
+    "succeeded",
+    "timed_out",
+    "discord_refused",
+    "shutdown",
+    "aborted",
+    "voided",
+    "failed",
+)
+
+
 @dataclass(frozen=True)
 class Ending:
     """Why an upload ended: `why` for the log and later chunks, `outcome` for the metric."""
 
     why: str
-    outcome: str  # succeeded, timed_out, discord_refused, shutdown, aborted, voided, failed
+    outcome: str  # one of JOB_OUTCOMES
 
 
 class IncomingChunk(Protocol):
@@ -135,7 +146,7 @@ class Upload:
         self._refuse_if_ended()  # aborted or voided while Discord was busy: result discarded
         self.job.record(index, StoredChunk(message_id, sealed.digest), sealed.head)
         self._metrics.chunks_stored.inc()
-        self._metrics.bytes_stored.inc(sealer.length)
+        self._metrics.stored_bytes.inc(sealer.length)
         log.info("chunk stored as message %s", message_id, extra={**self._log, "chunk": index})
         if self.job.complete:
             await self._finish()
