@@ -18,11 +18,10 @@ from aiohttp import web
 from .config import Settings
 from .intake.answers import REFUSAL_REASONS
 from .intake.endpoint import ChunkEndpoint, cors, preflight
-from .jobs.layout import BROWSER_CHUNKS_IN_FLIGHT
 from .manager.supervisor import LinkSupervisor
 from .metrics import Metrics
-from .storage.sealing import BufferPool
 from .uploads.directory import UploadDirectory
+from .uploads.memory import ChunkMemory, cgroup_memory_limit, default_budget
 from .uploads.slot import Slot
 from .uploads.upload import JOB_OUTCOMES
 
@@ -34,9 +33,12 @@ class UploadService:
         self.settings = settings
         self.directory = UploadDirectory()
         self.metrics = Metrics(REFUSAL_REASONS, JOB_OUTCOMES)
-        self.buffers = BufferPool(keep=BROWSER_CHUNKS_IN_FLIGHT * settings.slots)
+        self.memory = ChunkMemory(chunk_memory_budget(settings), self.metrics)
         self.endpoint = ChunkEndpoint(
-            self.directory, self.metrics, read_timeout=settings.client_read_timeout
+            self.directory,
+            self.metrics,
+            read_timeout=settings.client_read_timeout,
+            min_rate=settings.client_min_rate,
         )
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
@@ -88,7 +90,14 @@ class UploadService:
         discord.http.Route.BASE = self.settings.discord_api_base.rstrip("/")
         # By the time the runner cleans up, `shutdown` has already waited the grace period
         # for chunks in flight: what is left (a stalled client) is cut off promptly.
-        self._runner = web.AppRunner(self.build_app(), access_log=None, shutdown_timeout=1.0)
+        # keepalive_timeout also closes a connection that sends no complete request head:
+        # aiohttp arms it when the connection opens (web_protocol.connection_made).
+        self._runner = web.AppRunner(
+            self.build_app(),
+            access_log=None,
+            shutdown_timeout=1.0,
+            keepalive_timeout=self.settings.client_read_timeout,
+        )
         await self._runner.setup()
         await web.TCPSite(self._runner, self.settings.host, self.settings.port).start()
         log.info("accepting chunks on port %d at %s", self.port, self.settings.own_address)
@@ -98,7 +107,7 @@ class UploadService:
             Slot(
                 self.settings,
                 self.directory,
-                self.buffers,
+                self.memory,
                 self._session,
                 self.metrics,
                 name=f"slot-{i}",
@@ -137,6 +146,13 @@ class UploadService:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.shutdown()
+
+
+def chunk_memory_budget(settings: Settings) -> int:
+    """CHUNK_MEMORY_MIB in bytes, or the default for this process's slots and cgroup."""
+    if settings.chunk_memory_mib is not None:
+        return settings.chunk_memory_mib * 1024 * 1024
+    return default_budget(settings.slots, cgroup_memory_limit())
 
 
 async def _logging_failure(step: Awaitable[None], what: str) -> None:

@@ -35,6 +35,8 @@ CATALOGUE: dict[type[r.Refusal], Answer] = {
     r.DiscordFailed: Answer(502, "discord_failed"),
     r.DiscordRefused: Answer(502, "discord_failed"),
     r.DiscordBusy: Answer(503, "unavailable"),
+    r.TooManyChunks: Answer(503, "too_many_chunks"),
+    r.MemoryBusy: Answer(503, "memory_busy"),
     r.ShuttingDown: Answer(503, "unavailable"),
 }
 INTERNAL_ERROR = Answer(500, "internal_error")  # an exception no refusal names: a bug

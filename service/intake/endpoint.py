@@ -4,7 +4,9 @@ A chunk's whole path, in order (`ChunkEndpoint._receive`, then `uploads/upload.p
 
 1. read the form's small fields as the body streams in (`StreamingForm.read_fields`);
 2. find the upload the `id` names (`UploadDirectory.find`);
-3. open the chunk the `chunk` field names: the claim (`Upload.open_chunk`);
+3. open the chunk the `chunk` field names: the claim, and its memory reserved, waiting
+   for it if the budget is spent (`Upload.open_chunk`); from here the client must keep
+   up a minimum rate (`ChunkBody.chunk_claimed`);
 4. stream the file part into the chunk, hashed and encrypted as it arrives (`read_file`);
 5. store it: post it to Discord and record the message; with the last chunk, send the
    finish packet (`chunk.store()` -> `Upload.post`);
@@ -42,10 +44,18 @@ log = logging.getLogger(__name__)
 
 
 class ChunkEndpoint:
-    def __init__(self, directory: UploadDirectory, metrics: Metrics, *, read_timeout: float):
+    def __init__(
+        self,
+        directory: UploadDirectory,
+        metrics: Metrics,
+        *,
+        read_timeout: float,
+        min_rate: int,
+    ) -> None:
         self._directory = directory
         self._metrics = metrics
         self._read_timeout = read_timeout
+        self._min_rate = min_rate
         self._accepting = True
         self._active = 0
         self._idle = asyncio.Event()
@@ -76,6 +86,7 @@ class ChunkEndpoint:
             request,
             limit=self._directory.body_limit(),
             read_timeout=self._read_timeout,
+            min_rate=self._min_rate,
             received=self._metrics.received_bytes,
         )
         with StreamingForm(boundary_of(request.headers.get("Content-Type", ""))) as form:
@@ -83,8 +94,9 @@ class ChunkEndpoint:
             bind(upload_id=fields.upload_id[:64])
             upload = self._directory.find(fields.upload_id)
             body.limit = upload.body_limit
-            with upload.open_chunk(fields.chunk) as chunk:
+            with await upload.open_chunk(fields.chunk) as chunk:
                 bind(chunk=chunk.index)
+                body.chunk_claimed()
                 await form.read_file(body.read, chunk.sink)
                 await chunk.store()
         return chunk.index

@@ -22,7 +22,8 @@ from ..metrics import Metrics
 from ..refusals import ChunkConflict, DiscordRefused, ShuttingDown, StoreError, UploadEnded
 from ..storage.discord_store import DiscordStore
 from ..storage.mime import FALLBACK, sniff_mime
-from ..storage.sealing import BufferPool, ChunkDigest, ChunkSealer, buffer_size
+from ..storage.sealing import ChunkDigest, ChunkSealer, buffer_size
+from .memory import ChunkMemory
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,9 @@ class Upload:
         *,
         store: DiscordStore,
         key: bytes | None,
-        buffers: BufferPool,
+        memory: ChunkMemory,
+        memory_wait: float,
+        max_in_flight: int,
         inactivity_timeout: float,
         metrics: Metrics,
         report: Report,
@@ -83,10 +86,12 @@ class Upload:
         slot: str,
     ) -> None:
         self.start = start
-        self.job = Job(start.upload_id, ChunkLayout(start.size, start.chunk_size))
+        layout = ChunkLayout(start.size, start.chunk_size)
+        self.job = Job(start.upload_id, layout, max_in_flight)
         self.store = store
         self.key = key
-        self.buffers = buffers
+        self.memory = memory
+        self._memory_wait = memory_wait
         self._timeout = inactivity_timeout
         self._metrics = metrics
         self._report = report
@@ -119,8 +124,9 @@ class Upload:
 
     # --- a chunk's path --------------------------------------------------------------------
 
-    def open_chunk(self, index_text: str) -> IncomingChunk:
-        """Claim the chunk the client names; raise a `Refusal` if it cannot be received."""
+    async def open_chunk(self, index_text: str) -> IncomingChunk:
+        """Claim the chunk the client names and reserve its memory, before its bytes are
+        read; raise a `Refusal` if it cannot be received."""
         index = self.job.layout.parse_index(index_text)
         stored = self.job.claim(index)
         self._touch()
@@ -128,7 +134,11 @@ class Upload:
         length = self.job.layout.length(index)
         if stored is not None:
             return ResentChunk(self, index, stored, ChunkDigest(length))
-        buffer = self.buffers.take(buffer_size(self.start.chunk_size))
+        try:
+            buffer = await self.memory.take(buffer_size(self.start.chunk_size), self._memory_wait)
+        except BaseException:
+            self.job.release(index)
+            raise
         return NewChunk(self, index, ChunkSealer(length, self.key, buffer=buffer))
 
     async def post(self, index: int, sealer: ChunkSealer) -> None:
@@ -249,8 +259,8 @@ class NewChunk:
 
     def __exit__(self, *exc_info: object) -> None:
         self.upload.release(self.index)
-        if not self._posting:  # a post that failed midway may leave a writer reading it
-            self.upload.buffers.give(self.sink.buffer)
+        # a post that failed midway may leave a writer reading the buffer: not reused
+        self.upload.memory.give(self.sink.buffer, reusable=not self._posting)
 
 
 class ResentChunk:
