@@ -69,7 +69,13 @@ class ChunkMemory:
         metrics.chunk_memory.set_function(lambda: self.in_use)
 
     @property
+    def reserved(self) -> int:
+        """Bytes of the buffers chunks hold now."""
+        return self._reserved
+
+    @property
     def in_use(self) -> int:
+        """Bytes held, idle buffers kept for reuse included."""
         return self._reserved + sum(len(buffer) for buffer in self._idle)
 
     async def take(self, size: int, wait: float) -> mmap.mmap:
