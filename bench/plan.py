@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from typing import Literal
 
@@ -20,3 +21,14 @@ class Plan:
 
     def size_for(self, jobs: int) -> int:
         return self.size if jobs == 1 else self.multi_size
+
+
+def parse_counts(text: str) -> tuple[int, ...]:
+    """Numbers of jobs or slots from the command line: "1,2,4,8"."""
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be numbers separated by commas") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError("every number must be at least 1")
+    return counts

@@ -22,8 +22,8 @@ def _row(cells: Sequence[object]) -> str:
     return "| " + " | ".join(str(cell) for cell in cells) + " |"
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
-    return [_row(header), _row(["---"] * len(header)), *(_row(row) for row in rows)]
+def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
+    return [_row(header), _row(["---"] * len(header)), *(_row(cells) for cells in rows)]
 
 
 def results_table(summary: Summary) -> list[str]:
@@ -77,7 +77,7 @@ def results_table(summary: Summary) -> list[str]:
         ]
         for jobs, size, f in summary
     ]
-    return _table(header, rows)
+    return table(header, rows)
 
 
 def targets_table(summary: Summary, mode: Mode) -> list[str]:
@@ -87,7 +87,7 @@ def targets_table(summary: Summary, mode: Mode) -> list[str]:
         for jobs, _, f in summary
         for t in targets(jobs, mode, f)
     ]
-    return _table(header, rows)
+    return table(header, rows)
 
 
 MODE_SETUP: dict[Mode, str] = {

@@ -2,6 +2,7 @@
 
     python bench/run.py [--mode slots|processes] [--size MiB] [--multi-size MiB] [--runs N]
                         [--jobs 1,2,4,8] [--json out.json] [--smoke]
+    python bench/run.py --pacing [--smoke] ...   (the rate-limit benchmark: bench/pacing.py)
 
 Each run, for each number of jobs N, in this process: a Discord stand-in and a manager
 stand-in, and the upload service (`python -m service run`, so its RSS and CPU are its own):
@@ -43,13 +44,15 @@ import argparse
 import asyncio
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 
 import aiohttp
+import pacing
 from console import BenchFailure, log
 from measure import MIB
-from plan import MODES, Mode, Plan
+from plan import MODES, Mode, Plan, parse_counts
 from report import json_report, markdown
 from results import RunResult
 from runs import run_plan
@@ -59,16 +62,6 @@ DEFAULT_SIZE_MIB = 256
 DEFAULT_MULTI_SIZE_MIB = 64
 SMOKE_SIZE_MIB = 12
 SMOKE_JOBS = (1, 2)
-
-
-def parse_jobs(text: str) -> tuple[int, ...]:
-    try:
-        jobs = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError("must be numbers separated by commas") from None
-    if not jobs or min(jobs) < 1:
-        raise argparse.ArgumentTypeError("every number of jobs must be at least 1")
-    return jobs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"MiB per job with 2+ jobs (default: --size, at most {DEFAULT_MULTI_SIZE_MIB})",
     )
     parser.add_argument("--runs", type=int, help="runs per number of jobs (default 3)")
-    parser.add_argument("--jobs", type=parse_jobs, help="numbers of jobs (default 1,2,4,8)")
+    parser.add_argument("--jobs", type=parse_counts, help="numbers of jobs (default 1,2,4,8)")
     parser.add_argument("--json", type=Path, help="write every figure as JSON to this file")
     parser.add_argument(
         "--smoke",
@@ -121,6 +114,9 @@ async def measure_all(plan: Plan) -> dict[int, list[RunResult]] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--pacing" in argv:  # the rate-limit benchmark, with its own flags
+        return pacing.main([arg for arg in argv if arg != "--pacing"])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     plan = plan_from(args)
