@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,8 +23,8 @@ from service.local.browser import chunk_form
 from service.local.discord_api import DiscordStandIn
 from service.local.loopback import loopback_settings
 from service.local.manager import ManagerStandIn, ServiceConnection
+from service.local.verify import attachments_in, chunks_of, opened, source_hash
 from service.server import UploadService
-from service.storage.sealing import open_attachment
 
 TOKEN = "test-bot-token-Zm9vYmFy.secret"
 PASSWORD = "test-service-password-7d1f"
@@ -110,21 +109,17 @@ def raw_chunk_body(upload_id: str, index: int, data: bytes) -> tuple[str, bytes]
 
 
 def expected_hash(data: bytes, chunk_size: int) -> str:
-    """The file hash of PROTOCOL.md section 4, computed independently of the service."""
-    digests = [
-        hashlib.sha256(data[i : i + chunk_size]).hexdigest()
-        for i in range(0, len(data), chunk_size)
-    ]
-    return hashlib.sha256("".join(digests).encode()).hexdigest()
+    """The file hash of PROTOCOL.md section 4 for `data` cut into chunks of `chunk_size`."""
+    return source_hash(chunks_of(data, chunk_size))
 
 
 def reassembled(discord: DiscordStandIn, finish: dict[str, Any], channel: str = CHANNEL) -> bytes:
     """The file as the manager rebuilds it: each listed message's attachment, decrypted with
     KEY, in the finish packet's order."""
-    return b"".join(
-        open_attachment(KEY, discord.message(channel, message_id).attachments[0].data)
-        for message_id in finish["messages"]
-    )
+    attachment_of = attachments_in(discord, channel)
+    pieces = [opened(KEY, attachment_of(message_id) or b"") for message_id in finish["messages"]]
+    assert None not in pieces, "a listed attachment does not decrypt"
+    return b"".join(piece for piece in pieces if piece is not None)
 
 
 @dataclass
