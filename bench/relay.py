@@ -26,8 +26,10 @@ from aiohttp import web
 
 from service.intake.form import StreamingForm, boundary_of
 from service.jobs.layout import BROWSER_CHUNKS_IN_FLIGHT, MANAGER_CHUNK_SIZE, ChunkLayout
+from service.metrics import Metrics
 from service.storage.discord_store import MemoryReader  # importing it registers its payload
-from service.storage.sealing import BufferPool, buffer_size
+from service.storage.sealing import buffer_size
+from service.uploads.memory import ChunkMemory
 
 
 def message_form(index: str, attachment: object) -> aiohttp.FormData:
@@ -60,11 +62,12 @@ class Relay:
         self._session = session
         self._url = url
         self._headers = {"Authorization": f"Bot {token}"}
-        self._buffers = BufferPool(keep=BROWSER_CHUNKS_IN_FLIGHT * jobs)
+        budget = BROWSER_CHUNKS_IN_FLIGHT * jobs * buffer_size(MANAGER_CHUNK_SIZE)
+        self._memory = ChunkMemory(budget, Metrics([], []))  # the service's buffers
         self._layout = ChunkLayout(size, MANAGER_CHUNK_SIZE)
 
     async def post(self, request: web.Request) -> web.Response:
-        buffer = self._buffers.take(buffer_size(MANAGER_CHUNK_SIZE))
+        buffer = await self._memory.take(buffer_size(MANAGER_CHUNK_SIZE), wait=60)
         read = request.content.readany
         try:
             with StreamingForm(boundary_of(request.headers["Content-Type"])) as form:
@@ -73,7 +76,7 @@ class Relay:
                 await form.read_file(read, sink)
             await self._store(fields.chunk, sink.view[: sink.size])
         finally:
-            self._buffers.give(buffer)
+            self._memory.give(buffer, reusable=True)
         return web.Response(text=fields.chunk)
 
     async def _store(self, index: str, payload: memoryview) -> None:

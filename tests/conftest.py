@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,7 +24,7 @@ from service.local.browser import chunk_form
 from service.local.discord_api import DiscordStandIn
 from service.local.loopback import loopback_settings
 from service.local.manager import ManagerStandIn, ServiceConnection
-from service.local.verify import attachments_in, chunks_of, opened, source_hash
+from service.local.verify import attachments_in, opened
 from service.server import UploadService
 
 TOKEN = "test-bot-token-Zm9vYmFy.secret"
@@ -109,8 +110,12 @@ def raw_chunk_body(upload_id: str, index: int, data: bytes) -> tuple[str, bytes]
 
 
 def expected_hash(data: bytes, chunk_size: int) -> str:
-    """The file hash of PROTOCOL.md section 4 for `data` cut into chunks of `chunk_size`."""
-    return source_hash(chunks_of(data, chunk_size))
+    """The file hash of PROTOCOL.md section 4, computed independently of the service."""
+    digests = [
+        hashlib.sha256(data[i : i + chunk_size]).hexdigest()
+        for i in range(0, len(data), chunk_size)
+    ]
+    return hashlib.sha256("".join(digests).encode()).hexdigest()
 
 
 def reassembled(discord: DiscordStandIn, finish: dict[str, Any], channel: str = CHANNEL) -> bytes:
