@@ -17,7 +17,7 @@ from aiohttp import web
 
 from .config import Settings
 from .intake.answers import REFUSAL_REASONS
-from .intake.endpoint import ChunkEndpoint, cors, preflight
+from .intake.endpoint import ChunkEndpoint, cors, preflight, request_ids
 from .manager.supervisor import LinkSupervisor
 from .metrics import Metrics
 from .uploads.directory import UploadDirectory
@@ -52,7 +52,7 @@ class UploadService:
         return self._runner.addresses[0][1]
 
     def build_app(self) -> web.Application:
-        app = web.Application(middlewares=[cors])
+        app = web.Application(middlewares=[request_ids, cors])
         for path in {self.settings.own_path, "/"}:
             app.router.add_post(path, self.endpoint.post)
             app.router.add_route("OPTIONS", path, preflight)

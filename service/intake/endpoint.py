@@ -21,14 +21,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from ..logs import bind
 from ..metrics import Metrics
-from ..refusals import ClientGone, Refusal, ShuttingDown
+from ..refusals import Refusal, ShuttingDown
 from ..uploads.directory import UploadDirectory
 from .answers import (
     INTERNAL_ERROR,
@@ -69,9 +71,16 @@ class ChunkEndpoint:
             with self._counted():
                 index = await self._receive(request)
         except Refusal as refusal:
-            if isinstance(refusal, ClientGone):
-                log.info("a client went away in the middle of a chunk; it was dropped")
-            self._metrics.chunk_answered(answer_for(refusal).reason, started)
+            answer = answer_for(refusal)
+            self._metrics.chunk_answered(answer.reason, started)
+            log.log(
+                logging.WARNING if answer.status >= 500 else logging.INFO,
+                "chunk refused: %d %s in %.3f s: %s",
+                answer.status,
+                answer.reason,
+                time.perf_counter() - started,
+                refusal,
+            )
             return refusal_response(refusal)
         except Exception:
             log.exception("the chunk path failed unexpectedly")
@@ -93,6 +102,7 @@ class ChunkEndpoint:
             fields = await form.read_fields(body.read)
             bind(upload_id=fields.upload_id[:64])
             upload = self._directory.find(fields.upload_id)
+            bind(slot=upload.slot)
             body.limit = upload.body_limit
             with await upload.open_chunk(fields.chunk) as chunk:
                 bind(chunk=chunk.index)
@@ -131,6 +141,22 @@ CORS_HEADERS = {
 }
 
 
+REQUEST_ID = "X-Request-ID"
+_REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+@web.middleware
+async def request_ids(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Tag every log line of a request, and its answer, with the request id: the proxy's
+    `X-Request-ID` when it sends a sane one, else a new one."""
+    given = request.headers.get(REQUEST_ID, "")
+    request_id = given if _REQUEST_ID_PATTERN.fullmatch(given) else uuid.uuid4().hex
+    bind(request_id=request_id)
+    response = await handler(request)
+    response.headers[REQUEST_ID] = request_id
+    return response
+
+
 @web.middleware
 async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every answer, refusals, router errors and bugs included, may be read cross-origin."""
@@ -142,6 +168,7 @@ async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
         log.exception("an unexpected error answering %s %s", request.method, request.path)
         response = internal_error_response()
     response.headers["Access-Control-Allow-Origin"] = "*"
+    response.headers["Access-Control-Expose-Headers"] = f"{REQUEST_ID}, Retry-After"
     return response
 
 

@@ -96,6 +96,7 @@ class Upload:
         self._metrics = metrics
         self._report = report
         self._on_end = on_end
+        self.slot = slot
         self._log = {"slot": slot, "upload_id": start.upload_id}
         self._timer: asyncio.TimerHandle | None = None
         self._ending: Ending | None = None
