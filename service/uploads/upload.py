@@ -17,7 +17,7 @@ from typing import Protocol
 
 from ..jobs.job import Job, StoredChunk
 from ..jobs.layout import ChunkLayout
-from ..manager import packets
+from ..manager import outgoing, packets
 from ..metrics import Metrics
 from ..refusals import ChunkConflict, DiscordRefused, ShuttingDown, StoreError, UploadEnded
 from ..storage.discord_store import DiscordStore
@@ -179,7 +179,7 @@ class Upload:
     async def fail(self, ending: Ending) -> None:
         """End the upload and tell the manager why, once."""
         if self._end(ending):
-            await self._report(packets.finish_failure(ending.why))
+            await self._report(outgoing.finish_failure(ending.why))
 
     def void(self, ending: Ending) -> None:
         """End the upload without a finish packet (an abort's reply or a lost link says it)."""
@@ -191,7 +191,7 @@ class Upload:
         if self._ending is not None:
             return
         try:
-            packet = packets.finish_success(
+            packet = outgoing.finish_success(
                 messages=self.job.messages(),
                 file_hash=self.job.file_hash(),
                 is_encrypted=self.key is not None,
@@ -202,7 +202,7 @@ class Upload:
         except Exception:
             log.exception("the success finish packet could not be built", extra=self._log)
             ending = Ending(UNREPORTABLE, "failed")
-            packet = packets.finish_failure(UNREPORTABLE)
+            packet = outgoing.finish_failure(UNREPORTABLE)
         if self._end(ending):
             await self._report(packet)
 
