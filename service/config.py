@@ -39,6 +39,7 @@ class Settings:
     discord_request_timeout: float = 60.0
     discord_retries: int = 3
     discord_max_ratelimit_wait: float = 30.0
+    discord_global_rate: int = 50
     client_read_timeout: float = 30.0
     shutdown_grace: float = 30.0
     slots: int = 1
@@ -140,6 +141,7 @@ OPTIONS = (
     _Option("discord_request_timeout", _positive_seconds),
     _Option("discord_retries", _positive_int),
     _Option("discord_max_ratelimit_wait", _positive_seconds),
+    _Option("discord_global_rate", _positive_int),
     _Option("client_read_timeout", _positive_seconds),
     _Option("shutdown_grace", _positive_seconds),
     _Option("slots", _positive_int, env_name="UPLOAD_SLOTS"),

@@ -19,6 +19,7 @@ from .config import Settings
 from .intake.endpoint import ChunkEndpoint, cors, healthz, preflight
 from .jobs.layout import BROWSER_CHUNKS_IN_FLIGHT
 from .metrics import CONTENT_TYPE, Metrics
+from .storage.discord_client import DiscordClients
 from .storage.sealing import BufferPool
 from .uploads.directory import UploadDirectory
 from .uploads.slot import Slot
@@ -36,6 +37,7 @@ class UploadService:
             self.directory, self.metrics, read_timeout=settings.client_read_timeout
         )
         self._session: aiohttp.ClientSession | None = None
+        self.discord_clients: DiscordClients | None = None
         self._runner: web.AppRunner | None = None
         self._link_tasks: list[asyncio.Task[None]] = []
         self.slots: list[Slot] = []
@@ -87,6 +89,12 @@ class UploadService:
         log.info("accepting chunks on port %d at %s", self.port, self.settings.own_address)
 
         self._session = aiohttp.ClientSession()
+        # One Discord client per bot token, shared by the slots configured with it.
+        self.discord_clients = DiscordClients(
+            global_rate=self.settings.discord_global_rate,
+            request_timeout=self.settings.discord_request_timeout,
+            metrics=self.metrics,
+        )
         self.slots = [
             Slot(
                 self.settings,
@@ -94,6 +102,7 @@ class UploadService:
                 self.buffers,
                 self._session,
                 self.metrics,
+                self.discord_clients,
                 name=f"slot-{i}",
             )
             for i in range(self.settings.slots)
@@ -118,6 +127,9 @@ class UploadService:
         self._link_tasks = []
         for slot in self.slots:
             await slot.disconnected()
+        if self.discord_clients is not None:
+            await self.discord_clients.close()
+            self.discord_clients = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
