@@ -80,7 +80,7 @@ class Bucket:
     spent: int = 0  # requests that may count in the current window
     in_flight: int = 0
     longest: float = 0.0  # the longest Reset-After seen: a window lasts at least that long
-    held_until: float = 0.0  # a 429 asked to wait until then
+    held_until: float = -math.inf  # a 429 asked to wait until then
 
     def room(self, now: float) -> int:
         self._roll(now)
@@ -171,10 +171,10 @@ class GlobalLimit:
     rate: int  # requests per second
     in_flight: int = 0
     recent: deque[float] = field(default_factory=deque)  # answers within the last second
-    held_until: float = 0.0
+    held_until: float = -math.inf
 
     def room(self, now: float) -> int:
-        while self.recent and self.recent[0] <= now - GLOBAL_PERIOD:
+        while self.recent and self.recent[0] + GLOBAL_PERIOD <= now:  # as `wake_at` adds
             self.recent.popleft()
         if now < self.held_until:
             return 0
