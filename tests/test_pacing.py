@@ -77,7 +77,8 @@ def simulate(
     while waiting or events:
         while waiting and pacer.try_take(CHANNEL, now):
             index = waiting.pop(0)
-            heapq.heappush(events, (now + requests[index].up, order := order + 1, "judge", index))
+            judge_at = now + requests[index].up
+            heapq.heappush(events, (judge_at, order := order + 1, "judge", index))
         wake = pacer.wake_at(CHANNEL, now)
         if events and (wake is None or events[0][0] <= wake):
             now, _, what, index = heapq.heappop(events)
@@ -89,7 +90,8 @@ def simulate(
         if what == "judge":
             admitted[index] = discord.judge(now)
             run.judged.append(now)
-            heapq.heappush(events, (now + requests[index].down, order := order + 1, "answer", index))
+            answer_at = now + requests[index].down
+            heapq.heappush(events, (answer_at, order := order + 1, "answer", index))
             continue
         counted, state = admitted.pop(index)
         pacer.answered(CHANNEL, now, state if headers else None, counted=counted)
