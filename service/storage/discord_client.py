@@ -158,6 +158,8 @@ class DiscordClient:
 
     async def close(self) -> None:
         self.closed = True
+        if self._login is not None:
+            self._login.cancel()
         self.gate.close()
         await self._http.close()
 
