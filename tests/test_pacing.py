@@ -13,6 +13,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -208,6 +209,22 @@ def test_a_429_holds_the_channel_for_its_retry_after() -> None:
     assert pacer.try_take("1100000000000000002", 0.2)  # other channels go on
     assert not pacer.try_take(CHANNEL, 2.0)
     assert pacer.try_take(CHANNEL, 2.1)
+
+
+def test_a_429_with_the_buckets_headers_holds_for_its_own_wait_not_the_windows() -> None:
+    pacer = Pacer(50)
+    assert pacer.try_take(CHANNEL, 0.0)
+    pacer.answered(CHANNEL, 0.1, RateHeaders(10_000, 9_999, 5.0, 100.0), counted=False)
+    pacer.hold(CHANNEL, 0.9)
+    assert pacer.delay(CHANNEL, 0.1) == 0.9 - 0.1
+
+
+def test_a_full_window_with_nothing_in_flight_waits_for_its_end() -> None:
+    pacer = Pacer(50)
+    assert pacer.try_take(CHANNEL, 0.0)
+    pacer.answered(CHANNEL, 0.1, RateHeaders(1, 0, 4.0, 100.0))
+    assert pacer.delay(CHANNEL, 0.1) == pytest.approx(4.0)
+    assert pacer.buckets[CHANNEL].wake_at(0.1) == pytest.approx(4.1)
 
 
 def test_a_global_429_holds_every_channel() -> None:

@@ -5,16 +5,18 @@ and its `PaceGate`, so that every slot sees the same global limit and the same b
 channel. discord.py builds and sends the requests and decodes the answers; it no longer
 decides when a request goes out or what a 429 means:
 
-- Its buckets are inert (`_InertRatelimit`). In 2.7.1 a bucket's first answer of a window
-  sets `remaining` from its own header though other requests went out since
-  (`Ratelimit.update`, http.py lines 398-404), and the request that empties a bucket sleeps
-  a whole window before `request()` returns (`Ratelimit.__aexit__`, lines 490-497, calling
-  `_refresh`, lines 439-447).
+- Its buckets are inert (`_InertRatelimit`). In 2.7.1 (discord/http.py), after a window
+  resets (`Ratelimit.reset`, lines 391-395) the first answer of the new one sets `remaining`
+  from its own header though other requests went out since (`Ratelimit.update`, lines
+  397-404); and the request that empties a bucket sleeps a whole window before `request()`
+  returns (`Ratelimit.__aexit__`, lines 490-497, calling `_refresh`, lines 439-447).
 - Every send is paced by the gate before `request()` is called, and its answer is seen in an
   aiohttp trace (`_on_request_end`) before discord.py sees it. A 429 or a 5xx is taken out of
-  discord.py's hands there: in `request()` (lines 704-767) it would send again on its own,
-  unpaced, after sleeping; it treats each `HTTPClient`'s global limit as its own (lines
-  748-760); and after five 429s it raises an `HTTPException` the service took for a refusal.
+  discord.py's hands there: in `request()` it would send again on its own, unpaced, after
+  sleeping (429: lines 711-764; 500, 502, 504, 524: lines 766-768); it keeps a global limit
+  per `HTTPClient` and only reacts to a global 429 (lines 748-761); a 429 without Via is an
+  `HTTPException` (lines 712-714), and so is the fifth 429 in a row (lines 789-793), which
+  the service took for refusals that end the job.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ CLOUDFLARE_HOLD = 60.0  # seconds nothing goes out after a Cloudflare 429 that s
 
 class UnpacedResend(aiohttp.ClientError):
     """discord.py tried to send a request again on its own (after a connection reset on
-    BSD or Windows, http.py lines 778-783): the service retries it, paced, instead."""
+    BSD or Windows, http.py lines 781-785): the service retries it, paced, instead."""
 
 
 @dataclass(eq=False)
@@ -104,7 +106,7 @@ class _InertRatelimit(Ratelimit):
 
 
 class _UnpacedHTTPClient(HTTPClient):
-    """discord.py's REST client with every bucket inert (`get_ratelimit`, lines 596-602)."""
+    """discord.py's REST client with every bucket inert (`get_ratelimit`, lines 581-587)."""
 
     def get_ratelimit(self, key: str) -> Ratelimit:
         return _InertRatelimit(None)

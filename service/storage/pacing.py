@@ -10,7 +10,7 @@ requests it has in flight, and it never over-grants:
   for more than the least `remaining` its answers reported less the requests still in
   flight (which that figure may not include). The first answer of a window therefore
   cannot raise the count above what the service itself has spent, which is where
-  discord.py 2.7.1 over-grants (`Ratelimit.update`, http.py lines 398-404).
+  discord.py 2.7.1 over-grants (`Ratelimit.update`, http.py lines 397-404).
 - A window ends at the earliest time one of its answers said it would: the answer's arrival
   plus its Reset-After, never before Discord's own reset. The requests still in flight then
   are charged to the next window too, since Discord may yet count them there; an answer
@@ -83,15 +83,7 @@ class Bucket:
     held_until: float = -math.inf  # a 429 asked to wait until then
 
     def room(self, now: float) -> int:
-        self._roll(now)
-        if now < self.held_until:
-            return 0
-        if self.limit is None:
-            return 1 - self.in_flight
-        room = self.limit - self.spent
-        if self.remaining is not None:
-            room = min(room, self.remaining - self.in_flight)
-        return room
+        return 0 if now < self.held_until else self._window_room(now)
 
     def take(self) -> None:
         self.spent += 1
@@ -143,12 +135,20 @@ class Bucket:
 
     def delay(self, now: float) -> float:
         """At least this many seconds before there is room (0: maybe sooner)."""
-        if self.room(now) > 0:
-            return 0.0
         waits = [self.held_until - now]
-        if self.ends is not None and self.in_flight == 0:  # no answer can give room sooner
+        # A full window with nothing in flight: only its end can give room.
+        if self._window_room(now) <= 0 and self.ends is not None and self.in_flight == 0:
             waits.append(self.ends - now)
         return max(0.0, *waits)
+
+    def _window_room(self, now: float) -> int:
+        self._roll(now)
+        if self.limit is None:
+            return 1 - self.in_flight
+        room = self.limit - self.spent
+        if self.remaining is not None:
+            room = min(room, self.remaining - self.in_flight)
+        return room
 
     def _older(self, name: float) -> bool:
         if self.window is not None:
