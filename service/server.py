@@ -19,7 +19,7 @@ from .config import Settings
 from .intake.endpoint import ChunkEndpoint, cors, healthz, preflight
 from .jobs.layout import BROWSER_CHUNKS_IN_FLIGHT
 from .metrics import CONTENT_TYPE, Metrics
-from .storage.discord_client import DiscordClients
+from .storage.discord_clients import DiscordClients
 from .storage.sealing import BufferPool
 from .uploads.directory import UploadDirectory
 from .uploads.slot import Slot

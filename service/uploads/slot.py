@@ -17,7 +17,7 @@ from ..manager import packets
 from ..manager.link import Answer, ManagerLink
 from ..metrics import Metrics
 from ..refusals import StoreError
-from ..storage.discord_client import DiscordClients
+from ..storage.discord_clients import DiscordClients
 from ..storage.discord_store import DiscordStore
 from ..storage.sealing import HEADER_SIZE, BufferPool
 from .directory import UploadDirectory
