@@ -44,6 +44,7 @@ class Settings:
     discord_request_timeout: float = 60.0
     discord_retries: int = 3
     discord_max_ratelimit_wait: float = 30.0
+    discord_global_rate: int = 50
     client_read_timeout: float = 30.0
     client_min_rate: int = 16384
     chunk_memory_mib: int | None = None  # None: derived when the service starts
@@ -196,13 +197,20 @@ OPTIONS = (
     Option(
         "discord_retries",
         _positive_int,
-        "tries for failures discord.py does not retry itself (other 5xx, resets, timeouts)",
+        "tries for a post that fails (5xx, a reset connection, a timeout, an answer that is not "
+        "a stored message), each paced and with the same nonce",
     ),
     Option(
         "discord_max_ratelimit_wait",
         _positive_seconds,
         "longest rate-limit wait a client's POST is held for; longer ones answer 503 with "
-        "Retry-After (discord.py's floor is 30)",
+        "Retry-After",
+    ),
+    Option(
+        "discord_global_rate",
+        _positive_int,
+        "requests per second this process may make with one bot token (Discord allows 50 per "
+        "token across every process using it: divide 50 among them)",
     ),
     Option(
         "client_read_timeout",

@@ -114,7 +114,7 @@ class Metrics:
         )
         self.discord_retries = Counter(
             "upload_discord_retries",
-            "Posts retried by the service (discord.py's own 429/5xx retries show in requests)",
+            "Posts retried by the service after a failure (429 waits are not retries)",
             registry=r,
         )
         self.jobs = Counter("upload_jobs", "Jobs ended, by outcome", ["outcome"], registry=r)

@@ -20,6 +20,7 @@ from .intake.answers import REFUSAL_REASONS
 from .intake.endpoint import ChunkEndpoint, cors, preflight, request_ids
 from .manager.supervisor import LinkSupervisor
 from .metrics import Metrics
+from .storage.discord_clients import DiscordClients
 from .uploads.directory import UploadDirectory
 from .uploads.memory import ChunkMemory, cgroup_memory_limit, default_budget
 from .uploads.slot import Slot
@@ -41,6 +42,7 @@ class UploadService:
             min_rate=settings.client_min_rate,
         )
         self._session: aiohttp.ClientSession | None = None
+        self.discord_clients: DiscordClients | None = None
         self._runner: web.AppRunner | None = None
         self.links = LinkSupervisor()
         self.slots: list[Slot] = []
@@ -103,6 +105,12 @@ class UploadService:
         log.info("accepting chunks on port %d at %s", self.port, self.settings.own_address)
 
         self._session = aiohttp.ClientSession()
+        # One Discord client per bot token, shared by the slots configured with it.
+        self.discord_clients = DiscordClients(
+            global_rate=self.settings.discord_global_rate,
+            request_timeout=self.settings.discord_request_timeout,
+            metrics=self.metrics,
+        )
         self.slots = [
             Slot(
                 self.settings,
@@ -110,6 +118,7 @@ class UploadService:
                 self.memory,
                 self._session,
                 self.metrics,
+                self.discord_clients,
                 name=f"slot-{i}",
             )
             for i in range(self.settings.slots)
@@ -133,6 +142,9 @@ class UploadService:
         await self.links.stop()
         for slot in self.slots:
             await _logging_failure(slot.disconnected(), "closing " + slot.name)
+        if self.discord_clients is not None:
+            await _logging_failure(self.discord_clients.close(), "closing the Discord clients")
+            self.discord_clients = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

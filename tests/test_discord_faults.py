@@ -106,18 +106,26 @@ async def test_500_retried_by_discord_py_still_stores_once(harness: Harness) -> 
     assert len(harness.stored()) == 1
 
 
-async def test_rate_limit_longer_than_the_ceiling_answers_503_with_retry_after(
-    harness: Harness,
+async def test_rate_limit_longer_than_the_ceiling_answers_503_and_the_job_goes_on(
+    start_service: HarnessFactory,
 ) -> None:
+    harness = await start_service(discord_max_ratelimit_wait=0.2)
+    await harness.configure()
     data = os.urandom(SMALL_CHUNK)
     upload_id = await harness.start(len(data))
-    harness.discord.inject(Fault(status=429, retry_after=90))
+    harness.discord.inject(Fault(status=429, retry_after=0.8))
 
     async with harness.http.post(harness.address, data=chunk_form(upload_id, 0, data)) as response:
         assert response.status == 503
-        assert response.headers["Retry-After"] == "90"
+        assert response.headers["Retry-After"] == "1"
         assert "rate-limits" in (await response.json())["error"]
+    # Within the wait Discord asked for, a retry is answered without a request to Discord.
+    assert (await harness.post(upload_id, 0, data))[0] == 503
+    assert harness.discord.posts == 1
+
+    await asyncio.sleep(0.8)  # the client honours Retry-After
     assert (await harness.post(upload_id, 0, data))[0] == 200
+    assert (await harness.link.next_finish())["success"] is True
 
 
 async def test_abort_while_a_chunk_is_at_discord_discards_its_result(harness: Harness) -> None:

@@ -59,11 +59,12 @@ async def test_an_unknown_upload_is_logged_and_a_request_id_generated(
 async def test_discord_py_lines_carry_the_upload_and_chunk(
     harness: Harness, logs: pytest.LogCaptureFixture
 ) -> None:
+    logs.set_level(logging.DEBUG, logger="discord")
     upload_id = await harness.start(SMALL_CHUNK)
-    harness.discord.inject(Fault(status=429, retry_after=0.01))  # discord.py logs its wait
+    harness.discord.inject(Fault(status=429, retry_after=0.01))
     assert (await harness.post(upload_id, 0, os.urandom(SMALL_CHUNK)))[0] == 200
     ours = [r for r in logs.records if r.name.startswith("discord")]
-    assert ours, "discord.py logged nothing about the retry"
+    assert ours, "discord.py logged nothing about the post"
     for record in ours:
         assert record.upload_id == upload_id  # type: ignore[attr-defined]
         assert record.chunk == 0  # type: ignore[attr-defined]

@@ -1,9 +1,9 @@
-"""Storing chunks as Discord messages through discord.py's REST client (no gateway).
+"""Storing chunks as Discord messages in one channel, through the bot's shared client.
 
-discord.py waits out rate limits (429) and retries 500, 502, 504 and 524 itself. What it
-does not retry (other 5xx, connection resets, timeouts) is retried here a bounded number of
-times. Every post carries a nonce that Discord de-duplicates, so a retry after a lost
-response never leaves two messages for one chunk.
+The `DiscordClient` paces each post and waits out rate limits (429). A failed post (a 5xx,
+a reset connection, a timeout, or a 2xx that does not show the message stored) is retried
+here a bounded number of times. Every post carries a nonce that Discord de-duplicates, so
+a retry after a lost response never leaves two messages for one chunk.
 
 Failures are raised as the `StoreError`s of `refusals.py`: `DiscordFailed` (the client
 may retry), `DiscordBusy` (a longer wait than a client is held for) and `DiscordRefused`
@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
+import re
 import secrets
 from typing import Any
 
@@ -22,18 +24,15 @@ import aiohttp
 import aiohttp.abc
 import aiohttp.payload
 import discord
-from discord.http import HTTPClient, Route, handle_message_parameters
+from discord.http import handle_message_parameters
 
 from ..metrics import Metrics
-from ..refusals import DiscordBusy, DiscordFailed, DiscordRefused
+from ..refusals import DiscordFailed, DiscordRefused
+from .discord_client import BAD_TOKEN, TRANSIENT, DiscordClient, describe
 
 log = logging.getLogger(__name__)
 
-# Connection errors discord.py lets through; TimeoutError is an OSError too.
-_TRANSIENT = (OSError, aiohttp.ClientError)
-_BAD_TOKEN = "Discord rejected the bot token (401 Unauthorized)"
-# Statuses discord.py has already retried five times before it raises.
-_RETRIED_BY_DISCORD_PY = frozenset({500, 502, 504, 524})
+_SNOWFLAKE = re.compile(r"[0-9]{15,22}")
 
 
 class MemoryReader(io.BufferedIOBase):
@@ -95,52 +94,60 @@ aiohttp.payload.PAYLOAD_REGISTRY.register(
 )
 
 
+class BadAnswer(Exception):
+    """A 2xx that does not show the chunk stored: a failed post, never a recorded one."""
+
+
+def stored_message_id(answer: object, size: int) -> str:
+    """The id of the message `answer` shows stored with a `size`-byte first attachment."""
+    if not isinstance(answer, dict):
+        raise BadAnswer("Discord answered a post with something other than JSON")
+    message_id = answer.get("id")
+    if not (isinstance(message_id, str) and _SNOWFLAKE.fullmatch(message_id)):
+        raise BadAnswer(f"Discord's answer has no message id (id: {message_id!r:.40})")
+    attachments = answer.get("attachments")
+    first = attachments[0] if isinstance(attachments, list) and attachments else None
+    stored = first.get("size") if isinstance(first, dict) else None
+    if type(stored) is not int or stored != size:
+        raise BadAnswer(
+            f"Discord's answer shows an attachment of {stored!r:.40} bytes, not the {size} sent"
+        )
+    return message_id
+
+
 class DiscordStore:
-    """One bot login, posting attachments to one channel."""
+    """One slot's channel, posted to through the shared client of the slot's bot token."""
 
     def __init__(
         self,
         *,
-        token: str,
+        client: DiscordClient,
         channel_id: str,
-        request_timeout: float,
         retries: int,
         max_ratelimit_wait: float,
         metrics: Metrics,
     ) -> None:
+        self.client = client
         self.channel_id = channel_id
-        self._token = token
-        self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._retries = retries
+        self._max_wait = max_ratelimit_wait
         self._metrics = metrics
         self._closed = False
-        self._http = HTTPClient(
-            asyncio.get_running_loop(),
-            max_ratelimit_timeout=max_ratelimit_wait,
-            http_trace=metrics.discord_trace(),
-        )
 
     async def open(self) -> None:
-        """Log in (GET /users/@me); raise `DiscordRefused` for a bad token."""
-        try:
-            await self._http.static_login(self._token)
-        except discord.LoginFailure:
-            await self.close()
-            raise DiscordRefused(_BAD_TOKEN) from None
-        except (*_TRANSIENT, discord.HTTPException) as error:
-            await self.close()
-            raise DiscordFailed(f"could not log in to Discord: {_describe(error)}") from None
+        """Make sure the token logs in (GET /users/@me, once per client); raise
+        `DiscordRefused` for a bad token."""
+        await self.client.login(self._max_wait)
 
     async def close(self) -> None:
+        """Post nothing more; the client stays, other slots may share it."""
         self._closed = True
-        await self._http.close()
 
     async def post(self, content: str, filename: str, payload: memoryview) -> str:
         """Post one message with `payload` as its only attachment; return the message id."""
         nonce = secrets.token_hex(12)
-        route = Route("POST", "/channels/{channel_id}/messages", channel_id=self.channel_id)
         for attempt in range(1, self._retries + 1):
-            if self._closed:  # the slot lost its configuration while this chunk waited
+            if self._closed or self.client.closed:  # reconfigured or shut down meanwhile
                 raise DiscordFailed("the Discord session was closed")
             params = handle_message_parameters(
                 content=content,
@@ -148,48 +155,42 @@ class DiscordStore:
                 nonce=nonce,
             )
             try:
-                message = await self._http.request(
-                    route, files=params.files, form=params.multipart, timeout=self._timeout
+                answer = await self.client.post_message(
+                    self.channel_id, params, max_wait=self._max_wait
                 )
-                return str(message["id"])
-            except discord.RateLimited as error:
-                raise DiscordBusy(error.retry_after) from None
-            except RuntimeError:  # aiohttp's "Session is closed", when close() came mid-request
-                if self._closed:
+                return stored_message_id(answer, len(payload))
+            except RuntimeError:  # aiohttp's "Session is closed", when shut down mid-request
+                if self.client.closed:
                     raise DiscordFailed("the Discord session was closed") from None
                 raise
             except discord.HTTPException as error:
                 if error.status < 500:
                     raise self._refusal(error, len(payload)) from None
-                if error.status in _RETRIED_BY_DISCORD_PY:
-                    raise DiscordFailed(
-                        f"Discord kept failing to store the chunk: {_describe(error)}"
-                    ) from None
                 failure: BaseException = error
-            except _TRANSIENT as error:
+            except (*TRANSIENT, BadAnswer, json.JSONDecodeError) as error:
                 failure = error
             log.warning(
                 "posting chunk %s to Discord failed (attempt %d of %d): %s",
                 filename,
                 attempt,
                 self._retries,
-                _describe(failure),
+                describe(failure),
             )
             if attempt < self._retries:
                 self._metrics.discord_retries.inc()
                 await asyncio.sleep(0.25 * 2**attempt)
         raise DiscordFailed(
             f"Discord could not store the chunk after {self._retries} attempts: "
-            f"{_describe(failure)}"
+            f"{describe(failure)}"
         )
 
     def _refusal(self, error: discord.HTTPException, size: int) -> DiscordRefused:
         """What a 4xx means for this job, said so that a person can act on it."""
         if error.status == 401:
-            return DiscordRefused(_BAD_TOKEN)
+            return DiscordRefused(BAD_TOKEN)
         if error.status in (403, 404):
             return DiscordRefused(
-                f"Discord refused to post in channel {self.channel_id} ({_describe(error)}); "
+                f"Discord refused to post in channel {self.channel_id} ({describe(error)}); "
                 "check that the bot can see the channel and may attach files"
             )
         if error.status == 413:
@@ -197,12 +198,4 @@ class DiscordStore:
                 f"Discord refused a {size}-byte attachment as too large (413); "
                 "chunks must be smaller for this bot"
             )
-        return DiscordRefused(f"Discord refused the message: {_describe(error)}")
-
-
-def _describe(error: BaseException) -> str:
-    if isinstance(error, discord.HTTPException):
-        return f"HTTP {error.status} {error.text or error.response.reason}".strip()
-    if isinstance(error, TimeoutError):
-        return "the request timed out"
-    return str(error) or type(error).__name__
+        return DiscordRefused(f"Discord refused the message: {describe(error)}")

@@ -17,6 +17,7 @@ from ..manager import packets
 from ..manager.link import Answer, ManagerLink
 from ..metrics import Metrics
 from ..refusals import StoreError
+from ..storage.discord_clients import DiscordClients
 from ..storage.discord_store import DiscordStore
 from ..storage.sealing import HEADER_SIZE
 from .directory import UploadDirectory
@@ -36,10 +37,12 @@ class Slot:
         memory: ChunkMemory,
         session: aiohttp.ClientSession,
         metrics: Metrics,
+        clients: DiscordClients,
         name: str = "slot-0",
     ) -> None:
         self.name = name
         self._settings = settings
+        self._clients = clients
         self._directory = directory
         self._memory = memory
         self._metrics = metrics
@@ -74,9 +77,8 @@ class Slot:
         if self.upload is not None:
             return Answer(False, "a job is running; configuration can only change between jobs")
         store = DiscordStore(
-            token=configuration.bot_token,
+            client=self._clients.client(configuration.bot_token),
             channel_id=configuration.channel_id,
-            request_timeout=self._settings.discord_request_timeout,
             retries=self._settings.discord_retries,
             max_ratelimit_wait=self._settings.discord_max_ratelimit_wait,
             metrics=self._metrics,

@@ -1,0 +1,266 @@
+"""One Discord client per bot token, shared by every slot configured with that token.
+
+A `DiscordClient` holds the token's discord.py `HTTPClient` (one login, one connection pool)
+and its `PaceGate`, so that every slot sees the same global limit and the same bucket for a
+channel. discord.py builds and sends the requests and decodes the answers; it no longer
+decides when a request goes out or what a 429 means:
+
+- Its buckets are inert (`_InertRatelimit`). In 2.7.1 (discord/http.py), after a window
+  resets (`Ratelimit.reset`, lines 391-395) the first answer of the new one sets `remaining`
+  from its own header though other requests went out since (`Ratelimit.update`, lines
+  397-404); and the request that empties a bucket sleeps a whole window before `request()`
+  returns (`Ratelimit.__aexit__`, lines 490-497, calling `_refresh`, lines 439-447).
+- Every send is paced by the gate before `request()` is called, and its answer is seen in an
+  aiohttp trace (`_on_request_end`) before discord.py sees it. A 429 or a 5xx is taken out of
+  discord.py's hands there: in `request()` it would send again on its own, unpaced, after
+  sleeping (429: lines 711-764; 500, 502, 504, 524: lines 766-768); it keeps a global limit
+  per `HTTPClient` and only reacts to a global 429 (lines 748-761); a 429 without Via is an
+  `HTTPException` (lines 712-714), and so is the fifth 429 in a row (lines 789-793), which
+  the service took for refusals that end the job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+import discord
+from discord.http import HTTPClient, MultipartParameters, Ratelimit, Route, json_or_text
+
+from ..metrics import Metrics
+from ..refusals import DiscordBusy, DiscordFailed, DiscordRefused, StoreError
+from .gate import PaceGate
+from .pacing import Pacer, RateHeaders
+
+log = logging.getLogger(__name__)
+
+# Connection errors discord.py lets through; TimeoutError is an OSError too.
+TRANSIENT = (OSError, aiohttp.ClientError)
+BAD_TOKEN = "Discord rejected the bot token (401 Unauthorized)"
+RATE_LIMIT_TRIES = 5  # 429s in a row for one request before its client is told to come back
+CLOUDFLARE_HOLD = 60.0  # seconds nothing goes out after a Cloudflare 429 that says no more
+
+
+class UnpacedResend(aiohttp.ClientError):
+    """discord.py tried to send a request again on its own (after a connection reset on
+    BSD or Windows, http.py lines 781-785): the service retries it, paced, instead."""
+
+
+@dataclass(eq=False)
+class RateLimited(Exception):
+    """A 429, as Discord (with Via and a JSON body) or Cloudflare (without) sent it."""
+
+    retry_after: float | None
+    is_global: bool
+    cloudflare: bool
+
+    @classmethod
+    async def read(cls, response: aiohttp.ClientResponse) -> RateLimited:
+        try:
+            body = await json_or_text(response)
+        except ValueError:
+            body = ""
+        fields = body if isinstance(body, dict) else {}
+        retry_after = fields.get("retry_after", response.headers.get("Retry-After"))
+        try:
+            seconds: float | None = float(retry_after) if retry_after is not None else None
+        except (TypeError, ValueError):
+            seconds = None
+        return cls(
+            retry_after=seconds,
+            is_global=fields.get("global") is True
+            or response.headers.get("X-RateLimit-Global", "").lower() == "true",
+            cloudflare=not response.headers.get("Via") or not isinstance(body, dict),
+        )
+
+
+@dataclass
+class _Exchange:
+    """One send through the gate, as the trace sees it (the task's current exchange)."""
+
+    channel: str | None
+    sent: bool = False
+    answered: bool = False
+
+
+_EXCHANGE: ContextVar[_Exchange | None] = ContextVar("discord_exchange", default=None)
+
+
+class _InertRatelimit(Ratelimit):
+    """A discord.py bucket that never holds a request: the `Pacer` does that."""
+
+    async def acquire(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+    def update(self, response: aiohttp.ClientResponse, *, use_clock: bool = False) -> None:
+        return None
+
+
+class _UnpacedHTTPClient(HTTPClient):
+    """discord.py's REST client with every bucket inert (`get_ratelimit`, lines 581-587)."""
+
+    def get_ratelimit(self, key: str) -> Ratelimit:
+        return _InertRatelimit(None)
+
+
+class DiscordClient:
+    """The requests of one bot token: its login, its connection pool, its pacing."""
+
+    def __init__(
+        self,
+        token: str,
+        *,
+        global_rate: int,
+        request_timeout: float,
+        metrics: Metrics,
+        forget: Callable[[], None],
+    ) -> None:
+        self._token = token
+        self._timeout = aiohttp.ClientTimeout(total=request_timeout)
+        self._forget = forget
+        self.gate = PaceGate(Pacer(global_rate))
+        trace = metrics.discord_trace()
+        trace.on_request_start.append(self._on_request_start)
+        trace.on_request_end.append(self._on_request_end)
+        self._http = _UnpacedHTTPClient(asyncio.get_running_loop(), http_trace=trace)
+        self._login: asyncio.Task[None] | None = None
+        self.closed = False
+
+    async def login(self, max_wait: float) -> None:
+        """Log in once (GET /users/@me); every caller waits for the same login. Raise
+        `DiscordRefused` for a bad token; after a failure the next call tries again."""
+        if self._login is None:
+            self._login = asyncio.create_task(self._log_in(max_wait))
+            self._login.add_done_callback(self._login_done)
+        await asyncio.shield(self._login)
+
+    async def post_message(
+        self, channel_id: str, params: MultipartParameters, *, max_wait: float
+    ) -> Any:
+        """Post one message, paced, waiting out 429s of up to `max_wait` seconds; return
+        discord.py's decoding of the answer (not checked). Raise `DiscordBusy` for a longer
+        wait, `discord.HTTPException` for an error status, or a transport error."""
+        route = Route("POST", "/channels/{channel_id}/messages", channel_id=channel_id)
+        return await self._send(
+            channel_id,
+            lambda: self._http.request(
+                route, files=params.files, form=params.multipart, timeout=self._timeout
+            ),
+            max_wait,
+        )
+
+    async def close(self) -> None:
+        self.closed = True
+        if self._login is not None:
+            self._login.cancel()
+        self.gate.close()
+        await self._http.close()
+
+    def _login_done(self, login: asyncio.Task[None]) -> None:
+        if (login.cancelled() or login.exception() is not None) and self._login is login:
+            self._login = None
+
+    async def _log_in(self, max_wait: float) -> None:
+        try:
+            await self._send(None, lambda: self._http.static_login(self._token), max_wait)
+        except discord.LoginFailure:
+            self._forget()
+            await self._http.close()
+            raise DiscordRefused(BAD_TOKEN) from None
+        except (*TRANSIENT, discord.HTTPException, ValueError) as error:
+            await self._http.close()
+            raise DiscordFailed(f"could not log in to Discord: {describe(error)}") from None
+        except StoreError:
+            await self._http.close()
+            raise
+
+    async def _send(
+        self, channel: str | None, request: Callable[[], Awaitable[Any]], max_wait: float
+    ) -> Any:
+        for _ in range(RATE_LIMIT_TRIES):
+            await self.gate.enter(channel, max_wait)
+            exchange = _Exchange(channel)
+            context = _EXCHANGE.set(exchange)
+            try:
+                return await request()
+            except RateLimited as answer:
+                limited = answer
+                self._hold(channel, answer)
+            finally:
+                _EXCHANGE.reset(context)
+                if not exchange.sent:
+                    self.gate.untake(channel)
+                elif not exchange.answered:  # no answer: it may have counted all the same
+                    self.gate.answered(channel, None)
+        raise DiscordBusy(
+            limited.retry_after or 1.0,
+            f"Discord rate-limited this chunk {RATE_LIMIT_TRIES} times in a row",
+        )
+
+    def _hold(self, channel: str | None, answer: RateLimited) -> None:
+        """Hold what the 429 names (the channel, or everything); raise `DiscordBusy` for a
+        Cloudflare 429, which more requests would only make worse."""
+        if answer.cloudflare:
+            wait = answer.retry_after or CLOUDFLARE_HOLD
+            log.error(
+                "Discord answered 429 without its Via header: Cloudflare refuses this IP, most "
+                "likely banned for too many invalid requests (401, 403, 429 answers); nothing "
+                "is sent to Discord for %.0f s",
+                wait,
+            )
+            self.gate.hold(None, wait)
+            raise DiscordBusy(wait, "Discord's network refuses this service for now (Cloudflare)")
+        wait = answer.retry_after if answer.retry_after is not None else 1.0
+        scope = None if answer.is_global else channel
+        log.warning(
+            "Discord rate-limited a request %s for %.3f s",
+            "of this bot token (global limit)" if scope is None else f"to channel {channel}",
+            wait,
+        )
+        self.gate.hold(scope, wait)
+
+    async def _on_request_start(
+        self, session: aiohttp.ClientSession, context: SimpleNamespace, params: object
+    ) -> None:
+        exchange = _EXCHANGE.get()
+        if exchange is None:
+            return
+        if exchange.sent:
+            raise UnpacedResend("discord.py tried to send a request again on its own")
+        exchange.sent = True
+
+    async def _on_request_end(
+        self,
+        session: aiohttp.ClientSession,
+        context: SimpleNamespace,
+        params: aiohttp.TraceRequestEndParams,
+    ) -> None:
+        exchange = _EXCHANGE.get()
+        if exchange is None or exchange.answered:
+            return
+        exchange.answered = True
+        response = params.response
+        headers = RateHeaders.parse(response.headers)
+        if response.status == 429:
+            self.gate.answered(exchange.channel, headers, counted=False)
+            raise await RateLimited.read(response)
+        self.gate.answered(exchange.channel, headers)
+        if response.status >= 500:
+            raise discord.DiscordServerError(response, await json_or_text(response))
+
+
+def describe(error: BaseException) -> str:
+    if isinstance(error, discord.HTTPException):
+        return f"HTTP {error.status} {error.text or error.response.reason}".strip()
+    if isinstance(error, TimeoutError):
+        return "the request timed out"
+    return str(error) or type(error).__name__

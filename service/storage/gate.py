@@ -1,0 +1,94 @@
+"""Holding requests until the pacer has room: the `Pacer`'s decisions, on the event loop.
+
+The requests of one bot token wait in one queue, first come first served. Whenever an
+answer or the clock may have made room, the queue is walked in order and every request that
+fits now goes; a request for a full channel does not hold up one for another channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from ..refusals import DiscordBusy
+from .pacing import Pacer, RateHeaders
+
+
+@dataclass
+class _Waiter:
+    channel: str | None
+    future: asyncio.Future[None]
+
+
+class PaceGate:
+    def __init__(self, pacer: Pacer) -> None:
+        self.pacer = pacer
+        self._loop = asyncio.get_running_loop()
+        self._queue: list[_Waiter] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def enter(self, channel: str | None, max_wait: float) -> None:
+        """Return once a request to `channel` may go out, its place taken; raise `DiscordBusy`
+        at once if the limits are known to need more than `max_wait` seconds, or after
+        `max_wait` seconds without room."""
+        delay = self.pacer.delay(channel, self._loop.time())
+        if delay > max_wait:
+            raise DiscordBusy(delay)
+        waiter = _Waiter(channel, self._loop.create_future())
+        self._queue.append(waiter)
+        self._pump()
+        try:
+            async with asyncio.timeout(max_wait):
+                await waiter.future
+        except TimeoutError:
+            self._abandon(waiter)
+            raise DiscordBusy(max(1.0, self.pacer.delay(channel, self._loop.time()))) from None
+        except BaseException:
+            self._abandon(waiter)
+            raise
+
+    def untake(self, channel: str | None) -> None:
+        """A request that `enter` let through did not go out after all."""
+        self.pacer.untake(channel)
+        self._pump()
+
+    def answered(
+        self, channel: str | None, headers: RateHeaders | None, *, counted: bool = True
+    ) -> None:
+        """A request that went out has its answer (or none will come)."""
+        self.pacer.answered(channel, self._loop.time(), headers, counted=counted)
+        self._pump()
+
+    def hold(self, channel: str | None, seconds: float) -> None:
+        """Let nothing go to `channel` (None: nothing at all) for `seconds`."""
+        self.pacer.hold(channel, self._loop.time() + seconds)
+        self._pump()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _abandon(self, waiter: _Waiter) -> None:
+        if waiter.future.done() and not waiter.future.cancelled():
+            self.untake(waiter.channel)  # let through just as its caller gave up
+        else:
+            waiter.future.cancel()
+            self._pump()
+
+    def _pump(self) -> None:
+        now = self._loop.time()
+        waiting: list[_Waiter] = []
+        for waiter in self._queue:
+            if waiter.future.done():
+                continue
+            if self.pacer.try_take(waiter.channel, now):
+                waiter.future.set_result(None)
+            else:
+                waiting.append(waiter)
+        self._queue = waiting
+        self.close()
+        wakes = [self.pacer.wake_at(waiter.channel, now) for waiter in waiting]
+        wake = min((t for t in wakes if t is not None), default=None)
+        if wake is not None:
+            self._timer = self._loop.call_at(wake, self._pump)
