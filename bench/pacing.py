@@ -11,14 +11,15 @@ same bot token, encryption on and a channel of its own, and given one job of --c
 chunks of --chunk-kib KiB; then N browsers upload at once, 5 chunks in flight each, with
 the browser's retries. Every finish packet is verified (every chunk decrypted).
 
-Reported per run (pacing_figures.py): each job's time against the bucket's ideal, the
-aggregate rate of stored posts against --global-limit, the 429s (per channel, from the
-stand-in; and as the service's /metrics counted them), the bytes the refused posts carried
-(estimated: 429s x one sealed chunk), the lag from a job's last stored post to its finish
-packet, and the browsers' answers other than 200 by status.
+The stand-in also enforces a global limit of --global-limit requests per second for the
+token, across channels, and the service is told the same (DISCORD_GLOBAL_RATE): it is the
+only process using the token.
 
-The stand-in has no global limit yet: --global-limit is only the reference the aggregate
-rate is compared with, and the "429 global" column is n/a.
+Reported per run (pacing_figures.py): each job's time against the bucket's ideal, the
+aggregate rate of stored posts against --global-limit, the 429s by scope (from the stand-in;
+and as the service's /metrics counted them), the bytes the refused posts carried (the
+stand-in counts every body it answered 429), the lag from a job's last stored post to its
+finish packet, and the browsers' answers other than 200 by status.
 """
 
 from __future__ import annotations
@@ -45,10 +46,9 @@ from source import Source
 
 from service.jobs.layout import BROWSER_CHUNKS_IN_FLIGHT
 from service.local.browser import UploadFailed, upload
-from service.local.discord_api import DISCORD_EPOCH_MS, DiscordStandIn
+from service.local.discord_api import DISCORD_EPOCH_MS, DiscordStandIn, Limit
 from service.local.manager import ManagerStandIn, ServiceConnection
 from service.local.verify import attachments_in, finish_problems
-from service.storage.sealing import HEADER_SIZE
 
 CHANNEL_BASE = 1400000000000000000
 RUN_TIMEOUT_BASE = 60.0  # seconds a run may take beyond its ideal
@@ -106,7 +106,7 @@ async def service_429s(session: aiohttp.ClientSession, service: ServiceProcess) 
             sample.value
             for family in text_string_to_metric_families(text)
             for sample in family.samples
-            if sample.name == "upload_discord_responses_total"
+            if sample.name == "upload_discord_requests_total"
             and sample.labels.get("status") == "429"
         )
     )
@@ -121,10 +121,17 @@ async def run_pacing(plan: PacingPlan, slots: int, source: Source) -> PacingRun:
             token=credentials.token,
             messages_per_window=limits.per_channel,
             window=limits.window,
+            global_limit=Limit(math.floor(limits.global_per_second), 1.0),
         ) as discord,
         ManagerStandIn(password=credentials.password) as manager,
     ):
-        service = await spawn_service(manager, credentials.password, discord, slots=slots)
+        service = await spawn_service(
+            manager,
+            credentials.password,
+            discord,
+            slots=slots,
+            discord_global_rate=math.floor(limits.global_per_second),
+        )
         try:
             connections = await connect_all("slots", manager, [service])
             upload_ids = [
@@ -173,13 +180,14 @@ async def run_pacing(plan: PacingPlan, slots: int, source: Source) -> PacingRun:
             ],
             accepted=sum(len(messages) for messages in stored),
             posts=discord.posts,
-            channel_429s=discord.rate_limited,
+            channel_429s=discord.rate_limited_by_scope["user"],
+            global_429s=discord.rate_limited_by_scope["global"],
+            wasted_bytes=discord.wasted_bytes,
             service_429s=seen_429s,
             client_statuses=sum(
                 (Counter({s: n for s, n in job.statuses.items() if s != 200}) for job in jobs),
                 Counter(),
             ),
-            attachment_size=source.chunk_size + HEADER_SIZE,
         )
 
 
@@ -197,7 +205,8 @@ async def run_all(plan: PacingPlan) -> list[PacingRun] | None:
                 log(
                     f"pacing, slots={slots} run {run + 1}/{plan.runs}: jobs "
                     f"{max(result.job_seconds):.2f} s (ideal {ideal:.2f} s), "
-                    f"{result.channel_429s} channel 429s, {result.posts} posts"
+                    f"{result.channel_429s} channel and {result.global_429s} global 429s, "
+                    f"{result.posts} posts"
                 )
     except* (BenchFailure, UploadFailed, aiohttp.ClientError, TimeoutError) as failures:
         for failure in failures.exceptions:
@@ -215,8 +224,8 @@ def markdown(plan: PacingPlan, runs: list[PacingRun], seconds: float) -> str:
             f"One service process of N slots, one job each in its own channel, one bot token; "
             f"{plan.chunks} chunks of {plan.chunk_size // 1024} KiB per job, "
             f"{BROWSER_CHUNKS_IN_FLIGHT} in flight; per-channel limit {limits.per_channel} "
-            f"posts per {limits.window:g} s (fixed window); global limit: none in the stand-in "
-            f"(rates compared with {limits.global_per_second:g}/s). Ideal per job: "
+            f"posts per {limits.window:g} s (fixed window); global limit "
+            f"{limits.global_per_second:g} per s for the token. Ideal per job: "
             f"(ceil(chunks / limit) - 1) x window = {limits.ideal(plan.chunks):.2f} s. "
             f"{plan.runs} run(s) per N; took {seconds:.0f} s.",
             "",
@@ -226,10 +235,11 @@ def markdown(plan: PacingPlan, runs: list[PacingRun], seconds: float) -> str:
             "last stored message (its id's time). x/ideal 1.0 is a perfect pacer (the ideal "
             "leaves out the posts' own transfer); for each job, job = last post + finish lag.",
             "- posts/s: messages stored in all channels / the run's time.",
-            "- 429 channel: refused by a channel's window (the stand-in's count); 429 seen by "
-            'service: upload_discord_responses_total{status="429"} in its /metrics.',
-            "- wasted MiB: an estimate, 429s x one sealed chunk (each refused post carried "
-            "its whole body).",
+            "- 429 channel / global: refused by a channel's window / the token's global limit "
+            "(the stand-in's counts); 429 seen by service: upload_discord_requests_total"
+            '{status="429"} in its /metrics.',
+            "- wasted MiB: the bodies of every post the stand-in answered 429 (each carried its "
+            "whole chunk).",
             "- finish lag: a job's last stored post (its message id's time) to its finish "
             "packet at the manager.",
         ]

@@ -28,7 +28,7 @@ from report import table
 class Limits:
     per_channel: int  # posts per window in one channel
     window: float  # seconds
-    global_per_second: float  # the reference the aggregate rate is compared with
+    global_per_second: float  # the token's global limit, in the stand-in and the service
 
     def ideal(self, chunks: int) -> float:
         """Seconds a perfect pacer needs for `chunks` posts in one channel (see above)."""
@@ -48,10 +48,11 @@ class PacingRun:
     finish_lags: list[float]  # each job's last stored post to its finish packet
     accepted: int  # messages stored, all channels
     posts: int  # POSTs that reached the messages route, refused ones included
-    channel_429s: int  # refused by a channel's window (the stand-in's `rate_limited`)
+    channel_429s: int  # refused by a channel's window (the stand-in's count)
+    global_429s: int  # refused by the token's global limit (the stand-in's count)
+    wasted_bytes: int  # bodies of the posts the stand-in answered 429
     service_429s: int  # 429 answers the service's Discord client counted (/metrics)
     client_statuses: Counter[int]  # the browsers' answers other than 200, by status
-    attachment_size: int  # bytes of one stored chunk (sealed)
 
     def figures(self, limits: Limits) -> dict[str, float]:
         ideal = limits.ideal(self.chunks)
@@ -67,7 +68,8 @@ class PacingRun:
             "posts_per_s_vs_global": rate / limits.global_per_second,
             "channel_429s": float(self.channel_429s),
             "service_429s": float(self.service_429s),
-            "wasted_mib_estimate": self.channel_429s * self.attachment_size / MIB,
+            "global_429s": float(self.global_429s),
+            "wasted_mib": self.wasted_bytes / MIB,
             "finish_lag_ms_max": max(self.finish_lags) * 1000,
         }
 
@@ -89,7 +91,7 @@ def pacing_table(runs: list[PacingRun], limits: Limits) -> list[str]:
         "429 channel",
         "429 global",
         "429 seen by service",
-        "wasted MiB (est.)",
+        "wasted MiB",
         "finish lag max ms",
         "client non-200",
     ]
@@ -107,9 +109,9 @@ def pacing_table(runs: list[PacingRun], limits: Limits) -> list[str]:
                 f"{f['posts_per_s']:.1f}",
                 f"{f['posts_per_s_vs_global']:.2f}",
                 run.channel_429s,
-                "n/a",
+                run.global_429s,
                 run.service_429s,
-                f"{f['wasted_mib_estimate']:.2f}",
+                f"{f['wasted_mib']:.2f}",
                 f"{f['finish_lag_ms_max']:.0f}",
                 statuses_text(run.client_statuses),
             ]

@@ -50,6 +50,9 @@ class ServiceProcess:
         return self.child.pid
 
 
+UNLIMITED_RATE = 1_000_000  # requests per second: no global limit to pace against
+
+
 async def spawn_service(
     manager: ManagerStandIn, password: str, discord: DiscordStandIn, slots: int, **settings: object
 ) -> ServiceProcess:
@@ -70,10 +73,16 @@ async def spawn_service(
 async def spawn_services(
     mode: Mode, jobs: int, manager: ManagerStandIn, password: str, discord: DiscordStandIn
 ) -> list[ServiceProcess]:
-    """One process of `jobs` slots (slots mode) or `jobs` processes of one slot each."""
+    """One process of `jobs` slots (slots mode) or `jobs` processes of one slot each.
+
+    Capacity is measured against a Discord that never limits, so the service's own pacing
+    against Discord's global limit is lifted too (the pacing mode measures it)."""
+    unlimited = {"discord_global_rate": UNLIMITED_RATE}
     if mode == "slots":
-        return [await spawn_service(manager, password, discord, slots=jobs)]
-    return [await spawn_service(manager, password, discord, slots=1) for _ in range(jobs)]
+        return [await spawn_service(manager, password, discord, slots=jobs, **unlimited)]
+    return [
+        await spawn_service(manager, password, discord, slots=1, **unlimited) for _ in range(jobs)
+    ]
 
 
 async def stop_services(services: Sequence[ServiceProcess]) -> None:
