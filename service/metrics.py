@@ -117,6 +117,16 @@ class Metrics:
             "Posts retried by the service after a failure (429 waits are not retries)",
             registry=r,
         )
+        self.messages_deleted = Counter(
+            "upload_discord_messages_deleted",
+            "Messages of uploads that did not succeed, deleted from Discord",
+            registry=r,
+        )
+        self.messages_left = Counter(
+            "upload_discord_messages_left",
+            "Messages of uploads that did not succeed that could not be deleted (logged with ids)",
+            registry=r,
+        )
         self.jobs = Counter("upload_jobs", "Jobs ended, by outcome", ["outcome"], registry=r)
         self.slots = Gauge("upload_slots", "Slots this process runs (UPLOAD_SLOTS)", registry=r)
         self.slots_connected = Gauge(

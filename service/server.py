@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Awaitable
 
 import aiohttp
@@ -21,12 +22,15 @@ from .intake.endpoint import ChunkEndpoint, cors, preflight, request_ids
 from .manager.supervisor import LinkSupervisor
 from .metrics import Metrics
 from .storage.discord_clients import DiscordClients
+from .uploads.cleanup import Cleanup
 from .uploads.directory import UploadDirectory
 from .uploads.memory import ChunkMemory, cgroup_memory_limit, default_budget
 from .uploads.slot import Slot
 from .uploads.upload import JOB_OUTCOMES
 
 log = logging.getLogger(__name__)
+
+CLEANUP_FLOOR = 2.0  # seconds the clean-up gets at shutdown even when the grace is spent
 
 
 class UploadService:
@@ -35,6 +39,7 @@ class UploadService:
         self.directory = UploadDirectory()
         self.metrics = Metrics(REFUSAL_REASONS, JOB_OUTCOMES)
         self.memory = ChunkMemory(chunk_memory_budget(settings), self.metrics)
+        self.cleanup = Cleanup(self.metrics)
         self.endpoint = ChunkEndpoint(
             self.directory,
             self.metrics,
@@ -116,6 +121,7 @@ class UploadService:
                 self.settings,
                 self.directory,
                 self.memory,
+                self.cleanup,
                 self._session,
                 self.metrics,
                 self.discord_clients,
@@ -135,13 +141,17 @@ class UploadService:
 
     async def shutdown(self) -> None:
         """Refuse new chunks, let those being stored finish within the grace period, fail
-        the jobs left unfinished, then close the manager links and the HTTP side."""
+        the jobs left unfinished and delete what they left on Discord (in what is left of
+        the grace period), then close the manager links and the HTTP side."""
+        deadline = time.monotonic() + self.settings.shutdown_grace
         await self.endpoint.drain(self.settings.shutdown_grace)
         for slot in self.slots:
             await _logging_failure(slot.shut_down(), "failing the upload of " + slot.name)
         await self.links.stop()
         for slot in self.slots:
             await _logging_failure(slot.disconnected(), "closing " + slot.name)
+        cleanup_time = max(deadline - time.monotonic(), CLEANUP_FLOOR)
+        await _logging_failure(self.cleanup.finish(cleanup_time), "deleting failed uploads")
         if self.discord_clients is not None:
             await _logging_failure(self.discord_clients.close(), "closing the Discord clients")
             self.discord_clients = None

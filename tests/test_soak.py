@@ -55,13 +55,15 @@ class Tally:
     faults: Counter[str] = field(default_factory=Counter)
     outcomes: Counter[str] = field(default_factory=Counter)
     losses: int = 0
+    leftovers: int = 0  # messages of unsuccessful uploads still on Discord after clean-up
 
     def report(self) -> str:
         faults = ", ".join(f"{name}: {n}" for name, n in sorted(self.faults.items()))
         return (
             f"jobs {self.jobs} ({dict(self.outcomes)}), chunks stored {self.chunks}, "
             f"faults injected {sum(self.faults.values())} ({faults}), "
-            f"client retries {self.retries}, losses: {self.losses}"
+            f"client retries {self.retries}, losses: {self.losses}, "
+            f"messages left behind: {self.leftovers}"
         )
 
 
@@ -89,11 +91,13 @@ class Soak:
     def __init__(
         self,
         rng: random.Random,
+        service: UploadService,
         discord: DiscordStandIn,
         manager: ManagerStandIn,
         http: aiohttp.ClientSession,
     ) -> None:
         self.rng, self.discord, self.manager, self.http = rng, discord, manager, http
+        self.service = service
         self.tally = Tally()
         self.link: ServiceConnection | None = None
 
@@ -134,15 +138,17 @@ class Soak:
             if not link.finishes[finishes_before:] and await self.strike(link, manager_fault):
                 await asyncio.gather(browser, *clients)
                 assert len(link.finishes) == finishes_before  # no finish after either
-                self.check_acknowledged(upload_id, progress.acknowledged)
+                await self.check_cleaned(upload_id)
                 return
         await asyncio.gather(browser, *clients)
         finish = await link.next_finish()
         assert len(link.finishes) == finishes_before + 1  # exactly one finish
         self.tally.outcomes["succeeded" if finish["success"] else "failed"] += 1
-        self.check_acknowledged(upload_id, progress.acknowledged)
         if finish["success"]:
+            self.check_acknowledged(upload_id, progress.acknowledged)
             self.check_file(finish, data)
+        else:
+            await self.check_cleaned(upload_id)
 
     async def strike(self, link: ServiceConnection, manager_fault: str) -> bool:
         """Abort the job or cut the link; False if the job ended on its own first (its last
@@ -211,6 +217,15 @@ class Soak:
             if response.status == 200:
                 progress.ack(index, chunk)
 
+    async def check_cleaned(self, upload_id: str) -> None:
+        """An upload that did not succeed leaves none of its messages on Discord."""
+        await self.service.endpoint.idle()  # a client that went away: its chunk may be posting
+        await self.service.cleanup.settled()
+        prefix = f"discord-cloud upload {upload_id},"
+        left = [m for m in self.discord.messages(CHANNEL) if m.content.startswith(prefix)]
+        self.tally.leftovers += len(left)
+        assert self.tally.leftovers == 0
+
     def check_acknowledged(self, upload_id: str, acknowledged: dict[int, bytes]) -> None:
         """Every chunk answered 200 is on Discord and decrypts to exactly that chunk."""
         for index, chunk in acknowledged.items():
@@ -239,8 +254,8 @@ async def soak(jobs: int, seed: int) -> Tally:
         settings = loopback_settings(
             discord, manager, PASSWORD, discord_request_timeout=0.5, upload_inactivity_timeout=30
         )
-        async with UploadService(settings):
-            run = Soak(random.Random(seed), discord, manager, http)
+        async with UploadService(settings) as service:
+            run = Soak(random.Random(seed), service, discord, manager, http)
             for _ in range(jobs):
                 await run.one_job()
         assert manager.dropped == []
@@ -250,10 +265,10 @@ async def soak(jobs: int, seed: int) -> Tally:
 
 async def test_soak_short() -> None:
     tally = await soak(jobs=10, seed=int(os.environ.get("SOAK_SEED", "1")))
-    assert tally.losses == 0 and tally.jobs == 10
+    assert tally.losses == 0 and tally.leftovers == 0 and tally.jobs == 10
 
 
 @pytest.mark.slow
 async def test_soak_long() -> None:
     tally = await soak(jobs=int(os.environ.get("SOAK_JOBS", "150")), seed=random.randrange(10**6))
-    assert tally.losses == 0
+    assert tally.losses == 0 and tally.leftovers == 0

@@ -124,6 +124,10 @@ class ChunkEndpoint:
             if self._active == 0:
                 self._idle.set()
 
+    async def idle(self) -> None:
+        """Return once no chunk is being received or stored."""
+        await self._idle.wait()
+
     async def drain(self, grace: float) -> None:
         """Refuse new chunks; wait up to `grace` seconds for the ones being received."""
         self._accepting = False

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import partial
 from types import SimpleNamespace
 from typing import Any
 
@@ -157,6 +158,24 @@ class DiscordClient:
             ),
             max_wait,
         )
+
+    async def delete_messages(
+        self, channel_id: str, message_ids: Sequence[str], *, max_wait: float
+    ) -> None:
+        """Delete messages of one channel, paced like posts (each route has its own bucket):
+        one with a single delete, 2 to 100 with a bulk delete. Raise as `post_message` does;
+        a single message already gone (404) counts as deleted."""
+        if len(message_ids) == 1:
+            delete = partial(self._http.delete_message, channel_id, message_ids[0])
+            bucket = f"DELETE {channel_id}"
+        else:
+            delete = partial(self._http.delete_messages, channel_id, list(message_ids))
+            bucket = f"bulk-delete {channel_id}"
+        try:
+            await self._send(bucket, delete, max_wait)
+        except discord.NotFound:
+            if len(message_ids) > 1:
+                raise
 
     async def close(self) -> None:
         self.closed = True

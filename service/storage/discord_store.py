@@ -18,6 +18,7 @@ import json
 import logging
 import re
 import secrets
+from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
@@ -132,22 +133,19 @@ class DiscordStore:
         self._retries = retries
         self._max_wait = max_ratelimit_wait
         self._metrics = metrics
-        self._closed = False
 
     async def open(self) -> None:
         """Make sure the token logs in (GET /users/@me, once per client); raise
         `DiscordRefused` for a bad token."""
         await self.client.login(self._max_wait)
 
-    async def close(self) -> None:
-        """Post nothing more; the client stays, other slots may share it."""
-        self._closed = True
-
     async def post(self, content: str, filename: str, payload: memoryview) -> str:
         """Post one message with `payload` as its only attachment; return the message id."""
         nonce = secrets.token_hex(12)
         for attempt in range(1, self._retries + 1):
-            if self._closed or self.client.closed:  # reconfigured or shut down meanwhile
+            # Retried even when the upload has ended meanwhile: an earlier try may have stored
+            # the message, and only the same nonce tells its id, for the clean-up to delete.
+            if self.client.closed:  # shut down meanwhile
                 raise DiscordFailed("the Discord session was closed")
             params = handle_message_parameters(
                 content=content,
@@ -180,9 +178,23 @@ class DiscordStore:
                 self._metrics.discord_retries.inc()
                 await asyncio.sleep(0.25 * 2**attempt)
         raise DiscordFailed(
-            f"Discord could not store the chunk after {self._retries} attempts: "
-            f"{describe(failure)}"
+            f"Discord could not store the chunk after {self._retries} attempts: {describe(failure)}"
         )
+
+    async def delete_messages(self, message_ids: Sequence[str]) -> None:
+        """Delete messages this store posted (a failed upload's clean-up may outlive its
+        slot's configuration: the client lives until shutdown). Raise `DiscordFailed` when
+        retrying may help, `DiscordRefused` when not, `DiscordBusy` for a long rate limit."""
+        if self.client.closed:
+            raise DiscordFailed("the Discord session was closed")
+        try:
+            await self.client.delete_messages(self.channel_id, message_ids, max_wait=self._max_wait)
+        except discord.HTTPException as error:
+            if error.status < 500:
+                raise DiscordRefused(f"Discord refused to delete: {describe(error)}") from None
+            raise DiscordFailed(f"Discord failed to delete: {describe(error)}") from None
+        except (*TRANSIENT, RuntimeError) as error:  # RuntimeError: the session closed
+            raise DiscordFailed(f"Discord could not be reached: {describe(error)}") from None
 
     def _refusal(self, error: discord.HTTPException, size: int) -> DiscordRefused:
         """What a 4xx means for this job, said so that a person can act on it."""

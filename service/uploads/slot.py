@@ -20,6 +20,7 @@ from ..refusals import StoreError
 from ..storage.discord_clients import DiscordClients
 from ..storage.discord_store import DiscordStore
 from ..storage.sealing import HEADER_SIZE
+from .cleanup import Cleanup
 from .directory import UploadDirectory
 from .memory import ChunkMemory
 from .upload import Ending, Upload
@@ -35,6 +36,7 @@ class Slot:
         settings: Settings,
         directory: UploadDirectory,
         memory: ChunkMemory,
+        cleanup: Cleanup,
         session: aiohttp.ClientSession,
         metrics: Metrics,
         clients: DiscordClients,
@@ -45,6 +47,7 @@ class Slot:
         self._clients = clients
         self._directory = directory
         self._memory = memory
+        self._cleanup = cleanup
         self._metrics = metrics
         self._log = {"slot": name}
         self.link = ManagerLink(
@@ -87,11 +90,9 @@ class Slot:
             async with asyncio.timeout(LOGIN_TIMEOUT):
                 await store.open()
         except (StoreError, TimeoutError) as error:
-            await store.close()
             reason = str(error) or f"Discord did not answer the login within {LOGIN_TIMEOUT:g} s"
             log.warning("configuration refused: %s", reason, extra=self._log)
             return Answer(False, reason)
-        await self._drop_store()
         self.store, self.crypto_key = store, configuration.crypto_key
         log.info(
             "configured for channel %s, encryption %s",
@@ -118,6 +119,7 @@ class Slot:
             store=self.store,
             key=self.crypto_key,
             memory=self._memory,
+            cleanup=self._cleanup,
             memory_wait=self._settings.client_read_timeout,
             max_in_flight=self._settings.chunks_in_flight_per_upload,
             inactivity_timeout=self._settings.upload_inactivity_timeout,
@@ -145,15 +147,13 @@ class Slot:
         """The manager has forgotten this service: its upload is void, its configuration too."""
         if self.upload is not None:
             self.upload.void(Ending("the link to the manager was lost", "voided"))
-        await self._drop_store()
+        self._forget_configuration()
 
     def _upload_ended(self, upload: Upload, ending: Ending) -> None:
         self._directory.remove(upload, ending.why)
         if self.upload is upload:
             self.upload = None
 
-    async def _drop_store(self) -> None:
-        if self.store is not None:
-            await self.store.close()
-            self.store = None
-        self.crypto_key = None
+    def _forget_configuration(self) -> None:
+        """The store's client stays: other slots may share it, and a clean-up may use it."""
+        self.store, self.crypto_key = None, None

@@ -23,6 +23,7 @@ from ..refusals import ChunkConflict, DiscordRefused, ShuttingDown, StoreError, 
 from ..storage.discord_store import DiscordStore
 from ..storage.mime import FALLBACK, sniff_mime
 from ..storage.sealing import ChunkDigest, ChunkSealer, buffer_size
+from .cleanup import Cleanup, Orphans
 from .memory import ChunkMemory
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ class Upload:
         store: DiscordStore,
         key: bytes | None,
         memory: ChunkMemory,
+        cleanup: Cleanup,
         memory_wait: float,
         max_in_flight: int,
         inactivity_timeout: float,
@@ -91,6 +93,7 @@ class Upload:
         self.store = store
         self.key = key
         self.memory = memory
+        self._cleanup = cleanup
         self._memory_wait = memory_wait
         self._timeout = inactivity_timeout
         self._metrics = metrics
@@ -154,7 +157,10 @@ class Upload:
             if isinstance(error, DiscordRefused):
                 await self.fail(Ending(f"Discord refused the upload: {error}", "discord_refused"))
             raise
-        self._refuse_if_ended()  # aborted or voided while Discord was busy: result discarded
+        if self._ending is not None:  # it ended while Discord was busy: nobody will read it
+            why = f"stored after the upload ended: {self._ending.why}"
+            self._cleanup.delete(self.store, Orphans(self.upload_id, (message_id,), why))
+            self._refuse_if_ended()
         self.job.record(index, StoredChunk(message_id, sealed.digest), sealed.head)
         self._metrics.chunks_stored.inc()
         self._metrics.stored_bytes.inc(sealer.length)
@@ -216,6 +222,9 @@ class Upload:
             self._timer = None
         self._metrics.jobs.labels(ending.outcome).inc()
         self._on_end(self, ending)
+        if ending.outcome != "succeeded":  # the manager records none of its messages
+            stored = tuple(chunk.message_id for chunk in self.job.stored.values())
+            self._cleanup.delete(self.store, Orphans(self.upload_id, stored, ending.why))
         level = logging.INFO if ending.outcome == "succeeded" else logging.WARNING
         log.log(level, "upload ended: %s", ending.why, extra=self._log)
         return True

@@ -1,0 +1,150 @@
+"""Deleting what an upload that did not succeed left on Discord.
+
+The manager records messages only from a successful finish packet, so every message of an
+upload that timed out, was aborted, refused, voided or stopped by a shutdown is ciphertext
+nobody will ever read. `Cleanup` deletes them in the background, through the same client
+and pacing as the posts, so it never delays a chunk's answer, a finish packet or the next
+upload: several at once with Discord's bulk delete (2 to 100 messages younger than 14
+days), one alone (or an older one) with a single delete. Transient failures are retried a
+bounded number of times; what cannot be deleted is logged with its ids and why, so an
+operator can act.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..metrics import Metrics
+from ..refusals import DiscordBusy, DiscordFailed, StoreError
+
+log = logging.getLogger(__name__)
+
+BULK_LIMIT = 100  # ids in one bulk delete
+BULK_MAX_AGE = 14 * 24 * 3600.0  # seconds: older messages cannot be bulk-deleted
+AGE_MARGIN = 3600.0  # treat messages this close to the limit as too old
+DISCORD_EPOCH = 1420070400.0  # seconds; a snowflake's top bits count milliseconds since it
+TRIES = 4
+LONGEST_WAIT = 60.0  # seconds a rate limit is waited out between tries
+
+
+class MessageDeleter(Protocol):
+    """Deletes messages of one channel: bulk for several, single for one."""
+
+    channel_id: str
+
+    async def delete_messages(self, message_ids: Sequence[str]) -> None: ...
+
+
+@dataclass(frozen=True)
+class Orphans:
+    upload_id: str
+    message_ids: tuple[str, ...]
+    why: str  # why they will never be read, for the log
+
+
+def created_at(snowflake: str) -> float:
+    """The Unix time a Discord id was made."""
+    return (int(snowflake) >> 22) / 1000 + DISCORD_EPOCH
+
+
+def batches(message_ids: Sequence[str], now: float) -> list[list[str]]:
+    """The requests that delete `message_ids`: bulk batches of young messages, one request
+    for each message too old for a bulk delete."""
+    young = [i for i in message_ids if now - created_at(i) < BULK_MAX_AGE - AGE_MARGIN]
+    old = [[i] for i in message_ids if i not in set(young)]
+    return [young[n : n + BULK_LIMIT] for n in range(0, len(young), BULK_LIMIT)] + old
+
+
+class Cleanup:
+    def __init__(self, metrics: Metrics, *, retry_delay: float = 1.0) -> None:
+        self._metrics = metrics
+        self._retry_delay = retry_delay
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._pending: dict[asyncio.Task[None], list[str]] = {}  # ids not deleted yet
+
+    def delete(self, deleter: MessageDeleter, orphans: Orphans) -> None:
+        """Start deleting `orphans` in the background."""
+        if not orphans.message_ids:
+            return
+        left = list(orphans.message_ids)
+        task = asyncio.get_running_loop().create_task(self._delete(deleter, orphans, left))
+        self._pending[task] = left
+        task.add_done_callback(self._pending.pop)
+
+    async def settled(self) -> None:
+        """Return once no deletion is running (those started meanwhile included)."""
+        while self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+
+    async def finish(self, grace: float) -> None:
+        """Shutdown: let the deletions end within `grace` seconds; log what is left."""
+        tasks = list(self._pending)
+        if not tasks:
+            return
+        _, unfinished = await asyncio.wait(tasks, timeout=grace)
+        for task in unfinished:
+            left = list(self._pending.get(task, []))
+            task.cancel()
+            if left:
+                self._metrics.messages_left.inc(len(left))
+                log.warning(
+                    "left %d messages on Discord: the service stopped before deleting them: %s",
+                    len(left),
+                    " ".join(left),
+                )
+        await asyncio.gather(*unfinished, return_exceptions=True)
+
+    async def _delete(self, deleter: MessageDeleter, orphans: Orphans, left: list[str]) -> None:
+        context = {"upload_id": orphans.upload_id}
+        problem = ""
+        for batch in batches(orphans.message_ids, time.time()):
+            failed = await self._delete_batch(deleter, batch)
+            if failed:
+                problem = failed
+                continue
+            for message_id in batch:
+                left.remove(message_id)
+            self._metrics.messages_deleted.inc(len(batch))
+        deleted = len(orphans.message_ids) - len(left)
+        if not left:
+            log.info(
+                "deleted the %d messages the upload left on Discord (%s)",
+                deleted,
+                orphans.why,
+                extra=context,
+            )
+            return
+        self._metrics.messages_left.inc(len(left))
+        left_now = list(left)
+        left.clear()  # reported here: a shutdown must not report them again
+        log.warning(
+            "deleted %d messages the upload left on Discord; %d are left (%s): %s",
+            deleted,
+            len(left_now),
+            problem,
+            " ".join(left_now),
+            extra=context,
+        )
+
+    async def _delete_batch(self, deleter: MessageDeleter, batch: list[str]) -> str:
+        """Delete one batch, retrying transient failures; "" or why it could not be done."""
+        for attempt in range(1, TRIES + 1):
+            try:
+                await deleter.delete_messages(batch)
+                return ""
+            except DiscordBusy as busy:
+                problem = str(busy)
+                delay = min(busy.retry_after or self._retry_delay, LONGEST_WAIT)
+            except DiscordFailed as failure:
+                problem = str(failure)
+                delay = self._retry_delay * 2 ** (attempt - 1)
+            except StoreError as refusal:  # Discord refuses: retrying cannot help
+                return str(refusal)
+            if attempt < TRIES:
+                await asyncio.sleep(delay)
+        return f"{problem} (after {TRIES} tries)"
