@@ -63,7 +63,7 @@ def batches(message_ids: Sequence[str], now: float) -> list[list[str]]:
 class Cleanup:
     def __init__(self, metrics: Metrics, *, retry_delay: float = 1.0) -> None:
         self._metrics = metrics
-        self._retry_delay = retry_delay
+        self.retry_delay = retry_delay  # seconds before the first retry, doubling
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending: dict[asyncio.Task[None], list[str]] = {}  # ids not deleted yet
 
@@ -139,10 +139,10 @@ class Cleanup:
                 return ""
             except DiscordBusy as busy:
                 problem = str(busy)
-                delay = min(busy.retry_after or self._retry_delay, LONGEST_WAIT)
+                delay = min(busy.retry_after or self.retry_delay, LONGEST_WAIT)
             except DiscordFailed as failure:
                 problem = str(failure)
-                delay = self._retry_delay * 2 ** (attempt - 1)
+                delay = self.retry_delay * 2 ** (attempt - 1)
             except StoreError as refusal:  # Discord refuses: retrying cannot help
                 return str(refusal)
             if attempt < TRIES:

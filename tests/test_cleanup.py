@@ -1,0 +1,136 @@
+"""A job that does not succeed leaves nothing behind on Discord: for each way a job can end
+without success, the stand-in's channel holds none of its messages once the clean-up has
+run; a successful job's messages are never touched."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from conftest import CHANNEL, SMALL_CHUNK, Harness, HarnessFactory
+
+from service.local.discord_api import Fault, Route
+from service.uploads.cleanup import batches
+
+CHUNKS = 3
+
+
+async def store_some(harness: Harness, count: int = 2) -> str:
+    """Start a job of CHUNKS chunks and store `count` of them; its upload id."""
+    upload_id = await harness.start(CHUNKS * SMALL_CHUNK)
+    for index in range(count):
+        assert (await harness.post(upload_id, index, os.urandom(SMALL_CHUNK)))[0] == 200
+    assert len(messages_of(harness, upload_id)) == count
+    return upload_id
+
+
+def messages_of(harness: Harness, upload_id: str) -> list[str]:
+    prefix = f"discord-cloud upload {upload_id},"
+    return [m.id for m in harness.discord.messages(CHANNEL) if m.content.startswith(prefix)]
+
+
+async def cleaned(harness: Harness, upload_id: str) -> list[str]:
+    """Once nothing is being received or deleted: the upload's messages still on Discord."""
+    await harness.service.endpoint.idle()
+    await harness.service.cleanup.settled()
+    return messages_of(harness, upload_id)
+
+
+def metric(harness: Harness, name: str) -> float:
+    return harness.service.metrics.registry.get_sample_value(name) or 0.0
+
+
+async def test_an_aborted_job_leaves_nothing_and_uses_one_bulk_delete(harness: Harness) -> None:
+    upload_id = await store_some(harness)
+    assert await harness.link.abort() == {"success": True}
+    assert await cleaned(harness, upload_id) == []
+    assert harness.discord.deleted == 2
+    assert metric(harness, "upload_discord_messages_deleted_total") == 2
+
+
+async def test_a_timed_out_job_leaves_nothing(start_service: HarnessFactory) -> None:
+    harness = await start_service(upload_inactivity_timeout=0.3)
+    await harness.configure()
+    upload_id = await store_some(harness)
+    assert (await harness.link.next_finish())["success"] is False
+    assert await cleaned(harness, upload_id) == []
+
+
+async def test_a_job_discord_refuses_leaves_nothing(harness: Harness) -> None:
+    upload_id = await store_some(harness)
+    harness.discord.inject(Fault(status=403))
+    assert (await harness.post(upload_id, 2, os.urandom(SMALL_CHUNK)))[0] == 502
+    assert (await harness.link.next_finish())["success"] is False
+    assert await cleaned(harness, upload_id) == []
+
+
+async def test_a_job_voided_by_a_lost_link_leaves_nothing(harness: Harness) -> None:
+    upload_id = await store_some(harness, count=1)  # one message: a single delete
+    await harness.link.close()
+    await harness.link.closed.wait()
+    while harness.service.slots[0].upload is not None:  # noqa: ASYNC110 - no event to await
+        await asyncio.sleep(0.01)
+    assert await cleaned(harness, upload_id) == []
+    assert harness.discord.deleted == 1
+
+
+async def test_a_job_stopped_by_shutdown_leaves_nothing(harness: Harness) -> None:
+    upload_id = await store_some(harness)
+    await harness.service.shutdown()
+    assert messages_of(harness, upload_id) == []
+
+
+async def test_a_chunk_stored_after_an_abort_is_deleted_too(harness: Harness) -> None:
+    upload_id = await store_some(harness)
+    harness.discord.inject(Fault(hold=True))
+    late = asyncio.create_task(harness.post(upload_id, 2, os.urandom(SMALL_CHUNK)))
+    await harness.discord.wait_for_posts(3)
+    assert await harness.link.abort() == {"success": True}
+    harness.discord.release_held()
+    assert (await late)[0] == 410
+    assert await cleaned(harness, upload_id) == []
+    assert harness.discord.deleted == 3
+
+
+async def test_a_successful_jobs_messages_stay(harness: Harness) -> None:
+    upload_id = await store_some(harness, count=CHUNKS)
+    assert (await harness.link.next_finish())["success"] is True
+    assert len(await cleaned(harness, upload_id)) == CHUNKS
+    assert harness.discord.deleted == 0
+
+
+async def test_transient_delete_failures_are_retried(harness: Harness) -> None:
+    harness.service.cleanup.retry_delay = 0.01  # keep the test quick
+    upload_id = await store_some(harness)
+    harness.discord.inject(Fault(status=500), Fault(status=503), route=Route.BULK_DELETE)
+    assert await harness.link.abort() == {"success": True}
+    assert await cleaned(harness, upload_id) == []
+
+
+async def test_what_cannot_be_deleted_is_logged_with_its_ids(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    upload_id = await store_some(harness)
+    left = messages_of(harness, upload_id)
+    harness.discord.inject(Fault(status=403), route=Route.BULK_DELETE)
+    assert await harness.link.abort() == {"success": True}
+    assert sorted(await cleaned(harness, upload_id)) == sorted(left)
+    [line] = [r for r in caplog.records if "are left" in r.getMessage()]
+    assert all(message_id in line.getMessage() for message_id in left)
+    assert "403" in line.getMessage()
+    assert metric(harness, "upload_discord_messages_left_total") == 2
+
+
+def test_old_messages_are_deleted_one_by_one_and_young_ones_in_bulk() -> None:
+    now = datetime.now(UTC)
+    young = [snowflake(now - timedelta(minutes=n)) for n in range(150)]
+    old = [snowflake(now - timedelta(days=15))]
+    requests = batches([*young, *old], now.timestamp())
+    assert [len(batch) for batch in requests] == [100, 50, 1]
+    assert requests[-1] == old
+
+
+def snowflake(moment: datetime) -> str:
+    return str(int((moment.timestamp() - 1420070400) * 1000) << 22)
