@@ -1,6 +1,6 @@
 """Measuring helpers: a process's CPU and RSS (now and peak) from /proc, percentiles, the
-crypto and socket floors, and the benchmark's own event-loop lag. Standard library and
-cryptography only."""
+crypto and socket floors (with the service's sealed layout), and the benchmark's own
+event-loop lag."""
 
 from __future__ import annotations
 
@@ -18,11 +18,11 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from service.storage.sealing import HEADER_SIZE, IV_SIZE, buffer_size
+
+MIB = 1024**2
 GIB = 1024**3
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-_IV_SIZE = 16
-_HEADER_SIZE = 32  # iv | tag in front of the ciphertext, as the service lays it out
-_SLACK = 15  # spare bytes some cryptography releases want in update_into's buffer
 _SOCKET_PIECE = 256 * 1024  # bytes per send and per receive, as asyncio reads
 
 
@@ -91,15 +91,15 @@ def percentile(values: Sequence[float], fraction: float) -> float:
 def crypto_floor(chunks: Sequence[memoryview], key: bytes) -> float:
     """CPU seconds per GiB for SHA-256 plus AES-256-GCM over `chunks`, in this one thread."""
     largest = max((len(chunk) for chunk in chunks), default=0)
-    out = memoryview(bytearray(_HEADER_SIZE + largest + _SLACK))
+    out = memoryview(bytearray(buffer_size(largest)))  # iv | tag | ciphertext, as sealed
     total = sum(len(chunk) for chunk in chunks)
     started = time.thread_time()
     for chunk in chunks:
         hashlib.sha256(chunk).hexdigest()
-        encryptor = Cipher(algorithms.AES(key), modes.GCM(os.urandom(_IV_SIZE))).encryptor()
-        encryptor.update_into(chunk, out[_HEADER_SIZE:])
+        encryptor = Cipher(algorithms.AES(key), modes.GCM(os.urandom(IV_SIZE))).encryptor()
+        encryptor.update_into(chunk, out[HEADER_SIZE:])
         encryptor.finalize()
-        out[_IV_SIZE:_HEADER_SIZE] = encryptor.tag
+        out[IV_SIZE:HEADER_SIZE] = encryptor.tag
     seconds = time.thread_time() - started
     return seconds / (total / GIB) if total else math.nan
 

@@ -5,7 +5,7 @@ long a trivial request takes while chunks stream: a loop that stalls for 200 ms 
 probe sent during the stall up to 200 ms late. The prober runs in a process of its own so
 that the benchmark's busy loop (the browser and the Discord stand-in) does not add to it.
 
-Protocol (used by run.py): `python probe.py INTERVAL PORT...`; the prober prints `ready`
+Protocol (used by helpers.py): `python probe.py INTERVAL PORT...`; the prober prints `ready`
 once every service answered, probes each port every INTERVAL seconds from a thread of its
 own, and when a line (or EOF) arrives on stdin prints one JSON object
 `{"PORT": {"seconds": [...], "failures": N}, ...}` and exits. Standard library only.

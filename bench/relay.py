@@ -6,9 +6,9 @@ buffer to Discord's messages route through the service's memoryview payload. It 
 chunk into its buffer where the service hashes and encrypts it, and it has no jobs, no
 manager and no discord.py. Its CPU seconds per GiB are therefore what moving the bytes
 costs on this machine with these libraries, the service's own work aside: the "other half"
-of issue 6's CPU target. run.py checks that it stored every chunk intact.
+of issue 6's CPU target. The benchmark checks that it stored every chunk intact.
 
-Protocol (used by run.py): `python relay.py DISCORD_BASE_URL TOKEN CHANNEL JOBS SIZE`; the
+Protocol (used by helpers.py): `python relay.py DISCORD_BASE_URL TOKEN CHANNEL JOBS SIZE`; the
 relay takes chunks of files of SIZE bytes, keeps buffers for JOBS jobs' chunks in flight (as
 the service does for its slots), prints
 `ready PORT` once it listens on 127.0.0.1, answers each chunk POST (`id`, `chunk`, `file`)
@@ -23,12 +23,13 @@ import sys
 
 import aiohttp
 from aiohttp import web
-from report import CHUNK_SIZE, CONCURRENCY
 
 from service.intake.form import StreamingForm, boundary_of
-from service.jobs.job import ChunkLayout
+from service.jobs.layout import BROWSER_CHUNKS_IN_FLIGHT, MANAGER_CHUNK_SIZE, ChunkLayout
+from service.metrics import Metrics
 from service.storage.discord_store import MemoryReader  # importing it registers its payload
-from service.storage.sealing import BufferPool, buffer_size
+from service.storage.sealing import buffer_size
+from service.uploads.memory import ChunkMemory
 
 
 def message_form(index: str, attachment: object) -> aiohttp.FormData:
@@ -61,29 +62,22 @@ class Relay:
         self._session = session
         self._url = url
         self._headers = {"Authorization": f"Bot {token}"}
-        self._buffers = BufferPool(keep=CONCURRENCY * jobs)
-        self._layout = ChunkLayout(size, CHUNK_SIZE)
+        budget = BROWSER_CHUNKS_IN_FLIGHT * jobs * buffer_size(MANAGER_CHUNK_SIZE)
+        self._memory = ChunkMemory(budget, Metrics([], []))  # the service's buffers
+        self._layout = ChunkLayout(size, MANAGER_CHUNK_SIZE)
 
     async def post(self, request: web.Request) -> web.Response:
-        buffer = self._buffers.take(buffer_size(CHUNK_SIZE))
-        sink: CopySink | None = None
-
-        def open_file(fields: dict[str, str]) -> CopySink:
-            nonlocal sink
-            sink = CopySink(buffer, self._layout.length(int(fields["chunk"])))
-            return sink
-
+        buffer = await self._memory.take(buffer_size(MANAGER_CHUNK_SIZE), wait=60)
+        read = request.content.readany
         try:
-            boundary = boundary_of(request.headers["Content-Type"])
-            with StreamingForm(boundary, open_file) as form:
-                while piece := await request.content.readany():
-                    form.feed(piece)
-                form.finish()
-            assert sink is not None
-            await self._store(form.fields["chunk"], sink.view[: sink.size])
+            with StreamingForm(boundary_of(request.headers["Content-Type"])) as form:
+                fields = await form.read_fields(read)
+                sink = CopySink(buffer, self._layout.length(int(fields.chunk)))
+                await form.read_file(read, sink)
+            await self._store(fields.chunk, sink.view[: sink.size])
         finally:
-            self._buffers.give(buffer)
-        return web.Response(text=form.fields["chunk"])
+            self._memory.give(buffer, reusable=True)
+        return web.Response(text=fields.chunk)
 
     async def _store(self, index: str, payload: memoryview) -> None:
         form = message_form(index, MemoryReader(payload))

@@ -45,6 +45,9 @@ class Settings:
     discord_retries: int = 3
     discord_max_ratelimit_wait: float = 30.0
     client_read_timeout: float = 30.0
+    client_min_rate: int = 16384
+    chunk_memory_mib: int | None = None  # None: derived when the service starts
+    chunks_in_flight_per_upload: int = 8
     shutdown_grace: float = 30.0
     slots: int = 1
     log_level: str = "INFO"
@@ -207,6 +210,26 @@ OPTIONS = (
         "seconds a client may send nothing in the middle of a chunk before it is cut off (408)",
     ),
     Option(
+        "client_min_rate",
+        _positive_int,
+        "bytes per second a chunk must average once it has been arriving for "
+        "CLIENT_READ_TIMEOUT seconds; a slower one is cut off (408) and its memory freed",
+    ),
+    Option(
+        "chunk_memory_mib",
+        _positive_int,
+        "MiB of chunk buffers the process may hold at once, all slots together; beyond it a "
+        "new chunk waits up to CLIENT_READ_TIMEOUT seconds, then gets 503 with Retry-After",
+        default_text="enough for 5 chunks per slot, capped at 80 % of (the cgroup memory "
+        "limit - 96 MiB)",
+    ),
+    Option(
+        "chunks_in_flight_per_upload",
+        _positive_int,
+        "chunks of one upload received or stored at once (the browser sends 5); one more gets "
+        "503 with Retry-After",
+    ),
+    Option(
         "shutdown_grace",
         _positive_seconds,
         "seconds chunks already being stored may take to finish after SIGTERM",
@@ -225,7 +248,8 @@ OPTIONS = (
 
 def environment_of(settings: Settings) -> dict[str, str]:
     """The environment variables that `load_settings` reads back as `settings`."""
-    return {option.env: str(getattr(settings, option.key)) for option in OPTIONS}
+    values = {option.env: getattr(settings, option.key) for option in OPTIONS}
+    return {name: str(value) for name, value in values.items() if value is not None}
 
 
 def load_settings(environ: Mapping[str, str], config_file: Path | None = None) -> Settings:

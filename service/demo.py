@@ -3,35 +3,37 @@
 Starts the Discord and manager stand-ins and the service on free loopback ports, plays the
 manager (configuration with encryption on, then `upload-start`) and the browser (5 chunks at
 once, with retries), then fetches every attachment back from the Discord stand-in over HTTP,
-decrypts and reassembles it, and compares bytes and hash with the original.
+as the manager would, and checks them and the finish packet against the original
+(`local/verify.py`: decrypted bytes, sizes, hash, count, channel, encryption).
 """
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
 import logging
-import math
 import os
 import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 import aiohttp
-from cryptography.exceptions import InvalidTag
 from tqdm import tqdm
 
-from .jobs.job import file_hash
 from .jobs.layout import MANAGER_CHUNK_SIZE
-from .local.browser import read_chunk, source_size, upload
+from .local.browser import source_size, upload
 from .local.discord_api import DiscordStandIn
 from .local.loopback import loopback_settings
 from .local.manager import ManagerStandIn
+from .local.verify import chunks_of, finish_problems
 from .server import UploadService
-from .storage.sealing import open_attachment
 
 DEMO_SIZE = 64 * 1024 * 1024
 CHANNEL_ID = "1100000000000000001"
+PROGRESS_FORMAT = (
+    "{l_bar}{bar}| {n_fmt}{unit}/{total_fmt}{unit} [{elapsed}<{remaining}, {rate_fmt}]"
+)
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,19 @@ class Verdict:
     @property
     def verified(self) -> bool:
         return not self.problems
+
+
+def progress_bar(size: int, file: IO[str] | None = None) -> tqdm:
+    """A progress bar counting bytes in binary units: a 64 MiB file shows 64.0MiB."""
+    return tqdm(
+        total=size,
+        unit="iB",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc="uploading",
+        bar_format=PROGRESS_FORMAT,
+        file=file,
+    )
 
 
 async def run_demo(file: Path | None) -> int:
@@ -73,7 +88,7 @@ async def demonstrate(source: bytes | Path, size: int) -> Verdict:
             if not reply["success"]:
                 return Verdict(0, size, 0.0, [f"upload-start refused: {reply.get('message')}"])
             started = time.perf_counter()
-            with tqdm(total=size, unit="B", unit_scale=True, desc="uploading") as bar:
+            with progress_bar(size) as bar:
                 report = await upload(
                     session,
                     service.own_address,
@@ -84,45 +99,35 @@ async def demonstrate(source: bytes | Path, size: int) -> Verdict:
                 )
             finish = await service.next_finish()
             seconds = time.perf_counter() - started
-            problems = await verify(session, discord, token, key, finish, source)
+            fetched = await fetch_attachments(session, discord, token, finish)
+            data = (
+                await asyncio.to_thread(source.read_bytes) if isinstance(source, Path) else source
+            )
+            problems = finish_problems(
+                finish, chunks_of(data, MANAGER_CHUNK_SIZE), CHANNEL_ID, key, fetched.get
+            )
             problems += [f"the manager dropped a packet: {d.why}" for d in manager.dropped]
             return Verdict(report.chunks, size, seconds, problems)
 
 
-async def verify(
-    session: aiohttp.ClientSession,
-    discord: DiscordStandIn,
-    token: str,
-    key: bytes,
-    finish: dict,
-    source: bytes | Path,
-) -> list[str]:
-    """Fetch, decrypt and compare every chunk the finish packet lists, as the manager would."""
+async def fetch_attachments(
+    session: aiohttp.ClientSession, discord: DiscordStandIn, token: str, finish: dict[str, Any]
+) -> dict[str, bytes]:
+    """Each listed message's attachment, fetched over HTTP from the channel the finish packet
+    names, as the manager would; a message that cannot be fetched is left out."""
+    fetched: dict[str, bytes] = {}
     if not finish.get("success"):
-        return [f"the upload failed: {finish.get('reason')}"]
-    problems: list[str] = []
-    digests: list[str] = []
+        return fetched
     headers = {"Authorization": f"Bot {token}"}
-    for index, message_id in enumerate(finish["messages"]):
+    for message_id in finish["messages"]:
         url = f"{discord.base_url}/channels/{finish['channel']}/messages/{message_id}"
         async with session.get(url, headers=headers) as response:
+            if response.status != 200:
+                continue
             message = await response.json()
-        async with session.get(message["attachments"][0]["url"]) as response:
-            attachment = await response.read()
-        try:
-            plain = open_attachment(key, attachment)
-        except InvalidTag:
-            problems.append(f"chunk {index} does not decrypt")
+        if not message["attachments"]:
             continue
-        expected = read_chunk(source, index * MANAGER_CHUNK_SIZE, MANAGER_CHUNK_SIZE)
-        if plain != expected:
-            problems.append(f"chunk {index} does not match the original bytes")
-        digests.append(hashlib.sha256(plain).hexdigest())
-    chunks = math.ceil(source_size(source) / MANAGER_CHUNK_SIZE)
-    if len(finish["messages"]) != chunks:
-        problems.append(f"the finish packet lists {len(finish['messages'])} of {chunks} chunks")
-    if finish["hash"] != file_hash(digests):
-        problems.append("the finish packet's hash does not match the stored chunks")
-    if not finish["is_encrypted"]:
-        problems.append("the finish packet says the chunks are not encrypted")
-    return problems
+        async with session.get(message["attachments"][0]["url"]) as response:
+            if response.status == 200:
+                fetched[message_id] = await response.read()
+    return fetched

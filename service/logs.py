@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from contextvars import ContextVar
+from datetime import UTC, datetime
 
 CONTEXT_FIELDS = ("slot", "upload_id", "chunk", "request_id")
 
@@ -36,9 +37,18 @@ def _context(record: logging.LogRecord) -> dict[str, object]:
     return {name: getattr(record, name) for name in CONTEXT_FIELDS if hasattr(record, name)}
 
 
+def _iso_utc(record: logging.LogRecord) -> str:
+    """ISO 8601 in UTC with milliseconds, e.g. 2026-11-30T06:10:07.623Z."""
+    moment = datetime.fromtimestamp(record.created, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return _iso_utc(record)
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
@@ -49,7 +59,7 @@ class TextFormatter(logging.Formatter):
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
-            "time": self.formatTime(record),
+            "time": _iso_utc(record),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),

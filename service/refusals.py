@@ -15,6 +15,8 @@ refusal is the sentence the client reads.
     ├── BodyTooLarge        the body is larger than any chunk of the upload can be
     ├── ClientStalled       the client sent nothing for too long in the middle of a chunk
     ├── ClientGone          the connection was lost in the middle of the chunk
+    ├── TooManyChunks       too many chunks of the upload in flight       (retry_after)
+    ├── MemoryBusy          chunk memory stayed spent for too long       (retry_after)
     ├── ShuttingDown        the service is stopping                      (retry_after)
     └── StoreError          storing on Discord failed
         ├── DiscordFailed   Discord or the way to it failed; retrying the chunk may help
@@ -31,7 +33,9 @@ class Refusal(Exception):
     `retry_after` is the seconds after which the same chunk may succeed, when that is known.
     """
 
-    retry_after: float | None = None
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class UnknownUpload(Refusal):
@@ -74,10 +78,17 @@ class ClientGone(Refusal):
     pass
 
 
+class TooManyChunks(Refusal):
+    pass
+
+
+class MemoryBusy(Refusal):
+    pass
+
+
 class ShuttingDown(Refusal):
     def __init__(self, message: str = "the upload service is shutting down") -> None:
-        super().__init__(message)
-        self.retry_after = 5.0
+        super().__init__(message, retry_after=5.0)
 
 
 class StoreError(Refusal):
@@ -90,10 +101,8 @@ class DiscordFailed(StoreError):
 
 class DiscordBusy(StoreError):
     def __init__(self, retry_after: float, message: str | None = None) -> None:
-        super().__init__(
-            message or f"Discord rate-limits this channel for {retry_after:.0f} more seconds"
-        )
-        self.retry_after = retry_after
+        message = message or f"Discord rate-limits this channel for {retry_after:.0f} more seconds"
+        super().__init__(message, retry_after)
 
 
 class DiscordRefused(StoreError):

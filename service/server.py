@@ -16,13 +16,14 @@ import discord.http
 from aiohttp import web
 
 from .config import Settings
-from .intake.endpoint import ChunkEndpoint, cors, preflight
-from .jobs.layout import BROWSER_CHUNKS_IN_FLIGHT
+from .intake.answers import REFUSAL_REASONS
+from .intake.endpoint import ChunkEndpoint, cors, preflight, request_ids
 from .manager.supervisor import LinkSupervisor
-from .metrics import CONTENT_TYPE, Metrics
-from .storage.sealing import BufferPool
+from .metrics import Metrics
 from .uploads.directory import UploadDirectory
+from .uploads.memory import ChunkMemory, cgroup_memory_limit, default_budget
 from .uploads.slot import Slot
+from .uploads.upload import JOB_OUTCOMES
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +32,13 @@ class UploadService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.directory = UploadDirectory()
-        self.metrics = Metrics()
-        self.buffers = BufferPool(keep=BROWSER_CHUNKS_IN_FLIGHT * settings.slots)
+        self.metrics = Metrics(REFUSAL_REASONS, JOB_OUTCOMES)
+        self.memory = ChunkMemory(chunk_memory_budget(settings), self.metrics)
         self.endpoint = ChunkEndpoint(
-            self.directory, self.metrics, read_timeout=settings.client_read_timeout
+            self.directory,
+            self.metrics,
+            read_timeout=settings.client_read_timeout,
+            min_rate=settings.client_min_rate,
         )
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
@@ -48,13 +52,13 @@ class UploadService:
         return self._runner.addresses[0][1]
 
     def build_app(self) -> web.Application:
-        app = web.Application(middlewares=[cors])
+        app = web.Application(middlewares=[request_ids, cors])
         for path in {self.settings.own_path, "/"}:
             app.router.add_post(path, self.endpoint.post)
             app.router.add_route("OPTIONS", path, preflight)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
-        app.router.add_get("/metrics", self.serve_metrics)
+        app.router.add_get("/metrics", self.metrics.handler())
         return app
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -81,15 +85,19 @@ class UploadService:
             )
         return web.json_response(body, status=200 if ready else 503)
 
-    async def serve_metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
-
     async def startup(self) -> None:
         # discord.py reads its base URL from this class attribute; one process, one Discord.
         discord.http.Route.BASE = self.settings.discord_api_base.rstrip("/")
         # By the time the runner cleans up, `shutdown` has already waited the grace period
         # for chunks in flight: what is left (a stalled client) is cut off promptly.
-        self._runner = web.AppRunner(self.build_app(), access_log=None, shutdown_timeout=1.0)
+        # keepalive_timeout also closes a connection that sends no complete request head:
+        # aiohttp arms it when the connection opens (web_protocol.connection_made).
+        self._runner = web.AppRunner(
+            self.build_app(),
+            access_log=None,
+            shutdown_timeout=1.0,
+            keepalive_timeout=self.settings.client_read_timeout,
+        )
         await self._runner.setup()
         await web.TCPSite(self._runner, self.settings.host, self.settings.port).start()
         log.info("accepting chunks on port %d at %s", self.port, self.settings.own_address)
@@ -99,7 +107,7 @@ class UploadService:
             Slot(
                 self.settings,
                 self.directory,
-                self.buffers,
+                self.memory,
                 self._session,
                 self.metrics,
                 name=f"slot-{i}",
@@ -107,8 +115,11 @@ class UploadService:
             for i in range(self.settings.slots)
         ]
         self.metrics.watch_slots(
+            total=len(self.slots),
             connected=lambda: sum(slot.link.connected for slot in self.slots),
+            configured=lambda: sum(slot.ready for slot in self.slots),
             busy=lambda: sum(slot.upload is not None for slot in self.slots),
+            reconnects=lambda: sum(slot.link.reconnects for slot in self.slots),
         )
         for slot in self.slots:
             self.links.start(slot.name, slot.link.run)
@@ -135,6 +146,13 @@ class UploadService:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.shutdown()
+
+
+def chunk_memory_budget(settings: Settings) -> int:
+    """CHUNK_MEMORY_MIB in bytes, or the default for this process's slots and cgroup."""
+    if settings.chunk_memory_mib is not None:
+        return settings.chunk_memory_mib * 1024 * 1024
+    return default_budget(settings.slots, cgroup_memory_limit())
 
 
 async def _logging_failure(step: Awaitable[None], what: str) -> None:

@@ -1,20 +1,113 @@
-"""The Discord stand-in, driven by discord.py's real HTTPClient over real sockets."""
+"""The Discord stand-in, driven by discord.py's real HTTPClient over real sockets.
+
+Also the raw client the other test_discord_standin_* files share: `running(**options)`.
+"""
 
 import asyncio
 import io
+import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import discord
 import pytest
+from multidict import CIMultiDictProxy
 
 from service.local.discord_api import MESSAGES_BUCKET, DiscordStandIn, Fault
 
 TOKEN = "stand-in-token"
 CHANNEL = "123456789012345678"
+OTHER_CHANNEL = "223456789012345678"
 SNOWFLAKE = re.compile(r"[0-9]{17,20}")
+BOUNDARY = "stand-in-test-boundary"
+
+
+def message_body(data: bytes, content: str = "x") -> bytes:
+    """A message post's multipart body as discord.py sends it: payload_json, then files[0]."""
+    payload = json.dumps({"content": content, "attachments": [{"id": 0, "filename": "0"}]})
+    return b"".join(
+        [
+            f"--{BOUNDARY}\r\n".encode(),
+            b'Content-Disposition: form-data; name="payload_json"\r\n\r\n',
+            payload.encode(),
+            f"\r\n--{BOUNDARY}\r\n".encode(),
+            b'Content-Disposition: form-data; name="files[0]"; filename="0"\r\n',
+            b"Content-Type: application/octet-stream\r\n\r\n",
+            data,
+            f"\r\n--{BOUNDARY}--\r\n".encode(),
+        ]
+    )
+
+
+@dataclass
+class Reply:
+    """One answer, read whole."""
+
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Api:
+    """A plain aiohttp client of one stand-in, authorised as its bot."""
+
+    standin: DiscordStandIn
+    session: aiohttp.ClientSession
+
+    async def request(self, method: str, path: str, **options: Any) -> Reply:
+        url = self.standin.base_url + path
+        async with self.session.request(method, url, **options) as response:
+            return Reply(response.status, response.headers, await response.read())
+
+    async def post(
+        self, body: bytes | AsyncIterable[bytes] | None = None, channel: str = CHANNEL
+    ) -> Reply:
+        """Post a message; `body` is a message_body(), by default of the attachment b"chunk"."""
+        headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+        path = f"/channels/{channel}/messages"
+        data = message_body(b"chunk") if body is None else body
+        return await self.request("POST", path, data=data, headers=headers)
+
+    async def delete(self, message_id: str, channel: str = CHANNEL) -> Reply:
+        return await self.request("DELETE", f"/channels/{channel}/messages/{message_id}")
+
+    async def bulk_delete(self, ids: list[Any], channel: str = CHANNEL) -> Reply:
+        path = f"/channels/{channel}/messages/bulk-delete"
+        return await self.request("POST", path, json={"messages": ids})
+
+
+@asynccontextmanager
+async def running(**options: Any) -> AsyncIterator[Api]:
+    """A stand-in (keyword arguments as DiscordStandIn's) and a client of it."""
+    headers = {"Authorization": f"Bot {TOKEN}"}
+    async with (
+        DiscordStandIn(token=TOKEN, **options) as standin,
+        aiohttp.ClientSession(headers=headers) as session,
+    ):
+        yield Api(standin, session)
+
+
+@asynccontextmanager
+async def logged_in(api: Api, **options: Any) -> AsyncIterator[discord.http.HTTPClient]:
+    """discord.py's HTTPClient (options as its own), logged in to the stand-in."""
+    original = discord.http.Route.BASE
+    discord.http.Route.BASE = api.standin.base_url
+    http = discord.http.HTTPClient(asyncio.get_running_loop(), **options)
+    try:
+        await http.static_login(TOKEN)
+        yield http
+    finally:
+        discord.http.Route.BASE = original
+        await http.close()
+
 
 StartStandIn = Callable[..., Awaitable[DiscordStandIn]]
 Connect = Callable[..., Awaitable[discord.http.HTTPClient]]

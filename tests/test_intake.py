@@ -1,33 +1,122 @@
-"""The chunk endpoint's refusals: each names what is wrong and leaves the job intact."""
+"""The chunk endpoint's refusals: each names what is wrong and leaves the job intact.
+
+The HTTP contract is checked with httpx, a client independent of the aiohttp server, so a
+quirk shared by aiohttp's client and server cannot hide. The tests that cut a connection
+half-way write the request by hand on a raw socket.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import uuid
 from collections.abc import AsyncIterator
 
-import aiohttp
+import httpx
 import pytest
-from conftest import SMALL_CHUNK, Harness, HarnessFactory, raw_chunk_body
+from conftest import (
+    SMALL_CHUNK,
+    Harness,
+    HarnessFactory,
+    chunk_files,
+    post_chunk,
+    raw_chunk_body,
+)
 
-from service.local.browser import chunk_form, upload
 from service.local.discord_api import Fault
 
+MiB = 1024 * 1024
 
-async def refused(response: aiohttp.ClientResponse) -> tuple[int, str]:
+
+def refused(response: httpx.Response) -> tuple[int, str]:
+    """The status and the sentence of a refusal, which any origin may read, as JSON."""
     assert response.headers["Access-Control-Allow-Origin"] == "*"
-    assert response.content_type == "application/json"
-    return response.status, (await response.json())["error"]
+    assert response.headers["Content-Type"].split(";")[0] == "application/json"
+    return response.status_code, response.json()["error"]
 
 
-async def finishes_intact(harness: Harness, upload_id: str, data: bytes) -> None:
-    """The job still completes after the refusals, byte-exact."""
-    await upload(harness.http, harness.address, upload_id, data, SMALL_CHUNK)
+async def finishes_intact(
+    harness: Harness, client: httpx.AsyncClient, upload_id: str, data: bytes
+) -> None:
+    """The job still completes after the refusals, byte-exact: every chunk (those already
+    stored included) is answered 200 on the same client."""
+    for index, offset in enumerate(range(0, len(data), SMALL_CHUNK)):
+        chunk = data[offset : offset + SMALL_CHUNK]
+        response = await post_chunk(client, harness.address, upload_id, index, chunk)
+        assert (response.status_code, response.text) == (200, str(index))
     finish = await harness.link.next_finish()
     assert finish["success"] is True
     assert len(finish["messages"]) == -(-len(data) // SMALL_CHUNK)
+
+
+class Relay:
+    """A TCP relay in front of the service that sees when the service first answers.
+
+    httpx reads no answer before it has sent the whole request body, so an answer given
+    early cannot be seen through httpx alone. The relay notes how many request bytes had
+    reached the service when the first byte of its answer came back, and sets `answered`
+    once that byte is on its way to the client. What the client sends after the answer
+    is dropped: the service has refused the request, and only the answer matters.
+    """
+
+    def __init__(self, service_port: int) -> None:
+        self._service_port = service_port
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self._writers: list[asyncio.StreamWriter] = []
+        self.answered = asyncio.Event()
+        self.delivered = 0  # request bytes (head and body) passed on to the service
+        self.delivered_at_answer: int | None = None
+
+    def url(self, address: str) -> str:
+        """`address` (the service's) through the relay."""
+        assert self._server is not None
+        port = self._server.sockets[0].getsockname()[1]
+        return str(httpx.URL(address).copy_with(port=port))
+
+    async def __aenter__(self) -> Relay:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.close()  # each side's reader sees the end: the relaying tasks return
+        await asyncio.gather(*self._connections)
+
+    async def _relay(self, client: asyncio.StreamReader, to_client: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        self._writers.append(to_client)
+        service, to_service = await asyncio.open_connection("127.0.0.1", self._service_port)
+        self._writers.append(to_service)
+        with contextlib.suppress(ConnectionError):
+            await asyncio.gather(
+                self._request(client, to_service), self._answer(service, to_client)
+            )
+        to_client.close()
+        to_service.close()
+
+    async def _request(
+        self, client: asyncio.StreamReader, to_service: asyncio.StreamWriter
+    ) -> None:
+        while piece := await client.read(MiB):
+            if not self.answered.is_set():
+                to_service.write(piece)
+                await to_service.drain()
+                self.delivered += len(piece)
+
+    async def _answer(self, service: asyncio.StreamReader, to_client: asyncio.StreamWriter) -> None:
+        while piece := await service.read(MiB):
+            if self.delivered_at_answer is None:
+                self.delivered_at_answer = self.delivered
+            to_client.write(piece)
+            await to_client.drain()
+            self.answered.set()
 
 
 @pytest.fixture
@@ -36,40 +125,59 @@ async def job(harness: Harness) -> tuple[str, bytes]:
     return await harness.start(len(data)), data
 
 
-async def test_body_that_is_not_multipart_is_refused(harness: Harness, job) -> None:
-    async with harness.http.post(harness.address, json={"id": job[0]}) as response:
-        status, error = await refused(response)
+def test_the_test_client_sends_the_browsers_form() -> None:
+    """httpx writes `id`, `chunk`, then `file` named `blob`, with a Content-Length."""
+    request = httpx.Request("POST", "http://x/", files=chunk_files("u", 3, b"DATA"))
+    body = request.read()
+    parts = [
+        b'name="id"\r\n\r\nu\r\n',
+        b'name="chunk"\r\n\r\n3\r\n',
+        b'name="file"; filename="blob"\r\nContent-Type: application/octet-stream\r\n\r\nDATA\r\n',
+    ]
+    positions = [body.find(part) for part in parts]
+    assert -1 not in positions and positions == sorted(positions)
+    assert body.count(b"Content-Disposition") == 3
+    assert request.headers["Content-Length"] == str(len(body))
+    assert request.headers["Content-Type"].startswith("multipart/form-data; boundary=")
+
+
+async def test_body_that_is_not_multipart_is_refused(
+    harness: Harness, client: httpx.AsyncClient, job
+) -> None:
+    status, error = refused(await client.post(harness.address, json={"id": job[0]}))
     assert status == 400 and "multipart/form-data" in error
-    await finishes_intact(harness, *job)
+    await finishes_intact(harness, client, *job)
 
 
 @pytest.mark.parametrize("missing", ["id", "chunk", "file"])
-async def test_missing_field_is_named(harness: Harness, job, missing: str) -> None:
+async def test_missing_field_is_named(
+    harness: Harness, client: httpx.AsyncClient, job, missing: str
+) -> None:
     upload_id, data = job
-    form = aiohttp.FormData(default_to_multipart=True)
-    fields = {"id": upload_id, "chunk": "0"}
-    for name, value in fields.items():
-        if name != missing:
-            form.add_field(name, value)
-    if missing != "file":
-        form.add_field("file", data[:SMALL_CHUNK], filename="blob")
-    async with harness.http.post(harness.address, data=form) as response:
-        status, error = await refused(response)
+    files = chunk_files(upload_id, 0, data[:SMALL_CHUNK])
+    del files[missing]  # still multipart: the other fields are parts without a filename
+    status, error = refused(await client.post(harness.address, files=files))
     assert status == 400 and repr(missing) in error
-    await finishes_intact(harness, *job)
+    await finishes_intact(harness, client, *job)
 
 
-async def test_unknown_upload_id_is_refused(harness: Harness, job) -> None:
-    status, body = await harness.post(str(uuid.uuid4()), 0, job[1][:SMALL_CHUNK])
-    assert status == 404 and "not known" in body
-    await finishes_intact(harness, *job)
+async def test_unknown_upload_id_is_refused(
+    harness: Harness, client: httpx.AsyncClient, job
+) -> None:
+    response = await post_chunk(client, harness.address, str(uuid.uuid4()), 0, job[1][:SMALL_CHUNK])
+    status, error = refused(response)
+    assert status == 404 and "not known" in error
+    await finishes_intact(harness, client, *job)
 
 
 @pytest.mark.parametrize("index", ["-1", "1.5", "x", "", "3", "99999999999999999999"])
-async def test_bad_chunk_index_is_refused(harness: Harness, job, index: str) -> None:
-    status, body = await harness.post(job[0], index, job[1][:SMALL_CHUNK])
-    assert status == 400 and "chunk index" in body
-    await finishes_intact(harness, *job)
+async def test_bad_chunk_index_is_refused(
+    harness: Harness, client: httpx.AsyncClient, job, index: str
+) -> None:
+    response = await post_chunk(client, harness.address, job[0], index, job[1][:SMALL_CHUNK])
+    status, error = refused(response)
+    assert status == 400 and "chunk index" in error
+    await finishes_intact(harness, client, *job)
 
 
 @pytest.mark.parametrize(
@@ -77,97 +185,145 @@ async def test_bad_chunk_index_is_refused(harness: Harness, job, index: str) -> 
     [(0, SMALL_CHUNK - 1), (0, SMALL_CHUNK + 1), (2, 99), (2, 101), (2, SMALL_CHUNK)],
 )
 async def test_chunk_of_the_wrong_length_is_refused(
-    harness: Harness, job, index: int, length: int
+    harness: Harness, client: httpx.AsyncClient, job, index: int, length: int
 ) -> None:
-    status, body = await harness.post(job[0], index, os.urandom(length))
+    response = await post_chunk(client, harness.address, job[0], index, os.urandom(length))
+    status, error = refused(response)
     expected = SMALL_CHUNK if index < 2 else 100
-    assert status == 400 and f"{expected} bytes" in body
+    assert status == 400 and f"{expected} bytes" in error
     assert harness.stored() == []
-    await finishes_intact(harness, *job)
+    await finishes_intact(harness, client, *job)
 
 
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
 async def test_body_far_larger_than_a_chunk_is_refused_before_it_is_read(
-    harness: Harness, job
+    harness: Harness, client: httpx.AsyncClient, job, framing: str
 ) -> None:
-    announced = 200 * 1024 * 1024
-    headers = {"Content-Type": "multipart/form-data; boundary=x", "Content-Length": str(announced)}
+    announced = 200 * MiB
+    head = b"--x\r\n"
+    headers = {"Content-Type": "multipart/form-data; boundary=x"}
+    if framing == "content-length":
+        headers["Content-Length"] = str(announced)
 
-    async def endless() -> AsyncIterator[bytes]:
-        yield b"--x\r\n"
-        while True:  # the service answers long before this could end
-            yield b"\0" * 65536
+    async with Relay(harness.service.port) as relay:
 
-    async with harness.http.post(harness.address, data=endless(), headers=headers) as response:
-        status, error = await refused(response)
+        async def announced_body() -> AsyncIterator[bytes]:
+            yield head
+            await relay.answered.wait()  # the length alone must be refused
+            remaining = announced - len(head)
+            while remaining:  # what Content-Length owes; the relay drops it
+                piece = min(MiB, remaining)
+                remaining -= piece
+                yield bytes(piece)
+
+        async def streamed_body() -> AsyncIterator[bytes]:
+            yield head
+            sent = len(head)
+            while sent < announced and not relay.answered.is_set():  # it must be counted
+                sent += MiB
+                yield bytes(MiB)
+
+        body = announced_body() if framing == "content-length" else streamed_body()
+        response = await client.post(relay.url(harness.address), content=body, headers=headers)
+    status, error = refused(response)
     assert status == 413 and "larger than" in error
-    await finishes_intact(harness, *job)
+    if framing == "content-length":
+        # refused on the length alone: only the request's head and 5 bytes had arrived
+        assert relay.delivered_at_answer is not None and relay.delivered_at_answer < 1024
+    else:  # refused long before the end (what sits in socket buffers may have gone through)
+        assert relay.delivered_at_answer is not None
+        assert relay.delivered_at_answer < announced // 8
+    await finishes_intact(harness, client, *job)
 
 
-async def test_chunk_already_in_flight_is_refused_with_409(harness: Harness, job) -> None:
+async def test_chunk_already_in_flight_is_refused_with_409(
+    harness: Harness, client: httpx.AsyncClient, job
+) -> None:
     upload_id, data = job
     harness.discord.inject(Fault(hold=True))
-    first = asyncio.create_task(harness.post(upload_id, 0, data[:SMALL_CHUNK]))
+    first = asyncio.create_task(
+        post_chunk(client, harness.address, upload_id, 0, data[:SMALL_CHUNK])
+    )
     await harness.discord.wait_for_posts(1)
 
-    status, body = await harness.post(upload_id, 0, data[:SMALL_CHUNK])
-    assert status == 409 and "already being received" in body
+    response = await post_chunk(client, harness.address, upload_id, 0, data[:SMALL_CHUNK])
+    status, error = refused(response)
+    assert status == 409 and "already being received" in error
 
     harness.discord.release_held()
-    assert (await first)[0] == 200
+    assert (await first).status_code == 200
     assert len(harness.stored()) == 1
-    await finishes_intact(harness, *job)
+    await finishes_intact(harness, client, *job)
 
 
-async def test_stored_chunk_sent_again_with_same_bytes_gets_200(harness: Harness, job) -> None:
+async def test_stored_chunk_sent_again_with_same_bytes_gets_200(
+    harness: Harness, client: httpx.AsyncClient, job
+) -> None:
     upload_id, data = job
-    assert (await harness.post(upload_id, 0, data[:SMALL_CHUNK]))[0] == 200
-    assert (await harness.post(upload_id, 0, data[:SMALL_CHUNK])) == (200, "0")
+    first = await post_chunk(client, harness.address, upload_id, 0, data[:SMALL_CHUNK])
+    assert first.status_code == 200
+    again = await post_chunk(client, harness.address, upload_id, 0, data[:SMALL_CHUNK])
+    assert (again.status_code, again.text) == (200, "0")
+    assert again.headers["Access-Control-Allow-Origin"] == "*"
     assert len(harness.stored()) == 1
 
 
-async def test_stored_chunk_sent_again_with_other_bytes_gets_409(harness: Harness, job) -> None:
+async def test_stored_chunk_sent_again_with_other_bytes_gets_409(
+    harness: Harness, client: httpx.AsyncClient, job
+) -> None:
     upload_id, data = job
-    assert (await harness.post(upload_id, 0, data[:SMALL_CHUNK]))[0] == 200
-    status, body = await harness.post(upload_id, 0, os.urandom(SMALL_CHUNK))
-    assert status == 409 and "different bytes" in body
-    await finishes_intact(harness, *job)
+    first = await post_chunk(client, harness.address, upload_id, 0, data[:SMALL_CHUNK])
+    assert first.status_code == 200
+    response = await post_chunk(client, harness.address, upload_id, 0, os.urandom(SMALL_CHUNK))
+    status, error = refused(response)
+    assert status == 409 and "different bytes" in error
+    assert len(harness.stored()) == 1
+    await finishes_intact(harness, client, *job)
 
 
-async def test_chunks_of_an_ended_job_are_refused(harness: Harness) -> None:
+async def test_chunks_of_an_ended_job_are_refused(
+    harness: Harness, client: httpx.AsyncClient
+) -> None:
     data = os.urandom(10)
     upload_id = await harness.start(len(data))
-    assert (await harness.post(upload_id, 0, data))[0] == 200
+    assert (await post_chunk(client, harness.address, upload_id, 0, data)).status_code == 200
     await harness.link.next_finish()
-    status, body = await harness.post(upload_id, 0, data)
-    assert status == 410 and "has ended" in body
+    status, error = refused(await post_chunk(client, harness.address, upload_id, 0, data))
+    assert status == 410 and "has ended" in error
 
 
-async def test_preflight_allows_cross_origin_posts(harness: Harness) -> None:
+async def test_preflight_allows_cross_origin_posts(
+    harness: Harness, client: httpx.AsyncClient
+) -> None:
     headers = {
         "Origin": "http://client.example",
         "Access-Control-Request-Method": "POST",
         "Access-Control-Request-Headers": "content-type",
     }
-    async with harness.http.options(harness.address, headers=headers) as response:
-        assert response.status == 204
-        assert response.headers["Access-Control-Allow-Origin"] == "*"
-        assert "POST" in response.headers["Access-Control-Allow-Methods"]
-        assert "content-type" in response.headers["Access-Control-Allow-Headers"]
+    response = await client.options(harness.address, headers=headers)
+    assert response.status_code == 204
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+    assert "POST" in response.headers["Access-Control-Allow-Methods"]
+    assert "content-type" in response.headers["Access-Control-Allow-Headers"]
 
 
-async def test_success_and_unknown_paths_carry_cors_headers(harness: Harness, job) -> None:
-    async with harness.http.get(f"http://127.0.0.1:{harness.service.port}/nope") as response:
-        status, _ = await refused(response)
+async def test_success_and_unknown_paths_carry_cors_headers(
+    harness: Harness, client: httpx.AsyncClient, job
+) -> None:
+    status, _ = refused(await client.get(f"http://127.0.0.1:{harness.service.port}/nope"))
     assert status == 404
-    form = chunk_form(job[0], 0, job[1][:SMALL_CHUNK])
-    async with harness.http.post(harness.address, data=form) as response:
-        assert response.status == 200
-        assert response.headers["Access-Control-Allow-Origin"] == "*"
+    response = await post_chunk(client, harness.address, job[0], 0, job[1][:SMALL_CHUNK])
+    assert response.status_code == 200
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
 
 
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])
 async def test_client_that_drops_mid_chunk_loses_nothing(
-    harness: Harness, job, framing: str, caplog: pytest.LogCaptureFixture
+    harness: Harness,
+    client: httpx.AsyncClient,
+    job,
+    framing: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     upload_id, data = job
     content_type, body = raw_chunk_body(upload_id, 0, data[:SMALL_CHUNK])
@@ -184,28 +340,33 @@ async def test_client_that_drops_mid_chunk_loses_nothing(
     await writer.wait_closed()
 
     # the half-sent chunk is not stuck "in flight": the retry is taken and stored
-    await finishes_intact(harness, *job)
+    await finishes_intact(harness, client, *job)
     assert len(harness.stored()) == 3
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # no 500, no trace
 
 
-async def test_client_that_stalls_mid_chunk_is_cut_off(start_service: HarnessFactory) -> None:
+async def test_client_that_stalls_mid_chunk_is_cut_off(
+    start_service: HarnessFactory, client: httpx.AsyncClient
+) -> None:
     harness = await start_service(client_read_timeout=0.2)
     await harness.configure()
     data = os.urandom(SMALL_CHUNK)
     upload_id = await harness.start(len(data))
     content_type, body = raw_chunk_body(upload_id, 0, data)
-    stalled = asyncio.Event()
+    half = body[: len(body) // 2]
 
-    async def stalling_body() -> AsyncIterator[bytes]:
-        yield body[: len(body) // 2]
-        await stalled.wait()  # the rest never comes while the service waits
+    async with Relay(harness.service.port) as relay:
 
-    headers = {"Content-Type": content_type}
-    async with harness.http.post(
-        harness.address, data=stalling_body(), headers=headers
-    ) as response:
-        status, error = await refused(response)
-    stalled.set()
+        async def stalling_body() -> AsyncIterator[bytes]:
+            yield half
+            await relay.answered.wait()  # the rest never comes while the service waits
+
+        response = await client.post(
+            relay.url(harness.address),
+            content=stalling_body(),
+            headers={"Content-Type": content_type},
+        )
+    status, error = refused(response)
     assert status == 408 and "no data arrived" in error
-    assert (await harness.post(upload_id, 0, data))[0] == 200
+    assert relay.delivered_at_answer is not None and relay.delivered_at_answer < len(body)
+    assert (await post_chunk(client, harness.address, upload_id, 0, data)).status_code == 200

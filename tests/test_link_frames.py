@@ -17,7 +17,7 @@ from conftest import CHANNEL, TOKEN, Harness, HarnessFactory
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.manager import packets
+from service.manager import outgoing, packets
 
 MISSING = object()  # a field left out of the data
 
@@ -99,7 +99,7 @@ def test_decoding_raises_only_malformed_packet(text: str) -> None:
         return
     # a request that decodes can always be answered, even naming its odd values
     problems = "; ".join(incoming.request.problems) or None
-    packets.check_outgoing(packets.reply(incoming.uuid, problems is None, problems))
+    outgoing.check_outgoing(outgoing.reply(incoming.uuid, problems is None, problems))
 
 
 @pytest.fixture

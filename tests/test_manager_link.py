@@ -17,7 +17,7 @@ from service.local.browser import upload
 from service.local.loopback import free_port
 from service.local.manager import ManagerStandIn
 from service.manager import link as link_module
-from service.manager import packets
+from service.manager import outgoing, packets
 from service.manager.link import (
     BACKOFF_CAP,
     CLOSE_TIMEOUT,
@@ -376,7 +376,7 @@ async def test_cancelling_while_handling_closes_the_socket(
     task = asyncio.create_task(link.run())
     service = await manager.next_service()
     await wait_for_state(link, LinkState.CONNECTED)
-    await service.send_raw(packets.encode(packets.UPLOAD_ABORT, {}))
+    await service.send_raw(outgoing.encode(packets.UPLOAD_ABORT, {}))
     await wait_for_state(link, LinkState.HANDLING)
     await cancel(task)
     async with asyncio.timeout(5):

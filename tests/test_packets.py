@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from service.manager.outgoing import check_outgoing, encode, finish_failure, finish_success, reply
 from service.manager.packets import (
     BOOLEAN,
     CRYPTO_SHAPE,
@@ -20,12 +21,7 @@ from service.manager.packets import (
     MalformedPacket,
     UploadAbort,
     UploadStart,
-    check_outgoing,
     decode_request,
-    encode,
-    finish_failure,
-    finish_success,
-    reply,
 )
 
 VECTORS = json.loads((Path("/work/shared/vectors.json")).read_text())

@@ -18,7 +18,7 @@ import pytest
 from service.jobs.layout import MANAGER_CHUNK_SIZE
 from service.local import schemas
 from service.local.manager import ServiceConnection
-from service.manager import packets
+from service.manager import outgoing, packets
 
 HASH = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 CHANNEL = "1100000000000000001"
@@ -33,12 +33,12 @@ def frame(text: str) -> Frame:
 
 
 def reply_frame() -> Frame:
-    return frame(packets.reply(str(uuid.uuid4()), False, "already busy with another job"))
+    return frame(outgoing.reply(str(uuid.uuid4()), False, "already busy with another job"))
 
 
 def success_frame() -> Frame:
     return frame(
-        packets.finish_success(
+        outgoing.finish_success(
             messages=MESSAGES,
             file_hash=HASH,
             is_encrypted=True,
@@ -49,7 +49,7 @@ def success_frame() -> Frame:
 
 
 def failure_frame() -> Frame:
-    return frame(packets.finish_failure("No chunk was received for 120 seconds"))
+    return frame(outgoing.finish_failure("No chunk was received for 120 seconds"))
 
 
 def start_frame(**data: Any) -> Frame:
@@ -62,7 +62,7 @@ def start_frame(**data: Any) -> Frame:
         "chunk_size": MANAGER_CHUNK_SIZE,
         **data,
     }
-    return frame(packets.encode(packets.UPLOAD_START, fields))
+    return frame(outgoing.encode(packets.UPLOAD_START, fields))
 
 
 def configuration_frame(**data: Any) -> Frame:
@@ -72,7 +72,7 @@ def configuration_frame(**data: Any) -> Frame:
         "discord_channel_id": CHANNEL,
         **data,
     }
-    return frame(packets.encode(packets.CONFIGURATION, fields))
+    return frame(outgoing.encode(packets.CONFIGURATION, fields))
 
 
 def sent_problems(value: Frame | str) -> list[str]:
@@ -85,11 +85,13 @@ def sent_problems(value: Frame | str) -> list[str]:
 @pytest.mark.parametrize(
     "text",
     [
-        pytest.param(packets.reply(str(uuid.uuid4()), True), id="reply success"),
-        pytest.param(packets.reply(str(uuid.uuid4()), False, "not configured"), id="reply failure"),
+        pytest.param(outgoing.reply(str(uuid.uuid4()), True), id="reply success"),
+        pytest.param(
+            outgoing.reply(str(uuid.uuid4()), False, "not configured"), id="reply failure"
+        ),
         pytest.param(json.dumps(success_frame()), id="finish success"),
         pytest.param(
-            packets.finish_success(
+            outgoing.finish_success(
                 messages=[],
                 file_hash=HASH,
                 is_encrypted=False,
@@ -215,7 +217,7 @@ def test_packets_the_manager_stand_in_sends_pass_the_schemas() -> None:
         start_frame(size=MAX_SAFE),
         configuration_frame(),
         configuration_frame(crypto={"enabled": False}),
-        frame(packets.encode(packets.UPLOAD_ABORT, {})),
+        frame(outgoing.encode(packets.UPLOAD_ABORT, {})),
     ):
         assert schemas.problems_in_received(json.dumps(packet)) == [], packet
 
@@ -261,11 +263,11 @@ def test_patterns_use_ecma_end_of_input_not_pythons() -> None:
 
 
 async def test_manager_stand_in_drops_a_frame_only_the_schemas_refuse() -> None:
-    """A finish that claims to be a reply passes `packets.check_outgoing` but not the schema."""
+    """A finish that claims to be a reply passes `outgoing.check_outgoing` but not the schema."""
     packet = success_frame()
     packet["reply_uuid"] = str(uuid.uuid4())
     text = json.dumps(packet)
-    packets.check_outgoing(text)  # the service's own check lets it through
+    outgoing.check_outgoing(text)  # the service's own check lets it through
     dropped: list[Any] = []
     connection = ServiceConnection(cast(Any, None), "http://127.0.0.1:1/upload", dropped)
 

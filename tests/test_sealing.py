@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 from service.jobs.job import file_hash
 from service.storage.mime import sniff_mime
 from service.storage.sealing import (
-    BufferPool,
     ChunkDigest,
     ChunkSealer,
     SealedChunk,
@@ -150,24 +149,6 @@ def test_digest_alone_matches_the_sealers_and_refuses_extra_bytes() -> None:
     with pytest.raises(ValueError):
         digest.write(b"x")
     assert digest.hexdigest() == hashlib.sha256(plaintext).hexdigest()
-
-
-def test_buffer_pool_gives_back_a_returned_buffer_of_the_size_asked() -> None:
-    pool = BufferPool(keep=2)
-    first = pool.take(100)
-    pool.give(first)
-    assert pool.take(50) is not first  # another size: a fresh buffer
-    assert pool.take(100) is first
-    assert pool.take(100) is not first  # taken already: a fresh one
-
-
-def test_buffer_pool_keeps_only_the_newest_buffers() -> None:
-    pool = BufferPool(keep=2)
-    buffers = [bytearray(10) for _ in range(3)]
-    for buffer in buffers:
-        pool.give(buffer)
-    taken = [pool.take(10) for _ in range(3)]
-    assert [any(t is b for t in taken) for b in buffers] == [False, True, True]
 
 
 def test_file_hash_matches_the_worked_example() -> None:

@@ -116,13 +116,14 @@ async def test_health_readiness_and_metrics(
         assert response.content_type == "text/plain"
         metrics = parse_metrics(await response.text())
     assert metrics["upload_chunks_stored_total"] == 2
-    assert metrics["upload_bytes_stored_total"] == len(data)
+    assert metrics["upload_stored_bytes_total"] == len(data)
     assert metrics['upload_chunks_refused_total{reason="invalid_request"}'] == 1
-    assert metrics['upload_discord_responses_total{status="429"}'] == 1
-    assert metrics['upload_discord_responses_total{status="503"}'] == 1
+    route = 'route="POST /channels/{channel_id}/messages"'
+    assert metrics[f'upload_discord_requests_total{{{route},status="429"}}'] == 1
+    assert metrics[f'upload_discord_requests_total{{{route},status="503"}}'] == 1
     assert metrics["upload_discord_retries_total"] == 1
     assert metrics['upload_jobs_total{outcome="succeeded"}'] == 1
-    assert metrics["upload_discord_request_seconds_count"] >= 4
+    assert metrics[f"upload_discord_request_duration_seconds_count{{{route}}}"] >= 4
     assert metrics["upload_slots_connected"] == 1
     assert metrics["upload_slots_busy"] == 0
 

@@ -1,11 +1,25 @@
-"""Whole uploads through the real service: what the manager and Discord end up with."""
+"""Whole uploads through the real service: what the manager and Discord end up with.
+
+Whole uploads go through the browser stand-in (`service.local.browser.upload`, on aiohttp,
+with the browser's concurrency and retries); the tests of single answers post with httpx,
+a client independent of the aiohttp server.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
 
-from conftest import CHANNEL, SMALL_CHUNK, Harness, HarnessFactory, expected_hash, reassembled
+import httpx
+from conftest import (
+    CHANNEL,
+    SMALL_CHUNK,
+    Harness,
+    HarnessFactory,
+    expected_hash,
+    post_chunk,
+    reassembled,
+)
 
 from service.local.browser import upload
 from service.storage.sealing import HEADER_SIZE
@@ -59,26 +73,30 @@ async def test_unencrypted_upload_stores_plaintext(start_service: HarnessFactory
 
 
 async def test_size_that_is_an_exact_multiple_of_the_chunk_size_finishes(
-    harness: Harness,
+    harness: Harness, client: httpx.AsyncClient
 ) -> None:
     data = os.urandom(3 * SMALL_CHUNK)
     upload_id = await harness.start(len(data))
 
     for index in range(3):
         chunk = data[index * SMALL_CHUNK : (index + 1) * SMALL_CHUNK]
-        assert (await harness.post(upload_id, index, chunk))[0] == 200
+        response = await post_chunk(client, harness.address, upload_id, index, chunk)
+        assert response.status_code == 200
 
     finish = await harness.link.next_finish()
     assert finish["success"] is True
     assert len(finish["messages"]) == 3
 
 
-async def test_chunks_in_any_order_are_reported_in_chunk_order(harness: Harness) -> None:
+async def test_chunks_in_any_order_are_reported_in_chunk_order(
+    harness: Harness, client: httpx.AsyncClient
+) -> None:
     data = os.urandom(4 * SMALL_CHUNK - 10)
     upload_id = await harness.start(len(data))
     for index in (3, 1, 0, 2):
         chunk = data[index * SMALL_CHUNK : (index + 1) * SMALL_CHUNK]
-        assert (await harness.post(upload_id, index, chunk))[0] == 200
+        response = await post_chunk(client, harness.address, upload_id, index, chunk)
+        assert response.status_code == 200
 
     finish = await harness.link.next_finish()
     assert reassembled(harness.discord, finish) == data
@@ -102,21 +120,57 @@ async def test_next_job_is_taken_after_one_finishes(harness: Harness) -> None:
         assert (await harness.link.next_finish())["hash"] == expected_hash(data, SMALL_CHUNK)
 
 
-async def test_chunks_are_accepted_at_own_address_path_and_at_root(harness: Harness) -> None:
+async def test_chunks_are_accepted_at_own_address_path_and_at_root(
+    harness: Harness, client: httpx.AsyncClient
+) -> None:
     data = os.urandom(2 * SMALL_CHUNK)
     upload_id = await harness.start(len(data))
     root = f"http://127.0.0.1:{harness.service.port}/"
 
     assert harness.address.endswith("/upload")
-    assert (await harness.post(upload_id, 0, data[:SMALL_CHUNK]))[0] == 200
-    assert (await harness.post(upload_id, 1, data[SMALL_CHUNK:], url=root))[0] == 200
+    at_own_address = await post_chunk(client, harness.address, upload_id, 0, data[:SMALL_CHUNK])
+    assert at_own_address.status_code == 200
+    at_root = await post_chunk(client, root, upload_id, 1, data[SMALL_CHUNK:])
+    assert at_root.status_code == 200
     assert (await harness.link.next_finish())["success"] is True
 
 
-async def test_success_answer_is_the_chunk_index(harness: Harness) -> None:
+async def test_success_answer_is_the_chunk_index(
+    harness: Harness, client: httpx.AsyncClient
+) -> None:
     upload_id = await harness.start(2 * SMALL_CHUNK)
-    status, body = await harness.post(upload_id, 1, os.urandom(SMALL_CHUNK))
-    assert (status, body) == (200, "1")
+    response = await post_chunk(client, harness.address, upload_id, 1, os.urandom(SMALL_CHUNK))
+    assert (response.status_code, response.text) == (200, "1")
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+
+
+async def test_one_client_posts_every_chunk_and_refusal_over_one_kept_alive_connection(
+    harness: Harness, client: httpx.AsyncClient
+) -> None:
+    """HTTP/1.1 keep-alive: a refusal, whatever of its body was left unread, does not cost
+    the client its connection."""
+    data = os.urandom(4 * SMALL_CHUNK)
+    upload_id = await harness.start(len(data))
+    chunks = [data[i : i + SMALL_CHUNK] for i in range(0, len(data), SMALL_CHUNK)]
+    posts: list[tuple[int | str, bytes, int]] = [
+        (0, chunks[0], 200),
+        (1, b"short", 400),
+        ("x", chunks[1], 400),
+        (1, chunks[1], 200),
+        (0, os.urandom(SMALL_CHUNK), 409),
+        (0, chunks[0], 200),
+        (2, chunks[2], 200),
+        (3, chunks[3], 200),
+    ]
+    connections: set[tuple[str, int]] = set()
+    for index, chunk, expected in posts:
+        response = await post_chunk(client, harness.address, upload_id, index, chunk)
+        assert response.status_code == expected, response.text
+        connections.add(response.extensions["network_stream"].get_extra_info("client_addr"))
+
+    assert len(connections) == 1
+    finish = await harness.link.next_finish()
+    assert reassembled(harness.discord, finish) == data
 
 
 async def test_many_concurrent_chunks_each_stored_once(harness: Harness) -> None:

@@ -35,9 +35,12 @@ CATALOGUE: dict[type[r.Refusal], Answer] = {
     r.DiscordFailed: Answer(502, "discord_failed"),
     r.DiscordRefused: Answer(502, "discord_failed"),
     r.DiscordBusy: Answer(503, "unavailable"),
+    r.TooManyChunks: Answer(503, "too_many_chunks"),
+    r.MemoryBusy: Answer(503, "memory_busy"),
     r.ShuttingDown: Answer(503, "unavailable"),
 }
 INTERNAL_ERROR = Answer(500, "internal_error")  # an exception no refusal names: a bug
+REFUSAL_REASONS = sorted({answer.reason for answer in CATALOGUE.values()} | {"internal_error"})
 
 
 def answer_for(refusal: r.Refusal) -> Answer:

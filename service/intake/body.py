@@ -1,10 +1,13 @@
-"""A chunk POST's body as it arrives: counted against a limit, cut off when the client stalls."""
+"""A chunk POST's body as it arrives: counted against a limit, cut off when the client stalls
+or trickles."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 from aiohttp import web
+from prometheus_client import Counter
 
 from ..refusals import BodyTooLarge, ClientGone, ClientStalled
 
@@ -13,13 +16,28 @@ class ChunkBody:
     """`read()` gives the body's next piece (b"" at its end) or raises a refusal.
 
     aiohttp enforces no size limit on a streamed body, so it is counted here; a declared
-    `Content-Length` over the limit is refused before a byte of the body is read.
+    `Content-Length` over the limit is refused before a byte of the body is read. A client
+    that sends nothing for `read_timeout` is cut off; so is one that, `read_timeout` after
+    its chunk was claimed, has averaged less than `min_rate` bytes per second since (a
+    trickle never trips a per-read timeout, and it holds a chunk's memory).
     """
 
-    def __init__(self, request: web.Request, *, limit: int, read_timeout: float) -> None:
+    def __init__(
+        self,
+        request: web.Request,
+        *,
+        limit: int,
+        read_timeout: float,
+        min_rate: int,
+        received: Counter,
+    ) -> None:
         self._content = request.content
+        self._received_total = received
         self._read_timeout = read_timeout
+        self._min_rate = min_rate
         self._received = 0
+        self._claimed_at: float | None = None
+        self._received_at_claim = 0
         self.limit = limit
         if request.content_length is not None and request.content_length > limit:
             raise self._too_large()
@@ -35,9 +53,29 @@ class ChunkBody:
         except ConnectionResetError:
             raise ClientGone("the connection was lost in the middle of the chunk") from None
         self._received += len(piece)
+        self._received_total.inc(len(piece))
         if self._received > self.limit:
             raise self._too_large()
+        self._check_rate()
         return piece
+
+    def chunk_claimed(self) -> None:
+        """From now on the body holds a chunk's memory: it must keep up `min_rate`."""
+        self._claimed_at = time.monotonic()
+        self._received_at_claim = self._received
+
+    def _check_rate(self) -> None:
+        if self._claimed_at is None:
+            return
+        elapsed = time.monotonic() - self._claimed_at
+        if elapsed < self._read_timeout:
+            return
+        rate = (self._received - self._received_at_claim) / elapsed
+        if rate < self._min_rate:
+            raise ClientStalled(
+                f"the chunk arrived at {rate:.0f} bytes per second, below the minimum of "
+                f"{self._min_rate}; it was dropped"
+            )
 
     def _too_large(self) -> BodyTooLarge:
         return BodyTooLarge(f"the request body is larger than {self.limit} bytes")

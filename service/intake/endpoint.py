@@ -4,7 +4,9 @@ A chunk's whole path, in order (`ChunkEndpoint._receive`, then `uploads/upload.p
 
 1. read the form's small fields as the body streams in (`StreamingForm.read_fields`);
 2. find the upload the `id` names (`UploadDirectory.find`);
-3. open the chunk the `chunk` field names: the claim (`Upload.open_chunk`);
+3. open the chunk the `chunk` field names: the claim, and its memory reserved, waiting
+   for it if the budget is spent (`Upload.open_chunk`); from here the client must keep
+   up a minimum rate (`ChunkBody.chunk_claimed`);
 4. stream the file part into the chunk, hashed and encrypted as it arrives (`read_file`);
 5. store it: post it to Discord and record the message; with the last chunk, send the
    finish packet (`chunk.store()` -> `Upload.post`);
@@ -19,13 +21,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
+import time
+import uuid
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from ..logs import bind
 from ..metrics import Metrics
-from ..refusals import ClientGone, Refusal, ShuttingDown
+from ..refusals import Refusal, ShuttingDown
 from ..uploads.directory import UploadDirectory
 from .answers import (
     INTERNAL_ERROR,
@@ -41,44 +46,67 @@ log = logging.getLogger(__name__)
 
 
 class ChunkEndpoint:
-    def __init__(self, directory: UploadDirectory, metrics: Metrics, *, read_timeout: float):
+    def __init__(
+        self,
+        directory: UploadDirectory,
+        metrics: Metrics,
+        *,
+        read_timeout: float,
+        min_rate: int,
+    ) -> None:
         self._directory = directory
         self._metrics = metrics
         self._read_timeout = read_timeout
+        self._min_rate = min_rate
         self._accepting = True
         self._active = 0
         self._idle = asyncio.Event()
         self._idle.set()
 
     async def post(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
         try:
             if not self._accepting:
                 raise ShuttingDown()
             with self._counted():
                 index = await self._receive(request)
         except Refusal as refusal:
-            if isinstance(refusal, ClientGone):
-                log.info("a client went away in the middle of a chunk; it was dropped")
-            self._metrics.refused(answer_for(refusal).reason)
+            answer = answer_for(refusal)
+            self._metrics.chunk_answered(answer.reason, started)
+            log.log(
+                logging.WARNING if answer.status >= 500 else logging.INFO,
+                "chunk refused: %d %s in %.3f s: %s",
+                answer.status,
+                answer.reason,
+                time.perf_counter() - started,
+                refusal,
+            )
             return refusal_response(refusal)
         except Exception:
             log.exception("the chunk path failed unexpectedly")
-            self._metrics.refused(INTERNAL_ERROR.reason)
+            self._metrics.chunk_answered(INTERNAL_ERROR.reason, started)
             return internal_error_response()
+        self._metrics.chunk_answered("stored", started)
         return web.Response(text=str(index))
 
     async def _receive(self, request: web.Request) -> int:
         """The per-chunk path (see the module's docstring); the stored chunk's index."""
         body = ChunkBody(
-            request, limit=self._directory.body_limit(), read_timeout=self._read_timeout
+            request,
+            limit=self._directory.body_limit(),
+            read_timeout=self._read_timeout,
+            min_rate=self._min_rate,
+            received=self._metrics.received_bytes,
         )
         with StreamingForm(boundary_of(request.headers.get("Content-Type", ""))) as form:
             fields = await form.read_fields(body.read)
             bind(upload_id=fields.upload_id[:64])
             upload = self._directory.find(fields.upload_id)
+            bind(slot=upload.slot)
             body.limit = upload.body_limit
-            with upload.open_chunk(fields.chunk) as chunk:
+            with await upload.open_chunk(fields.chunk) as chunk:
                 bind(chunk=chunk.index)
+                body.chunk_claimed()
                 await form.read_file(body.read, chunk.sink)
                 await chunk.store()
         return chunk.index
@@ -87,9 +115,11 @@ class ChunkEndpoint:
     def _counted(self):  # type: ignore[no-untyped-def]
         self._active += 1
         self._idle.clear()
+        self._metrics.chunks_in_flight.inc()
         try:
             yield
         finally:
+            self._metrics.chunks_in_flight.dec()
             self._active -= 1
             if self._active == 0:
                 self._idle.set()
@@ -111,6 +141,22 @@ CORS_HEADERS = {
 }
 
 
+REQUEST_ID = "X-Request-ID"
+_REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+@web.middleware
+async def request_ids(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Tag every log line of a request, and its answer, with the request id: the proxy's
+    `X-Request-ID` when it sends a sane one, else a new one."""
+    given = request.headers.get(REQUEST_ID, "")
+    request_id = given if _REQUEST_ID_PATTERN.fullmatch(given) else uuid.uuid4().hex
+    bind(request_id=request_id)
+    response = await handler(request)
+    response.headers[REQUEST_ID] = request_id
+    return response
+
+
 @web.middleware
 async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every answer, refusals, router errors and bugs included, may be read cross-origin."""
@@ -122,6 +168,7 @@ async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
         log.exception("an unexpected error answering %s %s", request.method, request.path)
         response = internal_error_response()
     response.headers["Access-Control-Allow-Origin"] = "*"
+    response.headers["Access-Control-Expose-Headers"] = f"{REQUEST_ID}, Retry-After"
     return response
 
 

@@ -11,8 +11,10 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ..refusals import ChunkInFlight, UploadEnded
+from ..refusals import ChunkInFlight, TooManyChunks, UploadEnded
 from .layout import ChunkLayout
+
+RETRY_IN_FLIGHT = 2.0  # seconds: about one chunk's time at Discord
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ def file_hash(chunk_digests: Iterable[str]) -> str:
 class Job:
     upload_id: str
     layout: ChunkLayout
+    max_in_flight: int = 8
     in_flight: set[int] = field(default_factory=set)
     stored: dict[int, StoredChunk] = field(default_factory=dict)
     head: bytes | None = None  # the start of chunk 0's plaintext, for MIME sniffing
@@ -51,6 +54,11 @@ class Job:
             raise ChunkInFlight(f"chunk {index} is already being received")
         already = self.stored.get(index)
         if already is None:
+            if len(self.in_flight) >= self.max_in_flight:
+                raise TooManyChunks(
+                    f"upload {self.upload_id} has {len(self.in_flight)} chunks in flight already",
+                    retry_after=RETRY_IN_FLIGHT,
+                )
             self.in_flight.add(index)
         return already
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import aiohttp
 
-CONCURRENCY = 5
+from ..jobs.layout import BROWSER_CHUNKS_IN_FLIGHT
+
 TRIES = 10
 
 
@@ -64,7 +65,7 @@ async def upload(
     source: bytes | Path,
     chunk_size: int,
     *,
-    concurrency: int = CONCURRENCY,
+    concurrency: int = BROWSER_CHUNKS_IN_FLIGHT,
     tries: int = TRIES,
     give_up_on: frozenset[int] = frozenset(),
     on_chunk_done: Callable[[int, bytes], None] | None = None,

@@ -4,7 +4,7 @@ Like the real manager it refuses a connection with a wrong key or a missing para
 before the upgrade, drops every packet that fails its schema (keeping it in `dropped` so
 tests can assert there are none), and waits at most 10 seconds for a reply. The schemas are
 the JSON Schema files in `schemas/`, checked with `jsonschema`, on top of the service's own
-`packets.check_outgoing`.
+`outgoing.check_outgoing`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from ..jobs.layout import MANAGER_CHUNK_SIZE
-from ..manager import packets
+from ..manager import outgoing, packets
 from . import schemas
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class ServiceConnection:
 
     async def request(self, packet_id: str, data: dict[str, Any]) -> dict[str, Any]:
         """Send a packet and return its reply's data; raise TimeoutError after 10 s."""
-        text = packets.encode(packet_id, data)
+        text = outgoing.encode(packet_id, data)
         return await self.send_raw(text, packets.parse_envelope(text).uuid)
 
     async def send_raw(self, text: str, reply_to: str | None = None) -> dict[str, Any]:
@@ -135,7 +135,7 @@ class ServiceConnection:
         why = schemas.problems_in_sent(text)
         envelope: packets.Envelope | None = None
         try:
-            envelope = packets.check_outgoing(text)
+            envelope = outgoing.check_outgoing(text)
         except packets.MalformedPacket as error:
             why.append(str(error))
         if why or envelope is None:

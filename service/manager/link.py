@@ -25,7 +25,7 @@ from typing import Protocol
 import aiohttp
 from yarl import URL
 
-from . import packets
+from . import outgoing, packets
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ class ManagerLink:
         self._enter(LinkState.HANDLING)
         answer = await self._handle(incoming)
         self._enter(LinkState.CONNECTED)
-        await self.send(packets.reply(incoming.uuid, answer.success, answer.message))
+        await self.send(outgoing.reply(incoming.uuid, answer.success, answer.message))
         self._answered = True
 
     async def _handle(self, incoming: packets.Incoming) -> Answer:
@@ -210,7 +210,7 @@ class ManagerLink:
         try:
             return await self._handler.handle(incoming.request)
         except Exception:
-            await self.send(packets.reply(incoming.uuid, False, HANDLER_FAILED))
+            await self.send(outgoing.reply(incoming.uuid, False, HANDLER_FAILED))
             raise
 
     def _enter(self, state: LinkState) -> None:

@@ -8,8 +8,8 @@ Decoding is strict in two layers:
 - *Values* (patterns, ranges, a key's decoded length): a request that fails them decodes to a
   packet whose `problems` are non-empty; the link answers it `success: false` naming them.
 
-Outgoing packets go through the same schema checks before they are sent, so a packet the
-manager would drop is a bug caught here rather than an upload that hangs there.
+Outgoing packets (`outgoing.py`) go through the same checks before they are sent, so a packet
+the manager would drop is a bug caught there rather than an upload that hangs at the manager.
 
 Decoding and encoding raise nothing but `MalformedPacket`, whatever a frame holds (deep
 nesting, huge numbers, lone surrogates, any JSON type in any field): the link relies on it to
@@ -24,7 +24,6 @@ import binascii
 import dataclasses
 import json
 import re
-import uuid as uuid_module
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,7 +133,7 @@ def _json_type(value: Any) -> str:
     return _JSON_NAMES.get(type(value), type(value).__name__)
 
 
-def _get(data: dict[str, Any], name: str, kind: type, *, required: bool = True) -> Any:
+def get_field(data: dict[str, Any], name: str, kind: type, *, required: bool = True) -> Any:
     """Return `data[name]` if it has JSON type `kind`; `None` counts as absent."""
     value = data.get(name)
     if value is None:
@@ -155,11 +154,12 @@ def _fields(
 ) -> dict[str, Any]:
     """Every field of `shape` from `data`, type-checked; those in `optional` may be `None`."""
     return {
-        name: _get(data, name, kind, required=name not in optional) for name, kind in shape.items()
+        name: get_field(data, name, kind, required=name not in optional)
+        for name, kind in shape.items()
     }
 
 
-def _shown(value: str) -> str:
+def shown(value: str) -> str:
     """A value quoted in a reply: escaped by repr, cut short so a huge one stays small."""
     shown = repr(value)
     return shown if len(shown) <= SHOWN_LENGTH else shown[: SHOWN_LENGTH - 3] + "..."
@@ -187,16 +187,16 @@ def parse_envelope(text: str | bytes) -> Envelope:
         raise MalformedPacket("frame is nested too deeply") from None
     if type(frame) is not dict:
         raise MalformedPacket(f"frame is {_json_type(frame)}, not a JSON object")
-    packet_id = _get(frame, "id", str)
+    packet_id = get_field(frame, "id", str)
     if not ID_PATTERN.fullmatch(packet_id):
-        raise MalformedPacket(f"packet id {_shown(packet_id)} does not match the id pattern")
-    packet_uuid = _get(frame, "uuid", str)
+        raise MalformedPacket(f"packet id {shown(packet_id)} does not match the id pattern")
+    packet_uuid = get_field(frame, "uuid", str)
     if not UUID_PATTERN.fullmatch(packet_uuid):
         raise MalformedPacket("uuid is not a lowercase UUID")
-    reply_uuid = _get(frame, "reply_uuid", str, required=False)
+    reply_uuid = get_field(frame, "reply_uuid", str, required=False)
     if reply_uuid is not None and not UUID_PATTERN.fullmatch(reply_uuid):
         raise MalformedPacket("reply_uuid is not a lowercase UUID")
-    data = _get(frame, "data", dict)
+    data = get_field(frame, "data", dict)
     return Envelope(packet_id, packet_uuid, data, reply_uuid)
 
 
@@ -208,7 +208,7 @@ def decode_request(text: str | bytes) -> Incoming:
     envelope = parse_envelope(text)
     decoder = _DECODERS.get(envelope.id)
     if decoder is None:
-        raise MalformedPacket(f"packet id {_shown(envelope.id)} is not one the manager sends")
+        raise MalformedPacket(f"packet id {shown(envelope.id)} is not one the manager sends")
     return Incoming(envelope.uuid, decoder(envelope.data))
 
 
@@ -231,7 +231,7 @@ def _decode_configuration(data: dict[str, Any]) -> Configuration:
     elif not TOKEN_PATTERN.fullmatch(token):
         problems.append("discord_bot_token must be visible ASCII characters only")
     if not SNOWFLAKE_PATTERN.fullmatch(channel_id):
-        problems.append(f"discord_channel_id {_shown(channel_id)} is not a Discord snowflake")
+        problems.append(f"discord_channel_id {shown(channel_id)} is not a Discord snowflake")
     return Configuration(token, channel_id, key, tuple(problems))
 
 
@@ -269,85 +269,3 @@ _DECODERS = {
     UPLOAD_START: _decode_upload_start,
     UPLOAD_ABORT: _decode_upload_abort,
 }
-
-
-# --- outgoing packets -----------------------------------------------------------------------
-
-
-def encode(packet_id: str, data: dict[str, Any], *, reply_uuid: str | None = None) -> str:
-    """Serialise a packet with a fresh uuid; raise `MalformedPacket` if it is not JSON.
-
-    ASCII output escapes even lone surrogates, so the text always encodes to UTF-8 for the
-    text frame; NaN and infinities are refused, as JSON has no such numbers.
-    """
-    frame: dict[str, Any] = {"id": packet_id, "uuid": str(uuid_module.uuid4()), "data": data}
-    if reply_uuid is not None:
-        frame["reply_uuid"] = reply_uuid
-    try:
-        return json.dumps(frame, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError, RecursionError) as error:
-        raise MalformedPacket(
-            f"packet {_shown(packet_id)} cannot be encoded ({type(error).__name__})"
-        ) from None
-
-
-def _checked(text: str) -> str:
-    check_outgoing(text)
-    return text
-
-
-def reply(reply_uuid: str, success: bool, message: str | None = None) -> str:
-    data: dict[str, Any] = {"success": success}
-    if message is not None:
-        data["message"] = message
-    return _checked(encode(BOOLEAN, data, reply_uuid=reply_uuid))
-
-
-def finish_success(
-    *, messages: list[str], file_hash: str, is_encrypted: bool, mime_type: str, channel: str
-) -> str:
-    data = {
-        "success": True,
-        "messages": messages,
-        "hash": file_hash,
-        "is_encrypted": is_encrypted,
-        "type": mime_type,
-        "channel": channel,
-    }
-    return _checked(encode(UPLOAD_FINISH, data))
-
-
-def finish_failure(reason: str) -> str:
-    return _checked(encode(UPLOAD_FINISH, {"success": False, "reason": reason}))
-
-
-def check_outgoing(text: str | bytes) -> Envelope:
-    """Validate a packet the service sends, as the manager would; raise `MalformedPacket`."""
-    envelope = parse_envelope(text)
-    if envelope.id == BOOLEAN:
-        _get(envelope.data, "success", bool)
-        _get(envelope.data, "message", str, required=False)
-        if envelope.reply_uuid is None:
-            raise MalformedPacket("generic:boolean sent without reply_uuid")
-    elif envelope.id == UPLOAD_FINISH:
-        _check_finish(envelope.data)
-    else:
-        raise MalformedPacket(f"packet id {_shown(envelope.id)} is not one the service sends")
-    return envelope
-
-
-def _check_finish(data: dict[str, Any]) -> None:
-    if not _get(data, "success", bool):
-        if not _get(data, "reason", str):
-            raise MalformedPacket("a failed upload-finish needs a non-empty reason")
-        return
-    messages = _get(data, "messages", list)
-    if not all(type(m) is str and SNOWFLAKE_PATTERN.fullmatch(m) for m in messages):
-        raise MalformedPacket("upload-finish messages must be snowflake strings")
-    if not SHA256_HEX_PATTERN.fullmatch(_get(data, "hash", str)):
-        raise MalformedPacket("upload-finish hash must be lowercase hex SHA-256")
-    _get(data, "is_encrypted", bool)
-    if not _get(data, "type", str):
-        raise MalformedPacket("upload-finish type must be a non-empty MIME type")
-    if not SNOWFLAKE_PATTERN.fullmatch(_get(data, "channel", str)):
-        raise MalformedPacket("upload-finish channel must be a snowflake")

@@ -8,8 +8,8 @@ straight into one buffer allocated once per chunk, so the bytes are never copied
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
-from collections import deque
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -32,27 +32,6 @@ class SealedChunk:
 def buffer_size(chunk_size: int) -> int:
     """The buffer a chunk of up to `chunk_size` bytes needs, encrypted or not."""
     return HEADER_SIZE + chunk_size + _SLACK
-
-
-class BufferPool:
-    """Chunk buffers kept for reuse.
-
-    A fresh 10 MiB buffer is zero-filled and costs thousands of page faults. The caller
-    gives a buffer back only when nothing can still read it; the oldest idle ones go first.
-    """
-
-    def __init__(self, keep: int) -> None:
-        self._idle: deque[bytearray] = deque(maxlen=keep)
-
-    def take(self, size: int) -> bytearray:
-        for buffer in self._idle:
-            if len(buffer) == size:
-                self._idle.remove(buffer)
-                return buffer
-        return bytearray(size)
-
-    def give(self, buffer: bytearray) -> None:
-        self._idle.append(buffer)
 
 
 class ChunkDigest:
@@ -86,7 +65,7 @@ class ChunkSealer:
         length: int,
         key: bytes | None,
         iv: bytes | None = None,
-        buffer: bytearray | None = None,
+        buffer: bytearray | mmap.mmap | None = None,
     ) -> None:
         self.length = length
         self._digest = ChunkDigest(length)

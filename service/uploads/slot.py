@@ -18,8 +18,9 @@ from ..manager.link import Answer, ManagerLink
 from ..metrics import Metrics
 from ..refusals import StoreError
 from ..storage.discord_store import DiscordStore
-from ..storage.sealing import HEADER_SIZE, BufferPool
+from ..storage.sealing import HEADER_SIZE
 from .directory import UploadDirectory
+from .memory import ChunkMemory
 from .upload import Ending, Upload
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ class Slot:
         self,
         settings: Settings,
         directory: UploadDirectory,
-        buffers: BufferPool,
+        memory: ChunkMemory,
         session: aiohttp.ClientSession,
         metrics: Metrics,
         name: str = "slot-0",
@@ -40,7 +41,7 @@ class Slot:
         self.name = name
         self._settings = settings
         self._directory = directory
-        self._buffers = buffers
+        self._memory = memory
         self._metrics = metrics
         self._log = {"slot": name}
         self.link = ManagerLink(
@@ -114,7 +115,9 @@ class Slot:
             start,
             store=self.store,
             key=self.crypto_key,
-            buffers=self._buffers,
+            memory=self._memory,
+            memory_wait=self._settings.client_read_timeout,
+            max_in_flight=self._settings.chunks_in_flight_per_upload,
             inactivity_timeout=self._settings.upload_inactivity_timeout,
             metrics=self._metrics,
             report=self.link.send,

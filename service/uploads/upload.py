@@ -17,12 +17,13 @@ from typing import Protocol
 
 from ..jobs.job import Job, StoredChunk
 from ..jobs.layout import ChunkLayout
-from ..manager import packets
+from ..manager import outgoing, packets
 from ..metrics import Metrics
 from ..refusals import ChunkConflict, DiscordRefused, ShuttingDown, StoreError, UploadEnded
 from ..storage.discord_store import DiscordStore
 from ..storage.mime import FALLBACK, sniff_mime
-from ..storage.sealing import BufferPool, ChunkDigest, ChunkSealer, buffer_size
+from ..storage.sealing import ChunkDigest, ChunkSealer, buffer_size
+from .memory import ChunkMemory
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +36,23 @@ UNREPORTABLE = (
 Report = Callable[[str], Awaitable[bool]]  # sends a packet to the manager; False if it could not
 
 
+JOB_OUTCOMES = (
+    "succeeded",
+    "timed_out",
+    "discord_refused",
+    "shutdown",
+    "aborted",
+    "voided",
+    "failed",
+)
+
+
 @dataclass(frozen=True)
 class Ending:
     """Why an upload ended: `why` for the log and later chunks, `outcome` for the metric."""
 
     why: str
-    outcome: str  # succeeded, timed_out, discord_refused, shutdown, aborted, voided, failed
+    outcome: str  # one of JOB_OUTCOMES
 
 
 class IncomingChunk(Protocol):
@@ -64,7 +76,9 @@ class Upload:
         *,
         store: DiscordStore,
         key: bytes | None,
-        buffers: BufferPool,
+        memory: ChunkMemory,
+        memory_wait: float,
+        max_in_flight: int,
         inactivity_timeout: float,
         metrics: Metrics,
         report: Report,
@@ -72,14 +86,17 @@ class Upload:
         slot: str,
     ) -> None:
         self.start = start
-        self.job = Job(start.upload_id, ChunkLayout(start.size, start.chunk_size))
+        layout = ChunkLayout(start.size, start.chunk_size)
+        self.job = Job(start.upload_id, layout, max_in_flight)
         self.store = store
         self.key = key
-        self.buffers = buffers
+        self.memory = memory
+        self._memory_wait = memory_wait
         self._timeout = inactivity_timeout
         self._metrics = metrics
         self._report = report
         self._on_end = on_end
+        self.slot = slot
         self._log = {"slot": slot, "upload_id": start.upload_id}
         self._timer: asyncio.TimerHandle | None = None
         self._ending: Ending | None = None
@@ -108,8 +125,9 @@ class Upload:
 
     # --- a chunk's path --------------------------------------------------------------------
 
-    def open_chunk(self, index_text: str) -> IncomingChunk:
-        """Claim the chunk the client names; raise a `Refusal` if it cannot be received."""
+    async def open_chunk(self, index_text: str) -> IncomingChunk:
+        """Claim the chunk the client names and reserve its memory, before its bytes are
+        read; raise a `Refusal` if it cannot be received."""
         index = self.job.layout.parse_index(index_text)
         stored = self.job.claim(index)
         self._touch()
@@ -117,7 +135,11 @@ class Upload:
         length = self.job.layout.length(index)
         if stored is not None:
             return ResentChunk(self, index, stored, ChunkDigest(length))
-        buffer = self.buffers.take(buffer_size(self.start.chunk_size))
+        try:
+            buffer = await self.memory.take(buffer_size(self.start.chunk_size), self._memory_wait)
+        except BaseException:
+            self.job.release(index)
+            raise
         return NewChunk(self, index, ChunkSealer(length, self.key, buffer=buffer))
 
     async def post(self, index: int, sealer: ChunkSealer) -> None:
@@ -135,7 +157,7 @@ class Upload:
         self._refuse_if_ended()  # aborted or voided while Discord was busy: result discarded
         self.job.record(index, StoredChunk(message_id, sealed.digest), sealed.head)
         self._metrics.chunks_stored.inc()
-        self._metrics.bytes_stored.inc(sealer.length)
+        self._metrics.stored_bytes.inc(sealer.length)
         log.info("chunk stored as message %s", message_id, extra={**self._log, "chunk": index})
         if self.job.complete:
             await self._finish()
@@ -157,7 +179,7 @@ class Upload:
     async def fail(self, ending: Ending) -> None:
         """End the upload and tell the manager why, once."""
         if self._end(ending):
-            await self._report(packets.finish_failure(ending.why))
+            await self._report(outgoing.finish_failure(ending.why))
 
     def void(self, ending: Ending) -> None:
         """End the upload without a finish packet (an abort's reply or a lost link says it)."""
@@ -169,7 +191,7 @@ class Upload:
         if self._ending is not None:
             return
         try:
-            packet = packets.finish_success(
+            packet = outgoing.finish_success(
                 messages=self.job.messages(),
                 file_hash=self.job.file_hash(),
                 is_encrypted=self.key is not None,
@@ -180,7 +202,7 @@ class Upload:
         except Exception:
             log.exception("the success finish packet could not be built", extra=self._log)
             ending = Ending(UNREPORTABLE, "failed")
-            packet = packets.finish_failure(UNREPORTABLE)
+            packet = outgoing.finish_failure(UNREPORTABLE)
         if self._end(ending):
             await self._report(packet)
 
@@ -238,8 +260,8 @@ class NewChunk:
 
     def __exit__(self, *exc_info: object) -> None:
         self.upload.release(self.index)
-        if not self._posting:  # a post that failed midway may leave a writer reading it
-            self.upload.buffers.give(self.sink.buffer)
+        # a post that failed midway may leave a writer reading the buffer: not reused
+        self.upload.memory.give(self.sink.buffer, reusable=not self._posting)
 
 
 class ResentChunk:

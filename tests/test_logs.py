@@ -1,0 +1,79 @@
+"""Logs an operator can follow: a line for every refused chunk, a request id on every line
+of a request and on its answer, the slot, upload and chunk on every line that concerns them
+(discord.py's own included), and ISO 8601 UTC times."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+
+import pytest
+from conftest import SMALL_CHUNK, Harness
+
+from service.local.browser import chunk_form
+from service.local.discord_api import Fault
+from service.logs import ContextFilter, JsonFormatter, TextFormatter
+
+
+@pytest.fixture
+def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """Captured records with the context `bind()` gives them, as the service's handler does."""
+    caplog.set_level(logging.INFO)
+    caplog.handler.addFilter(ContextFilter())
+    return caplog
+
+
+async def test_a_refused_chunk_leaves_one_line_with_its_request_id(
+    harness: Harness, logs: pytest.LogCaptureFixture
+) -> None:
+    upload_id = await harness.start(2 * SMALL_CHUNK)
+    form = chunk_form(upload_id, 7, os.urandom(SMALL_CHUNK))
+    headers = {"X-Request-ID": "req-from-the-proxy-1"}
+    async with harness.http.post(harness.address, data=form, headers=headers) as answer:
+        assert answer.status == 400
+        assert answer.headers["X-Request-ID"] == "req-from-the-proxy-1"
+    [line] = [r for r in logs.records if r.getMessage().startswith("chunk refused")]
+    assert re.match(
+        r"chunk refused: 400 invalid_request in [0-9.]+ s: chunk index 7", line.msg % line.args
+    )
+    assert line.request_id == "req-from-the-proxy-1"  # type: ignore[attr-defined]
+    assert line.upload_id == upload_id  # type: ignore[attr-defined]
+    assert line.slot == "slot-0"  # type: ignore[attr-defined]
+
+
+async def test_an_unknown_upload_is_logged_and_a_request_id_generated(
+    harness: Harness, logs: pytest.LogCaptureFixture
+) -> None:
+    form = chunk_form("no-such-upload", 0, b"x")
+    async with harness.http.post(harness.address, data=form) as answer:
+        assert answer.status == 404
+        request_id = answer.headers["X-Request-ID"]
+        assert "X-Request-ID" in answer.headers["Access-Control-Expose-Headers"]
+    [line] = [r for r in logs.records if r.getMessage().startswith("chunk refused")]
+    assert "404 unknown_upload" in line.getMessage()
+    assert line.request_id == request_id  # type: ignore[attr-defined]
+
+
+async def test_discord_py_lines_carry_the_upload_and_chunk(
+    harness: Harness, logs: pytest.LogCaptureFixture
+) -> None:
+    upload_id = await harness.start(SMALL_CHUNK)
+    harness.discord.inject(Fault(status=429, retry_after=0.01))  # discord.py logs its wait
+    assert (await harness.post(upload_id, 0, os.urandom(SMALL_CHUNK)))[0] == 200
+    ours = [r for r in logs.records if r.name.startswith("discord")]
+    assert ours, "discord.py logged nothing about the retry"
+    for record in ours:
+        assert record.upload_id == upload_id  # type: ignore[attr-defined]
+        assert record.chunk == 0  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("formatter", [TextFormatter(), JsonFormatter()], ids=["text", "json"])
+def test_times_are_iso_8601_utc(formatter: logging.Formatter) -> None:
+    record = logging.LogRecord("service", logging.INFO, __file__, 1, "hello", None, None)
+    record.created = 1796000000.123
+    line = formatter.format(record)
+    if isinstance(formatter, JsonFormatter):
+        line = json.loads(line)["time"]
+    assert re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.123Z", line)

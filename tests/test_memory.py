@@ -1,0 +1,75 @@
+"""The chunk memory budget without sockets: reservations, waiting, reuse and the default."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from service.jobs.layout import MANAGER_CHUNK_SIZE
+from service.metrics import Metrics
+from service.refusals import MemoryBusy
+from service.storage.sealing import buffer_size
+from service.uploads.memory import BASELINE, ChunkMemory, default_budget
+
+MIB = 1024 * 1024
+ONE = buffer_size(MANAGER_CHUNK_SIZE)
+
+
+def memory(budget: int) -> ChunkMemory:
+    return ChunkMemory(budget, Metrics([], []))
+
+
+async def test_a_returned_buffer_of_the_same_size_is_reused() -> None:
+    chunks = memory(3 * 100)
+    first = await chunks.take(100, wait=0)
+    chunks.give(first, reusable=True)
+    assert await chunks.take(100, wait=0) is first
+    assert chunks.in_use == 100
+
+
+async def test_a_buffer_a_failed_post_may_still_read_is_not_reused() -> None:
+    chunks = memory(300)
+    first = await chunks.take(100, wait=0)
+    chunks.give(first, reusable=False)
+    assert await chunks.take(100, wait=0) is not first
+
+
+async def test_a_chunk_waits_for_memory_and_gets_it_when_another_gives_it_back() -> None:
+    chunks = memory(200)
+    held = [await chunks.take(100, wait=0), await chunks.take(100, wait=0)]
+    waiting = asyncio.create_task(chunks.take(100, wait=30))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    chunks.give(held.pop(), reusable=True)
+    assert len(await waiting) == 100
+    assert chunks.in_use == 200
+
+
+async def test_a_chunk_that_waits_too_long_is_told_when_to_come_back() -> None:
+    chunks = memory(100)
+    await chunks.take(100, wait=0)
+    with pytest.raises(MemoryBusy) as refused:
+        await chunks.take(100, wait=0.01)
+    assert refused.value.retry_after is not None and refused.value.retry_after > 0
+
+
+async def test_idle_buffers_are_dropped_before_a_new_chunk_waits() -> None:
+    chunks = memory(200)
+    for buffer in [await chunks.take(100, wait=0), await chunks.take(100, wait=0)]:
+        chunks.give(buffer, reusable=True)
+    assert chunks.in_use == 200
+    other = await chunks.take(150, wait=0)  # another size: the idle ones make room
+    assert len(other) == 150 and chunks.in_use <= 200
+
+
+def test_default_budget_fits_five_chunks_per_slot_without_a_memory_limit() -> None:
+    assert default_budget(slots=4, limit=None) == 4 * 5 * ONE
+
+
+def test_default_budget_stays_within_a_cgroup_limit() -> None:
+    limit = 384 * MIB
+    budget = default_budget(slots=8, limit=limit)
+    assert budget == int((limit - BASELINE) * 0.8)
+    assert BASELINE + budget < limit
+    assert default_budget(slots=1, limit=100 * MIB) == ONE  # never less than one chunk

@@ -1,0 +1,121 @@
+"""No client, honest or hostile, makes the service hold more chunk memory than its budget:
+over real sockets, with a budget of two chunks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from conftest import Harness, HarnessFactory, raw_chunk_body
+
+from service.local.browser import chunk_form
+from service.local.discord_api import DiscordStandIn, Fault
+from service.storage.sealing import buffer_size
+
+CHUNK = 400 * 1024  # two chunk buffers fit in CHUNK_MEMORY_MIB=1
+BUFFER = buffer_size(CHUNK)
+
+
+async def memory_reserved(harness: Harness, size: int) -> None:
+    """Until the service holds `size` bytes of chunk memory (it offers no event for it)."""
+    while harness.service.memory.reserved != size:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+
+
+async def trickle(harness: Harness, upload_id: str, index: int, stop: asyncio.Event) -> bytes:
+    """Send a chunk's head, then one byte every 0.1 s until the service answers (its raw
+    answer) or `stop` is set (the client goes away: b"")."""
+    content_type, body = raw_chunk_body(upload_id, index, os.urandom(CHUNK))
+    port = harness.service.port
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = (
+        f"POST /upload HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    sent = body.index(b"application/octet-stream\r\n\r\n") + 28
+    writer.write(head + body[:sent])
+    answer = asyncio.create_task(reader.read(4096))
+    while not stop.is_set() and not answer.done():
+        writer.write(body[sent : sent + 1])
+        sent += 1
+        await asyncio.wait([answer], timeout=0.1)
+    writer.close()
+    if not answer.done():
+        answer.cancel()
+        return b""
+    return await answer
+
+
+async def hold_all_memory(harness: Harness, upload_id: str, stop: asyncio.Event) -> list:
+    """Two trickling claims: the whole budget of two chunks."""
+    trickles = [asyncio.create_task(trickle(harness, upload_id, i, stop)) for i in (0, 1)]
+    await memory_reserved(harness, 2 * BUFFER)
+    return trickles
+
+
+async def test_a_chunk_waits_for_memory_then_gets_503_and_comes_back_later(
+    start_service: HarnessFactory,
+) -> None:
+    harness = await start_service(chunk_memory_mib=1, client_read_timeout=0.5, client_min_rate=1)
+    await harness.configure()
+    upload_id = await harness.start(4 * CHUNK, chunk_size=CHUNK)
+    stop = asyncio.Event()
+    trickles = await hold_all_memory(harness, upload_id, stop)
+
+    data = os.urandom(CHUNK)
+    async with harness.http.post(harness.address, data=chunk_form(upload_id, 2, data)) as answer:
+        assert answer.status == 503
+        assert int(answer.headers["Retry-After"]) > 0
+        assert answer.headers["Access-Control-Allow-Origin"] == "*"
+        assert "busy" in (await answer.json())["error"]
+    assert harness.service.memory.reserved == 2 * BUFFER  # the refusal took nothing
+
+    stop.set()  # the trickling clients give up: their memory comes back
+    await asyncio.gather(*trickles)
+    await memory_reserved(harness, 0)
+    assert (await harness.post(upload_id, 2, data))[0] == 200
+
+
+async def test_a_trickling_client_is_cut_off_and_its_memory_freed(
+    start_service: HarnessFactory,
+) -> None:
+    harness = await start_service(
+        chunk_memory_mib=1, client_read_timeout=1.0, client_min_rate=100_000
+    )
+    await harness.configure()
+    upload_id = await harness.start(4 * CHUNK, chunk_size=CHUNK)
+    answers = await asyncio.gather(*await hold_all_memory(harness, upload_id, asyncio.Event()))
+    assert all(answer.startswith(b"HTTP/1.1 408") for answer in answers), answers
+    assert all(b"bytes per second" in answer for answer in answers)
+    assert harness.service.memory.reserved == 0
+    assert (await harness.post(upload_id, 0, os.urandom(CHUNK)))[0] == 200
+
+
+async def test_one_chunk_over_the_per_upload_cap_is_refused_at_once_and_the_job_goes_on(
+    start_service: HarnessFactory, discord: DiscordStandIn
+) -> None:
+    harness = await start_service(chunks_in_flight_per_upload=2)
+    await harness.configure()
+    data = os.urandom(3 * CHUNK)
+    upload_id = await harness.start(len(data), chunk_size=CHUNK)
+    discord.inject(Fault(hold=True), Fault(hold=True))
+    chunks = [data[i * CHUNK : (i + 1) * CHUNK] for i in range(3)]
+    held = [asyncio.create_task(harness.post(upload_id, i, chunks[i])) for i in (0, 1)]
+    await discord.wait_for_posts(2)
+    status, text = await harness.post(upload_id, 2, chunks[2])
+    assert status == 503 and "in flight" in text
+    discord.release_held()
+    assert [status for status, _ in await asyncio.gather(*held)] == [200, 200]
+    assert (await harness.post(upload_id, 2, chunks[2]))[0] == 200
+    assert (await harness.link.next_finish())["success"] is True
+
+
+async def test_a_connection_that_sends_no_request_head_is_closed(
+    start_service: HarnessFactory,
+) -> None:
+    harness = await start_service(client_read_timeout=0.5)
+    reader, writer = await asyncio.open_connection("127.0.0.1", harness.service.port)
+    writer.write(b"POST /upload HTTP/1.1\r\nHost: x\r\n")  # and never the rest
+    async with asyncio.timeout(10):
+        assert await reader.read() == b""  # closed by the service
+    writer.close()
