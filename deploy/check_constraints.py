@@ -116,7 +116,9 @@ def problems(dependencies: Sequence[str], pins: dict[str, str]) -> list[str]:
             pin = release(pins[name])
             outside = [f"{s.op}{s.version}" for s in specifiers if not s.allows(pin)]
             if outside:
-                found.append(f"{name}=={pins[name]} is outside {dependency!r} ({', '.join(outside)})")
+                found.append(
+                    f"{name}=={pins[name]} is outside {dependency!r} ({', '.join(outside)})"
+                )
         except ValueError as error:
             found.append(f"{dependency!r}: {error}")
     return found
@@ -137,7 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for problem in found:
         print(f"{args.constraints}: {problem}", file=sys.stderr)
     if not found:
-        print(f"{args.constraints} pins all {len(dependencies)} dependencies of {args.pyproject.name}")
+        print(
+            f"{args.constraints} pins all {len(dependencies)} dependencies of {args.pyproject.name}"
+        )
     return 1 if found else 0
 
 

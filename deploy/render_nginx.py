@@ -215,7 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if output is None:
                 parser.error("--check needs --output, --compose or --k8s")
             if not output.is_file() or output.read_text() != text:
-                print(f"{output} is stale: re-render it with deploy/render_nginx.py", file=sys.stderr)
+                print(
+                    f"{output} is stale: re-render it with deploy/render_nginx.py", file=sys.stderr
+                )
                 status = 1
         elif output is None:
             sys.stdout.write(text)

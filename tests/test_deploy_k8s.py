@@ -123,25 +123,24 @@ async def test_one_number_scales_and_the_router_reaches_every_pod(
 
     router_conf = one(docs, "ConfigMap", "upload-router")["data"]["upload.conf.template"]
     assert router_conf == render_nginx.render_k8s()
-    async with router(tmp_path, router_conf, replicas) as origin:
-        async with aiohttp.ClientSession() as http:
-            for k in range(replicas):
-                url = f"{origin}/u/upload-{k}/some/path"
-                async with http.post(url, data=b"x", headers={"X-Request-ID": f"req-{k:08}"}) as r:
-                    assert r.status == 200
-                    assert await r.json() == {
-                        "pod": f"upload-{k}",
-                        "path": "/u/upload-{k}/some/path".format(k=k),
-                        "request_id": f"req-{k:08}",
-                    }
-            # One past the last pod: no DNS name, so not reachable: temporary, retry.
-            async with http.post(f"{origin}/u/upload-{replicas}/", data=b"x") as r:
-                assert r.status == 503
-                assert r.headers["Access-Control-Allow-Origin"] == "*"
-                assert r.headers["Retry-After"] == "5"
-                assert "not available" in (await r.json())["error"]
-            async with http.get(f"{origin}/u/other/") as r:
-                assert r.status == 404
+    async with router(tmp_path, router_conf, replicas) as origin, aiohttp.ClientSession() as http:
+        for k in range(replicas):
+            url = f"{origin}/u/upload-{k}/some/path"
+            async with http.post(url, data=b"x", headers={"X-Request-ID": f"req-{k:08}"}) as r:
+                assert r.status == 200
+                assert await r.json() == {
+                    "pod": f"upload-{k}",
+                    "path": f"/u/upload-{k}/some/path",
+                    "request_id": f"req-{k:08}",
+                }
+        # One past the last pod: no DNS name, so not reachable: temporary, retry.
+        async with http.post(f"{origin}/u/upload-{replicas}/", data=b"x") as r:
+            assert r.status == 503
+            assert r.headers["Access-Control-Allow-Origin"] == "*"
+            assert r.headers["Retry-After"] == "5"
+            assert "not available" in (await r.json())["error"]
+        async with http.get(f"{origin}/u/other/") as r:
+            assert r.status == 404
 
 
 def test_pods_meet_the_restricted_pod_security_standard(tmp_path: Path) -> None:
@@ -161,7 +160,9 @@ def test_pods_meet_the_restricted_pod_security_standard(tmp_path: Path) -> None:
             image = container["image"]
             assert re.search(r":[0-9][0-9A-Za-z.-]*$", image), f"{name}: {image} is not pinned"
     # Every workload has a disruption budget selecting its pods.
-    budgets = [d["spec"]["selector"]["matchLabels"] for d in docs if d["kind"] == "PodDisruptionBudget"]
+    budgets = [
+        d["spec"]["selector"]["matchLabels"] for d in docs if d["kind"] == "PodDisruptionBudget"
+    ]
     for doc in docs:
         if doc["kind"] in ("Deployment", "StatefulSet"):
             labels = doc["spec"]["template"]["metadata"]["labels"]

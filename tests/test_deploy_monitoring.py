@@ -88,7 +88,8 @@ def exported_names(text: str) -> set[str]:
 def test_metric_names_are_found_in_promql() -> None:
     expression = (
         'sum without (instance, route) (rate(upload_x_total{status=~"5..", a="b(c)"}[5m]))'
-        " / on (job) group_left histogram_quantile(0.9, sum by (le) (rate(h_bucket[$__rate_interval])))"
+        " / on (job) group_left"
+        " histogram_quantile(0.9, sum by (le) (rate(h_bucket[$__rate_interval])))"
         ' > 0.05 and process_open_fds{job=~"$job"} offset 1h'
     )
     assert metric_names(expression) == {"upload_x_total", "h_bucket", "process_open_fds"}

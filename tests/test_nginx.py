@@ -115,7 +115,9 @@ def nginx_main_conf(directory: Path, server: Path) -> Path:
 
 
 async def start_nginx(conf: Path, directory: Path, origin: str) -> asyncio.subprocess.Process:
-    nginx = await asyncio.create_subprocess_exec(find_nginx(), "-c", str(conf), "-p", str(directory))
+    nginx = await asyncio.create_subprocess_exec(
+        find_nginx(), "-c", str(conf), "-p", str(directory)
+    )
     try:
         await wait_until_serving(f"{origin}/healthz", nginx, directory / "error.log")
     except BaseException:
@@ -182,7 +184,10 @@ def read_log(log: Path) -> str:
 
 
 async def test_uploads_through_nginx_reach_each_instance_at_its_own_path(
-    nginx_front: Front, discord: DiscordStandIn, manager: ManagerStandIn, http: aiohttp.ClientSession
+    nginx_front: Front,
+    discord: DiscordStandIn,
+    manager: ManagerStandIn,
+    http: aiohttp.ClientSession,
 ) -> None:
     links = {}
     for _ in range(2):
@@ -284,26 +289,36 @@ async def test_the_access_log_records_request_ids_and_upstream_times(
     for _ in range(2):
         await manager.next_service()
     origin = nginx_front.origin
-    # One sent by a proxy in front (an ingress) is kept; otherwise nginx makes one.
+    # One sent by a proxy in front (an ingress) is kept, and reaches the instance, which
+    # echoes it.
     async with http.post(
         f"{origin}/u/1/", data=b"x", headers={"X-Request-ID": "ingress-id-0001"}
     ) as response:
         assert response.status == 400
+        assert response.headers["X-Request-ID"] == "ingress-id-0001"
+    # Otherwise nginx makes one, which the instance gets (and echoes) too.
+    async with http.post(f"{origin}/u/2/", data=b"x") as response:
+        assert response.status == 400
+        made_id = response.headers["X-Request-ID"]
+    # nginx's own answers carry theirs, readable by a page.
     async with http.post(f"{origin}/nowhere", data=b"x") as response:
         assert response.status == 404
         own_id = response.headers["X-Request-ID"]
-    assert re.fullmatch(r"[0-9a-f]{32}", own_id)
-    # A malformed one is replaced rather than logged.
+        assert "X-Request-ID" in response.headers["Access-Control-Expose-Headers"]
+    # A malformed one is replaced rather than logged or passed on.
     async with http.post(
         f"{origin}/u/1/", data=b"x", headers={"X-Request-ID": 'bad" id'}
     ) as response:
         assert response.status == 400
+        replaced_id = response.headers["X-Request-ID"]
 
-    proxied, own, replaced = nginx_front.log_entries()[-3:]
-    assert proxied["request_id"] == "ingress-id-0001"
-    assert proxied["uri"] == "/u/1/" and proxied["status"] == 400
-    assert proxied["upstream_status"] == "400"
-    assert float(proxied["upstream_seconds"]) >= 0  # the instance's time, as measured by nginx
-    assert float(proxied["upstream_connect_seconds"]) >= 0
-    assert own["request_id"] == own_id and own["upstream"] == ""
-    assert re.fullmatch(r"[0-9a-f]{32}", replaced["request_id"])
+    kept, made, own, replaced = nginx_front.log_entries()[-4:]
+    assert kept["request_id"] == "ingress-id-0001"
+    assert kept["uri"] == "/u/1/" and kept["status"] == 400
+    assert kept["upstream_status"] == "400"
+    assert float(kept["upstream_seconds"]) >= 0  # the instance's time, as nginx measured it
+    assert float(kept["upstream_connect_seconds"]) >= 0
+    for entry, sent in ((made, made_id), (own, own_id), (replaced, replaced_id)):
+        assert re.fullmatch(r"[0-9a-f]{32}", sent)
+        assert entry["request_id"] == sent
+    assert own["upstream"] == ""
