@@ -14,28 +14,42 @@
 #
 # On SIGTERM the service lets chunks in flight finish for up to SHUTDOWN_GRACE seconds
 # (default 30), so stop it with a longer timeout than Docker's 10 s: `docker stop -t 40`.
-FROM python:3.11-slim
+#
+# The root filesystem may be read-only (`--read-only --tmpfs /tmp`): nothing is written
+# outside /tmp.
+
+# An exact version: a rebuild gets the same Python. Move it on deliberately.
+FROM python:3.11.13-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
-
-# An unprivileged user to run the service; the installed code stays owned by root.
-RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin app
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1
 
 WORKDIR /app
+
+# The dependencies first, in their own layer, exactly as pinned (constraints.txt, which CI
+# keeps in step with pyproject.toml): a code change rebuilds only the layers below. Without
+# their own dependencies, so that `pip check` proves the pins complete.
+COPY constraints.txt ./
+RUN pip install --no-deps --requirement constraints.txt
+
 COPY pyproject.toml README.md ./
 COPY service/ ./service/
-RUN pip install --no-cache-dir .
+RUN pip install --no-deps . && pip check
 
-USER app
+# An unprivileged user, named numerically below (Kubernetes' runAsNonRoot can check a
+# number); the installed code stays owned by root.
+RUN useradd --system --no-log-init --uid 10001 --user-group --no-create-home \
+        --shell /usr/sbin/nologin app
+USER 10001:10001
 
 ENV PORT=8080
 EXPOSE 8080
 
-# Shell form so that ${PORT} is the container's value at run time; stdlib only.
-# urlopen raises (exit status 1) on a refused connection, a timeout or a non-2xx status.
+# The container's PORT at run time; stdlib only. urlopen raises (exit status 1) on a refused
+# connection, a timeout or a non-2xx status.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:${PORT}/healthz', timeout=4)"
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ['PORT'], timeout=4)"]
 
 CMD ["upload-service", "run"]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import os
 import re
 import shutil
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
@@ -50,9 +52,9 @@ def find_nginx() -> str:
     return found
 
 
-def test_committed_compose_config_is_what_the_renderer_produces() -> None:
-    assert render_nginx.main(["--compose", "--check"]) == 0, (
-        "deploy/nginx/upload.conf is stale: python deploy/render_nginx.py --compose"
+def test_committed_configs_are_what_the_renderer_produces() -> None:
+    assert render_nginx.main(["--compose", "--k8s", "--check"]) == 0, (
+        "a rendering is stale: python deploy/render_nginx.py --compose --k8s"
     )
     compose = (DEPLOY / "docker-compose.yml").read_text()
     for text in render_nginx.COMPOSE_INSTANCES:
@@ -85,7 +87,16 @@ def write_nginx_conf(directory: Path, nginx_port: int, ports: dict[str, int]) ->
     """The shipped server config rendered for loopback, inside a minimal main config."""
     instances = [render_nginx.Instance(name, "127.0.0.1", port) for name, port in ports.items()]
     server = directory / "upload.conf"
-    server.write_text(render_nginx.render(f"127.0.0.1:{nginx_port}", instances))
+    server.write_text(
+        render_nginx.render(
+            f"127.0.0.1:{nginx_port}", instances, access_log=str(directory / "access.log")
+        )
+    )
+    return nginx_main_conf(directory, server)
+
+
+def nginx_main_conf(directory: Path, server: Path) -> Path:
+    """A minimal main config around a server config, everything inside `directory`."""
     temp = "\n".join(
         f"    {kind}_temp_path {directory / kind};"
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
@@ -98,33 +109,57 @@ def write_nginx_conf(directory: Path, nginx_port: int, ports: dict[str, int]) ->
         + f"daemon off;\npid {directory / 'nginx.pid'};\n"
         f"error_log {directory / 'error.log'} info;\n"
         "events {}\n"
-        f"http {{\n    access_log {directory / 'access.log'};\n{temp}\n"
-        f"    include {server};\n}}\n"
+        f"http {{\n{temp}\n    include {server};\n}}\n"
     )
     return main
+
+
+async def start_nginx(conf: Path, directory: Path, origin: str) -> asyncio.subprocess.Process:
+    nginx = await asyncio.create_subprocess_exec(
+        find_nginx(), "-c", str(conf), "-p", str(directory)
+    )
+    try:
+        await wait_until_serving(f"{origin}/healthz", nginx, directory / "error.log")
+    except BaseException:
+        await stop(nginx)
+        raise
+    return nginx
+
+
+@dataclass
+class Front:
+    """nginx at `origin` in front of the service processes `instances` (by name)."""
+
+    origin: str
+    instances: dict[str, asyncio.subprocess.Process]
+    access_log: Path
+
+    def log_entries(self) -> list[dict[str, object]]:
+        return [json.loads(line) for line in self.access_log.read_text().splitlines()]
 
 
 @pytest.fixture
 async def nginx_front(
     tmp_path: Path, discord: DiscordStandIn, manager: ManagerStandIn
-) -> AsyncIterator[str]:
-    """nginx on a free loopback port in front of instances 1 and 2; yields its origin."""
-    binary = find_nginx()
+) -> AsyncIterator[Front]:
+    """nginx on a free loopback port in front of instances 1 and 2."""
+    find_nginx()
     nginx_port = free_port()
     origin = f"http://127.0.0.1:{nginx_port}"
     ports = {"1": free_port(), "2": free_port()}
     conf = write_nginx_conf(tmp_path, nginx_port, ports)
-    processes = [
-        await start_service(port, f"{origin}/u/{name}/", discord, manager)
+    instances = {
+        name: await start_service(port, f"{origin}/u/{name}/", discord, manager)
         for name, port in ports.items()
-    ]
-    nginx = await asyncio.create_subprocess_exec(binary, "-c", str(conf), "-p", str(tmp_path))
-    processes.append(nginx)
+    }
     try:
-        await wait_until_serving(f"{origin}/healthz", nginx, tmp_path / "error.log")
-        yield origin
+        nginx = await start_nginx(conf, tmp_path, origin)
+        try:
+            yield Front(origin, instances, tmp_path / "access.log")
+        finally:
+            await stop(nginx)
     finally:
-        for process in reversed(processes):
+        for process in reversed(instances.values()):
             await stop(process)
 
 
@@ -149,13 +184,17 @@ def read_log(log: Path) -> str:
 
 
 async def test_uploads_through_nginx_reach_each_instance_at_its_own_path(
-    nginx_front: str, discord: DiscordStandIn, manager: ManagerStandIn, http: aiohttp.ClientSession
+    nginx_front: Front,
+    discord: DiscordStandIn,
+    manager: ManagerStandIn,
+    http: aiohttp.ClientSession,
 ) -> None:
     links = {}
     for _ in range(2):
         link = await manager.next_service()
         links[link.own_address] = link
-    assert sorted(links) == [f"{nginx_front}/u/1/", f"{nginx_front}/u/2/"]
+    origin = nginx_front.origin
+    assert sorted(links) == [f"{origin}/u/1/", f"{origin}/u/2/"]
 
     jobs = {}
     for address, link in links.items():
@@ -184,23 +223,102 @@ async def test_uploads_through_nginx_reach_each_instance_at_its_own_path(
 
 
 async def test_nginx_answers_its_own_health_and_refuses_unknown_paths(
-    nginx_front: str, manager: ManagerStandIn, http: aiohttp.ClientSession
+    nginx_front: Front, manager: ManagerStandIn, http: aiohttp.ClientSession
 ) -> None:
+    origin = nginx_front.origin
     for _ in range(2):
         await manager.next_service()
-    async with http.get(f"{nginx_front}/healthz") as response:
+    async with http.get(f"{origin}/healthz") as response:
         assert response.status == 200
     for path in ("/u/3/", "/metrics", "/"):
-        async with http.post(f"{nginx_front}{path}", data=b"x") as response:
+        async with http.post(f"{origin}{path}", data=b"x") as response:
             assert response.status == 404, path
             assert response.headers["Access-Control-Allow-Origin"] == "*"
             assert "no upload service" in (await response.json())["error"]
     # /u/2/ reaches instance 2, which answers for itself (not a form: 400).
-    async with http.post(f"{nginx_front}/u/2/", data=b"x") as response:
+    async with http.post(f"{origin}/u/2/", data=b"x") as response:
         assert response.status == 400
         assert "no upload service" not in await response.text()
     # ... with the path unchanged: stripped of its prefix, this would be the instance's
     # /metrics, which stays private.
-    async with http.get(f"{nginx_front}/u/2/metrics") as response:
+    async with http.get(f"{origin}/u/2/metrics") as response:
         assert response.status == 404
         assert "upload_chunks_received_total" not in await response.text()
+
+
+async def test_a_stopped_instance_is_a_json_503_with_retry_after_and_cors(
+    nginx_front: Front, manager: ManagerStandIn, http: aiohttp.ClientSession
+) -> None:
+    for _ in range(2):
+        await manager.next_service()
+    await stop(nginx_front.instances["2"])
+    stopped = f"{nginx_front.origin}/u/2/"
+    async with http.post(stopped, data=b"x") as response:
+        assert response.status == 503
+        assert response.headers["Access-Control-Allow-Origin"] == "*"
+        assert response.headers["Retry-After"] == "5"
+        assert response.content_type == "application/json"
+        assert "not available" in (await response.json())["error"]
+    # A browser's preflight gets the same answer, CORS included (so the page can say why).
+    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+    async with http.options(stopped, headers=preflight) as response:
+        assert response.status == 503
+        assert response.headers["Access-Control-Allow-Origin"] == "*"
+        assert "error" in await response.json()
+    # The other instance is unaffected: it answers for itself (not a form: 400).
+    async with http.post(f"{nginx_front.origin}/u/1/", data=b"x") as response:
+        assert response.status == 400
+        assert "Retry-After" not in response.headers
+
+
+async def test_a_body_too_large_for_any_chunk_is_a_json_413_with_cors(
+    nginx_front: Front, manager: ManagerStandIn, http: aiohttp.ClientSession
+) -> None:
+    for _ in range(2):
+        await manager.next_service()
+    body = bytes(12 * 1024 * 1024)  # client_max_body_size is 11m
+    async with http.post(f"{nginx_front.origin}/u/1/", data=body) as response:
+        assert response.status == 413
+        assert response.headers["Access-Control-Allow-Origin"] == "*"
+        assert "larger than a chunk" in (await response.json())["error"]
+
+
+async def test_the_access_log_records_request_ids_and_upstream_times(
+    nginx_front: Front, manager: ManagerStandIn, http: aiohttp.ClientSession
+) -> None:
+    for _ in range(2):
+        await manager.next_service()
+    origin = nginx_front.origin
+    # One sent by a proxy in front (an ingress) is kept, and reaches the instance, which
+    # echoes it.
+    async with http.post(
+        f"{origin}/u/1/", data=b"x", headers={"X-Request-ID": "ingress-id-0001"}
+    ) as response:
+        assert response.status == 400
+        assert response.headers["X-Request-ID"] == "ingress-id-0001"
+    # Otherwise nginx makes one, which the instance gets (and echoes) too.
+    async with http.post(f"{origin}/u/2/", data=b"x") as response:
+        assert response.status == 400
+        made_id = response.headers["X-Request-ID"]
+    # nginx's own answers carry theirs, readable by a page.
+    async with http.post(f"{origin}/nowhere", data=b"x") as response:
+        assert response.status == 404
+        own_id = response.headers["X-Request-ID"]
+        assert "X-Request-ID" in response.headers["Access-Control-Expose-Headers"]
+    # A malformed one is replaced rather than logged or passed on.
+    async with http.post(
+        f"{origin}/u/1/", data=b"x", headers={"X-Request-ID": 'bad" id'}
+    ) as response:
+        assert response.status == 400
+        replaced_id = response.headers["X-Request-ID"]
+
+    kept, made, own, replaced = nginx_front.log_entries()[-4:]
+    assert kept["request_id"] == "ingress-id-0001"
+    assert kept["uri"] == "/u/1/" and kept["status"] == 400
+    assert kept["upstream_status"] == "400"
+    assert float(kept["upstream_seconds"]) >= 0  # the instance's time, as nginx measured it
+    assert float(kept["upstream_connect_seconds"]) >= 0
+    for entry, sent in ((made, made_id), (own, own_id), (replaced, replaced_id)):
+        assert re.fullmatch(r"[0-9a-f]{32}", sent)
+        assert entry["request_id"] == sent
+    assert own["upstream"] == ""

@@ -1,0 +1,272 @@
+"""deploy/k8s: scaling is one number, the output is valid Kubernetes, and the router routes.
+
+The manifests are rendered with `kubectl kustomize` for 2 and for 5 instances after changing
+only the `count` in a copy of kustomization.yaml, validated with kubernetes-validate
+(--strict), and the router's nginx configuration taken from that output is run by real nginx
+in front of N stand-in pods on loopback addresses, with a stand-in DNS server playing the
+cluster's: every /u/upload-K/ reaches pod K, and a pod that does not exist is a JSON 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, cast
+
+import aiohttp
+import pytest
+from aiohttp import web
+from test_nginx import DEPLOY, nginx_main_conf, render_nginx, start_nginx, stop
+
+from service.local.loopback import free_port
+
+K8S = DEPLOY / "k8s"
+NAMESPACE = "uploads"
+CLUSTER_DOMAIN = "cluster.example"
+TOOL_TIMEOUT = 120
+
+
+def tool(name: str) -> str:
+    """A command-line tool from the venv (.ci/run installs deploy/ci-tools.txt) or PATH."""
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.is_file() else shutil.which(name)
+    if found is None:
+        message = f"{name} is not installed (pip install -r deploy/ci-tools.txt)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+def load_yaml() -> Any:
+    try:
+        import yaml
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("PyYAML is not installed (pip install -r deploy/ci-tools.txt)")
+        pytest.skip("PyYAML is not installed (pip install -r deploy/ci-tools.txt)")
+    return yaml
+
+
+def render(tmp_path: Path, replicas: int) -> list[dict[str, Any]]:
+    """kustomize's output for a copy of deploy/k8s whose only change is the count."""
+    copy = tmp_path / "k8s"
+    shutil.copytree(K8S, copy)
+    kustomization = copy / "kustomization.yaml"
+    text, changed = re.subn(
+        r"(\n  - name: upload\n    count: )\d+\n", rf"\g<1>{replicas}\n", kustomization.read_text()
+    )
+    assert changed == 1, "kustomization.yaml no longer sets the count as `count: N`"
+    kustomization.write_text(text)
+    output = subprocess.run(
+        [tool("kubectl"), "kustomize", str(copy)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=TOOL_TIMEOUT,
+    ).stdout
+    rendered = tmp_path / "rendered.yaml"
+    rendered.write_text(output)
+    validated = subprocess.run(
+        [tool("kubernetes-validate"), "--strict", "--quiet", str(rendered)],
+        capture_output=True,
+        text=True,
+        timeout=TOOL_TIMEOUT,
+    )
+    assert validated.returncode == 0, validated.stdout + validated.stderr
+    return [doc for doc in load_yaml().safe_load_all(output) if doc]
+
+
+def one(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"].startswith(name)]
+    assert len(found) == 1, f"{kind} {name}: {len(found)} found"
+    return found[0]
+
+
+def pod_specs(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for doc in docs:
+        if doc["kind"] in ("Deployment", "StatefulSet"):
+            yield doc["metadata"]["name"], doc["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize("replicas", [2, 5])
+async def test_one_number_scales_and_the_router_reaches_every_pod(
+    tmp_path: Path, replicas: int
+) -> None:
+    docs = render(tmp_path, replicas)
+    assert one(docs, "StatefulSet", "upload")["spec"]["replicas"] == replicas
+    # Nothing per pod: the Services are the headless one (DNS names) and the router's.
+    services = sorted(d["metadata"]["name"] for d in docs if d["kind"] == "Service")
+    assert services == ["upload", "upload-router"]
+    host = one(docs, "ConfigMap", "upload-public")["data"]["PUBLIC_HOST"]
+    ingress = one(docs, "Ingress", "upload")["spec"]
+    assert [rule["host"] for rule in ingress["rules"]] == [host]
+    assert ingress["tls"][0]["hosts"] == [host]
+    [path] = ingress["rules"][0]["http"]["paths"]
+    assert path["backend"]["service"]["name"] == "upload-router"
+    env = {
+        e["name"]: e
+        for e in one(docs, "StatefulSet", "upload")["spec"]["template"]["spec"]["containers"][0][
+            "env"
+        ]
+    }
+    assert env["OWN_ADDRESS"]["value"] == "https://$(PUBLIC_HOST)/u/$(POD_NAME)/"
+
+    router_conf = one(docs, "ConfigMap", "upload-router")["data"]["upload.conf.template"]
+    assert router_conf == render_nginx.render_k8s()
+    async with router(tmp_path, router_conf, replicas) as origin, aiohttp.ClientSession() as http:
+        for k in range(replicas):
+            url = f"{origin}/u/upload-{k}/some/path"
+            async with http.post(url, data=b"x", headers={"X-Request-ID": f"req-{k:08}"}) as r:
+                assert r.status == 200
+                assert await r.json() == {
+                    "pod": f"upload-{k}",
+                    "path": f"/u/upload-{k}/some/path",
+                    "request_id": f"req-{k:08}",
+                }
+        # One past the last pod: no DNS name, so not reachable: temporary, retry.
+        async with http.post(f"{origin}/u/upload-{replicas}/", data=b"x") as r:
+            assert r.status == 503
+            assert r.headers["Access-Control-Allow-Origin"] == "*"
+            assert r.headers["Retry-After"] == "5"
+            assert "not available" in (await r.json())["error"]
+        async with http.get(f"{origin}/u/other/") as r:
+            assert r.status == 404
+
+
+def test_pods_meet_the_restricted_pod_security_standard(tmp_path: Path) -> None:
+    docs = render(tmp_path, 3)
+    for name, spec in pod_specs(docs):
+        pod = spec["securityContext"]
+        assert pod["runAsNonRoot"] is True, name
+        assert isinstance(pod["runAsUser"], int) and pod["runAsUser"] > 0, name
+        assert pod["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        assert spec["automountServiceAccountToken"] is False, name
+        for container in spec["containers"]:
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False, name
+            assert context["capabilities"] == {"drop": ["ALL"]}, name
+            assert context["readOnlyRootFilesystem"] is True, name
+            # An exact version, never a moving tag.
+            image = container["image"]
+            assert re.search(r":[0-9][0-9A-Za-z.-]*$", image), f"{name}: {image} is not pinned"
+    # Every workload has a disruption budget selecting its pods.
+    budgets = [
+        d["spec"]["selector"]["matchLabels"] for d in docs if d["kind"] == "PodDisruptionBudget"
+    ]
+    for doc in docs:
+        if doc["kind"] in ("Deployment", "StatefulSet"):
+            labels = doc["spec"]["template"]["metadata"]["labels"]
+            assert any(b.items() <= labels.items() for b in budgets), doc["metadata"]["name"]
+
+
+# --- the router in front of stand-ins for the pods and the cluster's DNS --------------------
+
+
+def pod_address(k: int) -> str:
+    """Pod upload-K at 127.0.0.(K+2): every pod listens on the same port, as in Kubernetes."""
+    return f"127.0.0.{k + 2}"
+
+
+class StandInDns(asyncio.DatagramProtocol):
+    """Answers A queries for upload-K.upload.<namespace>.svc.<domain> with pod_address(K)
+    for K below `pods`; any other name does not exist; other types get no answer."""
+
+    def __init__(self, pods: int) -> None:
+        self.pods = pods
+        self.transport: asyncio.DatagramTransport | None = None
+        self.names = re.compile(
+            rf"upload-(\d+)\.upload\.{NAMESPACE}\.svc\.{re.escape(CLUSTER_DOMAIN)}"
+        )
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # asyncio's own datagram transport is not a DatagramTransport subclass.
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        assert self.transport is not None
+        query_id, _flags, questions = struct.unpack("!HHH", data[:6])
+        labels, offset = [], 12
+        while data[offset]:
+            length = data[offset]
+            labels.append(data[offset + 1 : offset + 1 + length].decode())
+            offset += 1 + length
+        qtype = struct.unpack("!H", data[offset + 1 : offset + 3])[0]
+        question = data[12 : offset + 5]
+        match = self.names.fullmatch(".".join(labels).lower())
+        exists = match is not None and int(match[1]) < self.pods
+        answers = b""
+        if exists and qtype == 1:  # A
+            assert match is not None
+            answers = struct.pack("!HHHIH", 0xC00C, 1, 1, 5, 4) + socket.inet_aton(
+                pod_address(int(match[1]))
+            )
+        rcode = 0 if exists else 3  # NXDOMAIN
+        header = struct.pack(
+            "!HHHHHH", query_id, 0x8180 | rcode, questions, 1 if answers else 0, 0, 0
+        )
+        self.transport.sendto(header + question + answers, addr)
+
+
+async def stand_in_pod(k: int, port: int) -> web.AppRunner:
+    async def answer(request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "pod": f"upload-{k}",
+                "path": request.path,
+                "request_id": request.headers.get("X-Request-ID"),
+            }
+        )
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, pod_address(k), port).start()
+    return runner
+
+
+@asynccontextmanager
+async def router(tmp_path: Path, template: str, pods: int) -> AsyncIterator[str]:
+    """The router's configuration as its entrypoint would fill it in, run by nginx."""
+    loop = asyncio.get_running_loop()
+    dns, _ = await loop.create_datagram_endpoint(
+        lambda: StandInDns(pods), local_addr=("127.0.0.1", 0)
+    )
+    dns_port = dns.get_extra_info("sockname")[1]
+    pod_port = free_port()
+    runners = [await stand_in_pod(k, pod_port) for k in range(pods)]
+    try:
+        # The nginx image's envsubst, and the pods' port, which is 8080 in the cluster.
+        values = {
+            "POD_NAMESPACE": NAMESPACE,
+            "CLUSTER_DOMAIN": CLUSTER_DOMAIN,
+            "NGINX_LOCAL_RESOLVERS": f"127.0.0.1:{dns_port}",
+        }
+        conf = re.sub(r"\$\{(\w+)\}", lambda m: values[m[1]], template)
+        conf = conf.replace(".svc.cluster.example:8080;", f".svc.cluster.example:{pod_port};")
+        port = free_port()
+        conf = conf.replace("listen 8080;", f"listen 127.0.0.1:{port};")
+        conf = conf.replace("/var/log/nginx/access.log", str(tmp_path / "access.log"))
+        assert f":{pod_port};" in conf and f"127.0.0.1:{port};" in conf
+        server = tmp_path / "router.conf"
+        server.write_text(conf)
+        origin = f"http://127.0.0.1:{port}"
+        nginx = await start_nginx(nginx_main_conf(tmp_path, server), tmp_path, origin)
+        try:
+            yield origin
+        finally:
+            await stop(nginx)
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+        dns.close()
