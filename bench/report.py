@@ -39,6 +39,7 @@ def results_table(summary: Summary) -> list[str]:
         "direct p50/p99 ms",
         "peak RSS MiB",
         "RSS/job MiB",
+        "RSS over idle / budget",
         "CPU s",
         "CPU s/GiB",
         "sys %",
@@ -63,6 +64,7 @@ def results_table(summary: Summary) -> list[str]:
             f"{f['direct_chunk_p50_ms']:.0f}/{f['direct_chunk_p99_ms']:.0f}",
             f"{f['peak_rss_mib']:.0f}",
             f"{f['rss_per_job_mib']:.0f}",
+            f"{f['rss_vs_budget']:.2f}",
             f"{f['cpu_s']:.2f}",
             f"{f['cpu_s_per_gib']:.2f}",
             f"{f['cpu_system_share'] * 100:.0f}",
@@ -125,6 +127,8 @@ def notes(mode: Mode) -> list[str]:
         "CPU/floor compares CPU s/GiB with SHA-256 + AES-256-GCM over the same bytes in one "
         "thread. sys % is the kernel's share of that CPU; faults/chunk counts minor page "
         "faults (memory touched for the first time) per chunk.",
+        "- RSS over idle / budget: (peak RSS - idle RSS) against the default CHUNK_MEMORY_MIB "
+        "of N slots (5 chunk buffers each): what the chunks cost of what they may.",
         "- RSS/job: (peak RSS - idle RSS) / N, idle RSS being VmRSS once the N jobs are "
         "configured and started, before any chunk: the memory one more job costs.",
         "- lag: GET /healthz response time on each service port, probed every 20 ms from a "

@@ -10,6 +10,7 @@ from measure import GIB, MIB, percentile
 from plan import Mode
 
 from service.jobs.layout import MANAGER_CHUNK_SIZE
+from service.uploads.memory import default_budget
 
 
 @dataclass
@@ -63,6 +64,9 @@ def figures(run: RunResult) -> dict[str, float]:
         "peak_rss_mib": run.service_peak_rss / MIB,
         "idle_rss_mib": run.service_idle_rss / MIB,
         "rss_per_job_mib": (run.service_peak_rss - run.service_idle_rss) / run.jobs / MIB,
+        # each slot's share of the default CHUNK_MEMORY_MIB (no cgroup limit in the benchmark)
+        "rss_vs_budget": (run.service_peak_rss - run.service_idle_rss)
+        / (run.jobs * default_budget(slots=1, limit=None)),
         "cpu_s": run.service_cpu,
         "cpu_s_per_gib": cpu_per_gib,
         "cpu_system_share": run.service_system_cpu / run.service_cpu if run.service_cpu else 0.0,

@@ -137,6 +137,14 @@ class Front:
     def log_entries(self) -> list[dict[str, object]]:
         return [json.loads(line) for line in self.access_log.read_text().splitlines()]
 
+    async def wait_for_log_entries(self, count: int) -> list[dict[str, object]]:
+        """The access log once it has `count` entries: nginx writes an entry after it has sent
+        the answer, so the test may read the log first (and there is no event to await)."""
+        async with asyncio.timeout(10):
+            while len(entries := self.log_entries()) < count:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        return entries
+
 
 @pytest.fixture
 async def nginx_front(
@@ -289,6 +297,7 @@ async def test_the_access_log_records_request_ids_and_upstream_times(
     for _ in range(2):
         await manager.next_service()
     origin = nginx_front.origin
+    before = len(nginx_front.log_entries())
     # One sent by a proxy in front (an ingress) is kept, and reaches the instance, which
     # echoes it.
     async with http.post(
@@ -312,7 +321,7 @@ async def test_the_access_log_records_request_ids_and_upstream_times(
         assert response.status == 400
         replaced_id = response.headers["X-Request-ID"]
 
-    kept, made, own, replaced = nginx_front.log_entries()[-4:]
+    kept, made, own, replaced = (await nginx_front.wait_for_log_entries(before + 4))[-4:]
     assert kept["request_id"] == "ingress-id-0001"
     assert kept["uri"] == "/u/1/" and kept["status"] == 400
     assert kept["upstream_status"] == "400"
