@@ -1,4 +1,4 @@
-"""The HTTP side: the chunk endpoint, CORS, and the health check.
+"""The HTTP side: the chunk endpoint, request ids and CORS.
 
 A chunk's whole path, in order (`ChunkEndpoint._receive`, then `uploads/upload.py`):
 
@@ -24,7 +24,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 from aiohttp import web
 
@@ -112,7 +112,8 @@ class ChunkEndpoint:
         return chunk.index
 
     @contextlib.contextmanager
-    def _counted(self):  # type: ignore[no-untyped-def]
+    def _counted(self) -> Iterator[None]:
+        """Count a chunk in flight, for `idle`, `drain` and the metrics."""
         self._active += 1
         self._idle.clear()
         self._metrics.chunks_in_flight.inc()
