@@ -162,7 +162,7 @@ class ManagerLink:
                 )
         except (aiohttp.ClientError, OSError, TimeoutError) as error:
             # `from None`: the chained error's text may hold the URL, and with it the key.
-            message = f"cannot reach the manager at {self._address}: {_describe(error)}"
+            message = f"cannot reach the manager at {self._address}: {_connection_failure(error)}"
             raise LinkBroken(message) from None
 
     async def _serve(self, socket: aiohttp.ClientWebSocketResponse) -> None:
@@ -180,7 +180,7 @@ class ManagerLink:
         if frame.type is aiohttp.WSMsgType.TEXT:
             return frame.data
         if frame.type is aiohttp.WSMsgType.ERROR:
-            raise LinkBroken(f"the link to the manager broke: {_describe_frame_error(frame.data)}")
+            raise LinkBroken(f"the link to the manager broke: {_frame_error(frame.data)}")
         log.warning("ignored a non-text frame (%s)", frame.type.name, extra=self._log)
         return None
 
@@ -228,7 +228,7 @@ class ManagerLink:
         return True
 
 
-def _describe_frame_error(error: object) -> str:
+def _frame_error(error: object) -> str:
     """Why aiohttp gave up on the connection. A protocol error is named by its close code
     only: some of aiohttp's messages quote the offending frame."""
     if isinstance(error, aiohttp.WebSocketError):
@@ -238,7 +238,7 @@ def _describe_frame_error(error: object) -> str:
     if isinstance(error, aiohttp.ServerTimeoutError):
         return f"the manager did not answer a heartbeat ping within {HEARTBEAT / 2:g} s"
     if isinstance(error, BaseException):
-        return _describe(error)
+        return _connection_failure(error)
     return "WebSocket error"
 
 
@@ -250,7 +250,7 @@ def _too_large(message: str) -> str:
     return f"frame too large ({shown_size}, limit {limit[1] if limit else MAX_FRAME} bytes)"
 
 
-def _describe(error: BaseException) -> str:
+def _connection_failure(error: BaseException) -> str:
     """Describe a connection failure; never through str(), which may show the URL and its key."""
     if isinstance(error, aiohttp.WSServerHandshakeError):
         return f"handshake refused with HTTP {error.status} (is SERVICE_PASSWORD right?)"

@@ -197,7 +197,7 @@ class DiscordClient:
             raise DiscordRefused(BAD_TOKEN) from None
         except (*TRANSIENT, discord.HTTPException, ValueError) as error:
             await self._http.close()
-            raise DiscordFailed(f"could not log in to Discord: {describe(error)}") from None
+            raise DiscordFailed(f"could not log in to Discord: {discord_failure(error)}") from None
         except StoreError:
             await self._http.close()
             raise
@@ -277,7 +277,7 @@ class DiscordClient:
             raise discord.DiscordServerError(response, await json_or_text(response))
 
 
-def describe(error: BaseException) -> str:
+def discord_failure(error: BaseException) -> str:
     if isinstance(error, discord.HTTPException):
         return f"HTTP {error.status} {error.text or error.response.reason}".strip()
     if isinstance(error, TimeoutError):

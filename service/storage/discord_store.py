@@ -29,7 +29,7 @@ from discord.http import handle_message_parameters
 
 from ..metrics import Metrics
 from ..refusals import DiscordFailed, DiscordRefused
-from .discord_client import BAD_TOKEN, TRANSIENT, DiscordClient, describe
+from .discord_client import BAD_TOKEN, TRANSIENT, DiscordClient, discord_failure
 
 log = logging.getLogger(__name__)
 
@@ -172,13 +172,14 @@ class DiscordStore:
                 filename,
                 attempt,
                 self._retries,
-                describe(failure),
+                discord_failure(failure),
             )
             if attempt < self._retries:
                 self._metrics.discord_retries.inc()
                 await asyncio.sleep(0.25 * 2**attempt)
         raise DiscordFailed(
-            f"Discord could not store the chunk after {self._retries} attempts: {describe(failure)}"
+            f"Discord could not store the chunk after {self._retries} attempts: "
+            + discord_failure(failure)
         )
 
     async def delete_messages(self, message_ids: Sequence[str]) -> None:
@@ -191,10 +192,12 @@ class DiscordStore:
             await self.client.delete_messages(self.channel_id, message_ids, max_wait=self._max_wait)
         except discord.HTTPException as error:
             if error.status < 500:
-                raise DiscordRefused(f"Discord refused to delete: {describe(error)}") from None
-            raise DiscordFailed(f"Discord failed to delete: {describe(error)}") from None
+                raise DiscordRefused(
+                    f"Discord refused to delete: {discord_failure(error)}"
+                ) from None
+            raise DiscordFailed(f"Discord failed to delete: {discord_failure(error)}") from None
         except (*TRANSIENT, RuntimeError) as error:  # RuntimeError: the session closed
-            raise DiscordFailed(f"Discord could not be reached: {describe(error)}") from None
+            raise DiscordFailed(f"Discord could not be reached: {discord_failure(error)}") from None
 
     def _refusal(self, error: discord.HTTPException, size: int) -> DiscordRefused:
         """What a 4xx means for this job, said so that a person can act on it."""
@@ -202,7 +205,7 @@ class DiscordStore:
             return DiscordRefused(BAD_TOKEN)
         if error.status in (403, 404):
             return DiscordRefused(
-                f"Discord refused to post in channel {self.channel_id} ({describe(error)}); "
+                f"Discord refused to post in channel {self.channel_id} ({discord_failure(error)}); "
                 "check that the bot can see the channel and may attach files"
             )
         if error.status == 413:
@@ -210,4 +213,4 @@ class DiscordStore:
                 f"Discord refused a {size}-byte attachment as too large (413); "
                 "chunks must be smaller for this bot"
             )
-        return DiscordRefused(f"Discord refused the message: {describe(error)}")
+        return DiscordRefused(f"Discord refused the message: {discord_failure(error)}")

@@ -115,7 +115,7 @@ def parse_frame(text: str | bytes) -> Any:
     return json.loads(text, parse_constant=_no_constant)
 
 
-def _describe(error: ValidationError) -> str:
+def _schema_violation(error: ValidationError) -> str:
     if error.context:  # a oneOf/anyOf: name the closest variant's fault, not just "none"
         error = best_match(error.context)
     where = "/".join(str(part) for part in error.absolute_path) or "(frame)"
@@ -128,14 +128,14 @@ def problems(text: str | bytes, by_id: Mapping[str, str]) -> list[str]:
         frame = parse_frame(text)
     except (ValueError, UnicodeDecodeError) as error:
         return [f"frame is not JSON: {error}"]
-    found = [_describe(e) for e in validator_for("envelope.json").iter_errors(frame)]
+    found = [_schema_violation(e) for e in validator_for("envelope.json").iter_errors(frame)]
     if found:
         return found
     filename = by_id.get(frame["id"])
     if filename is None:
         return [f"packet id {frame['id']!r} is not one this peer accepts"]
     errors = sorted(validator_for(filename).iter_errors(frame), key=lambda e: list(e.path))
-    return [_describe(e) for e in errors]
+    return [_schema_violation(e) for e in errors]
 
 
 def problems_in_sent(text: str | bytes) -> list[str]:
