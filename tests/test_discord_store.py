@@ -1,18 +1,17 @@
 """The store: a sealed chunk handed to aiohttp as the buffer itself, in slices, its length
-known; and Discord's answer checked before a chunk counts as stored."""
+known; and Discord's answer checked before a chunk counts as stored (the Discord stand-in
+mangles its answers as a proxy in front of Discord might)."""
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import AsyncIterator
 
 import aiohttp.payload
 import pytest
-from aiohttp import BodyPartReader, web
-from conftest import SMALL_CHUNK, HarnessFactory
+from conftest import CHANNEL, SMALL_CHUNK, Harness, reassembled
 
 from service.local.browser import chunk_form
+from service.local.discord_api import Fault, OddAnswer
 from service.storage.discord_store import MemoryReader
 
 
@@ -39,125 +38,57 @@ async def test_sealed_chunk_is_sent_from_its_buffer_without_a_copy() -> None:
     assert b"".join(writer.writes) == buffer  # type: ignore[arg-type]
 
 
-class FakeDiscord:
-    """A Discord that answers each message post from a script, then faithfully: for answers
-    today's stand-in cannot give (odd 200s, Cloudflare's 429)."""
-
-    def __init__(self) -> None:
-        self.script: list[web.Response] = []
-        self.nonces: list[str] = []
-        self.ids: list[str] = []
-        self._runner: web.AppRunner | None = None
-        self.base_url = ""
-
-    async def __aenter__(self) -> FakeDiscord:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_get("/api/v10/users/@me", self._me)
-        app.router.add_post("/api/v10/channels/{channel_id}/messages", self._post)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.base_url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/api/v10"
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
-
-    async def _me(self, request: web.Request) -> web.Response:
-        return _json({"id": "1000000000000000001", "bot": True})
-
-    async def _post(self, request: web.Request) -> web.Response:
-        size, payload = 0, {}
-        async for part in await request.multipart():
-            assert isinstance(part, BodyPartReader)
-            if part.name == "payload_json":
-                payload = await part.json() or {}
-            else:
-                size = len(await part.read())
-        self.nonces.append(payload["nonce"])
-        if self.script:
-            return self.script.pop(0)
-        message_id = str(1200000000000000000 + len(self.ids))
-        self.ids.append(message_id)
-        answer = {"id": message_id, "attachments": [{"id": "1300000000000000000", "size": size}]}
-        return _json(answer)
+WELL_STORED = [odd for odd in OddAnswer if odd is not OddAnswer.NO_ATTACHMENTS]
 
 
-VIA = {"Via": "1.1 google"}
-
-
-def _json(body: object) -> web.Response:
-    # discord.py decodes a body only when its Content-Type is exactly application/json.
-    return web.Response(
-        body=json.dumps(body).encode(), headers={"Content-Type": "application/json", **VIA}
-    )
-
-
-ODD_ANSWERS = {
-    "an HTML page": lambda: web.Response(text="<html>ok</html>", content_type="text/html"),
-    "invalid JSON": lambda: web.Response(
-        body=b'{"id": "12', headers={"Content-Type": "application/json", **VIA}
-    ),
-    "JSON without id": lambda: _json({"attachments": [{"size": SMALL_CHUNK + 32}]}),
-    "a null id": lambda: _json({"id": None, "attachments": [{"size": SMALL_CHUNK + 32}]}),
-    "a numeric id": lambda: _json(
-        {"id": 1200000000000000099, "attachments": [{"size": SMALL_CHUNK + 32}]}
-    ),
-    "no attachment": lambda: _json({"id": "1200000000000000099", "attachments": []}),
-    "a wrong size": lambda: _json({"id": "1200000000000000099", "attachments": [{"size": 7}]}),
-}
-
-
-@pytest.fixture
-async def fake_discord() -> AsyncIterator[FakeDiscord]:
-    async with FakeDiscord() as fake:
-        yield fake
-
-
-@pytest.mark.parametrize("odd", ODD_ANSWERS)
+@pytest.mark.parametrize("odd", WELL_STORED, ids=str)
 async def test_a_200_that_does_not_show_the_chunk_stored_is_retried_with_the_same_nonce(
-    start_service: HarnessFactory, fake_discord: FakeDiscord, odd: str
+    harness: Harness, odd: OddAnswer
 ) -> None:
-    harness = await start_service(discord_api_base=fake_discord.base_url)
-    await harness.configure()
-    upload_id = await harness.start(SMALL_CHUNK)
-    fake_discord.script.append(ODD_ANSWERS[odd]())
+    data = os.urandom(SMALL_CHUNK)
+    upload_id = await harness.start(len(data))
+    harness.discord.inject(Fault(answer=odd))
 
-    assert (await harness.post(upload_id, 0, os.urandom(SMALL_CHUNK)))[0] == 200
-    assert len(fake_discord.nonces) == 2 and len(set(fake_discord.nonces)) == 1
+    assert (await harness.post(upload_id, 0, data))[0] == 200
+    assert harness.discord.posts == 2  # the odd answer, then the same nonce again
+    [message] = harness.discord.messages(CHANNEL)  # Discord de-duplicated the retry
     finish = await harness.link.next_finish()
-    assert finish["messages"] == fake_discord.ids  # the odd answer's id was never recorded
+    assert finish["messages"] == [message.id]
+    assert reassembled(harness.discord, finish) == data
 
 
-async def test_odd_200s_on_every_try_are_a_502_and_nothing_is_recorded(
-    start_service: HarnessFactory, fake_discord: FakeDiscord
-) -> None:
-    harness = await start_service(discord_api_base=fake_discord.base_url)
-    await harness.configure()
+async def test_a_message_stored_without_its_attachment_never_counts(harness: Harness) -> None:
+    data = os.urandom(SMALL_CHUNK)
+    upload_id = await harness.start(len(data))
+    harness.discord.inject(Fault(answer=OddAnswer.NO_ATTACHMENTS))
+
+    status, body = await harness.post(upload_id, 0, data)  # the same nonce finds it again
+    assert status == 502 and "attachment" in body
+    assert (await harness.post(upload_id, 0, data))[0] == 200  # a new post: a new nonce
+    finish = await harness.link.next_finish()
+    assert reassembled(harness.discord, finish) == data
+
+
+async def test_odd_200s_on_every_try_are_a_502_and_nothing_is_recorded(harness: Harness) -> None:
     data = os.urandom(SMALL_CHUNK)
     upload_id = await harness.start(len(data))
     retries = harness.service.settings.discord_retries
-    fake_discord.script.extend(ODD_ANSWERS["a wrong size"]() for _ in range(retries))
+    harness.discord.inject(*[Fault(answer=OddAnswer.WRONG_SIZE)] * retries)
 
     status, body = await harness.post(upload_id, 0, data)
-    assert status == 502 and "7 bytes" in body
+    assert status == 502 and f"not the {SMALL_CHUNK + 32} sent" in body
 
     assert (await harness.post(upload_id, 0, data))[0] == 200  # the job lives
-    assert (await harness.link.next_finish())["messages"] == fake_discord.ids
+    finish = await harness.link.next_finish()
+    assert reassembled(harness.discord, finish) == data
 
 
 async def test_a_cloudflare_429_is_a_503_and_nothing_more_is_sent_for_a_while(
-    start_service: HarnessFactory, fake_discord: FakeDiscord, caplog: pytest.LogCaptureFixture
+    harness: Harness, caplog: pytest.LogCaptureFixture
 ) -> None:
-    harness = await start_service(discord_api_base=fake_discord.base_url)
-    await harness.configure()
     data = os.urandom(SMALL_CHUNK)
     upload_id = await harness.start(len(data))
-    fake_discord.script.append(
-        web.Response(status=429, text="<html>banned</html>", content_type="text/html")
-    )
+    harness.discord.inject(Fault(cloudflare=True))
 
     async with harness.http.post(harness.address, data=chunk_form(upload_id, 0, data)) as response:
         assert response.status == 503
@@ -167,4 +98,4 @@ async def test_a_cloudflare_429_is_a_503_and_nothing_more_is_sent_for_a_while(
 
     # Not retried in a loop: the chunk sent again is answered without a request to Discord.
     assert (await harness.post(upload_id, 0, data))[0] == 503
-    assert len(fake_discord.nonces) == 1
+    assert harness.discord.posts == 1

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import logging
 import re
 import secrets
@@ -165,7 +164,8 @@ class DiscordStore:
                 if error.status < 500:
                     raise self._refusal(error, len(payload)) from None
                 failure: BaseException = error
-            except (*TRANSIENT, BadAnswer, json.JSONDecodeError) as error:
+            # ValueError: discord.py could not decode the answer (not UTF-8, not JSON)
+            except (*TRANSIENT, BadAnswer, ValueError) as error:
                 failure = error
             log.warning(
                 "posting chunk %s to Discord failed (attempt %d of %d): %s",

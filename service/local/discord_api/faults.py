@@ -42,7 +42,9 @@ class Fault:
     nothing stored), `cloudflare` (Cloudflare's HTML page with `status`, default 429, and no
     Via), `status` (a Discord error, or a 429 with `retry_after`/`is_global`), or, for a
     request that then succeeds, `store_then_drop` (stored, or deleted, then the connection
-    closes unanswered) or `answer` (message posts only: see OddAnswer).
+    closes unanswered), `answer` (message posts only: see OddAnswer) or `body` (message posts
+    only: the message is stored and the 200 carries exactly these bytes, with this
+    Content-Type, instead of its JSON).
     """
 
     status: int | None = None
@@ -55,6 +57,7 @@ class Fault:
     hold: bool = False  # wait for release_held(), then go on as if nothing happened
     cloudflare: bool = False
     answer: OddAnswer | None = None
+    body: tuple[str, bytes] | None = None  # (Content-Type, body) of the 200
 
 
 class FaultQueues:
@@ -64,7 +67,8 @@ class FaultQueues:
         self._queues: dict[Route, deque[Fault]] = {route: deque() for route in Route}
 
     def extend(self, route: Route, faults: tuple[Fault, ...]) -> None:
-        if route is not Route.CREATE_MESSAGE and any(f.answer is not None for f in faults):
+        odd = any(f.answer is not None or f.body is not None for f in faults)
+        if route is not Route.CREATE_MESSAGE and odd:
             raise ValueError(f"odd answers are for message posts; {route} answers 204")
         self._queues[route].extend(faults)
 

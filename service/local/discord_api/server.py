@@ -11,7 +11,7 @@ from typing import Self
 
 from aiohttp import web
 
-from .answers import drop, error, json_answer, no_content
+from .answers import drop, error, json_answer, no_content, raw_answer
 from .bodies import MessagePost, read_json, read_message_post
 from .bulk import Refusal, check_bulk_delete
 from .faults import Fault, OddAnswer, odd_answer
@@ -229,6 +229,9 @@ class DiscordStandIn:
         if fault is not None and fault.store_then_drop:
             return drop(request)
         body = message_json(message, self._user, self.origin)
+        if fault is not None and fault.body is not None:
+            content_type, raw = fault.body
+            return raw_answer(raw, content_type, headers=headers)
         if answer is None:
             return json_answer(body, headers=headers)
         return odd_answer(answer, body, headers)
