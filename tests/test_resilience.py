@@ -15,6 +15,8 @@ from service.local.browser import chunk_form
 from service.local.discord_api import DiscordStandIn, Fault
 from service.local.manager import ManagerStandIn
 from service.logs import ContextFilter
+from service.manager import outgoing
+from service.manager.packets import MalformedPacket
 from service.manager.supervisor import RESTART_LIMIT, LinkSupervisor
 from service.server import UploadService
 from service.uploads.upload import Upload
@@ -117,3 +119,19 @@ async def test_chunks_that_shutdown_cuts_short_get_503_with_retry_after(
         assert int(answer.headers["Retry-After"]) > 0
         assert "shutting down" in (await answer.json())["error"]
     discord.release_held()
+
+
+async def test_a_success_finish_that_cannot_be_built_becomes_a_failure_finish(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    upload_id = await harness.start(SMALL_CHUNK)
+
+    def broken_finish(**fields: object) -> str:
+        raise MalformedPacket("upload-finish messages must be snowflake strings")
+
+    monkeypatch.setattr(outgoing, "finish_success", broken_finish)
+    assert (await harness.post(upload_id, 0, os.urandom(SMALL_CHUNK)))[0] == 200
+    finish = await harness.link.next_finish()
+    assert finish["success"] is False
+    assert "could not report" in finish["reason"]
+    assert harness.service.slots[0].upload is None  # the slot is free for the next job
