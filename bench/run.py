@@ -3,6 +3,7 @@
     python bench/run.py [--mode slots|processes] [--size MiB] [--multi-size MiB] [--runs N]
                         [--jobs 1,2,4,8] [--json out.json] [--smoke]
     python bench/run.py --pacing [--smoke] ...   (the rate-limit benchmark: bench/pacing.py)
+    python bench/run.py --memory [--smoke] ...   (the chunk memory budget: bench/memory.py)
 
 Each run, for each number of jobs N, in this process: a Discord stand-in and a manager
 stand-in, and the upload service (`python -m service run`, so its RSS and CPU are its own):
@@ -49,6 +50,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import memory
 import pacing
 from console import BenchFailure, log
 from measure import MIB
@@ -117,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if "--pacing" in argv:  # the rate-limit benchmark, with its own flags
         return pacing.main([arg for arg in argv if arg != "--pacing"])
+    if "--memory" in argv:  # the chunk memory benchmark, with its own flags
+        return memory.main([arg for arg in argv if arg != "--memory"])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     plan = plan_from(args)

@@ -1,0 +1,493 @@
+"""The memory benchmark: the chunk memory budget against floods, bursts, backlogs and trickles.
+
+    python bench/memory.py [--scenarios a,b,c,d] [--in-flight N] [--backlog-tries N] [--smoke]
+    python bench/run.py --memory [the same flags]
+
+Issue 13's targets, each scenario on a fresh service process (UPLOAD_SLOTS=2,
+CHUNK_MEMORY_MIB=128, CLIENT_READ_TIMEOUT=6, CLIENT_MIN_RATE at its default, encryption on,
+the manager's real chunk size) between a Discord and a manager stand-in in this process:
+
+  (a) claim flood: 60 raw connections each send a chunk POST's head, its `id` and `chunk`
+      fields and 512 bytes of the file part, then one byte every 2 s; meanwhile a browser
+      uploads that job (5 at once, the browser's 10 tries);
+  (b) 40 chunks of one job POSTed at once by 40 browser-like clients (10 tries each);
+  (c) backlog: 24 chunks of one job POSTed at once to a Discord that stores one message per
+      second in a channel (the stand-in's per-channel window; the service's pacer holds the
+      chunks, in memory, until their turn);
+  (d) one trickling client alone: its claim to its 408, and its 408 to the service holding
+      no chunk any more.
+
+Peak RSS is the service's VmHWM at the end, idle RSS its VmRSS once both slots are
+configured, before any chunk. (e) During (a)-(c), once the scenario is under way, a job of
+8 chunks on the other slot (5 at once, as the browser) is timed against the same job on the
+same service while idle (the second of two idle runs: the first warms the buffers).
+
+Tables of targets on stdout, progress on stderr; exit status 1 if an upload that should have
+completed did not, or did not verify. Figures and the report: memory_figures.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, replace
+
+import aiohttp
+from console import BenchFailure, log
+from measure import MIB, current_rss, peak_rss
+from memory_figures import JobRun, Scenario, Trickle, memory_report
+from pacing import positive_int
+from prometheus_client.parser import text_string_to_metric_families
+from runs import Credentials
+from services import UNLIMITED_RATE, ServiceProcess, connect_all, log_tails, spawn_service
+from source import Source
+
+from service.jobs.layout import BROWSER_CHUNKS_IN_FLIGHT, MANAGER_CHUNK_SIZE
+from service.local.browser import TRIES, UploadFailed, upload
+from service.local.discord_api import DiscordStandIn
+from service.local.manager import ManagerStandIn, ServiceConnection
+from service.local.verify import attachments_in, finish_problems
+
+CHANNELS = ("1500000000000000001", "1500000000000000002")  # the scenario's slot, the other
+BOUNDARY = "----memory-bench-7MA4YWxkTrZu0gW"
+FIRST_BYTES = 512  # of the file part a trickling client sends at once
+POLL = 0.05  # seconds between /metrics reads where the service offers no event
+SAMPLE = 0.1  # seconds between /metrics reads of the chunk memory held
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    scenarios: tuple[str, ...] = ("a", "b", "c", "d")
+    budget_mib: int = 128
+    read_timeout: float = 6.0
+    trickle_interval: float = 2.0
+    tricklers: int = 60
+    flood_chunks: int = 60  # the job the tricklers claim chunks of, uploaded meanwhile
+    burst_chunks: int = 40
+    backlog_chunks: int = 24
+    backlog_window: float = 1.0  # Discord stores one message per this, per channel
+    side_chunks: int = 8
+    tries: int = TRIES
+    backlog_tries: int = 20
+    in_flight: int | None = None  # CHUNKS_IN_FLIGHT_PER_UPLOAD; None: the default
+
+    @property
+    def cutoff_limit(self) -> float:
+        """When a trickler must have its 408 by: the timeout, the trickle's granularity and
+        a second of slack."""
+        return self.read_timeout + self.trickle_interval + 1.0
+
+
+SMOKE = MemoryPlan(
+    read_timeout=2.0,
+    trickle_interval=0.5,
+    tricklers=12,
+    flood_chunks=12,
+    burst_chunks=12,
+    backlog_chunks=6,
+    backlog_window=0.25,
+    side_chunks=3,
+)
+
+
+# --- a trickling client ----------------------------------------------------------------------
+
+
+def chunk_post(port: int, path: str, upload_id: str, index: int, length: int) -> bytes:
+    """A chunk POST's head and form up to the file part's bytes, as the browser writes it,
+    for a file part of `length` bytes."""
+    fields = (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="id"\r\n\r\n{upload_id}\r\n'
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="chunk"\r\n\r\n{index}\r\n'
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="blob"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    body_length = len(fields) + length + len(f"\r\n--{BOUNDARY}--\r\n")
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+        f"Content-Length: {body_length}\r\n\r\n"
+    ).encode()
+    return head + fields
+
+
+async def trickle(
+    service: ServiceProcess, upload_id: str, index: int, chunk: memoryview, plan: MemoryPlan
+) -> Trickle:
+    """Claim chunk `index` with its first bytes, then send one byte every trickle_interval
+    until the service answers (or closes, or 3 x CLIENT_READ_TIMEOUT + 10 s pass)."""
+    path = aiohttp.client.URL(service.address).path
+    reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
+    try:
+        writer.write(chunk_post(service.port, path, upload_id, index, len(chunk)))
+        writer.write(chunk[:FIRST_BYTES])
+        await writer.drain()
+        claimed = time.perf_counter()
+        answer = asyncio.create_task(reader.readline())
+        sent = FIRST_BYTES
+        try:
+            async with asyncio.timeout(3 * plan.read_timeout + 10):
+                while not (await asyncio.wait([answer], timeout=plan.trickle_interval))[0]:
+                    writer.write(chunk[sent : sent + 1])
+                    sent += 1
+        except TimeoutError:
+            answer.cancel()
+            return Trickle(None, time.perf_counter() - claimed)
+        seconds = time.perf_counter() - claimed
+        line = answer.result() if not answer.exception() else b""
+        parts = line.split()
+        return Trickle(int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None, seconds)
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+# --- the service and its stand-ins -----------------------------------------------------------
+
+
+@dataclass
+class Bench:
+    """A fresh service of two slots, both configured, and what drives it."""
+
+    plan: MemoryPlan
+    service: ServiceProcess
+    discord: DiscordStandIn
+    session: aiohttp.ClientSession
+    credentials: Credentials
+    connections: tuple[ServiceConnection, ServiceConnection]  # the scenario's, the other
+
+    async def gauge(self, name: str) -> float:
+        """An unlabelled sample of the service's /metrics."""
+        async with self.session.get(f"http://127.0.0.1:{self.service.port}/metrics") as answer:
+            text = await answer.text()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and not sample.labels:
+                    return sample.value
+        raise BenchFailure(f"the service's /metrics has no {name}")
+
+    @contextlib.asynccontextmanager
+    async def sampled(self, scenario: Scenario) -> AsyncIterator[None]:
+        """Meanwhile, the most chunk memory the service held and the most chunks waiting for
+        it, read from /metrics every SAMPLE seconds."""
+
+        async def sample() -> None:
+            while True:
+                memory = await self.gauge("upload_chunk_memory_bytes")
+                waiting = await self.gauge("upload_chunks_waiting_for_memory")
+                scenario.most_memory = max(scenario.most_memory, memory)
+                scenario.most_waiting = max(scenario.most_waiting, int(waiting))
+                await asyncio.sleep(SAMPLE)
+
+        task = asyncio.create_task(sample())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def start(self, slot: int, source: Source) -> str:
+        upload_id, reply = await self.connections[slot].start_upload(
+            size=source.size, name="memory.bin", chunk_size=source.chunk_size
+        )
+        if not reply.get("success"):
+            raise BenchFailure(f"upload-start was refused: {reply.get('message')}")
+        return upload_id
+
+    async def job(
+        self, slot: int, source: Source, concurrency: int, tries: int, upload_id: str | None = None
+    ) -> JobRun:
+        """Upload `source` as the browser does, on slot 0 (the scenario's) or 1 (the other),
+        and verify its finish; failures are the result's problems."""
+        run = JobRun(len(source.chunks), concurrency, tries)
+        upload_id = upload_id or await self.start(slot, source)
+        connection, channel = self.connections[slot], CHANNELS[slot]
+        started = time.perf_counter()
+        report = None
+        try:
+            report = await upload(
+                self.session,
+                connection.own_address,
+                upload_id,
+                source.data,
+                source.chunk_size,
+                concurrency=concurrency,
+                tries=tries,
+            )
+        except* UploadFailed as failed:
+            run.problems = [str(error) for error in failed.exceptions]
+        if report is None:
+            return run
+        finish = await connection.next_finish()
+        run.seconds = time.perf_counter() - started
+        run.attempts, run.statuses = report.attempts, report.statuses
+        key = self.credentials.key
+        attachments = attachments_in(self.discord, channel)
+        run.problems = finish_problems(finish, source.chunks, channel, key, attachments)
+        self.discord.forget(channel)
+        return run
+
+
+@contextlib.asynccontextmanager
+async def fresh_service(plan: MemoryPlan, window: float | None = None) -> AsyncIterator[Bench]:
+    """A service process of its own; with `window`, Discord stores one post per `window`
+    seconds per channel."""
+    credentials = Credentials.fresh()
+    limit = {"messages_per_window": 1, "window": window} if window is not None else {}
+    in_flight = {"chunks_in_flight_per_upload": plan.in_flight} if plan.in_flight else {}
+    async with (
+        DiscordStandIn(token=credentials.token, **limit) as discord,
+        ManagerStandIn(password=credentials.password) as manager,
+    ):
+        service = await spawn_service(
+            manager,
+            credentials.password,
+            discord,
+            slots=2,
+            chunk_memory_mib=plan.budget_mib,
+            client_read_timeout=plan.read_timeout,
+            discord_global_rate=UNLIMITED_RATE,
+            **in_flight,
+        )
+        try:
+            first, second = await connect_all("slots", manager, [service])
+            for connection, channel in zip((first, second), CHANNELS, strict=True):
+                reply = await connection.configure(
+                    token=credentials.token, channel_id=channel, crypto_key=credentials.key
+                )
+                if not reply.get("success"):
+                    raise BenchFailure(f"the configuration was refused: {reply.get('message')}")
+            async with aiohttp.ClientSession() as session:
+                yield Bench(plan, service, discord, session, credentials, (first, second))
+        except BaseException as error:
+            if not isinstance(error, BenchFailure):
+                log(log_tails([service]))
+            raise
+        finally:
+            await service.child.terminate()
+
+
+# --- the scenarios ---------------------------------------------------------------------------
+
+
+async def polled(check: Callable[[], Awaitable[bool]]) -> None:
+    """Until `check()` holds. For what only the service's /metrics show, which offer no
+    event to await: read every POLL seconds (the caller bounds the wait)."""
+    while not await check():  # noqa: ASYNC110
+        await asyncio.sleep(POLL)
+
+
+async def side_baseline(bench: Bench, scenario: Scenario, side: Source) -> None:
+    """The other slot's job on the idle service: a warm-up run, then the baseline."""
+    await bench.job(1, side, BROWSER_CHUNKS_IN_FLIGHT, bench.plan.tries)
+    scenario.side_idle = await bench.job(1, side, BROWSER_CHUNKS_IN_FLIGHT, bench.plan.tries)
+
+
+async def side_during(
+    bench: Bench,
+    scenario: Scenario,
+    side: Source,
+    main: asyncio.Task[JobRun],
+    under_way: Awaitable[object],
+) -> None:
+    """Once the scenario is `under_way`, the other slot's job; then the scenario's own job."""
+    started = asyncio.ensure_future(under_way)
+    await asyncio.wait([main, started], return_when=asyncio.FIRST_COMPLETED)
+    if started.done():
+        scenario.side_loaded = await bench.job(1, side, BROWSER_CHUNKS_IN_FLIGHT, bench.plan.tries)
+    else:
+        started.cancel()
+    scenario.main = await main
+
+
+async def first_post(bench: Bench) -> None:
+    """Once the next chunk reaches Discord: the scenario's chunks fill the service."""
+    await bench.discord.wait_for_posts(bench.discord.posts + 1)
+
+
+def new_scenario(plan: MemoryPlan, key: str, title: str) -> Scenario:
+    return Scenario(key, title, plan.budget_mib * MIB, cutoff_limit=plan.cutoff_limit)
+
+
+async def start_flood(bench: Bench, upload_id: str, source: Source) -> list[asyncio.Task[Trickle]]:
+    """The trickling clients, once each claim is answered at once or held by the service."""
+    plan, chunks = bench.plan, len(source.chunks)
+    trickles = [
+        asyncio.create_task(
+            trickle(bench.service, upload_id, i % chunks, source.chunks[i % chunks], plan)
+        )
+        for i in range(plan.tricklers)
+    ]
+
+    async def established() -> bool:
+        held = await bench.gauge("upload_chunks_in_flight")
+        return sum(t.done() for t in trickles) + held >= len(trickles)
+
+    async with asyncio.timeout(plan.read_timeout):
+        await polled(established)
+    log(f"  flood established: {sum(t.done() for t in trickles)} claims answered at once")
+    return trickles
+
+
+async def claim_flood(plan: MemoryPlan, side: Source) -> Scenario:
+    """(a) Trickling claims of one job's chunks, that job uploaded by a browser meanwhile."""
+    scenario = new_scenario(plan, "a", f"claim flood: {plan.tricklers} trickling claims")
+    source = Source.random(plan.flood_chunks * MANAGER_CHUNK_SIZE)
+    async with fresh_service(plan) as bench:
+        scenario.idle_rss = current_rss(bench.service.pid)
+        await side_baseline(bench, scenario, side)
+        async with bench.sampled(scenario):
+            upload_id = await bench.start(0, source)
+            trickles = await start_flood(bench, upload_id, source)
+            honest = bench.job(0, source, BROWSER_CHUNKS_IN_FLIGHT, plan.tries, upload_id)
+            await side_during(bench, scenario, side, asyncio.create_task(honest), asyncio.sleep(0))
+            scenario.trickles = list(await asyncio.gather(*trickles))
+        scenario.peak_rss = peak_rss(bench.service.pid)
+    return scenario
+
+
+async def at_once(
+    plan: MemoryPlan, side: Source, key: str, chunks: int, window: float | None, tries: int
+) -> Scenario:
+    """(b) and (c): every chunk of one job POSTed at once, retried as the browser does."""
+    what = "concurrent honest chunks of one job"
+    if window is not None:
+        what = f"chunks of one job waiting for a Discord storing one per {window:g} s"
+    scenario = new_scenario(plan, key, f"{chunks} {what}")
+    source = Source.random(chunks * MANAGER_CHUNK_SIZE)
+    async with fresh_service(plan, window) as bench:
+        scenario.idle_rss = current_rss(bench.service.pid)
+        await side_baseline(bench, scenario, side)
+        async with bench.sampled(scenario):
+            main = asyncio.create_task(bench.job(0, source, chunks, tries))
+            await side_during(bench, scenario, side, main, first_post(bench))
+        scenario.peak_rss = peak_rss(bench.service.pid)
+    return scenario
+
+
+async def lone_trickle(plan: MemoryPlan) -> Scenario:
+    """(d) One trickling client: its claim to its 408, then to no chunk held."""
+    scenario = new_scenario(
+        plan, "d", f"one client trickling a byte every {plan.trickle_interval:g} s"
+    )
+    source = Source.random(MANAGER_CHUNK_SIZE)
+    async with fresh_service(plan) as bench:
+        scenario.idle_rss = current_rss(bench.service.pid)
+        upload_id = await bench.start(0, source)
+        async with bench.sampled(scenario):
+            alone = await trickle(bench.service, upload_id, 0, source.chunks[0], plan)
+        scenario.trickles = [alone]
+        answered = time.perf_counter()
+
+        # The buffer is given back as the claim ends, before the endpoint stops counting the
+        # POST in upload_chunks_in_flight (endpoint.py): its 0 is the release, seen outside.
+        async def released() -> bool:
+            return await bench.gauge("upload_chunks_in_flight") == 0
+
+        async with asyncio.timeout(plan.read_timeout):
+            await polled(released)
+        scenario.release_seconds = time.perf_counter() - answered
+        scenario.memory_after = await bench.gauge("upload_chunk_memory_bytes")
+        scenario.rss_after = current_rss(bench.service.pid)
+        scenario.peak_rss = peak_rss(bench.service.pid)
+    return scenario
+
+
+async def run_all(plan: MemoryPlan) -> list[Scenario]:
+    side = Source.random(plan.side_chunks * MANAGER_CHUNK_SIZE)
+    runs = {
+        "a": lambda: claim_flood(plan, side),
+        "b": lambda: at_once(plan, side, "b", plan.burst_chunks, None, plan.tries),
+        "c": lambda: at_once(
+            plan, side, "c", plan.backlog_chunks, plan.backlog_window, plan.backlog_tries
+        ),
+        "d": lambda: lone_trickle(plan),
+    }
+    scenarios = []
+    for key in plan.scenarios:
+        started = time.perf_counter()
+        log(f"scenario ({key}) ...")
+        scenario = await runs[key]()
+        log(f"scenario ({key}) took {time.perf_counter() - started:.0f} s")
+        for target in scenario.targets():
+            log(f"  {target.name}: {target.value} ({target.limit}: {target.verdict})")
+        scenarios.append(scenario)
+    return scenarios
+
+
+async def measure(plan: MemoryPlan) -> list[Scenario] | None:
+    """Every scenario's figures; None (the failures logged) if the benchmark broke down."""
+    try:
+        return await run_all(plan)
+    except* (BenchFailure, aiohttp.ClientError, TimeoutError) as failures:
+        for failure in failures.exceptions:
+            log(f"memory benchmark failed: {type(failure).__name__}: {failure}")
+    return None
+
+
+def header(plan: MemoryPlan, seconds: float) -> list[str]:
+    in_flight = plan.in_flight or "default (8)"
+    return [
+        f"One fresh service process per scenario: UPLOAD_SLOTS=2, CHUNK_MEMORY_MIB="
+        f"{plan.budget_mib}, CLIENT_READ_TIMEOUT={plan.read_timeout:g}, CLIENT_MIN_RATE 16384 "
+        f"(default), CHUNKS_IN_FLIGHT_PER_UPLOAD {in_flight}, encryption on, chunks of "
+        f"{MANAGER_CHUNK_SIZE} bytes. Trickling clients send 1 byte every "
+        f"{plan.trickle_interval:g} s after {FIRST_BYTES} bytes of the file part. The other "
+        f"slot's job: {plan.side_chunks} chunks, 5 at once. Took {seconds:.0f} s.",
+    ]
+
+
+def scenario_keys(text: str) -> tuple[str, ...]:
+    keys = tuple(text.split(","))
+    if not keys or any(key not in "abcd" or not key for key in keys):
+        raise argparse.ArgumentTypeError("scenarios are a, b, c, d separated by commas")
+    return keys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenarios", type=scenario_keys, help="default a,b,c,d")
+    parser.add_argument(
+        "--in-flight", type=positive_int, help="CHUNKS_IN_FLIGHT_PER_UPLOAD (default: its own)"
+    )
+    parser.add_argument(
+        "--tries", type=positive_int, help=f"tries per chunk in (a), (b), (e) (default {TRIES})"
+    )
+    parser.add_argument(
+        "--backlog-tries", type=positive_int, help="tries per chunk in (c) (default 20)"
+    )
+    parser.add_argument("--smoke", action="store_true", help="smaller counts, shorter timeouts")
+    return parser
+
+
+def plan_from(args: argparse.Namespace) -> MemoryPlan:
+    plan = SMOKE if args.smoke else MemoryPlan()
+    given = {
+        "scenarios": args.scenarios,
+        "in_flight": args.in_flight,
+        "tries": args.tries,
+        "backlog_tries": args.backlog_tries,
+    }
+    return replace(plan, **{name: value for name, value in given.items() if value is not None})
+
+
+def main(argv: list[str] | None = None) -> int:
+    plan = plan_from(build_parser().parse_args(argv))
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    started = time.perf_counter()
+    scenarios = asyncio.run(measure(plan))
+    if scenarios is None:
+        return 1
+    print(memory_report(header(plan, time.perf_counter() - started), scenarios))
+    return 1 if any(scenario.failed for scenario in scenarios) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""The memory benchmark's figures and its report: one table of targets per scenario."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from measure import MIB
+from report import table
+from targets import Target
+
+RSS_SLACK = 16 * MIB  # issue 13: peak RSS within idle + CHUNK_MEMORY_MIB + 16 MiB
+MAX_SIDE_RATIO = 1.2  # issue 13: the other slot's job within 1.2 x its idle time
+MAX_RELEASE_SECONDS = 1.0  # issue 13: a cut-off trickler's memory back within a second
+
+
+@dataclass
+class JobRun:
+    """One browser-like job: its chunks' answers and whether its finish verified."""
+
+    chunks: int
+    concurrency: int
+    tries: int
+    seconds: float = 0.0  # the first POST to the finish packet
+    attempts: int = 0
+    statuses: Counter[int] = field(default_factory=Counter)
+    problems: list[str] = field(default_factory=list)  # [] once completed and verified
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def outcome(self) -> str:
+        if not self.ok:
+            return "NO: " + "; ".join(self.problems)[:300]
+        answers = ", ".join(f"{n} x {s}" for s, n in sorted(self.statuses.items()))
+        return (
+            f"yes: {self.chunks} chunks in {self.seconds:.1f} s, {self.attempts} POSTs ({answers})"
+        )
+
+
+@dataclass(frozen=True)
+class Trickle:
+    """One trickling client: the status it was answered (None: none) and when, in seconds
+    after its claim (its fields and first bytes sent)."""
+
+    status: int | None
+    seconds: float
+
+
+@dataclass
+class Scenario:
+    key: str
+    title: str
+    budget: int
+    idle_rss: int = 0
+    peak_rss: int = 0
+    main: JobRun | None = None
+    side_idle: JobRun | None = None
+    side_loaded: JobRun | None = None
+    trickles: list[Trickle] = field(default_factory=list)
+    most_memory: float = 0.0  # upload_chunk_memory_bytes, sampled
+    most_waiting: int = 0  # upload_chunks_waiting_for_memory, sampled
+    cutoff_limit: float = 0.0  # seconds a trickler may hold its claim
+    release_seconds: float | None = None  # (d): its 408 to no chunk in flight at the service
+    memory_after: float | None = None  # (d): upload_chunk_memory_bytes then
+    rss_after: int | None = None  # (d): VmRSS then
+
+    @property
+    def failed(self) -> bool:
+        """An upload that should have completed did not, or did not verify."""
+        jobs = (self.main, self.side_idle, self.side_loaded)
+        return any(job is not None and not job.ok for job in jobs)
+
+    def targets(self) -> list[Target]:
+        growth = (self.peak_rss - self.idle_rss) / MIB
+        limit = (self.budget + RSS_SLACK) / MIB
+        rows = [
+            Target("peak RSS - idle (MiB)", f"{growth:.1f}", f"<= {limit:.0f}", growth <= limit)
+        ]
+        if self.main is not None:
+            rows.append(
+                Target(
+                    f"honest job: all 200, hash verified (tries {self.main.tries}, "
+                    f"{self.main.concurrency} at once)",
+                    self.main.outcome(),
+                    "yes",
+                    self.main.ok,
+                )
+            )
+        rows.extend(self._trickle_targets())
+        if self.side_idle is not None and self.side_loaded is not None:
+            rows.append(self._side_target(self.side_idle, self.side_loaded))
+        return rows
+
+    def _trickle_targets(self) -> list[Target]:
+        cut = [t.seconds for t in self.trickles if t.status == 408]
+        rows: list[Target] = []
+        if self.trickles:
+            held = len(cut) or 1
+            late = [s for s in cut if s > self.cutoff_limit]
+            unanswered = sum(t.status is None for t in self.trickles)
+            rows.append(
+                Target(
+                    "trickling claims cut off: 408 after claim (s)",
+                    f"{len(cut)} x 408 at {min(cut, default=0):.1f}-{max(cut, default=0):.1f} s; "
+                    f"{unanswered} unanswered",
+                    f"<= {self.cutoff_limit:g}",
+                    not late and not unanswered and held > 0,
+                )
+            )
+        if self.release_seconds is not None:
+            rows.append(
+                Target(
+                    "408 to its memory given back (s)",
+                    f"{self.release_seconds:.2f}",
+                    f"<= {MAX_RELEASE_SECONDS:g}",
+                    self.release_seconds <= MAX_RELEASE_SECONDS,
+                )
+            )
+        return rows
+
+    @staticmethod
+    def _side_target(idle: JobRun, loaded: JobRun) -> Target:
+        if not (idle.ok and loaded.ok):
+            return Target("other slot's job x idle", "did not complete", "<= 1.2", False)
+        ratio = loaded.seconds / idle.seconds
+        return Target(
+            f"other slot's job ({loaded.chunks} chunks, 5 at once) x idle",
+            f"{ratio:.2f} ({loaded.seconds:.2f} s / {idle.seconds:.2f} s)",
+            f"<= {MAX_SIDE_RATIO}",
+            ratio <= MAX_SIDE_RATIO,
+        )
+
+    def details(self) -> list[str]:
+        lines = [
+            f"idle RSS {self.idle_rss / MIB:.1f} MiB, peak RSS {self.peak_rss / MIB:.1f} MiB; "
+            f"most chunk memory held {self.most_memory / MIB:.1f} MiB of {self.budget / MIB:.0f}, "
+            f"most chunks waiting for it {self.most_waiting} (sampled every 0.1 s)"
+        ]
+        if self.trickles:
+            answers = Counter(t.status for t in self.trickles)
+            lines.append(
+                "trickling clients' answers: "
+                + ", ".join(f"{n} x {s or 'none'}" for s, n in sorted(answers.items(), key=str))
+            )
+        if self.memory_after is not None and self.rss_after is not None:
+            lines.append(
+                f"after the 408: upload_chunk_memory_bytes {self.memory_after / MIB:.1f} MiB "
+                f"(idle buffers kept for reuse count), RSS {self.rss_after / MIB:.1f} MiB"
+            )
+        if self.side_loaded is not None and self.side_loaded.ok:
+            answers = ", ".join(f"{n} x {s}" for s, n in sorted(self.side_loaded.statuses.items()))
+            lines.append(f"other slot's job under load: {answers}")
+        return lines
+
+
+def scenario_section(scenario: Scenario) -> list[str]:
+    rows = [[t.name, t.value, t.limit, t.verdict] for t in scenario.targets()]
+    return [
+        f"### ({scenario.key}) {scenario.title}",
+        "",
+        *table(["target", "measured", "limit", "verdict"], rows),
+        "",
+        *(f"- {line}" for line in scenario.details()),
+    ]
+
+
+def memory_report(header: Sequence[str], scenarios: Sequence[Scenario]) -> str:
+    lines = ["## Memory benchmark (issue 13: the chunk memory budget)", "", *header]
+    for scenario in scenarios:
+        lines += ["", *scenario_section(scenario)]
+    return "\n".join(lines)
