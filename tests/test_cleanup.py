@@ -134,3 +134,19 @@ def test_old_messages_are_deleted_one_by_one_and_young_ones_in_bulk() -> None:
 
 def snowflake(moment: datetime) -> str:
     return str(int((moment.timestamp() - 1420070400) * 1000) << 22)
+
+
+async def test_what_shutdown_cannot_delete_in_time_is_logged_with_its_ids(
+    start_service: HarnessFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    harness = await start_service(shutdown_grace=0.1)
+    await harness.configure()
+    upload_id = await store_some(harness)
+    left = messages_of(harness, upload_id)
+    harness.discord.inject(Fault(hold=True), route=Route.BULK_DELETE)  # Discord never answers
+    await harness.service.shutdown()
+    harness.discord.release_held()
+    [line] = [r for r in caplog.records if "stopped before deleting" in r.getMessage()]
+    assert all(message_id in line.getMessage() for message_id in left)
+    assert line.upload_id == upload_id  # type: ignore[attr-defined]
+    assert metric(harness, "upload_discord_messages_left_total") == 2

@@ -64,8 +64,8 @@ class Cleanup:
     def __init__(self, metrics: Metrics, *, retry_delay: float = 1.0) -> None:
         self._metrics = metrics
         self.retry_delay = retry_delay  # seconds before the first retry, doubling
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._pending: dict[asyncio.Task[None], list[str]] = {}  # ids not deleted yet
+        # each deletion running, with its upload and the ids it has not deleted yet
+        self._pending: dict[asyncio.Task[None], tuple[Orphans, list[str]]] = {}
 
     def delete(self, deleter: MessageDeleter, orphans: Orphans) -> None:
         """Start deleting `orphans` in the background."""
@@ -73,7 +73,7 @@ class Cleanup:
             return
         left = list(orphans.message_ids)
         task = asyncio.get_running_loop().create_task(self._delete(deleter, orphans, left))
-        self._pending[task] = left
+        self._pending[task] = (orphans, left)
         task.add_done_callback(self._pending.pop)
 
     async def settled(self) -> None:
@@ -88,14 +88,15 @@ class Cleanup:
             return
         _, unfinished = await asyncio.wait(tasks, timeout=grace)
         for task in unfinished:
-            left = list(self._pending.get(task, []))
+            orphans, left = self._pending.get(task, (None, []))
             task.cancel()
-            if left:
+            if orphans is not None and left:
                 self._metrics.messages_left.inc(len(left))
                 log.warning(
                     "left %d messages on Discord: the service stopped before deleting them: %s",
                     len(left),
                     " ".join(left),
+                    extra={"upload_id": orphans.upload_id},
                 )
         await asyncio.gather(*unfinished, return_exceptions=True)
 
