@@ -90,15 +90,16 @@ class Child:
     def failure(self, what: str) -> BenchFailure:
         return BenchFailure(f"{self.name} {what}\n--- {self.summary()}")
 
-    async def finish(self, message: bytes = b"") -> None:
-        """Send `message`, close the child's stdin (the helpers' cue to end) and wait for it."""
+    async def finish(self, message: bytes = b"", patience: float = STOP_TIMEOUT) -> None:
+        """Send `message`, close the child's stdin (the helpers' cue to end) and wait up to
+        `patience` seconds for it to exit."""
         stdin = self._process.stdin
         if stdin is not None and not stdin.is_closing():
             with contextlib.suppress(ConnectionError):
                 stdin.write(message)
                 await stdin.drain()
             stdin.close()
-        await self._wait()
+        await self._wait(patience)
 
     async def terminate(self) -> None:
         """SIGTERM (the service's cue to shut down), and wait for the child to exit."""
@@ -106,10 +107,10 @@ class Child:
             self._process.terminate()
         await self._wait()
 
-    async def _wait(self) -> None:
-        """Wait up to STOP_TIMEOUT for the child to exit, then kill it; read its last output."""
+    async def _wait(self, patience: float = STOP_TIMEOUT) -> None:
+        """Wait up to `patience` seconds for the child to exit, then kill it; read its output."""
         try:
-            async with asyncio.timeout(STOP_TIMEOUT):
+            async with asyncio.timeout(patience):
                 await self._process.wait()
         except TimeoutError:
             self._process.kill()
