@@ -26,7 +26,7 @@ from .uploads.cleanup import Cleanup
 from .uploads.directory import UploadDirectory
 from .uploads.memory import ChunkMemory, cgroup_memory_limit, default_budget
 from .uploads.slot import Slot
-from .uploads.upload import JOB_OUTCOMES
+from .uploads.upload import JOB_OUTCOMES, Shared
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,14 @@ class UploadService:
         self.metrics = Metrics(REFUSAL_REASONS, JOB_OUTCOMES)
         self.memory = ChunkMemory(chunk_memory_budget(settings), self.metrics)
         self.cleanup = Cleanup(self.metrics)
+        self.shared = Shared(
+            memory=self.memory,
+            cleanup=self.cleanup,
+            metrics=self.metrics,
+            memory_wait=settings.client_read_timeout,
+            max_in_flight=settings.chunks_in_flight_per_upload,
+            inactivity_timeout=settings.upload_inactivity_timeout,
+        )
         self.endpoint = ChunkEndpoint(
             self.directory,
             self.metrics,
@@ -90,6 +98,11 @@ class UploadService:
                 f"no slot is both connected to the manager and configured "
                 f"({connected} of {len(self.slots)} connected)"
             )
+            body["links_down"] = {
+                slot.name: slot.link.last_error or "connecting"
+                for slot in self.slots
+                if not slot.link.connected
+            }
         return web.json_response(body, status=200 if ready else 503)
 
     async def startup(self) -> None:
@@ -120,10 +133,8 @@ class UploadService:
             Slot(
                 self.settings,
                 self.directory,
-                self.memory,
-                self.cleanup,
+                self.shared,
                 self._session,
-                self.metrics,
                 self.discord_clients,
                 name=f"slot-{i}",
             )

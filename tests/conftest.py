@@ -9,10 +9,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import importlib.util
 import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import aiohttp
@@ -32,6 +35,17 @@ PASSWORD = "test-service-password-7d1f"
 CHANNEL = "1100000000000000001"
 KEY = bytes(range(32))
 SMALL_CHUNK = 64 * 1024
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+
+
+def deploy_script(name: str) -> ModuleType:
+    """A script of deploy/ (it is not part of the package), imported as a module."""
+    spec = importlib.util.spec_from_file_location(name, DEPLOY / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 async def spawn_service(

@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from conftest import deploy_script
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_checker() -> ModuleType:
-    """deploy/check_constraints.py, which is a script rather than part of the package."""
-    path = ROOT / "deploy" / "check_constraints.py"
-    spec = importlib.util.spec_from_file_location("check_constraints", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-checker = load_checker()
+checker = deploy_script("check_constraints")
 
 
 def test_the_committed_constraints_pin_every_dependency_within_its_range() -> None:

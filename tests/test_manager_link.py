@@ -217,8 +217,15 @@ async def test_manager_down_at_start_is_retried_until_it_is_up(settings) -> None
     refuser = await asyncio.start_server(refuse, "127.0.0.1", port)
     manager = ManagerStandIn(password=PASSWORD, port=port)
     address = f"ws://127.0.0.1:{port}/upload-service"
-    async with UploadService(dataclasses.replace(settings, manager_address=address)):
+    async with (
+        UploadService(dataclasses.replace(settings, manager_address=address)) as service,
+        aiohttp.ClientSession() as http,
+    ):
         await two_attempts.wait()
+        async with http.get(f"http://127.0.0.1:{service.port}/readyz") as answer:
+            assert answer.status == 503
+            why = (await answer.json())["links_down"]["slot-0"]
+            assert why.startswith(f"cannot reach the manager at {address}")
         refuser.close()
         await refuser.wait_closed()
         async with manager:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -10,7 +11,7 @@ from service.jobs.layout import MANAGER_CHUNK_SIZE
 from service.metrics import Metrics
 from service.refusals import MemoryBusy
 from service.storage.sealing import buffer_size
-from service.uploads.memory import BASELINE, ChunkMemory, default_budget
+from service.uploads.memory import BASELINE, ChunkMemory, cgroup_memory_limit, default_budget
 
 MIB = 1024 * 1024
 ONE = buffer_size(MANAGER_CHUNK_SIZE)
@@ -36,14 +37,23 @@ async def test_a_buffer_a_failed_post_may_still_read_is_not_reused() -> None:
 
 
 async def test_a_chunk_waits_for_memory_and_gets_it_when_another_gives_it_back() -> None:
-    chunks = memory(200)
+    metrics = Metrics([], [])
+    chunks = ChunkMemory(200, metrics)
     held = [await chunks.take(100, wait=0), await chunks.take(100, wait=0)]
     waiting = asyncio.create_task(chunks.take(100, wait=30))
     await asyncio.sleep(0)
     assert not waiting.done()
+    assert gauge(metrics, "upload_chunks_waiting_for_memory") == 1
+    assert gauge(metrics, "upload_chunk_memory_bytes") == 200
+    assert gauge(metrics, "upload_chunk_memory_budget_bytes") == 200
     chunks.give(held.pop(), reusable=True)
     assert len(await waiting) == 100
     assert chunks.in_use == 200
+    assert gauge(metrics, "upload_chunks_waiting_for_memory") == 0
+
+
+def gauge(metrics: Metrics, name: str) -> float | None:
+    return metrics.registry.get_sample_value(name)
 
 
 async def test_a_chunk_that_waits_too_long_is_told_when_to_come_back() -> None:
@@ -73,3 +83,23 @@ def test_default_budget_stays_within_a_cgroup_limit() -> None:
     assert budget == int((limit - BASELINE) * 0.8)
     assert BASELINE + budget < limit
     assert default_budget(slots=1, limit=100 * MIB) == ONE  # never less than one chunk
+
+
+@pytest.mark.parametrize(
+    ("v2", "v1", "limit"),
+    [
+        pytest.param("402653184\n", None, 402653184, id="cgroup-v2-limit"),
+        pytest.param("max\n", None, None, id="cgroup-v2-unlimited"),
+        pytest.param(None, "9223372036854771712\n", None, id="cgroup-v1-unlimited"),
+        pytest.param(None, "268435456\n", 268435456, id="cgroup-v1-limit"),
+        pytest.param(None, None, None, id="no-cgroup-files"),
+    ],
+)
+def test_the_cgroup_memory_limit_is_read_from_v2_or_v1(
+    tmp_path: Path, v2: str | None, v1: str | None, limit: int | None
+) -> None:
+    paths = (tmp_path / "memory.max", tmp_path / "memory.limit_in_bytes")
+    for path, text in zip(paths, (v2, v1), strict=True):
+        if text is not None:
+            path.write_text(text)
+    assert cgroup_memory_limit(paths) == limit

@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
 import re
 import shutil
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
 import aiohttp
 import pytest
-from conftest import CHANNEL, KEY, PASSWORD, TOKEN, reassembled, spawn_service
+from conftest import (
+    CHANNEL,
+    DEPLOY,
+    KEY,
+    PASSWORD,
+    TOKEN,
+    deploy_script,
+    reassembled,
+    spawn_service,
+)
 
 from service.jobs.layout import MANAGER_CHUNK_SIZE
 from service.local.browser import upload
@@ -24,22 +30,11 @@ from service.local.discord_api import DiscordStandIn
 from service.local.loopback import free_port, loopback_settings
 from service.local.manager import ManagerStandIn
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 READY_TRIES = 100
 STOP_TIMEOUT = 10.0
 
 
-def load_renderer() -> ModuleType:
-    """deploy/render_nginx.py, which is a script rather than part of the package."""
-    spec = importlib.util.spec_from_file_location("render_nginx", DEPLOY / "render_nginx.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-render_nginx = load_renderer()
+render_nginx = deploy_script("render_nginx")
 
 
 def find_nginx() -> str:

@@ -73,7 +73,7 @@ class StreamingForm:
         self.file_seen = False
         self._sink: Sink | None = None
         self._awaiting_sink = False  # the file part has begun; `open_file` has not been called
-        self._pending = b""  # bytes fed meanwhile
+        self._pending: tuple[bytes, int] = (b"", 0)  # the piece it began in, where its bytes start
         self._parts = 0
         self._complete = False
         self._headers: dict[str, bytes] = {}
@@ -121,20 +121,18 @@ class StreamingForm:
             self.feed(piece)
         self.finish()
 
-    def feed(self, data: bytes) -> None:
-        """Parse the next piece of the body; once the file part begins, keep what follows
-        its headers until `open_file` says where it goes."""
+    def feed(self, data: bytes, start: int = 0) -> None:
+        """Parse the next piece of the body from `start`; once the file part begins, keep the
+        rest of the piece (not a copy of it) until `open_file` says where it goes."""
         if self._awaiting_sink:
-            self._pending += data
-            return
-        start = 0
+            raise RuntimeError("the file part has begun: open_file must come first")
         while start < len(data):
             if self._counting:
                 start = self._count_file_bytes(data, start)
             elif not self.file_seen:
                 start = self._write(data, start, self._end_of_headers(data, start))
                 if self._awaiting_sink:
-                    self._pending = data[start:]
+                    self._pending = (data, start)
                     return
             else:
                 self._check_delimiter(data, start)
@@ -146,8 +144,8 @@ class StreamingForm:
         self._awaiting_sink = False
         self._file_length = self._counting = sink.length
         self._after_file = self._delimiter
-        pending, self._pending = self._pending, b""
-        self.feed(pending)
+        (data, start), self._pending = self._pending, (b"", 0)
+        self.feed(data, start)
 
     def __enter__(self) -> StreamingForm:
         return self

@@ -18,7 +18,6 @@ import enum
 import logging
 import random
 import re
-import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -70,10 +69,10 @@ def backoff_delay(failures: int) -> float:
 
 
 class ManagerLink:
-    """One slot's link. Read-only for others: `state` and `state_since` (`time.monotonic()`
-    of the last change), `reconnects` (connections lost or attempts failed since `run()`
-    began), `failures` (attempts in a row that ended before answering a request), and
-    `last_error` (why the link last went down, safe to show)."""
+    """One slot's link. Read-only for others: `state`, `reconnects` (connections lost or
+    attempts failed since `run()` began, for the metrics), `failures` (attempts in a row that
+    ended before answering a request), and `last_error` (why the link last went down, safe
+    to show: `/readyz` does)."""
 
     def __init__(
         self,
@@ -93,7 +92,6 @@ class ManagerLink:
         self._socket: aiohttp.ClientWebSocketResponse | None = None
         self._answered = False  # whether the current connection answered a request
         self.state = LinkState.STOPPED
-        self.state_since = time.monotonic()
         self.reconnects = 0
         self.failures = 0
         self.last_error: str | None = None
@@ -214,7 +212,7 @@ class ManagerLink:
             raise
 
     def _enter(self, state: LinkState) -> None:
-        self.state, self.state_since = state, time.monotonic()
+        self.state = state
 
     async def send(self, text: str) -> bool:
         """Send one packet; False when the link is down (the manager has then forgotten us)."""

@@ -36,9 +36,9 @@ _CGROUP_LIMITS = (
 )
 
 
-def cgroup_memory_limit() -> int | None:
+def cgroup_memory_limit(paths: tuple[Path, ...] = _CGROUP_LIMITS) -> int | None:
     """The memory limit of the cgroup this process runs in, if it has one."""
-    for path in _CGROUP_LIMITS:
+    for path in paths:
         try:
             text = path.read_text().strip()
         except OSError:

@@ -15,15 +15,12 @@ import aiohttp
 from ..config import Settings
 from ..manager import packets
 from ..manager.link import Answer, ManagerLink
-from ..metrics import Metrics
 from ..refusals import StoreError
 from ..storage.discord_clients import DiscordClients
 from ..storage.discord_store import DiscordStore
 from ..storage.sealing import HEADER_SIZE
-from .cleanup import Cleanup
 from .directory import UploadDirectory
-from .memory import ChunkMemory
-from .upload import Ending, Upload
+from .upload import Ending, Shared, Upload
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +32,8 @@ class Slot:
         self,
         settings: Settings,
         directory: UploadDirectory,
-        memory: ChunkMemory,
-        cleanup: Cleanup,
+        shared: Shared,
         session: aiohttp.ClientSession,
-        metrics: Metrics,
         clients: DiscordClients,
         name: str = "slot-0",
     ) -> None:
@@ -46,9 +41,7 @@ class Slot:
         self._settings = settings
         self._clients = clients
         self._directory = directory
-        self._memory = memory
-        self._cleanup = cleanup
-        self._metrics = metrics
+        self._shared = shared
         self._log = {"slot": name}
         self.link = ManagerLink(
             address=settings.manager_address,
@@ -84,7 +77,7 @@ class Slot:
             channel_id=configuration.channel_id,
             retries=self._settings.discord_retries,
             max_ratelimit_wait=self._settings.discord_max_ratelimit_wait,
-            metrics=self._metrics,
+            metrics=self._shared.metrics,
         )
         try:
             async with asyncio.timeout(LOGIN_TIMEOUT):
@@ -118,12 +111,7 @@ class Slot:
             start,
             store=self.store,
             key=self.crypto_key,
-            memory=self._memory,
-            cleanup=self._cleanup,
-            memory_wait=self._settings.client_read_timeout,
-            max_in_flight=self._settings.chunks_in_flight_per_upload,
-            inactivity_timeout=self._settings.upload_inactivity_timeout,
-            metrics=self._metrics,
+            shared=self._shared,
             report=self.link.send,
             on_end=self._upload_ended,
             slot=self.name,

@@ -49,6 +49,18 @@ JOB_OUTCOMES = (
 
 
 @dataclass(frozen=True)
+class Shared:
+    """What every upload of the process uses, whichever slot runs it."""
+
+    memory: ChunkMemory
+    cleanup: Cleanup
+    metrics: Metrics
+    memory_wait: float  # seconds a chunk may wait for memory (CLIENT_READ_TIMEOUT)
+    max_in_flight: int  # CHUNKS_IN_FLIGHT_PER_UPLOAD
+    inactivity_timeout: float  # UPLOAD_INACTIVITY_TIMEOUT
+
+
+@dataclass(frozen=True)
 class Ending:
     """Why an upload ended: `why` for the log and later chunks, `outcome` for the metric."""
 
@@ -77,26 +89,17 @@ class Upload:
         *,
         store: DiscordStore,
         key: bytes | None,
-        memory: ChunkMemory,
-        cleanup: Cleanup,
-        memory_wait: float,
-        max_in_flight: int,
-        inactivity_timeout: float,
-        metrics: Metrics,
+        shared: Shared,
         report: Report,
         on_end: Callable[[Upload, Ending], None],
         slot: str,
     ) -> None:
         self.start = start
         layout = ChunkLayout(start.size, start.chunk_size)
-        self.job = Job(start.upload_id, layout, max_in_flight)
+        self.job = Job(start.upload_id, layout, shared.max_in_flight)
         self.store = store
         self.key = key
-        self.memory = memory
-        self._cleanup = cleanup
-        self._memory_wait = memory_wait
-        self._timeout = inactivity_timeout
-        self._metrics = metrics
+        self.shared = shared
         self._report = report
         self._on_end = on_end
         self.slot = slot
@@ -134,12 +137,14 @@ class Upload:
         index = self.job.layout.parse_index(index_text)
         stored = self.job.claim(index)
         self._touch()
-        self._metrics.chunks_received.inc()
+        self.shared.metrics.chunks_received.inc()
         length = self.job.layout.length(index)
         if stored is not None:
             return ResentChunk(self, index, stored, ChunkDigest(length))
         try:
-            buffer = await self.memory.take(buffer_size(self.start.chunk_size), self._memory_wait)
+            buffer = await self.shared.memory.take(
+                buffer_size(self.start.chunk_size), self.shared.memory_wait
+            )
         except BaseException:
             self.job.release(index)
             raise
@@ -159,11 +164,11 @@ class Upload:
             raise
         if self._ending is not None:  # it ended while Discord was busy: nobody will read it
             why = f"stored after the upload ended: {self._ending.why}"
-            self._cleanup.delete(self.store, Orphans(self.upload_id, (message_id,), why))
+            self.shared.cleanup.delete(self.store, Orphans(self.upload_id, (message_id,), why))
             self._refuse_if_ended()
         self.job.record(index, StoredChunk(message_id, sealed.digest), sealed.head)
-        self._metrics.chunks_stored.inc()
-        self._metrics.stored_bytes.inc(sealer.length)
+        self.shared.metrics.chunks_stored.inc()
+        self.shared.metrics.stored_bytes.inc(sealer.length)
         log.info("chunk stored as message %s", message_id, extra={**self._log, "chunk": index})
         if self.job.complete:
             await self._finish()
@@ -220,11 +225,11 @@ class Upload:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._metrics.jobs.labels(ending.outcome).inc()
+        self.shared.metrics.jobs.labels(ending.outcome).inc()
         self._on_end(self, ending)
         if ending.outcome != "succeeded":  # the manager records none of its messages
             stored = tuple(chunk.message_id for chunk in self.job.stored.values())
-            self._cleanup.delete(self.store, Orphans(self.upload_id, stored, ending.why))
+            self.shared.cleanup.delete(self.store, Orphans(self.upload_id, stored, ending.why))
         level = logging.INFO if ending.outcome == "succeeded" else logging.WARNING
         log.log(level, "upload ended: %s", ending.why, extra=self._log)
         return True
@@ -235,13 +240,17 @@ class Upload:
         """A chunk started arriving: restart the inactivity timer."""
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = asyncio.get_running_loop().call_later(self._timeout, self._expire)
+        self._timer = asyncio.get_running_loop().call_later(
+            self.shared.inactivity_timeout, self._expire
+        )
 
     def _expire(self) -> None:
         if self.job.in_flight:  # a chunk is still arriving or being stored: not inactive
             self._touch()
             return
-        ending = Ending(f"No chunk was received for {self._timeout:g} seconds", "timed_out")
+        ending = Ending(
+            f"No chunk was received for {self.shared.inactivity_timeout:g} seconds", "timed_out"
+        )
         self._in_background(self.fail(ending))
 
     def _in_background(self, work: Coroutine[None, None, None]) -> None:
@@ -270,7 +279,7 @@ class NewChunk:
     def __exit__(self, *exc_info: object) -> None:
         self.upload.release(self.index)
         # a post that failed midway may leave a writer reading the buffer: not reused
-        self.upload.memory.give(self.sink.buffer, reusable=not self._posting)
+        self.upload.shared.memory.give(self.sink.buffer, reusable=not self._posting)
 
 
 class ResentChunk:
