@@ -40,6 +40,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from children import Child
@@ -77,11 +78,12 @@ class MemoryPlan:
     tricklers: int = 60
     flood_chunks: int = 60  # the job the tricklers claim chunks of, uploaded meanwhile
     burst_chunks: int = 40
+    burst_answer: float = 1.0  # seconds Discord takes to answer each post in (b)
     backlog_chunks: int = 24
+    backlog_jobs: int = 6  # browsers (and slots) sharing the backlog's chunks and channel
     backlog_window: float = 1.0  # Discord stores one message per this, per channel
     side_chunks: int = 8
     tries: int = TRIES
-    backlog_tries: int = 20
     in_flight: int | None = None  # CHUNKS_IN_FLIGHT_PER_UPLOAD; None: the default
 
     @property
@@ -97,7 +99,9 @@ SMOKE = MemoryPlan(
     tricklers=12,
     flood_chunks=12,
     burst_chunks=12,
+    burst_answer=0.25,
     backlog_chunks=6,
+    backlog_jobs=3,
     backlog_window=0.25,
     side_chunks=3,
 )
@@ -159,16 +163,30 @@ async def trickle(
 # --- the service and its stand-ins -----------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class BenchSlot:
+    connection: ServiceConnection
+    channel: str
+
+
 @dataclass
 class Bench:
-    """A fresh service of two slots, both configured, and what drives it."""
+    """A fresh service, every slot configured, and what drives it."""
 
     plan: MemoryPlan
     service: ServiceProcess
     discord: DiscordStandIn
     session: aiohttp.ClientSession
     credentials: Credentials
-    connections: tuple[ServiceConnection, ServiceConnection]  # the scenario's, the other
+    slots: list[BenchSlot]  # the scenario's, then the other slot
+
+    @property
+    def scenario_slots(self) -> list[BenchSlot]:
+        return self.slots[:-1]
+
+    @property
+    def other(self) -> BenchSlot:
+        return self.slots[-1]
 
     async def gauge(self, name: str) -> float:
         """An unlabelled sample of the service's /metrics."""
@@ -201,8 +219,8 @@ class Bench:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def start(self, slot: int, source: Source) -> str:
-        upload_id, reply = await self.connections[slot].start_upload(
+    async def start(self, slot: BenchSlot, source: Source) -> str:
+        upload_id, reply = await slot.connection.start_upload(
             size=source.size, name="memory.bin", chunk_size=source.chunk_size
         )
         if not reply.get("success"):
@@ -210,36 +228,64 @@ class Bench:
         return upload_id
 
     async def job(
-        self,
-        slot: int,
-        source: Source,
-        concurrency: int,
-        tries: int,
-        upload_id: str | None = None,
-        *,
-        own_process: bool = False,
+        self, slot: BenchSlot, source: Source, tries: int, upload_id: str | None = None
     ) -> JobRun:
-        """Upload `source` as the browser does, on slot 0 (the scenario's) or 1 (the other),
-        and verify its finish; failures are the result's problems. With `own_process`, the
-        clients run in a process of their own (bench/uploader.py): a flood of them would
-        otherwise slow this process, which times the other slot's job."""
-        run = JobRun(len(source.chunks), concurrency, tries)
-        upload_id = upload_id or await self.start(slot, source)
-        connection, channel = self.connections[slot], CHANNELS[slot]
-        send = self._send_elsewhere if own_process else self._send_here
-        started = time.perf_counter()
-        await send(run, connection.own_address, upload_id, source)
-        if run.problems:
-            return run
-        finish = await connection.next_finish()
-        run.seconds = time.perf_counter() - started
-        key = self.credentials.key
-        attachments = attachments_in(self.discord, channel)
-        run.problems = finish_problems(finish, source.chunks, channel, key, attachments)
-        self.discord.forget(channel)
+        """One browser's job (5 at once) on `slot`, its clients in this process."""
+        run = JobRun(len(source.chunks), BROWSER_CHUNKS_IN_FLIGHT, tries)
+        await self._run([slot], source, [run], [upload_id or await self.start(slot, source)])
         return run
 
-    async def _send_here(self, run: JobRun, address: str, upload_id: str, source: Source) -> None:
+    async def jobs_elsewhere(
+        self, slots: list[BenchSlot], source: Source, concurrency: int, tries: int
+    ) -> list[JobRun]:
+        """A job on each slot, uploaded at once by clients in a process of their own
+        (bench/uploader.py): a flood of them would otherwise slow this process, which times
+        the other slot's job."""
+        runs = [JobRun(len(source.chunks), concurrency, tries) for _ in slots]
+        upload_ids = [await self.start(slot, source) for slot in slots]
+        await self._run(slots, source, runs, upload_ids, elsewhere=True)
+        return runs
+
+    async def _run(
+        self,
+        slots: list[BenchSlot],
+        source: Source,
+        runs: list[JobRun],
+        upload_ids: list[str],
+        *,
+        elsewhere: bool = False,
+    ) -> None:
+        """Upload, time each job from the first POST to its finish, then verify the finishes;
+        failures are the runs' problems."""
+        started = time.perf_counter()
+
+        async def finished(slot: BenchSlot) -> tuple[dict[str, Any], float]:
+            finish = await slot.connection.next_finish()
+            return finish, time.perf_counter() - started
+
+        finishes = [asyncio.create_task(finished(slot)) for slot in slots]
+        try:
+            send = self._send_elsewhere if elsewhere else self._send_here
+            await send(runs, [s.connection.own_address for s in slots], upload_ids, source)
+            for run, slot, waiting in zip(runs, slots, finishes, strict=True):
+                if run.problems:
+                    continue
+                finish, run.seconds = await waiting
+                attachments = attachments_in(self.discord, slot.channel)
+                key = self.credentials.key
+                run.problems = finish_problems(
+                    finish, source.chunks, slot.channel, key, attachments
+                )
+        finally:
+            for waiting in finishes:
+                waiting.cancel()
+        for channel in {slot.channel for slot in slots}:
+            self.discord.forget(channel)
+
+    async def _send_here(
+        self, runs: list[JobRun], addresses: list[str], upload_ids: list[str], source: Source
+    ) -> None:
+        (run,), (address,), (upload_id,) = runs, addresses, upload_ids
         report = None
         try:
             report = await upload(
@@ -257,57 +303,64 @@ class Bench:
             run.attempts, run.statuses = report.attempts, report.statuses
 
     async def _send_elsewhere(
-        self, run: JobRun, address: str, upload_id: str, source: Source
+        self, runs: list[JobRun], addresses: list[str], upload_ids: list[str], source: Source
     ) -> None:
         with tempfile.NamedTemporaryFile(prefix="memory-bench-") as file:
             file.write(source.data)
             file.flush()
-            counts = (str(source.chunk_size), str(run.concurrency), str(run.tries))
+            counts = (str(source.chunk_size), str(runs[0].concurrency), str(runs[0].tries))
+            pairs = [part for pair in zip(addresses, upload_ids, strict=True) for part in pair]
             child, _ = await Child.start(
                 "the uploader",
-                [str(UPLOADER), address, upload_id, file.name, *counts],
+                [str(UPLOADER), file.name, *counts, *pairs],
                 ready=UPLOADER_READY,
             )
-            await child.finish(patience=UPLOAD_TIMEOUT)  # it ends when its job is sent
+            await child.finish(patience=UPLOAD_TIMEOUT)  # it ends when its jobs are sent
         if child.returncode != 0:
             raise child.failure("failed")
-        report = json.loads(child.lines[-1])
-        run.problems = report["problems"]
-        run.attempts = report["attempts"]
-        run.statuses = Counter({int(s): n for s, n in report["statuses"].items()})
+        for run, report in zip(runs, json.loads(child.lines[-1]), strict=True):
+            run.problems = report["problems"]
+            run.attempts = report["attempts"]
+            run.statuses = Counter({int(s): n for s, n in report["statuses"].items()})
 
 
 @contextlib.asynccontextmanager
-async def fresh_service(plan: MemoryPlan, window: float | None = None) -> AsyncIterator[Bench]:
-    """A service process of its own; with `window`, Discord stores one post per `window`
-    seconds per channel."""
+async def fresh_service(
+    plan: MemoryPlan, scenario_slots: int = 1, window: float | None = None, answer: float = 0.0
+) -> AsyncIterator[Bench]:
+    """A service process of its own with `scenario_slots` slots sharing the scenario's
+    channel and one more, the other slot, with a channel of its own. With `window`, Discord
+    stores one post per `window` seconds per channel; it answers each post `answer` seconds
+    after its body arrives."""
     credentials = Credentials.fresh()
     limit = {"messages_per_window": 1, "window": window} if window is not None else {}
     in_flight = {"chunks_in_flight_per_upload": plan.in_flight} if plan.in_flight else {}
+    channels = [CHANNELS[0]] * scenario_slots + [CHANNELS[1]]
     async with (
-        DiscordStandIn(token=credentials.token, **limit) as discord,
+        DiscordStandIn(token=credentials.token, answer_delay=answer, **limit) as discord,
         ManagerStandIn(password=credentials.password) as manager,
     ):
         service = await spawn_service(
             manager,
             credentials.password,
             discord,
-            slots=2,
+            slots=len(channels),
             chunk_memory_mib=plan.budget_mib,
             client_read_timeout=plan.read_timeout,
             discord_global_rate=UNLIMITED_RATE,
             **in_flight,
         )
         try:
-            first, second = await connect_all("slots", manager, [service])
-            for connection, channel in zip((first, second), CHANNELS, strict=True):
-                reply = await connection.configure(
-                    token=credentials.token, channel_id=channel, crypto_key=credentials.key
+            connections = await connect_all("slots", manager, [service])
+            slots = [BenchSlot(c, ch) for c, ch in zip(connections, channels, strict=True)]
+            for slot in slots:
+                reply = await slot.connection.configure(
+                    token=credentials.token, channel_id=slot.channel, crypto_key=credentials.key
                 )
                 if not reply.get("success"):
                     raise BenchFailure(f"the configuration was refused: {reply.get('message')}")
             async with aiohttp.ClientSession() as session:
-                yield Bench(plan, service, discord, session, credentials, (first, second))
+                yield Bench(plan, service, discord, session, credentials, slots)
         except BaseException as error:
             if not isinstance(error, BenchFailure):
                 log(log_tails([service]))
@@ -328,25 +381,25 @@ async def polled(check: Callable[[], Awaitable[bool]]) -> None:
 
 async def side_baseline(bench: Bench, scenario: Scenario, side: Source) -> None:
     """The other slot's job on the idle service: a warm-up run, then the baseline."""
-    await bench.job(1, side, BROWSER_CHUNKS_IN_FLIGHT, bench.plan.tries)
-    scenario.side_idle = await bench.job(1, side, BROWSER_CHUNKS_IN_FLIGHT, bench.plan.tries)
+    await bench.job(bench.other, side, bench.plan.tries)
+    scenario.side_idle = await bench.job(bench.other, side, bench.plan.tries)
 
 
 async def side_during(
     bench: Bench,
     scenario: Scenario,
     side: Source,
-    main: asyncio.Task[JobRun],
+    main: asyncio.Task[list[JobRun]],
     under_way: Awaitable[object],
 ) -> None:
-    """Once the scenario is `under_way`, the other slot's job; then the scenario's own job."""
+    """Once the scenario is `under_way`, the other slot's job; then the scenario's own jobs."""
     started = asyncio.ensure_future(under_way)
     await asyncio.wait([main, started], return_when=asyncio.FIRST_COMPLETED)
     if started.done():
-        scenario.side_loaded = await bench.job(1, side, BROWSER_CHUNKS_IN_FLIGHT, bench.plan.tries)
+        scenario.side_loaded = await bench.job(bench.other, side, bench.plan.tries)
     else:
         started.cancel()
-    scenario.main = await main
+    scenario.jobs = await main
 
 
 async def first_post(bench: Bench) -> None:
@@ -386,32 +439,64 @@ async def claim_flood(plan: MemoryPlan, side: Source) -> Scenario:
         scenario.idle_rss = current_rss(bench.service.pid)
         await side_baseline(bench, scenario, side)
         async with bench.sampled(scenario):
-            upload_id = await bench.start(0, source)
+            slot = bench.scenario_slots[0]
+            upload_id = await bench.start(slot, source)
             trickles = await start_flood(bench, upload_id, source)
-            honest = bench.job(0, source, BROWSER_CHUNKS_IN_FLIGHT, plan.tries, upload_id)
-            await side_during(bench, scenario, side, asyncio.create_task(honest), asyncio.sleep(0))
+
+            async def honest() -> list[JobRun]:
+                return [await bench.job(slot, source, plan.tries, upload_id)]
+
+            await side_during(
+                bench, scenario, side, asyncio.create_task(honest()), asyncio.sleep(0)
+            )
             scenario.trickles = list(await asyncio.gather(*trickles))
         scenario.peak_rss = peak_rss(bench.service.pid)
     return scenario
 
 
-async def at_once(
-    plan: MemoryPlan, side: Source, key: str, chunks: int, window: float | None, tries: int
-) -> Scenario:
-    """(b) and (c): every chunk of one job POSTed at once, retried as the browser does."""
-    what = "concurrent honest chunks of one job"
-    if window is not None:
-        what = f"chunks of one job waiting for a Discord storing one per {window:g} s"
-    scenario = new_scenario(plan, key, f"{chunks} {what}")
+async def burst(plan: MemoryPlan, side: Source) -> Scenario:
+    """(b) Every chunk of one job POSTed at once, retried as the browser does, while Discord
+    answers each post slowly."""
+    chunks = plan.burst_chunks
+    scenario = new_scenario(
+        plan,
+        "b",
+        f"{chunks} concurrent honest chunks of one job, Discord answering each post in "
+        f"{plan.burst_answer:g} s",
+    )
     source = Source.random(chunks * MANAGER_CHUNK_SIZE)
-    async with fresh_service(plan, window) as bench:
-        scenario.idle_rss = current_rss(bench.service.pid)
-        await side_baseline(bench, scenario, side)
-        async with bench.sampled(scenario):
-            main = asyncio.create_task(bench.job(0, source, chunks, tries, own_process=True))
-            await side_during(bench, scenario, side, main, first_post(bench))
-        scenario.peak_rss = peak_rss(bench.service.pid)
+    async with fresh_service(plan, answer=plan.burst_answer) as bench:
+        await under_load(bench, scenario, side, source, chunks)
     return scenario
+
+
+async def backlog(plan: MemoryPlan, side: Source) -> Scenario:
+    """(c) Browsers on several slots sharing one channel that stores a post a second: their
+    chunks wait for Discord, and for memory."""
+    jobs, chunks = plan.backlog_jobs, plan.backlog_chunks
+    scenario = new_scenario(
+        plan,
+        "c",
+        f"{chunks} chunks of {jobs} browsers' jobs waiting for a Discord storing one per "
+        f"{plan.backlog_window:g} s in their shared channel",
+    )
+    source = Source.random(chunks // jobs * MANAGER_CHUNK_SIZE)
+    async with fresh_service(plan, jobs, window=plan.backlog_window) as bench:
+        await under_load(bench, scenario, side, source, BROWSER_CHUNKS_IN_FLIGHT)
+    return scenario
+
+
+async def under_load(
+    bench: Bench, scenario: Scenario, side: Source, source: Source, concurrency: int
+) -> None:
+    """(b), (c): a job of `source` on each scenario slot, `concurrency` chunks at once, and
+    the other slot's job once the first chunk is at Discord."""
+    scenario.idle_rss = current_rss(bench.service.pid)
+    await side_baseline(bench, scenario, side)
+    async with bench.sampled(scenario):
+        main = bench.jobs_elsewhere(bench.scenario_slots, source, concurrency, bench.plan.tries)
+        await side_during(bench, scenario, side, asyncio.create_task(main), first_post(bench))
+    scenario.peak_rss = peak_rss(bench.service.pid)
 
 
 async def lone_trickle(plan: MemoryPlan) -> Scenario:
@@ -422,7 +507,7 @@ async def lone_trickle(plan: MemoryPlan) -> Scenario:
     source = Source.random(MANAGER_CHUNK_SIZE)
     async with fresh_service(plan) as bench:
         scenario.idle_rss = current_rss(bench.service.pid)
-        upload_id = await bench.start(0, source)
+        upload_id = await bench.start(bench.scenario_slots[0], source)
         async with bench.sampled(scenario):
             alone = await trickle(bench.service, upload_id, 0, source.chunks[0], plan)
         scenario.trickles = [alone]
@@ -446,10 +531,8 @@ async def run_all(plan: MemoryPlan) -> list[Scenario]:
     side = Source.random(plan.side_chunks * MANAGER_CHUNK_SIZE)
     runs = {
         "a": lambda: claim_flood(plan, side),
-        "b": lambda: at_once(plan, side, "b", plan.burst_chunks, None, plan.tries),
-        "c": lambda: at_once(
-            plan, side, "c", plan.backlog_chunks, plan.backlog_window, plan.backlog_tries
-        ),
+        "b": lambda: burst(plan, side),
+        "c": lambda: backlog(plan, side),
         "d": lambda: lone_trickle(plan),
     }
     scenarios = []
@@ -503,7 +586,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--tries", type=positive_int, help=f"tries per chunk in (a), (b), (e) (default {TRIES})"
     )
     parser.add_argument(
-        "--backlog-tries", type=positive_int, help="tries per chunk in (c) (default 20)"
+        "--burst-answer",
+        type=float,
+        help="seconds Discord takes to answer each post in (b); 0: at once (default 1)",
     )
     parser.add_argument("--smoke", action="store_true", help="smaller counts, shorter timeouts")
     return parser
@@ -515,7 +600,7 @@ def plan_from(args: argparse.Namespace) -> MemoryPlan:
         "scenarios": args.scenarios,
         "in_flight": args.in_flight,
         "tries": args.tries,
-        "backlog_tries": args.backlog_tries,
+        "burst_answer": args.burst_answer,
     }
     return replace(plan, **{name: value for name, value in given.items() if value is not None})
 

@@ -18,6 +18,7 @@ with 200 once Discord stored it, and exits when stdin reaches EOF.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import sys
 
@@ -65,9 +66,11 @@ class Relay:
         budget = BROWSER_CHUNKS_IN_FLIGHT * jobs * buffer_size(MANAGER_CHUNK_SIZE)
         self._memory = ChunkMemory(budget, Metrics([], []))  # the service's buffers
         self._layout = ChunkLayout(size, MANAGER_CHUNK_SIZE)
+        self._requests = itertools.count()
 
     async def post(self, request: web.Request) -> web.Response:
-        buffer = await self._memory.take(buffer_size(MANAGER_CHUNK_SIZE), wait=60)
+        owner = f"request {next(self._requests)}"  # no upload id before the fields: no bursts
+        buffer = await self._memory.take(buffer_size(MANAGER_CHUNK_SIZE), owner=owner, wait=60)
         read = request.content.readany
         try:
             with StreamingForm(boundary_of(request.headers["Content-Type"])) as form:
@@ -76,7 +79,7 @@ class Relay:
                 await form.read_file(read, sink)
             await self._store(fields.chunk, sink.view[: sink.size])
         finally:
-            self._memory.give(buffer, reusable=True)
+            self._memory.give(buffer, owner=owner, reusable=True)
         return web.Response(text=fields.chunk)
 
     async def _store(self, index: str, payload: memoryview) -> None:

@@ -1,10 +1,11 @@
-"""A browser-like uploader in a process of its own, so that many clients' work does not
+"""Browser-like uploaders in a process of their own, so that many clients' work does not
 share the measuring process (and its loop) with the job being timed.
 
-    python bench/uploader.py ADDRESS UPLOAD_ID FILE CHUNK_SIZE CONCURRENCY TRIES
+    python bench/uploader.py FILE CHUNK_SIZE CONCURRENCY TRIES (ADDRESS UPLOAD_ID)+
 
-Says "uploader ready" once imported, uploads FILE's chunks as `service.local.browser.upload`
-does, then prints one JSON line: {"attempts", "statuses", "problems"} and exits.
+Says "uploader ready" once imported, uploads FILE's chunks to each (ADDRESS, UPLOAD_ID) at
+once, each as `service.local.browser.upload` does, then prints one JSON line, a list with one
+{"attempts", "statuses", "problems"} per upload in the order given, and exits.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -21,25 +23,43 @@ from service.local.browser import UploadFailed, upload
 READY = "uploader ready"
 
 
-async def main(address: str, upload_id: str, file: str, chunk_size: str, *counts: str) -> None:
-    concurrency, tries = (int(count) for count in counts)
+async def one(
+    session: aiohttp.ClientSession,
+    address: str,
+    upload_id: str,
+    file: Path,
+    chunk_size: int,
+    concurrency: int,
+    tries: int,
+) -> dict[str, Any]:
+    report: dict[str, Any] = {"attempts": 0, "statuses": {}, "problems": []}
+    try:
+        sent = await upload(
+            session,
+            address,
+            upload_id,
+            file,
+            chunk_size,
+            concurrency=concurrency,
+            tries=tries,
+        )
+        report["attempts"], report["statuses"] = sent.attempts, dict(sent.statuses)
+    except* UploadFailed as failed:
+        report["problems"] = [str(error) for error in failed.exceptions]
+    return report
+
+
+async def main(file: str, chunk_size: str, concurrency: str, tries: str, *uploads: str) -> None:
+    counts = int(chunk_size), int(concurrency), int(tries)
     print(READY, flush=True)
-    report = {"attempts": 0, "statuses": {}, "problems": []}
     async with aiohttp.ClientSession() as session:
-        try:
-            sent = await upload(
-                session,
-                address,
-                upload_id,
-                Path(file),
-                int(chunk_size),
-                concurrency=concurrency,
-                tries=tries,
+        reports = await asyncio.gather(
+            *(
+                one(session, address, upload_id, Path(file), *counts)
+                for address, upload_id in zip(uploads[::2], uploads[1::2], strict=True)
             )
-            report["attempts"], report["statuses"] = sent.attempts, dict(sent.statuses)
-        except* UploadFailed as failed:
-            report["problems"] = [str(error) for error in failed.exceptions]
-    print(json.dumps(report), flush=True)
+        )
+    print(json.dumps(reports), flush=True)
 
 
 if __name__ == "__main__":

@@ -23,30 +23,30 @@ def memory(budget: int) -> ChunkMemory:
 
 async def test_a_returned_buffer_of_the_same_size_is_reused() -> None:
     chunks = memory(3 * 100)
-    first = await chunks.take(100, wait=0)
-    chunks.give(first, reusable=True)
-    assert await chunks.take(100, wait=0) is first
+    first = await chunks.take(100, owner="a", wait=0)
+    chunks.give(first, owner="a", reusable=True)
+    assert await chunks.take(100, owner="a", wait=0) is first
     assert chunks.in_use == 100
 
 
 async def test_a_buffer_a_failed_post_may_still_read_is_not_reused() -> None:
     chunks = memory(300)
-    first = await chunks.take(100, wait=0)
-    chunks.give(first, reusable=False)
-    assert await chunks.take(100, wait=0) is not first
+    first = await chunks.take(100, owner="a", wait=0)
+    chunks.give(first, owner="a", reusable=False)
+    assert await chunks.take(100, owner="a", wait=0) is not first
 
 
 async def test_a_chunk_waits_for_memory_and_gets_it_when_another_gives_it_back() -> None:
     metrics = Metrics([], [])
     chunks = ChunkMemory(200, metrics)
-    held = [await chunks.take(100, wait=0), await chunks.take(100, wait=0)]
-    waiting = asyncio.create_task(chunks.take(100, wait=30))
+    held = [await chunks.take(100, owner="a", wait=0), await chunks.take(100, owner="a", wait=0)]
+    waiting = asyncio.create_task(chunks.take(100, owner="a", wait=30))
     await asyncio.sleep(0)
     assert not waiting.done()
     assert gauge(metrics, "upload_chunks_waiting_for_memory") == 1
     assert gauge(metrics, "upload_chunk_memory_bytes") == 200
     assert gauge(metrics, "upload_chunk_memory_budget_bytes") == 200
-    chunks.give(held.pop(), reusable=True)
+    chunks.give(held.pop(), owner="a", reusable=True)
     assert len(await waiting) == 100
     assert chunks.in_use == 200
     assert gauge(metrics, "upload_chunks_waiting_for_memory") == 0
@@ -58,19 +58,75 @@ def gauge(metrics: Metrics, name: str) -> float | None:
 
 async def test_a_chunk_that_waits_too_long_is_told_when_to_come_back() -> None:
     chunks = memory(100)
-    await chunks.take(100, wait=0)
+    await chunks.take(100, owner="a", wait=0)
     with pytest.raises(MemoryBusy) as refused:
-        await chunks.take(100, wait=0.01)
+        await chunks.take(100, owner="a", wait=0.01)
     assert refused.value.retry_after is not None and refused.value.retry_after > 0
 
 
 async def test_idle_buffers_are_dropped_before_a_new_chunk_waits() -> None:
     chunks = memory(200)
-    for buffer in [await chunks.take(100, wait=0), await chunks.take(100, wait=0)]:
-        chunks.give(buffer, reusable=True)
+    for buffer in [
+        await chunks.take(100, owner="a", wait=0),
+        await chunks.take(100, owner="a", wait=0),
+    ]:
+        chunks.give(buffer, owner="a", reusable=True)
     assert chunks.in_use == 200
-    other = await chunks.take(150, wait=0)  # another size: the idle ones make room
+    other = await chunks.take(150, owner="a", wait=0)  # another size: the idle ones make room
     assert len(other) == 150 and chunks.in_use <= 200
+
+
+async def test_freed_memory_goes_to_the_upload_holding_the_fewest_buffers() -> None:
+    chunks = memory(3 * 100)
+    flood = [await chunks.take(100, owner="flood", wait=0) for _ in range(3)]
+    first = asyncio.create_task(chunks.take(100, owner="flood", wait=30))
+    await asyncio.sleep(0)
+    later = asyncio.create_task(chunks.take(100, owner="other", wait=30))
+    await asyncio.sleep(0)
+    chunks.give(flood.pop(), owner="flood", reusable=True)
+    await asyncio.sleep(0)
+    assert later.done() and not first.done()  # "other" held none, "flood" 2
+    chunks.give(flood.pop(), owner="flood", reusable=True)
+    await first
+    assert chunks.held_by("flood") == 2 and chunks.held_by("other") == 1
+
+
+async def test_a_newcomer_waits_behind_chunks_already_waiting() -> None:
+    chunks = memory(2 * 100)
+    held = [await chunks.take(100, owner="a", wait=0) for _ in range(2)]
+    waiting = asyncio.create_task(chunks.take(100, owner="b", wait=30))
+    await asyncio.sleep(0)
+    chunks.give(held.pop(), owner="a", reusable=False)
+    with pytest.raises(MemoryBusy):  # the freed buffer is the waiting chunk's
+        await chunks.take(100, owner="c", wait=0.01)
+    assert len(await waiting) == 100
+
+
+async def test_an_upload_holding_five_buffers_gets_more_only_from_spare_memory() -> None:
+    chunks = memory(11 * 100)
+    for _ in range(5):
+        await chunks.take(100, owner="flood", wait=0)
+    await chunks.take(100, owner="flood", wait=0)  # 5 of 11 stay free after it: a burst
+    with pytest.raises(MemoryBusy) as refused:  # only 4 would stay: another browser's 5
+        await chunks.take(100, owner="flood", wait=30)
+    assert "kept for other uploads" in str(refused.value)
+    assert chunks.held_by("flood") == 6
+    others = [await chunks.take(100, owner="other", wait=0) for _ in range(5)]
+    assert len(others) == 5 and chunks.reserved == 1100
+
+
+async def test_a_grant_that_comes_as_its_wait_is_cancelled_is_passed_on() -> None:
+    chunks = memory(100)
+    held = await chunks.take(100, owner="a", wait=0)
+    gone = asyncio.create_task(chunks.take(100, owner="b", wait=30))
+    await asyncio.sleep(0)
+    after = asyncio.create_task(chunks.take(100, owner="c", wait=30))
+    await asyncio.sleep(0)
+    chunks.give(held, owner="a", reusable=False)  # granted to "b" ...
+    gone.cancel()  # ... whose client went away before it could run
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    assert len(await after) == 100 and chunks.held_by("b") == 0 and chunks.reserved == 100
 
 
 def test_default_budget_fits_five_chunks_per_slot_without_a_memory_limit() -> None:

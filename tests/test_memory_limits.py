@@ -6,14 +6,16 @@ from __future__ import annotations
 import asyncio
 import os
 
-from conftest import Harness, HarnessFactory, raw_chunk_body
+from conftest import KEY, TOKEN, Harness, HarnessFactory, raw_chunk_body
 
 from service.local.browser import chunk_form
 from service.local.discord_api import DiscordStandIn, Fault
+from service.local.manager import ManagerStandIn
 from service.storage.sealing import buffer_size
 
 CHUNK = 400 * 1024  # two chunk buffers fit in CHUNK_MEMORY_MIB=1
 BUFFER = buffer_size(CHUNK)
+OTHER_CHANNEL = "1100000000000000002"
 
 
 async def memory_reserved(harness: Harness, size: int) -> None:
@@ -98,16 +100,51 @@ async def test_one_chunk_over_the_per_upload_cap_is_refused_at_once_and_the_job_
     await harness.configure()
     data = os.urandom(3 * CHUNK)
     upload_id = await harness.start(len(data), chunk_size=CHUNK)
-    discord.inject(Fault(hold=True), Fault(hold=True))
+    discord.inject(Fault(hold=True))  # the first post; the second waits for its answer
     chunks = [data[i * CHUNK : (i + 1) * CHUNK] for i in range(3)]
     held = [asyncio.create_task(harness.post(upload_id, i, chunks[i])) for i in (0, 1)]
-    await discord.wait_for_posts(2)
+    await memory_reserved(harness, 2 * BUFFER)
     status, text = await harness.post(upload_id, 2, chunks[2])
     assert status == 503 and "in flight" in text
     discord.release_held()
     assert [status for status, _ in await asyncio.gather(*held)] == [200, 200]
     assert (await harness.post(upload_id, 2, chunks[2]))[0] == 200
     assert (await harness.link.next_finish())["success"] is True
+
+
+async def test_one_uploads_flood_leaves_memory_for_another_uploads_browser(
+    start_service: HarnessFactory, discord: DiscordStandIn, manager: ManagerStandIn
+) -> None:
+    harness = await start_service(slots=2, chunk_memory_mib=4)  # 10 chunk buffers
+    other = await manager.next_service()
+    await harness.configure()
+    await other.configure(token=TOKEN, channel_id=OTHER_CHANNEL, crypto_key=KEY)
+    flood_data, other_data = os.urandom(8 * CHUNK), os.urandom(5 * CHUNK)
+    flood_id = await harness.start(len(flood_data), chunk_size=CHUNK)
+    other_id, _ = await other.start_upload(size=len(other_data), chunk_size=CHUNK)
+    discord.inject(Fault(hold=True), Fault(hold=True))  # each channel's first post: the rest
+    # of its chunks wait for the pacer to learn the channel's limits, holding their memory
+
+    def post(url: str, upload_id: str, data: bytes, index: int) -> asyncio.Task[tuple[int, str]]:
+        piece = data[index * CHUNK : (index + 1) * CHUNK]
+        return asyncio.create_task(harness.post(upload_id, index, piece, url=url))
+
+    flood = [post(harness.address, flood_id, flood_data, i) for i in range(8)]
+    answered = asyncio.as_completed(flood)
+    refusals = [await next(answered) for _ in range(3)]  # 5 of 10 buffers stay free for
+    refused = [i for i, task in enumerate(flood) if task.done()]  # another upload's browser
+    assert len(refused) == 3 and all(status == 503 for status, _ in refusals)
+    assert "kept for other uploads" in refusals[0][1]
+    await memory_reserved(harness, 5 * BUFFER)
+
+    others = [post(other.own_address, other_id, other_data, i) for i in range(5)]
+    await memory_reserved(harness, 10 * BUFFER)  # all 5 of the other browser's chunks at once
+    discord.release_held()
+    assert {status for status, _ in await asyncio.gather(*others)} == {200}
+    for index in refused:
+        assert (await post(harness.address, flood_id, flood_data, index))[0] == 200
+    assert (await harness.link.next_finish())["success"] is True
+    assert (await other.next_finish())["success"] is True
 
 
 async def test_a_connection_that_sends_no_request_head_is_closed(

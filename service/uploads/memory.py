@@ -7,6 +7,14 @@ finish, so chunks half-received can never starve one another. When the budget is
 a new chunk waits (its bytes stay in the client and the kernel) until memory frees, and is
 refused with `MemoryBusy` (503, Retry-After) if that takes too long.
 
+The budget is shared fairly between uploads, so that one upload's flood cannot slow
+another's browser:
+- memory that frees goes to the waiting chunk whose upload holds the fewest buffers
+  (first come, first served among equals);
+- an upload already holding a browser's worth of buffers (5) gets more only from spare
+  memory: never while a chunk waits, and never the last 5 buffers' worth, which are kept
+  so that another browser's 5 chunks can start at once. Such a burst is refused at once.
+
 Buffers are anonymous memory maps: the kernel gives their pages only as the chunk's bytes
 are written, so a claim that sends little costs little, and an evicted buffer goes back to
 the kernel at once. Buffers are reused (a fresh one costs thousands of page faults), but
@@ -16,8 +24,10 @@ idle ones count against the budget too and are dropped first when it runs short.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import mmap
-from collections import deque
+from collections import Counter, deque
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..jobs.layout import BROWSER_CHUNKS_IN_FLIGHT, MANAGER_CHUNK_SIZE
@@ -58,13 +68,23 @@ def default_budget(slots: int, limit: int | None) -> int:
     return max(one_chunk, min(wanted, int((limit - BASELINE) * CGROUP_SHARE)))
 
 
+@dataclass(eq=False)
+class _Waiter:
+    owner: str
+    size: int
+    arrived: int
+    granted: asyncio.Future[None]
+
+
 class ChunkMemory:
     def __init__(self, budget: int, metrics: Metrics) -> None:
         self.budget = budget
         self._metrics = metrics
         self._reserved = 0  # bytes of buffers handed out
+        self._held: Counter[str] = Counter()  # buffers handed out, by owner (upload id)
         self._idle: deque[mmap.mmap] = deque()
-        self._waiters: list[asyncio.Future[None]] = []  # chunks waiting for memory to free
+        self._waiters: list[_Waiter] = []  # chunks waiting for memory to free
+        self._arrivals = itertools.count()
         metrics.chunk_memory_budget.set(budget)
         metrics.chunk_memory.set_function(lambda: self.in_use)
 
@@ -78,42 +98,81 @@ class ChunkMemory:
         """Bytes held, idle buffers kept for reuse included."""
         return self._reserved + sum(len(buffer) for buffer in self._idle)
 
-    async def take(self, size: int, wait: float) -> mmap.mmap:
-        """A buffer of `size` bytes, waiting up to `wait` seconds for the budget to allow it;
-        raise `MemoryBusy` if it does not."""
+    def held_by(self, owner: str) -> int:
+        """How many buffers `owner` holds."""
+        return self._held[owner]
+
+    async def take(self, size: int, *, owner: str, wait: float) -> mmap.mmap:
+        """A buffer of `size` bytes for `owner`, waiting up to `wait` seconds for its turn;
+        raise `MemoryBusy` if it does not come, or at once for a burst without spare memory."""
         if size > self.budget:
             raise MemoryBusy(f"a {size}-byte chunk exceeds CHUNK_MEMORY_MIB", MEMORY_RETRY_AFTER)
-        if self._reserved + size > self.budget:
-            self._metrics.chunks_waiting_for_memory.inc()
-            try:
-                async with asyncio.timeout(wait):
-                    await self._freeing(size)
-            except TimeoutError:
-                raise MemoryBusy(BUSY, MEMORY_RETRY_AFTER) from None
-            finally:
-                self._metrics.chunks_waiting_for_memory.dec()
-        self._reserved += size
+        held = self._held[owner]
+        if held >= BROWSER_CHUNKS_IN_FLIGHT:
+            if self._waiters or not self._fits(size + BROWSER_CHUNKS_IN_FLIGHT * size):
+                raise MemoryBusy(
+                    f"upload {owner} holds {held} chunks in memory already and the rest is "
+                    "kept for other uploads; try this one again shortly",
+                    MEMORY_RETRY_AFTER,
+                )
+            self._reserve(size, owner)
+        elif not self._waiters and self._fits(size):
+            self._reserve(size, owner)
+        else:
+            await self._wait_for_turn(size, owner, wait)
         return self._reuse(size) or mmap.mmap(-1, size)
 
-    def give(self, buffer: mmap.mmap, reusable: bool) -> None:
-        """Return a buffer; keep it for reuse if `reusable` (nothing can still read it)."""
-        self._reserved -= len(buffer)
+    def give(self, buffer: mmap.mmap, *, owner: str, reusable: bool) -> None:
+        """Return `owner`'s buffer; keep it for reuse if `reusable` (nothing can still read
+        it)."""
+        self._release(len(buffer), owner)
         if reusable:
             self._idle.append(buffer)
             self._trim()
-        for waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_result(None)
 
-    async def _freeing(self, size: int) -> None:
-        """Return once `size` more bytes fit in the budget; woken by each `give`."""
-        while self._reserved + size > self.budget:
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            finally:
+    async def _wait_for_turn(self, size: int, owner: str, wait: float) -> None:
+        waiter = _Waiter(
+            owner, size, next(self._arrivals), asyncio.get_running_loop().create_future()
+        )
+        self._waiters.append(waiter)
+        self._metrics.chunks_waiting_for_memory.inc()
+        try:
+            async with asyncio.timeout(wait):
+                await waiter.granted
+        except BaseException as error:
+            if waiter.granted.done() and not waiter.granted.cancelled():
+                self._release(size, owner)  # granted as the wait ended: pass it on
+            if isinstance(error, TimeoutError):
+                raise MemoryBusy(BUSY, MEMORY_RETRY_AFTER) from None
+            raise
+        finally:
+            self._metrics.chunks_waiting_for_memory.dec()
+            if waiter in self._waiters:
                 self._waiters.remove(waiter)
+
+    def _fits(self, size: int) -> bool:
+        return self._reserved + size <= self.budget
+
+    def _reserve(self, size: int, owner: str) -> None:
+        self._reserved += size
+        self._held[owner] += 1
+
+    def _release(self, size: int, owner: str) -> None:
+        self._reserved -= size
+        self._held[owner] -= 1
+        if not self._held[owner]:
+            del self._held[owner]
+        self._grant()
+
+    def _grant(self) -> None:
+        """Hand freed memory to the waiting chunks whose uploads hold the fewest buffers."""
+        while self._waiters:
+            first = min(self._waiters, key=lambda w: (self._held[w.owner], w.arrived))
+            if not self._fits(first.size):
+                return
+            self._waiters.remove(first)
+            self._reserve(first.size, first.owner)
+            first.granted.set_result(None)
 
     def _reuse(self, size: int) -> mmap.mmap | None:
         """An idle buffer of `size`, after dropping idle ones the budget no longer allows."""

@@ -143,7 +143,9 @@ class Upload:
             return ResentChunk(self, index, stored, ChunkDigest(length))
         try:
             buffer = await self.shared.memory.take(
-                buffer_size(self.start.chunk_size), self.shared.memory_wait
+                buffer_size(self.start.chunk_size),
+                owner=self.upload_id,
+                wait=self.shared.memory_wait,
             )
         except BaseException:
             self.job.release(index)
@@ -279,7 +281,8 @@ class NewChunk:
     def __exit__(self, *exc_info: object) -> None:
         self.upload.release(self.index)
         # a post that failed midway may leave a writer reading the buffer: not reused
-        self.upload.shared.memory.give(self.sink.buffer, reusable=not self._posting)
+        memory, owner = self.upload.shared.memory, self.upload.upload_id
+        memory.give(self.sink.buffer, owner=owner, reusable=not self._posting)
 
 
 class ResentChunk:

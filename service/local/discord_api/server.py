@@ -29,7 +29,9 @@ class DiscordStandIn:
 
     Limits: `messages_per_window` posts per `window` seconds per channel (None: unlimited),
     `delete_limit` and `bulk_delete_limit` per channel, `global_limit` per token across all
-    routes (Discord's is Limit(50, 1.0)); None means unlimited.
+    routes (Discord's is Limit(50, 1.0)); None means unlimited. `answer_delay`: seconds every
+    admitted message post takes to be stored and answered once its body has arrived (a slow
+    Discord; 0: at once).
 
     Counters: `posts` (every POST reaching the messages route, counted on arrival),
     `posts_stored` (messages those posts created), `faults_served` (injected faults consumed),
@@ -51,8 +53,10 @@ class DiscordStandIn:
         global_limit: Limit | None = None,
         delete_limit: Limit | None = None,
         bulk_delete_limit: Limit | None = None,
+        answer_delay: float = 0.0,
     ) -> None:
         self._host = host
+        self._answer_delay = answer_delay
         self._port = port
         self._max_attachment_size = max_attachment_size
         messages = None if messages_per_window is None else Limit(messages_per_window, window)
@@ -220,6 +224,7 @@ class DiscordStandIn:
         if isinstance(entered, web.Response):
             return entered
         fault, headers = entered
+        await asyncio.sleep(self._answer_delay)
         if post.too_large:
             return error(413, headers=headers)
         if post.invalid_json:
