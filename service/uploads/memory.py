@@ -13,7 +13,9 @@ another's browser:
   (first come, first served among equals);
 - an upload already holding a browser's worth of buffers (5) gets more only from spare
   memory: never while a chunk waits, and never the last 5 buffers' worth, which are kept
-  so that another browser's 5 chunks can start at once. Such a burst is refused at once.
+  so that another browser's 5 chunks can start at once. Such a burst is refused at once;
+- while some slot's upload holds no buffer, the last one is kept for it: a job that starts
+  when the others have spent the budget begins at once.
 
 Buffers are anonymous memory maps: the kernel gives their pages only as the chunk's bytes
 are written, so a claim that sends little costs little, and an evicted buffer goes back to
@@ -77,8 +79,9 @@ class _Waiter:
 
 
 class ChunkMemory:
-    def __init__(self, budget: int, metrics: Metrics) -> None:
+    def __init__(self, budget: int, slots: int, metrics: Metrics) -> None:
         self.budget = budget
+        self._slots = slots  # how many uploads can be under way at once
         self._metrics = metrics
         self._reserved = 0  # bytes of buffers handed out
         self._held: Counter[str] = Counter()  # buffers handed out, by owner (upload id)
@@ -116,8 +119,6 @@ class ChunkMemory:
                     MEMORY_RETRY_AFTER,
                 )
             self._reserve(size, owner)
-        elif not self._waiters and self._fits(size):
-            self._reserve(size, owner)
         else:
             await self._wait_for_turn(size, owner, wait)
         return self._reuse(size) or mmap.mmap(-1, size)
@@ -131,16 +132,19 @@ class ChunkMemory:
             self._trim()
 
     async def _wait_for_turn(self, size: int, owner: str, wait: float) -> None:
-        waiter = _Waiter(
-            owner, size, next(self._arrivals), asyncio.get_running_loop().create_future()
-        )
+        """Queue for memory; return once granted (at once when it is this chunk's turn)."""
+        granted = asyncio.get_running_loop().create_future()
+        waiter = _Waiter(owner, size, next(self._arrivals), granted)
         self._waiters.append(waiter)
+        self._grant()
+        if granted.done():
+            return
         self._metrics.chunks_waiting_for_memory.inc()
         try:
             async with asyncio.timeout(wait):
-                await waiter.granted
+                await granted
         except BaseException as error:
-            if waiter.granted.done() and not waiter.granted.cancelled():
+            if granted.done() and not granted.cancelled():
                 self._release(size, owner)  # granted as the wait ended: pass it on
             if isinstance(error, TimeoutError):
                 raise MemoryBusy(BUSY, MEMORY_RETRY_AFTER) from None
@@ -165,14 +169,22 @@ class ChunkMemory:
         self._grant()
 
     def _grant(self) -> None:
-        """Hand freed memory to the waiting chunks whose uploads hold the fewest buffers."""
+        """Hand free memory to the waiting chunks whose uploads hold the fewest buffers."""
         while self._waiters:
             first = min(self._waiters, key=lambda w: (self._held[w.owner], w.arrived))
-            if not self._fits(first.size):
+            if not self._fits(first.size + self._kept_from(first.owner, first.size)):
                 return
             self._waiters.remove(first)
             self._reserve(first.size, first.owner)
             first.granted.set_result(None)
+
+    def _kept_from(self, owner: str, size: int) -> int:
+        """Memory `owner` may not take: while a slot's upload holds none, the last buffer is
+        kept for it, so that a job starting when the others have spent the budget can begin
+        at once."""
+        if self._held[owner] and len(self._held) < self._slots:
+            return size
+        return 0
 
     def _reuse(self, size: int) -> mmap.mmap | None:
         """An idle buffer of `size`, after dropping idle ones the budget no longer allows."""
