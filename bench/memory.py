@@ -1,26 +1,32 @@
 """The memory benchmark: the chunk memory budget against floods, bursts, backlogs and trickles.
 
-    python bench/memory.py [--scenarios a,b,c,d] [--in-flight N] [--backlog-tries N] [--smoke]
+    python bench/memory.py [--scenarios a,b,c,d] [--in-flight N] [--tries N] [--burst-answer S]
+                           [--smoke]
     python bench/run.py --memory [the same flags]
 
-Issue 13's targets, each scenario on a fresh service process (UPLOAD_SLOTS=2,
-CHUNK_MEMORY_MIB=128, CLIENT_READ_TIMEOUT=6, CLIENT_MIN_RATE at its default, encryption on,
-the manager's real chunk size) between a Discord and a manager stand-in in this process:
+Issue 13's targets, each scenario on a fresh service process (CHUNK_MEMORY_MIB=128,
+CLIENT_READ_TIMEOUT=6, CLIENT_MIN_RATE at its default, encryption on, the manager's real
+chunk size) between a Discord and a manager stand-in in this process. Its slots: the
+scenario's, sharing one channel, and the other slot, with a channel of its own.
 
   (a) claim flood: 60 raw connections each send a chunk POST's head, its `id` and `chunk`
-      fields and 512 bytes of the file part, then one byte every 2 s; meanwhile a browser
-      uploads that job (5 at once, the browser's 10 tries);
-  (b) 40 chunks of one job POSTed at once by 40 browser-like clients (10 tries each);
-  (c) backlog: 24 chunks of one job POSTed at once to a Discord that stores one message per
-      second in a channel (the stand-in's per-channel window; the service's pacer holds the
-      chunks, in memory, until their turn);
+      fields and 512 bytes of the file part, then one byte every 2 s; while they hold on, the
+      other slot's job (e); then a browser uploads the flood's job (5 at once, 10 tries);
+  (b) 40 chunks of one job POSTed at once by 40 browser-like clients (10 tries each) while
+      Discord answers each post in 1 s, as in the issue's report;
+  (c) backlog: 6 browsers (5 at once, 10 tries), each uploading a job of 4 chunks on a slot
+      of its own, all 6 slots sharing a channel where Discord stores one message a second
+      (the stand-in's per-channel window; the service's pacer holds the chunks, in memory,
+      until their turn): 24 chunks wait for Discord, and 12 of them for memory;
   (d) one trickling client alone: its claim to its 408, and its 408 to the service holding
       no chunk any more.
 
-Peak RSS is the service's VmHWM at the end, idle RSS its VmRSS once both slots are
-configured, before any chunk. (e) During (a)-(c), once the scenario is under way, a job of
-8 chunks on the other slot (5 at once, as the browser) is timed against the same job on the
-same service while idle (the second of two idle runs: the first warms the buffers).
+Every browser-like client runs in a process of its own (bench/uploader.py). Peak RSS is the
+service's VmHWM at the end, idle RSS its VmRSS once every slot is configured, before any
+chunk. (e) During (a)-(c), once the scenario is under way, a job of 8 chunks on the other
+slot (5 at once, as the browser) is timed, from its first POST to its finish packet, against
+the same job on the same service while idle (after a run that warms the buffers; in (a),
+where it takes a few tenths of a second, the median of 3 runs each).
 
 Tables of targets on stdout, progress on stderr; exit status 1 if an upload that should have
 completed did not, or did not verify. Figures and the report: memory_figures.py.
@@ -55,7 +61,7 @@ from source import Source
 from uploader import READY as UPLOADER_READY
 
 from service.jobs.layout import BROWSER_CHUNKS_IN_FLIGHT, MANAGER_CHUNK_SIZE
-from service.local.browser import TRIES, UploadFailed, upload
+from service.local.browser import TRIES
 from service.local.discord_api import DiscordStandIn
 from service.local.manager import ManagerStandIn, ServiceConnection
 from service.local.verify import attachments_in, finish_problems
@@ -67,6 +73,7 @@ POLL = 0.05  # seconds between /metrics reads where the service offers no event
 SAMPLE = 0.1  # seconds between /metrics reads of the chunk memory held
 UPLOADER = Path(__file__).resolve().parent / "uploader.py"
 UPLOAD_TIMEOUT = 300.0  # seconds the uploader may take for a scenario's job
+SHORT_SIDE_RUNS = 3  # of the other slot's job in (a), where it takes a few tenths of a second
 
 
 @dataclass(frozen=True)
@@ -230,47 +237,38 @@ class Bench:
     async def job(
         self, slot: BenchSlot, source: Source, tries: int, upload_id: str | None = None
     ) -> JobRun:
-        """One browser's job (5 at once) on `slot`, its clients in this process."""
-        run = JobRun(len(source.chunks), BROWSER_CHUNKS_IN_FLIGHT, tries)
-        await self._run([slot], source, [run], [upload_id or await self.start(slot, source)])
-        return run
+        """One browser's job (5 at once) on `slot`."""
+        upload_ids = None if upload_id is None else [upload_id]
+        return (await self.jobs([slot], source, BROWSER_CHUNKS_IN_FLIGHT, tries, upload_ids))[0]
 
-    async def jobs_elsewhere(
-        self, slots: list[BenchSlot], source: Source, concurrency: int, tries: int
-    ) -> list[JobRun]:
-        """A job on each slot, uploaded at once by clients in a process of their own
-        (bench/uploader.py): a flood of them would otherwise slow this process, which times
-        the other slot's job."""
-        runs = [JobRun(len(source.chunks), concurrency, tries) for _ in slots]
-        upload_ids = [await self.start(slot, source) for slot in slots]
-        await self._run(slots, source, runs, upload_ids, elsewhere=True)
-        return runs
-
-    async def _run(
+    async def jobs(
         self,
         slots: list[BenchSlot],
         source: Source,
-        runs: list[JobRun],
-        upload_ids: list[str],
-        *,
-        elsewhere: bool = False,
-    ) -> None:
-        """Upload, time each job from the first POST to its finish, then verify the finishes;
-        failures are the runs' problems."""
-        started = time.perf_counter()
+        concurrency: int,
+        tries: int,
+        upload_ids: list[str] | None = None,
+    ) -> list[JobRun]:
+        """A job on each slot, uploaded at once by browser-like clients in a process of their
+        own (bench/uploader.py): clients in this process, beside the Discord stand-in taking
+        the other jobs' posts, would time this process rather than the service. Each job is
+        timed from the first POST to its finish packet, then its finish verified; failures
+        are the runs' problems."""
+        runs = [JobRun(len(source.chunks), concurrency, tries) for _ in slots]
+        upload_ids = upload_ids or [await self.start(slot, source) for slot in slots]
 
         async def finished(slot: BenchSlot) -> tuple[dict[str, Any], float]:
-            finish = await slot.connection.next_finish()
-            return finish, time.perf_counter() - started
+            return await slot.connection.next_finish(), time.perf_counter()
 
         finishes = [asyncio.create_task(finished(slot)) for slot in slots]
         try:
-            send = self._send_elsewhere if elsewhere else self._send_here
-            await send(runs, [s.connection.own_address for s in slots], upload_ids, source)
+            addresses = [slot.connection.own_address for slot in slots]
+            began = await self._send(runs, addresses, upload_ids, source)
             for run, slot, waiting in zip(runs, slots, finishes, strict=True):
                 if run.problems:
                     continue
-                finish, run.seconds = await waiting
+                finish, arrived = await waiting
+                run.seconds = arrived - began
                 attachments = attachments_in(self.discord, slot.channel)
                 key = self.credentials.key
                 run.problems = finish_problems(
@@ -281,30 +279,12 @@ class Bench:
                 waiting.cancel()
         for channel in {slot.channel for slot in slots}:
             self.discord.forget(channel)
+        return runs
 
-    async def _send_here(
+    async def _send(
         self, runs: list[JobRun], addresses: list[str], upload_ids: list[str], source: Source
-    ) -> None:
-        (run,), (address,), (upload_id,) = runs, addresses, upload_ids
-        report = None
-        try:
-            report = await upload(
-                self.session,
-                address,
-                upload_id,
-                source.data,
-                source.chunk_size,
-                concurrency=run.concurrency,
-                tries=run.tries,
-            )
-        except* UploadFailed as failed:
-            run.problems = [str(error) for error in failed.exceptions]
-        if report is not None:
-            run.attempts, run.statuses = report.attempts, report.statuses
-
-    async def _send_elsewhere(
-        self, runs: list[JobRun], addresses: list[str], upload_ids: list[str], source: Source
-    ) -> None:
+    ) -> float:
+        """Run the uploader; when its first POSTs went out (it said it was ready)."""
         with tempfile.NamedTemporaryFile(prefix="memory-bench-") as file:
             file.write(source.data)
             file.flush()
@@ -315,6 +295,7 @@ class Bench:
                 [str(UPLOADER), file.name, *counts, *pairs],
                 ready=UPLOADER_READY,
             )
+            began = time.perf_counter()
             await child.finish(patience=UPLOAD_TIMEOUT)  # it ends when its jobs are sent
         if child.returncode != 0:
             raise child.failure("failed")
@@ -322,6 +303,7 @@ class Bench:
             run.problems = report["problems"]
             run.attempts = report["attempts"]
             run.statuses = Counter({int(s): n for s, n in report["statuses"].items()})
+        return began
 
 
 @contextlib.asynccontextmanager
@@ -379,10 +361,18 @@ async def polled(check: Callable[[], Awaitable[bool]]) -> None:
         await asyncio.sleep(POLL)
 
 
-async def side_baseline(bench: Bench, scenario: Scenario, side: Source) -> None:
+async def side_jobs(bench: Bench, side: Source, runs: int) -> JobRun:
+    """The other slot's job `runs` times in a row; the run of median time (a job of a few
+    tenths of a second is at the mercy of the scheduler's noise on a shared machine)."""
+    done = [await bench.job(bench.other, side, bench.plan.tries) for _ in range(runs)]
+    failed = [run for run in done if not run.ok]
+    return failed[0] if failed else sorted(done, key=lambda run: run.seconds)[runs // 2]
+
+
+async def side_baseline(bench: Bench, scenario: Scenario, side: Source, runs: int = 1) -> None:
     """The other slot's job on the idle service: a warm-up run, then the baseline."""
     await bench.job(bench.other, side, bench.plan.tries)
-    scenario.side_idle = await bench.job(bench.other, side, bench.plan.tries)
+    scenario.side_idle = await side_jobs(bench, side, runs)
 
 
 async def side_during(
@@ -432,23 +422,20 @@ async def start_flood(bench: Bench, upload_id: str, source: Source) -> list[asyn
 
 
 async def claim_flood(plan: MemoryPlan, side: Source) -> Scenario:
-    """(a) Trickling claims of one job's chunks, that job uploaded by a browser meanwhile."""
+    """(a) Trickling claims of one job's chunks: the other slot's job while they hold on,
+    then that job uploaded by a browser."""
     scenario = new_scenario(plan, "a", f"claim flood: {plan.tricklers} trickling claims")
     source = Source.random(plan.flood_chunks * MANAGER_CHUNK_SIZE)
     async with fresh_service(plan) as bench:
         scenario.idle_rss = current_rss(bench.service.pid)
-        await side_baseline(bench, scenario, side)
+        await side_baseline(bench, scenario, side, SHORT_SIDE_RUNS)
         async with bench.sampled(scenario):
             slot = bench.scenario_slots[0]
             upload_id = await bench.start(slot, source)
             trickles = await start_flood(bench, upload_id, source)
-
-            async def honest() -> list[JobRun]:
-                return [await bench.job(slot, source, plan.tries, upload_id)]
-
-            await side_during(
-                bench, scenario, side, asyncio.create_task(honest()), asyncio.sleep(0)
-            )
+            scenario.side_loaded = await side_jobs(bench, side, SHORT_SIDE_RUNS)
+            scenario.side_runs = SHORT_SIDE_RUNS
+            scenario.jobs = [await bench.job(slot, source, plan.tries, upload_id)]
             scenario.trickles = list(await asyncio.gather(*trickles))
         scenario.peak_rss = peak_rss(bench.service.pid)
     return scenario
@@ -494,7 +481,7 @@ async def under_load(
     scenario.idle_rss = current_rss(bench.service.pid)
     await side_baseline(bench, scenario, side)
     async with bench.sampled(scenario):
-        main = bench.jobs_elsewhere(bench.scenario_slots, source, concurrency, bench.plan.tries)
+        main = bench.jobs(bench.scenario_slots, source, concurrency, bench.plan.tries)
         await side_during(bench, scenario, side, asyncio.create_task(main), first_post(bench))
     scenario.peak_rss = peak_rss(bench.service.pid)
 
@@ -560,7 +547,8 @@ async def measure(plan: MemoryPlan) -> list[Scenario] | None:
 def header(plan: MemoryPlan, seconds: float) -> list[str]:
     in_flight = plan.in_flight or "default (8)"
     return [
-        f"One fresh service process per scenario: UPLOAD_SLOTS=2, CHUNK_MEMORY_MIB="
+        f"One fresh service process per scenario: UPLOAD_SLOTS=2 ({plan.backlog_jobs + 1} in (c)), "
+        f"CHUNK_MEMORY_MIB="
         f"{plan.budget_mib}, CLIENT_READ_TIMEOUT={plan.read_timeout:g}, CLIENT_MIN_RATE 16384 "
         f"(default), CHUNKS_IN_FLIGHT_PER_UPLOAD {in_flight}, encryption on, chunks of "
         f"{MANAGER_CHUNK_SIZE} bytes. Trickling clients send 1 byte every "

@@ -3,7 +3,7 @@ share the measuring process (and its loop) with the job being timed.
 
     python bench/uploader.py FILE CHUNK_SIZE CONCURRENCY TRIES (ADDRESS UPLOAD_ID)+
 
-Says "uploader ready" once imported, uploads FILE's chunks to each (ADDRESS, UPLOAD_ID) at
+Says "uploader ready" as it begins, uploads FILE's chunks to each (ADDRESS, UPLOAD_ID) at
 once, each as `service.local.browser.upload` does, then prints one JSON line, a list with one
 {"attempts", "statuses", "problems"} per upload in the order given, and exits.
 """
@@ -51,8 +51,8 @@ async def one(
 
 async def main(file: str, chunk_size: str, concurrency: str, tries: str, *uploads: str) -> None:
     counts = int(chunk_size), int(concurrency), int(tries)
-    print(READY, flush=True)
     async with aiohttp.ClientSession() as session:
+        print(READY, flush=True)  # the first POSTs go out now
         reports = await asyncio.gather(
             *(
                 one(session, address, upload_id, Path(file), *counts)

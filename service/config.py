@@ -226,8 +226,9 @@ OPTIONS = (
     Option(
         "chunk_memory_mib",
         _positive_int,
-        "MiB of chunk buffers the process may hold at once, all slots together; beyond it a "
-        "new chunk waits up to CLIENT_READ_TIMEOUT seconds, then gets 503 with Retry-After",
+        "MiB of chunk buffers the process may hold at once, all slots together, shared "
+        "fairly between uploads; beyond it a new chunk waits up to CLIENT_READ_TIMEOUT "
+        "seconds, then gets 503 with Retry-After",
         default_text="enough for 5 chunks per slot, capped at 80 % of (the cgroup memory "
         "limit - 96 MiB)",
     ),
