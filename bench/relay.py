@@ -64,7 +64,7 @@ class Relay:
         self._url = url
         self._headers = {"Authorization": f"Bot {token}"}
         budget = BROWSER_CHUNKS_IN_FLIGHT * jobs * buffer_size(MANAGER_CHUNK_SIZE)
-        self._memory = ChunkMemory(budget, jobs, Metrics([], []))  # the service's buffers
+        self._memory = ChunkMemory(budget, Metrics([], []))  # the service's buffers
         self._layout = ChunkLayout(size, MANAGER_CHUNK_SIZE)
         self._requests = itertools.count()
 

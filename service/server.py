@@ -41,7 +41,7 @@ class UploadService:
         self.settings = settings
         self.directory = UploadDirectory()
         self.metrics = Metrics(REFUSAL_REASONS, JOB_OUTCOMES)
-        self.memory = ChunkMemory(chunk_memory_budget(settings), settings.slots, self.metrics)
+        self.memory = ChunkMemory(chunk_memory_budget(settings), self.metrics)
         self.cleanup = Cleanup(self.metrics)
         self.shared = Shared(
             memory=self.memory,

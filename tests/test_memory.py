@@ -17,8 +17,8 @@ MIB = 1024 * 1024
 ONE = buffer_size(MANAGER_CHUNK_SIZE)
 
 
-def memory(budget: int, slots: int = 1) -> ChunkMemory:
-    return ChunkMemory(budget, slots, Metrics([], []))
+def memory(budget: int) -> ChunkMemory:
+    return ChunkMemory(budget, Metrics([], []))
 
 
 async def test_a_returned_buffer_of_the_same_size_is_reused() -> None:
@@ -38,7 +38,7 @@ async def test_a_buffer_a_failed_post_may_still_read_is_not_reused() -> None:
 
 async def test_a_chunk_waits_for_memory_and_gets_it_when_another_gives_it_back() -> None:
     metrics = Metrics([], [])
-    chunks = ChunkMemory(200, 1, metrics)
+    chunks = ChunkMemory(200, metrics)
     held = [await chunks.take(100, owner="a", wait=0), await chunks.take(100, owner="a", wait=0)]
     waiting = asyncio.create_task(chunks.take(100, owner="a", wait=30))
     await asyncio.sleep(0)
@@ -115,17 +115,22 @@ async def test_an_upload_holding_five_buffers_gets_more_only_from_spare_memory()
     assert len(others) == 5 and chunks.reserved == 1100
 
 
-async def test_the_last_buffer_is_kept_for_a_slot_whose_upload_holds_none() -> None:
-    chunks = memory(4 * 100, slots=3)
-    for _ in range(3):
+async def test_a_buffer_is_kept_for_each_upload_under_way_that_holds_none() -> None:
+    chunks = memory(4 * 100)
+    for owner in ("busy", "new", "later"):
+        chunks.begin(owner)
+    for _ in range(2):
         await chunks.take(100, owner="busy", wait=0)
-    with pytest.raises(MemoryBusy):  # the last buffer is kept while a slot holds none
+    with pytest.raises(MemoryBusy):  # the last 2 are kept for "new" and "later"
         await chunks.take(100, owner="busy", wait=0.01)
     assert len(await chunks.take(100, owner="new", wait=0)) == 100  # a new job begins at once
+    chunks.end("later")  # its buffer is no longer kept: "busy" may have it
+    assert len(await chunks.take(100, owner="busy", wait=0)) == 100
 
 
-async def test_with_one_slot_its_upload_may_take_the_whole_budget() -> None:
-    chunks = memory(5 * 100, slots=1)
+async def test_an_upload_alone_may_take_the_whole_budget() -> None:
+    chunks = memory(5 * 100)
+    chunks.begin("only")
     taken = [await chunks.take(100, owner="only", wait=0) for _ in range(5)]
     assert len(taken) == 5 and chunks.reserved == 500
 

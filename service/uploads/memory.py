@@ -14,8 +14,9 @@ another's browser:
 - an upload already holding a browser's worth of buffers (5) gets more only from spare
   memory: never while a chunk waits, and never the last 5 buffers' worth, which are kept
   so that another browser's 5 chunks can start at once. Such a burst is refused at once;
-- while some slot's upload holds no buffer, the last one is kept for it: a job that starts
-  when the others have spent the budget begins at once.
+- each upload under way that holds no buffer has one kept for it: an upload that holds
+  buffers takes another only if one stays free for each of them, so that a job starting
+  after the others have spent the budget begins at once.
 
 Buffers are anonymous memory maps: the kernel gives their pages only as the chunk's bytes
 are written, so a claim that sends little costs little, and an evicted buffer goes back to
@@ -79,10 +80,10 @@ class _Waiter:
 
 
 class ChunkMemory:
-    def __init__(self, budget: int, slots: int, metrics: Metrics) -> None:
+    def __init__(self, budget: int, metrics: Metrics) -> None:
         self.budget = budget
-        self._slots = slots  # how many uploads can be under way at once
         self._metrics = metrics
+        self._under_way: set[str] = set()  # owners (upload ids) that began and did not end
         self._reserved = 0  # bytes of buffers handed out
         self._held: Counter[str] = Counter()  # buffers handed out, by owner (upload id)
         self._idle: deque[mmap.mmap] = deque()
@@ -104,6 +105,15 @@ class ChunkMemory:
     def held_by(self, owner: str) -> int:
         """How many buffers `owner` holds."""
         return self._held[owner]
+
+    def begin(self, owner: str) -> None:
+        """`owner`'s upload is under way: while it holds no buffer, one is kept for it."""
+        self._under_way.add(owner)
+
+    def end(self, owner: str) -> None:
+        """`owner`'s upload ended: nothing is kept for it any more."""
+        self._under_way.discard(owner)
+        self._grant()
 
     async def take(self, size: int, *, owner: str, wait: float) -> mmap.mmap:
         """A buffer of `size` bytes for `owner`, waiting up to `wait` seconds for its turn;
@@ -179,12 +189,12 @@ class ChunkMemory:
             first.granted.set_result(None)
 
     def _kept_from(self, owner: str, size: int) -> int:
-        """Memory `owner` may not take: while a slot's upload holds none, the last buffer is
-        kept for it, so that a job starting when the others have spent the budget can begin
-        at once."""
-        if self._held[owner] and len(self._held) < self._slots:
-            return size
-        return 0
+        """Memory an `owner` holding buffers may not take: one buffer for each other upload
+        under way that holds none (among those, first come, first served)."""
+        if not self._held[owner]:
+            return 0
+        waiting_for_first = sum(1 for u in self._under_way if u != owner and not self._held[u])
+        return waiting_for_first * size
 
     def _reuse(self, size: int) -> mmap.mmap | None:
         """An idle buffer of `size`, after dropping idle ones the budget no longer allows."""

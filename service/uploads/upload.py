@@ -118,6 +118,7 @@ class Upload:
         return self.start.chunk_size + FORM_ALLOWANCE
 
     def begin(self) -> None:
+        self.shared.memory.begin(self.upload_id)
         log.info(
             "upload started: %d bytes in %d chunks",
             self.start.size,
@@ -224,6 +225,7 @@ class Upload:
         if not self.job.end():
             return False
         self._ending = ending
+        self.shared.memory.end(self.upload_id)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
