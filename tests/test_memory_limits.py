@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from conftest import KEY, TOKEN, Harness, HarnessFactory, raw_chunk_body
+from conftest import CHANNEL, KEY, TOKEN, Harness, HarnessFactory, raw_chunk_body
 
 from service.local.browser import chunk_form
 from service.local.discord_api import DiscordStandIn, Fault
@@ -16,12 +16,14 @@ from service.storage.sealing import buffer_size
 CHUNK = 400 * 1024  # two chunk buffers fit in CHUNK_MEMORY_MIB=1
 BUFFER = buffer_size(CHUNK)
 OTHER_CHANNEL = "1100000000000000002"
+THIRD_CHANNEL = "1100000000000000003"
 
 
 async def memory_reserved(harness: Harness, size: int) -> None:
     """Until the service holds `size` bytes of chunk memory (it offers no event for it)."""
-    while harness.service.memory.reserved != size:  # noqa: ASYNC110
-        await asyncio.sleep(0.01)
+    async with asyncio.timeout(10):
+        while harness.service.memory.reserved != size:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
 
 
 async def trickle(harness: Harness, upload_id: str, index: int, stop: asyncio.Event) -> bytes:
@@ -145,6 +147,40 @@ async def test_one_uploads_flood_leaves_memory_for_another_uploads_browser(
         assert (await post(harness.address, flood_id, flood_data, index))[0] == 200
     assert (await harness.link.next_finish())["success"] is True
     assert (await other.next_finish())["success"] is True
+
+
+async def test_a_job_that_starts_after_others_spent_the_memory_begins_at_once(
+    start_service: HarnessFactory, discord: DiscordStandIn, manager: ManagerStandIn
+) -> None:
+    harness = await start_service(slots=3, chunk_memory_mib=4)  # 10 chunk buffers
+    links = [harness.link, await manager.next_service(), await manager.next_service()]
+    channels = [CHANNEL, OTHER_CHANNEL, THIRD_CHANNEL]
+    for link, channel in zip(links, channels, strict=True):
+        await link.configure(token=TOKEN, channel_id=channel, crypto_key=KEY)
+    data = os.urandom(5 * CHUNK)
+    ids = [(await link.start_upload(size=len(data), chunk_size=CHUNK))[0] for link in links]
+    discord.inject(*[Fault(hold=True) for _ in channels])  # each channel's first post
+
+    def post(slot: int, index: int) -> asyncio.Task[tuple[int, str]]:
+        piece = data[index * CHUNK : (index + 1) * CHUNK]
+        url = links[slot].own_address
+        return asyncio.create_task(harness.post(ids[slot], index, piece, url=url))
+
+    first = [post(0, i) for i in range(5)]
+    await memory_reserved(harness, 5 * BUFFER)
+    second = [post(1, i) for i in range(5)]
+    await memory_reserved(harness, 9 * BUFFER)  # the 10th is kept for the third job
+    assert harness.service.memory.held_by(ids[1]) == 4
+    third = post(2, 0)
+    await memory_reserved(harness, 10 * BUFFER)  # it began at once
+    assert harness.service.memory.held_by(ids[2]) == 1
+    discord.release_held()
+    answers = await asyncio.gather(*first, *second, third)
+    assert {status for status, _ in answers} == {200}
+    for index in range(1, 5):
+        assert (await post(2, index))[0] == 200
+    for link in links:
+        assert (await link.next_finish())["success"] is True
 
 
 async def test_a_connection_that_sends_no_request_head_is_closed(
