@@ -12,8 +12,9 @@ another's browser:
 - memory that frees goes to the waiting chunk whose upload holds the fewest buffers
   (first come, first served among equals);
 - an upload already holding a browser's worth of buffers (5) gets more only from spare
-  memory: never while a chunk waits, and never the last 5 buffers' worth, which are kept
-  so that another browser's 5 chunks can start at once. Such a burst is refused at once;
+  memory: never while a chunk waits, and never the last 5 buffers' worth (nor those kept
+  below), so that another browser's 5 chunks can start at once. Such a burst is refused at
+  once;
 - each upload under way that holds no buffer has one kept for it: an upload that holds
   buffers takes another only if one stays free for each of them, so that a job starting
   after the others have spent the budget begins at once.
@@ -122,7 +123,8 @@ class ChunkMemory:
             raise MemoryBusy(f"a {size}-byte chunk exceeds CHUNK_MEMORY_MIB", MEMORY_RETRY_AFTER)
         held = self._held[owner]
         if held >= BROWSER_CHUNKS_IN_FLIGHT:
-            if self._waiters or not self._fits(size + BROWSER_CHUNKS_IN_FLIGHT * size):
+            spare = max(BROWSER_CHUNKS_IN_FLIGHT * size, self._kept_from(owner, size))
+            if self._waiters or not self._fits(size + spare):
                 raise MemoryBusy(
                     f"upload {owner} holds {held} chunks in memory already and the rest is "
                     "kept for other uploads; try this one again shortly",
