@@ -150,3 +150,31 @@ async def test_what_shutdown_cannot_delete_in_time_is_logged_with_its_ids(
     assert all(message_id in line.getMessage() for message_id in left)
     assert line.upload_id == upload_id  # type: ignore[attr-defined]
     assert metric(harness, "upload_discord_messages_left_total") == 2
+
+
+async def test_a_post_whose_answer_was_lost_and_whose_retries_failed_is_deleted_too(
+    harness: Harness,
+) -> None:
+    upload_id = await store_some(harness, count=1)
+    # chunk 1 is stored but its answer is lost; both retries fail, nothing more is stored
+    harness.discord.inject(Fault(store_then_drop=True), Fault(status=503), Fault(drop=True))
+    status, _ = await harness.post(upload_id, 1, os.urandom(SMALL_CHUNK))
+    assert status == 502
+    assert len(messages_of(harness, upload_id)) == 2  # the service knows only one of them
+    assert await harness.link.abort() == {"success": True}
+    assert await cleaned(harness, upload_id) == []
+
+
+async def test_a_post_stored_unknown_to_the_service_after_an_abort_is_deleted_too(
+    harness: Harness,
+) -> None:
+    upload_id = await store_some(harness)
+    harness.discord.inject(
+        Fault(hold=True, store_then_drop=True), Fault(status=503), Fault(drop=True)
+    )
+    late = asyncio.create_task(harness.post(upload_id, 2, os.urandom(SMALL_CHUNK)))
+    await harness.discord.wait_for_posts(3)
+    assert await harness.link.abort() == {"success": True}
+    harness.discord.release_held()
+    assert (await late)[0] == 410
+    assert await cleaned(harness, upload_id) == []

@@ -186,6 +186,23 @@ async def test_message_round_trips(standin: DiscordStandIn, connect: Connect) ->
         assert await response.read() == data
 
 
+async def test_channel_messages_are_listed_newest_first_a_page_at_a_time(
+    standin: DiscordStandIn, connect: Connect
+) -> None:
+    http = await connect()
+    sent = [await http.send_message(CHANNEL, params=upload(content=f"m{i}")) for i in range(5)]
+    newest_first = [message["id"] for message in reversed(sent)]
+
+    page = await http.logs_from(CHANNEL, 2)
+    assert [m["id"] for m in page] == newest_first[:2]
+    assert page[0] == await http.get_message(CHANNEL, newest_first[0])
+    older = await http.logs_from(CHANNEL, 100, before=page[-1]["id"])
+    assert [m["id"] for m in older] == newest_first[2:]
+    with pytest.raises(discord.HTTPException) as refused:  # Discord's most is 100
+        await http.logs_from(CHANNEL, 101)
+    assert (refused.value.status, refused.value.code) == (400, 50035)
+
+
 async def test_forgotten_channel_loses_its_messages_and_no_other(
     standin: DiscordStandIn, connect: Connect
 ) -> None:

@@ -177,6 +177,14 @@ class DiscordClient:
             if len(message_ids) > 1:
                 raise
 
+    async def list_messages(
+        self, channel_id: str, *, before: str | None, limit: int, max_wait: float
+    ) -> Any:
+        """A page of the channel's messages, newest first, older than `before` (discord.py's
+        decoding, not checked). Raise as `post_message` does."""
+        page = partial(self._http.logs_from, channel_id, limit, before=before)
+        return await self._send(f"GET messages {channel_id}", page, max_wait)
+
     async def close(self) -> None:
         self.closed = True
         if self._login is not None:

@@ -13,11 +13,12 @@ may retry), `DiscordBusy` (a longer wait than a client is held for) and `Discord
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import aiohttp
@@ -33,6 +34,7 @@ from .discord_client import BAD_TOKEN, TRANSIENT, DiscordClient, discord_failure
 log = logging.getLogger(__name__)
 
 _SNOWFLAKE = re.compile(r"[0-9]{15,22}")
+PAGE = 100  # messages per page when searching a channel (Discord's most)
 
 
 class MemoryReader(io.BufferedIOBase):
@@ -98,12 +100,30 @@ class BadAnswer(Exception):
     """A 2xx that does not show the chunk stored: a failed post, never a recorded one."""
 
 
+@contextlib.contextmanager
+def _as_store_errors(doing: str) -> Iterator[None]:
+    """discord.py's and the transport's errors as `StoreError`s that name what was done."""
+    try:
+        yield
+    except discord.HTTPException as error:
+        if error.status < 500:
+            raise DiscordRefused(f"Discord refused to {doing}: {discord_failure(error)}") from None
+        raise DiscordFailed(f"Discord failed to {doing}: {discord_failure(error)}") from None
+    # RuntimeError: the session closed; ValueError: an answer discord.py could not decode
+    except (*TRANSIENT, RuntimeError, ValueError) as error:
+        raise DiscordFailed(f"Discord could not be reached: {discord_failure(error)}") from None
+
+
+def _is_snowflake(value: object) -> bool:
+    return isinstance(value, str) and _SNOWFLAKE.fullmatch(value) is not None
+
+
 def stored_message_id(answer: object, size: int) -> str:
     """The id of the message `answer` shows stored with a `size`-byte first attachment."""
     if not isinstance(answer, dict):
         raise BadAnswer("Discord answered a post with something other than JSON")
     message_id = answer.get("id")
-    if not (isinstance(message_id, str) and _SNOWFLAKE.fullmatch(message_id)):
+    if not _is_snowflake(message_id):
         raise BadAnswer(f"Discord's answer has no message id (id: {message_id!r:.40})")
     attachments = answer.get("attachments")
     first = attachments[0] if isinstance(attachments, list) and attachments else None
@@ -182,22 +202,32 @@ class DiscordStore:
             + discord_failure(failure)
         )
 
+    async def find_messages(self, content_prefix: str, since: int) -> list[str]:
+        """The ids of this channel's messages whose text begins with `content_prefix`, among
+        those posted after the snowflake `since`. Raise as `delete_messages` does."""
+        if self.client.closed:
+            raise DiscordFailed("the Discord session was closed")
+        found: list[str] = []
+        before: str | None = None
+        while True:
+            with _as_store_errors("list messages"):
+                page = await self.client.list_messages(
+                    self.channel_id, before=before, limit=PAGE, max_wait=self._max_wait
+                )
+            messages = [m for m in page if isinstance(m, dict) and _is_snowflake(m.get("id"))]
+            found += [m["id"] for m in messages if str(m.get("content")).startswith(content_prefix)]
+            if len(page) < PAGE or not messages or int(messages[-1]["id"]) <= since:
+                return found
+            before = messages[-1]["id"]
+
     async def delete_messages(self, message_ids: Sequence[str]) -> None:
         """Delete messages this store posted (a failed upload's clean-up may outlive its
         slot's configuration: the client lives until shutdown). Raise `DiscordFailed` when
         retrying may help, `DiscordRefused` when not, `DiscordBusy` for a long rate limit."""
         if self.client.closed:
             raise DiscordFailed("the Discord session was closed")
-        try:
+        with _as_store_errors("delete"):
             await self.client.delete_messages(self.channel_id, message_ids, max_wait=self._max_wait)
-        except discord.HTTPException as error:
-            if error.status < 500:
-                raise DiscordRefused(
-                    f"Discord refused to delete: {discord_failure(error)}"
-                ) from None
-            raise DiscordFailed(f"Discord failed to delete: {discord_failure(error)}") from None
-        except (*TRANSIENT, RuntimeError) as error:  # RuntimeError: the session closed
-            raise DiscordFailed(f"Discord could not be reached: {discord_failure(error)}") from None
 
     def _refusal(self, error: discord.HTTPException, size: int) -> DiscordRefused:
         """What a 4xx means for this job, said so that a person can act on it."""

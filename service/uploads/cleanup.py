@@ -8,6 +8,11 @@ upload: several at once with Discord's bulk delete (2 to 100 messages younger th
 days), one alone (or an older one) with a single delete. Transient failures are retried a
 bounded number of times; what cannot be deleted is logged with its ids and why, so an
 operator can act.
+
+A post that failed without a definite answer (the connection dropped, Discord answered 5xx
+or oddly) may have stored its message all the same, and its id is unknown. For an upload
+with such a post, the clean-up also searches the channel for messages whose text names the
+upload (`content_prefix`), posted since the upload began, and deletes them too.
 """
 
 from __future__ import annotations
@@ -15,14 +20,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from ..metrics import Metrics
 from ..refusals import DiscordBusy, DiscordFailed, StoreError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 BULK_LIMIT = 100  # ids in one bulk delete
 BULK_MAX_AGE = 14 * 24 * 3600.0  # seconds: older messages cannot be bulk-deleted
@@ -33,11 +39,18 @@ LONGEST_WAIT = 60.0  # seconds a rate limit is waited out between tries
 
 
 class MessageDeleter(Protocol):
-    """Deletes messages of one channel: bulk for several, single for one."""
+    """Finds and deletes messages of one channel: bulk for several, single for one."""
 
     channel_id: str
 
+    async def find_messages(self, content_prefix: str, since: int) -> list[str]: ...
+
     async def delete_messages(self, message_ids: Sequence[str]) -> None: ...
+
+
+def content_prefix(upload_id: str) -> str:
+    """How the text of every message of an upload begins."""
+    return f"discord-cloud upload {upload_id},"
 
 
 @dataclass(frozen=True)
@@ -45,11 +58,21 @@ class Orphans:
     upload_id: str
     message_ids: tuple[str, ...]
     why: str  # why they will never be read, for the log
+    search_since: int | None = None  # a snowflake: search the channel for more posted since
+
+    @property
+    def empty(self) -> bool:
+        return not self.message_ids and self.search_since is None
 
 
 def created_at(snowflake: str) -> float:
     """The Unix time a Discord id was made."""
     return (int(snowflake) >> 22) / 1000 + DISCORD_EPOCH
+
+
+def snowflake_at(when: float) -> int:
+    """The smallest Discord id made at Unix time `when`."""
+    return int((when - DISCORD_EPOCH) * 1000) << 22
 
 
 def batches(message_ids: Sequence[str], now: float) -> list[list[str]]:
@@ -69,7 +92,7 @@ class Cleanup:
 
     def delete(self, deleter: MessageDeleter, orphans: Orphans) -> None:
         """Start deleting `orphans` in the background."""
-        if not orphans.message_ids:
+        if orphans.empty:
             return
         left = list(orphans.message_ids)
         task = asyncio.get_running_loop().create_task(self._delete(deleter, orphans, left))
@@ -103,15 +126,22 @@ class Cleanup:
     async def _delete(self, deleter: MessageDeleter, orphans: Orphans, left: list[str]) -> None:
         context = {"upload_id": orphans.upload_id}
         problem = ""
-        for batch in batches(orphans.message_ids, time.time()):
-            failed = await self._delete_batch(deleter, batch)
+        if orphans.search_since is not None:
+            prefix = content_prefix(orphans.upload_id)
+            found, problem = await self._tried(
+                lambda: deleter.find_messages(prefix, orphans.search_since or 0)
+            )
+            left += [i for i in found or [] if i not in left]
+        message_ids = tuple(left)
+        for batch in batches(message_ids, time.time()):
+            _, failed = await self._tried(lambda batch=batch: deleter.delete_messages(batch))
             if failed:
                 problem = failed
                 continue
             for message_id in batch:
                 left.remove(message_id)
             self._metrics.messages_deleted.inc(len(batch))
-        deleted = len(orphans.message_ids) - len(left)
+        deleted = len(message_ids) - len(left)
         if not left:
             log.info(
                 "deleted the %d messages the upload left on Discord (%s)",
@@ -132,12 +162,11 @@ class Cleanup:
             extra=context,
         )
 
-    async def _delete_batch(self, deleter: MessageDeleter, batch: list[str]) -> str:
-        """Delete one batch, retrying transient failures; "" or why it could not be done."""
+    async def _tried(self, action: Callable[[], Awaitable[T]]) -> tuple[T | None, str]:
+        """`action`'s result, retrying transient failures; (None, why) if it failed."""
         for attempt in range(1, TRIES + 1):
             try:
-                await deleter.delete_messages(batch)
-                return ""
+                return await action(), ""
             except DiscordBusy as busy:
                 problem = str(busy)
                 delay = min(busy.retry_after or self.retry_delay, LONGEST_WAIT)
@@ -145,7 +174,7 @@ class Cleanup:
                 problem = str(failure)
                 delay = self.retry_delay * 2 ** (attempt - 1)
             except StoreError as refusal:  # Discord refuses: retrying cannot help
-                return str(refusal)
+                return None, str(refusal)
             if attempt < TRIES:
                 await asyncio.sleep(delay)
-        return f"{problem} (after {TRIES} tries)"
+        return None, f"{problem} (after {TRIES} tries)"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Protocol
@@ -19,16 +20,24 @@ from ..jobs.job import Job, StoredChunk
 from ..jobs.layout import ChunkLayout
 from ..manager import outgoing, packets
 from ..metrics import Metrics
-from ..refusals import ChunkConflict, DiscordRefused, ShuttingDown, StoreError, UploadEnded
+from ..refusals import (
+    ChunkConflict,
+    DiscordFailed,
+    DiscordRefused,
+    ShuttingDown,
+    StoreError,
+    UploadEnded,
+)
 from ..storage.discord_store import DiscordStore
 from ..storage.mime import FALLBACK, sniff_mime
 from ..storage.sealing import ChunkDigest, ChunkSealer, buffer_size
-from .cleanup import Cleanup, Orphans
+from .cleanup import Cleanup, Orphans, content_prefix, snowflake_at
 from .memory import ChunkMemory
 
 log = logging.getLogger(__name__)
 
 FORM_ALLOWANCE = 16 * 1024  # body bytes beyond the chunk: boundaries, headers, small fields
+CLOCK_MARGIN = 300.0  # seconds: how far Discord's clock may be behind ours when searching
 
 UNREPORTABLE = (
     "The upload service stored every chunk but could not report them; please upload the file again"
@@ -107,6 +116,10 @@ class Upload:
         self._timer: asyncio.TimerHandle | None = None
         self._ending: Ending | None = None
         self._background: set[asyncio.Task[None]] = set()
+        # from when to search the channel for messages of posts that may have stored one
+        # without our learning its id; None until such a post
+        self._search_since: int | None = None
+        self._began = snowflake_at(time.time() - CLOCK_MARGIN)
 
     @property
     def upload_id(self) -> str:
@@ -157,17 +170,20 @@ class Upload:
         """Post a received chunk to Discord and record it; the upload may finish here."""
         self._refuse_if_ended()
         sealed = sealer.seal()
-        content = f"discord-cloud upload {self.upload_id}, chunk {index}"
+        content = f"{content_prefix(self.upload_id)} chunk {index}"
         try:
             message_id = await self.store.post(content, str(index), sealed.payload)
         except StoreError as error:
+            if isinstance(error, DiscordFailed):  # it may be stored: search for it if need be
+                self._search_since = self._began
+                if self._ending is not None and self._ending.outcome != "succeeded":
+                    self._clean_up((), f"a post failed after the upload ended: {self._ending.why}")
             self._refuse_if_ended()
             if isinstance(error, DiscordRefused):
                 await self.fail(Ending(f"Discord refused the upload: {error}", "discord_refused"))
             raise
         if self._ending is not None:  # it ended while Discord was busy: nobody will read it
-            why = f"stored after the upload ended: {self._ending.why}"
-            self.shared.cleanup.delete(self.store, Orphans(self.upload_id, (message_id,), why))
+            self._clean_up((message_id,), f"stored after the upload ended: {self._ending.why}")
             self._refuse_if_ended()
         self.job.record(index, StoredChunk(message_id, sealed.digest), sealed.head)
         self.shared.metrics.chunks_stored.inc()
@@ -232,11 +248,14 @@ class Upload:
         self.shared.metrics.jobs.labels(ending.outcome).inc()
         self._on_end(self, ending)
         if ending.outcome != "succeeded":  # the manager records none of its messages
-            stored = tuple(chunk.message_id for chunk in self.job.stored.values())
-            self.shared.cleanup.delete(self.store, Orphans(self.upload_id, stored, ending.why))
+            self._clean_up(tuple(c.message_id for c in self.job.stored.values()), ending.why)
         level = logging.INFO if ending.outcome == "succeeded" else logging.WARNING
         log.log(level, "upload ended: %s", ending.why, extra=self._log)
         return True
+
+    def _clean_up(self, message_ids: tuple[str, ...], why: str) -> None:
+        orphans = Orphans(self.upload_id, message_ids, why, self._search_since)
+        self.shared.cleanup.delete(self.store, orphans)
 
     # --- the inactivity timer --------------------------------------------------------------
 

@@ -87,6 +87,7 @@ class DiscordStandIn:
                 web.get(API_PREFIX + "/users/@me", self._get_me),
                 web.post(messages, self._post_message),
                 web.post(messages + "/bulk-delete", self._bulk_delete),
+                web.get(messages, self._list_messages),
                 web.get(messages + "/{message_id}", self._get_message),
                 web.delete(messages + "/{message_id}", self._delete_message),
                 web.get("/attachments/{channel_id}/{attachment_id}/{filename}", self._get_file),
@@ -202,6 +203,22 @@ class DiscordStandIn:
         if message is None:
             return error(404, "Unknown Message", 10008)
         return json_answer(message_json(message, self._user, self.origin))
+
+    async def _list_messages(self, request: web.Request) -> web.Response:
+        """Get Channel Messages: newest first, `limit` (1-100, default 50) of them, older
+        than `before` when given (the `after` and `around` forms are not modelled)."""
+        channel_id = request.match_info["channel_id"]
+        if (refusal := self._gate.refusal(request, channel_id)) is not None:
+            return refusal
+        if isinstance(admitted := self._gate.admit(None, channel_id, 0), web.Response):
+            return admitted
+        limit, before = request.query.get("limit", "50"), request.query.get("before")
+        if not limit.isdigit() or not 1 <= int(limit) <= 100:
+            return error(400, "Invalid Form Body", 50035)
+        newest_first = reversed(self._store.messages(channel_id))
+        older = [m for m in newest_first if before is None or int(m.id) < int(before)]
+        page = [message_json(m, self._user, self.origin) for m in older[: int(limit)]]
+        return json_answer(page)
 
     async def _get_file(self, request: web.Request) -> web.Response:
         """The CDN: not the API, so neither authorised nor rate limited."""
