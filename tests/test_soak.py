@@ -114,6 +114,7 @@ class Soak:
         rng = self.rng
         data = os.urandom(rng.choice([0, 1, CHUNK, 3 * CHUNK, 4 * CHUNK + rng.randrange(CHUNK)]))
         finishes_before = len(link.finishes)
+        succeeded_before = self.succeeded()
         upload_id, reply = await link.start_upload(size=len(data), chunk_size=CHUNK)
         assert reply == {"success": True}
         self.tally.jobs += 1
@@ -138,6 +139,10 @@ class Soak:
             if not link.finishes[finishes_before:] and await self.strike(link, manager_fault):
                 await asyncio.gather(browser, *clients)
                 assert len(link.finishes) == finishes_before  # no finish after either
+                if self.succeeded() > succeeded_before:  # its finish went as the link closed
+                    self.tally.outcomes["voided by lost link"] -= 1
+                    self.tally.outcomes["success finish lost with the link"] += 1
+                    return
                 await self.check_cleaned(upload_id)
                 return
         await asyncio.gather(browser, *clients)
@@ -216,6 +221,11 @@ class Soak:
         async with self.http.post(link.own_address, data=form) as response:
             if response.status == 200:
                 progress.ack(index, chunk)
+
+    def succeeded(self) -> float:
+        """Jobs the service ended with a success finish (sent, whether or not it arrived)."""
+        registry = self.service.metrics.registry
+        return registry.get_sample_value("upload_jobs_total", {"outcome": "succeeded"}) or 0.0
 
     async def check_cleaned(self, upload_id: str) -> None:
         """An upload that did not succeed leaves none of its messages on Discord."""
