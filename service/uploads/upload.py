@@ -174,7 +174,8 @@ class Upload:
         try:
             message_id = await self.store.post(content, str(index), sealed.payload)
         except StoreError as error:
-            if isinstance(error, DiscordFailed):  # it may be stored: search for it if need be
+            # sent without a definite answer, it may be stored: search for it if need be
+            if isinstance(error, DiscordFailed) and not self.store.client.closed:
                 self._search_since = self._began
                 if self._ending is not None and self._ending.outcome != "succeeded":
                     self._clean_up((), f"a post failed after the upload ended: {self._ending.why}")
