@@ -96,7 +96,12 @@ class StoreError(Refusal):
 
 
 class DiscordFailed(StoreError):
-    pass
+    """`maybe_stored`: a post went out without a definite answer, so Discord may hold its
+    message under an id nobody learned."""
+
+    def __init__(self, message: str, *, maybe_stored: bool = False) -> None:
+        super().__init__(message)
+        self.maybe_stored = maybe_stored
 
 
 class DiscordBusy(StoreError):

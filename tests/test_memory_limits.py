@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
+from collections.abc import Callable
 
 from conftest import CHANNEL, KEY, TOKEN, Harness, HarnessFactory, raw_chunk_body
 
@@ -19,11 +21,16 @@ OTHER_CHANNEL = "1100000000000000002"
 THIRD_CHANNEL = "1100000000000000003"
 
 
-async def memory_reserved(harness: Harness, size: int) -> None:
-    """Until the service holds `size` bytes of chunk memory (it offers no event for it)."""
+async def until(holds: Callable[[], bool]) -> None:
+    """Until `holds()`, for what the service offers no event for; fail after 10 s."""
     async with asyncio.timeout(10):
-        while harness.service.memory.reserved != size:  # noqa: ASYNC110
+        while not holds():  # noqa: ASYNC110
             await asyncio.sleep(0.01)
+
+
+async def memory_reserved(harness: Harness, size: int) -> None:
+    """Until the service holds `size` bytes of chunk memory."""
+    await until(lambda: harness.service.memory.reserved == size)
 
 
 async def trickle(harness: Harness, upload_id: str, index: int, stop: asyncio.Event) -> bytes:
@@ -78,6 +85,50 @@ async def test_a_chunk_waits_for_memory_then_gets_503_and_comes_back_later(
     await asyncio.gather(*trickles)
     await memory_reserved(harness, 0)
     assert (await harness.post(upload_id, 2, data))[0] == 200
+
+
+async def test_a_chunk_waiting_for_memory_leaves_its_body_unread(
+    start_service: HarnessFactory, discord: DiscordStandIn
+) -> None:
+    big = 4 * 1024 * 1024  # two buffers fit in CHUNK_MEMORY_MIB=9, a third does not
+    harness = await start_service(chunk_memory_mib=9, client_read_timeout=0.5, client_min_rate=1)
+    await harness.configure()
+    data = os.urandom(3 * big)
+    upload_id = await harness.start(len(data), chunk_size=big)
+    discord.inject(Fault(hold=True))  # the first post; the second waits for its answer
+    held = [
+        asyncio.create_task(harness.post(upload_id, i, data[i * big : (i + 1) * big]))
+        for i in (0, 1)
+    ]
+    await memory_reserved(harness, 2 * buffer_size(big))
+    await until(lambda: received(harness) >= 2 * big)  # both bodies are in
+    before = received(harness)
+
+    content_type, body = raw_chunk_body(upload_id, 2, data[2 * big :])
+    # a small send buffer: what the service does not read stays in the client, not the kernel
+    client = socket.create_connection(("127.0.0.1", harness.service.port))
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 256 * 1024)
+    reader, writer = await asyncio.open_connection(sock=client)
+    head = (
+        f"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    writer.write(head.encode() + body)
+    answer = await reader.readline()  # after 0.5 s waiting for memory
+    assert answer.startswith(b"HTTP/1.1 503")
+    assert writer.transport.get_write_buffer_size() > 0  # the client still holds its body
+    assert received(harness) - before < big // 4  # the service read little of it
+    writer.close()
+
+    discord.release_held()
+    assert [status for status, _ in await asyncio.gather(*held)] == [200, 200]
+    assert (await harness.post(upload_id, 2, data[2 * big :]))[0] == 200
+    assert (await harness.link.next_finish())["success"] is True
+
+
+def received(harness: Harness) -> float:
+    """Body bytes of chunk POSTs the service has read."""
+    return harness.service.metrics.registry.get_sample_value("upload_received_bytes_total") or 0
 
 
 async def test_a_trickling_client_is_cut_off_and_its_memory_freed(
@@ -187,7 +238,10 @@ async def test_a_connection_that_sends_no_request_head_is_closed(
     start_service: HarnessFactory,
 ) -> None:
     harness = await start_service(client_read_timeout=0.5)
-    reader, writer = await asyncio.open_connection("127.0.0.1", harness.service.port)
+    # a small send buffer: what the service does not read stays in the client, not the kernel
+    client = socket.create_connection(("127.0.0.1", harness.service.port))
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 256 * 1024)
+    reader, writer = await asyncio.open_connection(sock=client)
     writer.write(b"POST /upload HTTP/1.1\r\nHost: x\r\n")  # and never the rest
     async with asyncio.timeout(10):
         assert await reader.read() == b""  # closed by the service

@@ -199,7 +199,8 @@ class DiscordStore:
                 await asyncio.sleep(0.25 * 2**attempt)
         raise DiscordFailed(
             f"Discord could not store the chunk after {self._retries} attempts: "
-            + discord_failure(failure)
+            + discord_failure(failure),
+            maybe_stored=True,  # a 5xx, a lost or odd answer: any try may have stored it
         )
 
     async def find_messages(self, content_prefix: str, since: int) -> list[str]:

@@ -127,10 +127,8 @@ class Cleanup:
         context = {"upload_id": orphans.upload_id}
         problem = ""
         if orphans.search_since is not None:
-            prefix = content_prefix(orphans.upload_id)
-            found, problem = await self._tried(
-                lambda: deleter.find_messages(prefix, orphans.search_since or 0)
-            )
+            since, prefix = orphans.search_since, content_prefix(orphans.upload_id)
+            found, problem = await self._tried(lambda: deleter.find_messages(prefix, since))
             left += [i for i in found or [] if i not in left]
         message_ids = tuple(left)
         for batch in batches(message_ids, time.time()):

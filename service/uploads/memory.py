@@ -122,9 +122,8 @@ class ChunkMemory:
         if size > self.budget:
             raise MemoryBusy(f"a {size}-byte chunk exceeds CHUNK_MEMORY_MIB", MEMORY_RETRY_AFTER)
         held = self._held[owner]
-        if held >= BROWSER_CHUNKS_IN_FLIGHT:
-            spare = max(BROWSER_CHUNKS_IN_FLIGHT * size, self._kept_from(owner, size))
-            if self._waiters or not self._fits(size + spare):
+        if held >= BROWSER_CHUNKS_IN_FLIGHT:  # a burst: spare memory at once, or nothing
+            if self._waiters or not self._fits(size + self._kept_from(owner, size)):
                 raise MemoryBusy(
                     f"upload {owner} holds {held} chunks in memory already and the rest is "
                     "kept for other uploads; try this one again shortly",
@@ -191,11 +190,15 @@ class ChunkMemory:
             first.granted.set_result(None)
 
     def _kept_from(self, owner: str, size: int) -> int:
-        """Memory an `owner` holding buffers may not take: one buffer for each other upload
-        under way that holds none (among those, first come, first served)."""
-        if not self._held[owner]:
+        """Memory `owner` may not take: nothing while it holds no buffer (among those, first
+        come, first served); else one buffer for each other upload under way that holds
+        none, and once it holds a browser's 5, at least 5 buffers' worth."""
+        held = self._held[owner]
+        if not held:
             return 0
         waiting_for_first = sum(1 for u in self._under_way if u != owner and not self._held[u])
+        if held >= BROWSER_CHUNKS_IN_FLIGHT:
+            return max(waiting_for_first, BROWSER_CHUNKS_IN_FLIGHT) * size
         return waiting_for_first * size
 
     def _reuse(self, size: int) -> mmap.mmap | None:

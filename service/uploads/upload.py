@@ -116,10 +116,8 @@ class Upload:
         self._timer: asyncio.TimerHandle | None = None
         self._ending: Ending | None = None
         self._background: set[asyncio.Task[None]] = set()
-        # from when to search the channel for messages of posts that may have stored one
-        # without our learning its id; None until such a post
-        self._search_since: int | None = None
-        self._began = snowflake_at(time.time() - CLOCK_MARGIN)
+        self._began = snowflake_at(time.time() - CLOCK_MARGIN)  # to search the channel from
+        self._unrecorded = False  # a post may have stored a message whose id we never learned
 
     @property
     def upload_id(self) -> str:
@@ -174,9 +172,8 @@ class Upload:
         try:
             message_id = await self.store.post(content, str(index), sealed.payload)
         except StoreError as error:
-            # sent without a definite answer, it may be stored: search for it if need be
-            if isinstance(error, DiscordFailed) and not self.store.client.closed:
-                self._search_since = self._began
+            if isinstance(error, DiscordFailed) and error.maybe_stored:
+                self._unrecorded = True
                 if self._ending is not None and self._ending.outcome != "succeeded":
                     self._clean_up((), f"a post failed after the upload ended: {self._ending.why}")
             self._refuse_if_ended()
@@ -255,7 +252,8 @@ class Upload:
         return True
 
     def _clean_up(self, message_ids: tuple[str, ...], why: str) -> None:
-        orphans = Orphans(self.upload_id, message_ids, why, self._search_since)
+        since = self._began if self._unrecorded else None
+        orphans = Orphans(self.upload_id, message_ids, why, search_since=since)
         self.shared.cleanup.delete(self.store, orphans)
 
     # --- the inactivity timer --------------------------------------------------------------
