@@ -92,16 +92,14 @@ class ShuttingDown(Refusal):
 
 
 class StoreError(Refusal):
-    pass
+    """`maybe_stored`: a try of the post went out without a definite answer, so Discord may
+    hold its message under an id nobody learned, whatever the last try's answer was."""
+
+    maybe_stored = False
 
 
 class DiscordFailed(StoreError):
-    """`maybe_stored`: a post went out without a definite answer, so Discord may hold its
-    message under an id nobody learned."""
-
-    def __init__(self, message: str, *, maybe_stored: bool = False) -> None:
-        super().__init__(message)
-        self.maybe_stored = maybe_stored
+    pass
 
 
 class DiscordBusy(StoreError):

@@ -176,3 +176,13 @@ async def test_a_post_whose_answer_was_lost_and_whose_retries_failed_is_deleted_
     assert len(messages_of(harness, upload_id)) == 2  # the service knows only one of them
     assert await harness.link.abort() == {"success": True}
     assert await cleaned(harness, upload_id) == []
+
+
+async def test_a_post_whose_answer_was_lost_then_refused_is_deleted_too(harness: Harness) -> None:
+    upload_id = await store_some(harness, count=1)
+    # chunk 1 is stored but its answer is lost; the retry is refused and ends the job
+    harness.discord.inject(Fault(store_then_drop=True), Fault(status=403))
+    status, _ = await harness.post(upload_id, 1, os.urandom(SMALL_CHUNK))
+    assert status == 502
+    assert (await harness.link.next_finish())["success"] is False
+    assert await cleaned(harness, upload_id) == []

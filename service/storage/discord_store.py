@@ -28,7 +28,7 @@ import discord
 from discord.http import handle_message_parameters
 
 from ..metrics import Metrics
-from ..refusals import DiscordFailed, DiscordRefused
+from ..refusals import DiscordFailed, DiscordRefused, StoreError
 from .discord_client import BAD_TOKEN, TRANSIENT, DiscordClient, discord_failure
 
 log = logging.getLogger(__name__)
@@ -161,47 +161,56 @@ class DiscordStore:
     async def post(self, content: str, filename: str, payload: memoryview) -> str:
         """Post one message with `payload` as its only attachment; return the message id."""
         nonce = secrets.token_hex(12)
-        for attempt in range(1, self._retries + 1):
-            # Retried even when the upload has ended meanwhile: an earlier try may have stored
-            # the message, and only the same nonce tells its id, for the clean-up to delete.
-            if self.client.closed:  # shut down meanwhile
-                raise DiscordFailed("the Discord session was closed")
-            params = handle_message_parameters(
-                content=content,
-                file=discord.File(MemoryReader(payload), filename=filename),
-                nonce=nonce,
-            )
-            try:
-                answer = await self.client.post_message(
-                    self.channel_id, params, max_wait=self._max_wait
+        unsure = False  # a try went out without a definite answer: it may have stored
+        try:
+            for attempt in range(1, self._retries + 1):
+                # Retried even when the upload has ended meanwhile: an earlier try may have
+                # stored the message, and only the same nonce tells its id, for the clean-up.
+                try:
+                    return await self._post_once(content, filename, payload, nonce)
+                except discord.HTTPException as error:
+                    if error.status < 500:
+                        raise self._refusal(error, len(payload)) from None
+                    failure: BaseException = error
+                # ValueError: discord.py could not decode the answer (not UTF-8, not JSON)
+                except (*TRANSIENT, BadAnswer, ValueError) as error:
+                    failure = error
+                unsure = True
+                log.warning(
+                    "posting chunk %s to Discord failed (attempt %d of %d): %s",
+                    filename,
+                    attempt,
+                    self._retries,
+                    discord_failure(failure),
                 )
-                return stored_message_id(answer, len(payload))
-            except RuntimeError:  # aiohttp's "Session is closed", when shut down mid-request
-                if self.client.closed:
-                    raise DiscordFailed("the Discord session was closed") from None
-                raise
-            except discord.HTTPException as error:
-                if error.status < 500:
-                    raise self._refusal(error, len(payload)) from None
-                failure: BaseException = error
-            # ValueError: discord.py could not decode the answer (not UTF-8, not JSON)
-            except (*TRANSIENT, BadAnswer, ValueError) as error:
-                failure = error
-            log.warning(
-                "posting chunk %s to Discord failed (attempt %d of %d): %s",
-                filename,
-                attempt,
-                self._retries,
-                discord_failure(failure),
+                if attempt < self._retries:
+                    self._metrics.discord_retries.inc()
+                    await asyncio.sleep(0.25 * 2**attempt)
+            raise DiscordFailed(
+                f"Discord could not store the chunk after {self._retries} attempts: "
+                + discord_failure(failure)
             )
-            if attempt < self._retries:
-                self._metrics.discord_retries.inc()
-                await asyncio.sleep(0.25 * 2**attempt)
-        raise DiscordFailed(
-            f"Discord could not store the chunk after {self._retries} attempts: "
-            + discord_failure(failure),
-            maybe_stored=True,  # a 5xx, a lost or odd answer: any try may have stored it
+        except StoreError as error:
+            error.maybe_stored = unsure
+            raise
+
+    async def _post_once(self, content: str, filename: str, payload: memoryview, nonce: str) -> str:
+        if self.client.closed:  # shut down meanwhile
+            raise DiscordFailed("the Discord session was closed")
+        params = handle_message_parameters(
+            content=content,
+            file=discord.File(MemoryReader(payload), filename=filename),
+            nonce=nonce,
         )
+        try:
+            answer = await self.client.post_message(
+                self.channel_id, params, max_wait=self._max_wait
+            )
+        except RuntimeError:  # aiohttp's "Session is closed", when shut down mid-request
+            if self.client.closed:
+                raise DiscordFailed("the Discord session was closed") from None
+            raise
+        return stored_message_id(answer, len(payload))
 
     async def find_messages(self, content_prefix: str, since: int) -> list[str]:
         """The ids of this channel's messages whose text begins with `content_prefix`, among

@@ -22,7 +22,6 @@ from ..manager import outgoing, packets
 from ..metrics import Metrics
 from ..refusals import (
     ChunkConflict,
-    DiscordFailed,
     DiscordRefused,
     ShuttingDown,
     StoreError,
@@ -172,7 +171,7 @@ class Upload:
         try:
             message_id = await self.store.post(content, str(index), sealed.payload)
         except StoreError as error:
-            if isinstance(error, DiscordFailed) and error.maybe_stored:
+            if error.maybe_stored:
                 self._unrecorded = True
                 if self._ending is not None and self._ending.outcome != "succeeded":
                     self._clean_up((), f"a post failed after the upload ended: {self._ending.why}")
