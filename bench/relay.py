@@ -28,7 +28,7 @@ from aiohttp import web
 from service.intake.form import StreamingForm, boundary_of
 from service.jobs.layout import BROWSER_CHUNKS_IN_FLIGHT, MANAGER_CHUNK_SIZE, ChunkLayout
 from service.metrics import Metrics
-from service.storage.discord_store import MemoryReader  # importing it registers its payload
+from service.storage.memory_file import MemoryReader
 from service.storage.sealing import buffer_size
 from service.uploads.memory import ChunkMemory
 

@@ -17,6 +17,7 @@ from source import Source
 from service.jobs.layout import BROWSER_CHUNKS_IN_FLIGHT
 from service.local.browser import chunk_form
 from service.local.discord_api import DiscordStandIn
+from service.storage.memory_file import MemoryReader
 
 SendOne = Callable[[int], Awaitable[None]]
 
@@ -71,7 +72,7 @@ def direct_sender(
     headers = {"Authorization": f"Bot {token}"}
 
     async def send_one(index: int) -> None:
-        form = message_form(str(index), source.chunks[index])
+        form = message_form(str(index), MemoryReader(source.chunks[index]))  # as the browser
         await post_form(session, url, form, f"direct chunk {index}", headers=headers)
 
     return send_one

@@ -12,7 +12,7 @@ from conftest import CHANNEL, SMALL_CHUNK, Harness, reassembled
 
 from service.local.browser import chunk_form
 from service.local.discord_api import Fault, OddAnswer
-from service.storage.discord_store import MemoryReader
+from service.storage.memory_file import MemoryReader
 
 
 class Collect:

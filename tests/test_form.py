@@ -79,9 +79,10 @@ def test_browser_form_gives_fields_and_exactly_the_file_bytes() -> None:
     assert form.file_seen
 
 
-async def test_aiohttp_form_data_is_read() -> None:
+async def test_the_browser_stand_ins_form_is_read() -> None:
     writer = chunk_form(UPLOAD_ID, 3, TRICKY)._gen_form_data()
     encoded = await writer.as_bytes()
+    assert writer.size == len(encoded)  # sent with a Content-Length, as a browser's form is
     form, sink = read(encoded, len(TRICKY), boundary=boundary_of(writer.content_type))
     assert form.fields == {"id": UPLOAD_ID, "chunk": "3"}
     assert bytes(sink.data) == TRICKY

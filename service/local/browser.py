@@ -17,6 +17,7 @@ from pathlib import Path
 import aiohttp
 
 from ..jobs.layout import BROWSER_CHUNKS_IN_FLIGHT
+from ..storage.memory_file import MemoryReader
 
 TRIES = 10
 
@@ -42,7 +43,8 @@ def chunk_form(upload_id: str, index: int | str, data: bytes | memoryview) -> ai
     form = aiohttp.FormData()
     form.add_field("id", upload_id)
     form.add_field("chunk", str(index))
-    form.add_field("file", data, filename="blob", content_type="application/octet-stream")
+    blob = MemoryReader(memoryview(data))  # sent in slices, not copied per try
+    form.add_field("file", blob, filename="blob", content_type="application/octet-stream")
     return form
 
 

@@ -14,86 +14,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import logging
 import re
 import secrets
 from collections.abc import Iterator, Sequence
-from typing import Any
 
-import aiohttp
-import aiohttp.abc
-import aiohttp.payload
 import discord
 from discord.http import handle_message_parameters
 
 from ..metrics import Metrics
 from ..refusals import DiscordFailed, DiscordRefused, StoreError
 from .discord_client import BAD_TOKEN, TRANSIENT, DiscordClient, discord_failure
+from .memory_file import MemoryReader
 
 log = logging.getLogger(__name__)
 
 _SNOWFLAKE = re.compile(r"[0-9]{15,22}")
 PAGE = 100  # messages per page when searching a channel (Discord's most)
-
-
-class MemoryReader(io.BufferedIOBase):
-    """A seekable, read-only file over a memoryview: what discord.py takes as an attachment.
-
-    aiohttp does not read it like a file (in a thread, a copy per piece): `_MemoryPayload`
-    sends the memoryview itself.
-    """
-
-    def __init__(self, view: memoryview) -> None:
-        self.view = view
-        self._position = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._position
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: len(self.view)}
-        self._position = max(0, base[whence] + offset)
-        return self._position
-
-    def read(self, size: int | None = -1) -> bytes:
-        end = len(self.view) if size is None or size < 0 else self._position + size
-        data = self.view[self._position : end].tobytes()
-        self._position += len(data)
-        return data
-
-
-class _MemoryPayload(aiohttp.payload.Payload):
-    """Sends a `MemoryReader` from its memoryview, in slices, with its length known up front.
-
-    Slices keep asyncio's transport buffer small: what the socket does not take at once is
-    copied there, so one 10 MiB write would mean another 10 MiB in memory.
-    """
-
-    SLICE = 256 * 1024
-
-    def __init__(self, value: MemoryReader, *args: Any, **kwargs: Any) -> None:
-        super().__init__(value, *args, **kwargs)
-        self._size = len(value.view)
-
-    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
-        return self._value.view.tobytes().decode(encoding, errors)
-
-    async def write(self, writer: aiohttp.abc.AbstractStreamWriter) -> None:
-        view = self._value.view
-        for start in range(0, len(view), self.SLICE):
-            await writer.write(view[start : start + self.SLICE])
-
-
-aiohttp.payload.PAYLOAD_REGISTRY.register(
-    _MemoryPayload, MemoryReader, order=aiohttp.payload.Order.try_first
-)
 
 
 class BadAnswer(Exception):
