@@ -52,7 +52,7 @@ import aiohttp
 from children import Child
 from console import BenchFailure, log
 from measure import MIB, current_rss, peak_rss
-from memory_figures import JobRun, Scenario, Trickle, memory_report
+from memory_figures import SAMPLE, JobRun, Scenario, Trickle, memory_report
 from pacing import positive_int
 from prometheus_client.parser import text_string_to_metric_families
 from runs import Credentials
@@ -70,7 +70,6 @@ CHANNELS = ("1500000000000000001", "1500000000000000002")  # the scenario's slot
 BOUNDARY = "----memory-bench-7MA4YWxkTrZu0gW"
 FIRST_BYTES = 512  # of the file part a trickling client sends at once
 POLL = 0.05  # seconds between /metrics reads where the service offers no event
-SAMPLE = 0.1  # seconds between /metrics reads of the chunk memory held
 UPLOADER = Path(__file__).resolve().parent / "uploader.py"
 UPLOAD_TIMEOUT = 300.0  # seconds the uploader may take for a scenario's job
 SHORT_SIDE_RUNS = 3  # of the other slot's job in (a), where it takes a few tenths of a second
@@ -197,13 +196,21 @@ class Bench:
 
     async def gauge(self, name: str) -> float:
         """An unlabelled sample of the service's /metrics."""
+        return (await self.gauges(name))[0]
+
+    async def gauges(self, *names: str) -> list[float]:
+        """Unlabelled samples of the service's /metrics, read once."""
         async with self.session.get(f"http://127.0.0.1:{self.service.port}/metrics") as answer:
             text = await answer.text()
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == name and not sample.labels:
-                    return sample.value
-        raise BenchFailure(f"the service's /metrics has no {name}")
+        found = {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name in names and not sample.labels
+        }
+        if missing := [name for name in names if name not in found]:
+            raise BenchFailure(f"the service's /metrics has no {', '.join(missing)}")
+        return [found[name] for name in names]
 
     @contextlib.asynccontextmanager
     async def sampled(self, scenario: Scenario) -> AsyncIterator[None]:
@@ -212,8 +219,9 @@ class Bench:
 
         async def sample() -> None:
             while True:
-                memory = await self.gauge("upload_chunk_memory_bytes")
-                waiting = await self.gauge("upload_chunks_waiting_for_memory")
+                memory, waiting = await self.gauges(
+                    "upload_chunk_memory_bytes", "upload_chunks_waiting_for_memory"
+                )
                 scenario.most_memory = max(scenario.most_memory, memory)
                 scenario.most_waiting = max(scenario.most_waiting, int(waiting))
                 await asyncio.sleep(SAMPLE)
