@@ -189,6 +189,7 @@ class Bench:
     session: aiohttp.ClientSession
     credentials: Credentials
     slots: list[BenchSlot]  # the scenario's, then the other slot
+    files: Path  # the uploaders' files, one per source
 
     @property
     def scenario_slots(self) -> list[BenchSlot]:
@@ -293,22 +294,28 @@ class Bench:
             self.discord.forget(channel)
         return runs
 
+    def _file_of(self, source: Source) -> Path:
+        """`source` as the uploader's file, written the first time it is sent: the other
+        slot's job is sent first while the service is idle, and writing its 80 MiB again
+        while a scenario runs would take the machine from the job about to be timed."""
+        path = self.files / f"{id(source)}.bin"
+        if not path.exists():
+            path.write_bytes(source.data)
+        return path
+
     async def _send(
         self, runs: list[JobRun], addresses: list[str], upload_ids: list[str], source: Source
     ) -> float:
         """Run the uploader; when its first POSTs went out (it said it was ready)."""
-        with tempfile.NamedTemporaryFile(prefix="memory-bench-") as file:
-            file.write(source.data)
-            file.flush()
-            counts = (str(source.chunk_size), str(runs[0].concurrency), str(runs[0].tries))
-            pairs = [part for pair in zip(addresses, upload_ids, strict=True) for part in pair]
-            child, _ = await Child.start(
-                "the uploader",
-                [str(UPLOADER), file.name, *counts, *pairs],
-                ready=UPLOADER_READY,
-            )
-            began = time.perf_counter()
-            await child.finish(patience=UPLOAD_TIMEOUT)  # it ends when its jobs are sent
+        counts = (str(source.chunk_size), str(runs[0].concurrency), str(runs[0].tries))
+        pairs = [part for pair in zip(addresses, upload_ids, strict=True) for part in pair]
+        child, _ = await Child.start(
+            "the uploader",
+            [str(UPLOADER), str(self._file_of(source)), *counts, *pairs],
+            ready=UPLOADER_READY,
+        )
+        began = time.perf_counter()
+        await child.finish(patience=UPLOAD_TIMEOUT)  # it ends when its jobs are sent
         if child.returncode != 0:
             raise child.failure("failed")
         for run, report in zip(runs, json.loads(child.lines[-1]), strict=True):
@@ -354,7 +361,8 @@ async def fresh_service(
                 if not reply.get("success"):
                     raise BenchFailure(f"the configuration was refused: {reply.get('message')}")
             async with aiohttp.ClientSession() as session:
-                yield Bench(plan, service, discord, session, credentials, slots)
+                with tempfile.TemporaryDirectory(prefix="memory-bench-") as files:
+                    yield Bench(plan, service, discord, session, credentials, slots, Path(files))
         except BaseException as error:
             if not isinstance(error, BenchFailure):
                 log(log_tails([service]))
