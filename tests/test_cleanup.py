@@ -186,3 +186,20 @@ async def test_a_post_whose_answer_was_lost_then_refused_is_deleted_too(harness:
     assert status == 502
     assert (await harness.link.next_finish())["success"] is False
     assert await cleaned(harness, upload_id) == []
+
+
+async def test_a_search_discord_refuses_is_logged_not_reported_as_done(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    upload_id = await store_some(harness, count=1)
+    # chunk 1 is stored but its answer is lost and the retries fail: its id is never learned
+    harness.discord.inject(Fault(store_then_drop=True), Fault(status=503), Fault(drop=True))
+    assert (await harness.post(upload_id, 1, os.urandom(SMALL_CHUNK)))[0] == 502
+    _, unknown = messages_of(harness, upload_id)
+    # the bot may not read the channel's history: the search is refused
+    harness.discord.inject(Fault(status=403), route=Route.LIST_MESSAGES)
+    assert await harness.link.abort() == {"success": True}
+    assert await cleaned(harness, upload_id) == [unknown]  # the known one is deleted
+    [line] = [r for r in caplog.records if "could not be searched" in r.getMessage()]
+    assert line.levelname == "WARNING" and "403" in line.getMessage()
+    assert not [r for r in caplog.records if "deleted the 1 messages" in r.getMessage()]

@@ -17,7 +17,7 @@ import discord
 import pytest
 from multidict import CIMultiDictProxy
 
-from service.local.discord_api import MESSAGES_BUCKET, DiscordStandIn, Fault
+from service.local.discord_api import BUCKETS, MESSAGES_BUCKET, DiscordStandIn, Fault, Route
 
 TOKEN = "stand-in-token"
 CHANNEL = "123456789012345678"
@@ -201,6 +201,18 @@ async def test_channel_messages_are_listed_newest_first_a_page_at_a_time(
     with pytest.raises(discord.HTTPException) as refused:  # Discord's most is 100
         await http.logs_from(CHANNEL, 101)
     assert (refused.value.status, refused.value.code) == (400, 50035)
+
+
+async def test_listing_messages_is_a_route_of_its_own_with_its_bucket_and_faults() -> None:
+    async with running() as api:
+        await api.post()
+        path = f"/channels/{CHANNEL}/messages?limit=10"
+        listed = await api.request("GET", path)
+        assert listed.status == 200 and len(listed.json()) == 1
+        assert listed.headers["X-RateLimit-Bucket"] == BUCKETS[Route.LIST_MESSAGES]
+        api.standin.inject(Fault(status=403), route=Route.LIST_MESSAGES)
+        assert (await api.request("GET", path)).status == 403
+        assert (await api.request("GET", path)).status == 200  # the fault was used once
 
 
 async def test_forgotten_channel_loses_its_messages_and_no_other(

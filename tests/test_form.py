@@ -88,6 +88,25 @@ async def test_the_browser_stand_ins_form_is_read() -> None:
     assert bytes(sink.data) == TRICKY
 
 
+class Writes:
+    """A stream writer that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.pieces: list[bytes | memoryview] = []
+
+    async def write(self, piece: bytes | memoryview) -> None:
+        self.pieces.append(piece)
+
+
+async def test_the_browser_stand_in_sends_a_chunk_from_its_memory_in_slices() -> None:
+    data = random.Random(5).randbytes(1024 * 1024)
+    writes = Writes()
+    await chunk_form(UPLOAD_ID, 0, data)._gen_form_data().write(writes)  # type: ignore[arg-type]
+    slices = [p for p in writes.pieces if isinstance(p, memoryview) and p.obj is data]
+    assert len(slices) > 1 and b"".join(slices) == data  # no copy, and none of it whole
+    assert all(len(piece) < len(data) for piece in writes.pieces)
+
+
 def test_empty_file_part_gives_no_bytes() -> None:
     form, sink = read(chunk_body(b""))
     assert form.file_seen

@@ -132,8 +132,7 @@ class DiscordStore:
             raise
 
     async def _post_once(self, content: str, filename: str, payload: memoryview, nonce: str) -> str:
-        if self.client.closed:  # shut down meanwhile
-            raise DiscordFailed("the Discord session was closed")
+        self._refuse_if_closed()  # shut down meanwhile
         params = handle_message_parameters(
             content=content,
             file=discord.File(MemoryReader(payload), filename=filename),
@@ -144,16 +143,14 @@ class DiscordStore:
                 self.channel_id, params, max_wait=self._max_wait
             )
         except RuntimeError:  # aiohttp's "Session is closed", when shut down mid-request
-            if self.client.closed:
-                raise DiscordFailed("the Discord session was closed") from None
+            self._refuse_if_closed()
             raise
         return stored_message_id(answer, len(payload))
 
     async def find_messages(self, content_prefix: str, since: int) -> list[str]:
         """The ids of this channel's messages whose text begins with `content_prefix`, among
         those posted after the snowflake `since`. Raise as `delete_messages` does."""
-        if self.client.closed:
-            raise DiscordFailed("the Discord session was closed")
+        self._refuse_if_closed()
         found: list[str] = []
         before: str | None = None
         while True:
@@ -171,10 +168,13 @@ class DiscordStore:
         """Delete messages this store posted (a failed upload's clean-up may outlive its
         slot's configuration: the client lives until shutdown). Raise `DiscordFailed` when
         retrying may help, `DiscordRefused` when not, `DiscordBusy` for a long rate limit."""
-        if self.client.closed:
-            raise DiscordFailed("the Discord session was closed")
+        self._refuse_if_closed()
         with _as_store_errors("delete"):
             await self.client.delete_messages(self.channel_id, message_ids, max_wait=self._max_wait)
+
+    def _refuse_if_closed(self) -> None:
+        if self.client.closed:
+            raise DiscordFailed("the Discord session was closed") from None
 
     def _refusal(self, error: discord.HTTPException, size: int) -> DiscordRefused:
         """What a 4xx means for this job, said so that a person can act on it."""

@@ -125,22 +125,24 @@ class Cleanup:
 
     async def _delete(self, deleter: MessageDeleter, orphans: Orphans, left: list[str]) -> None:
         context = {"upload_id": orphans.upload_id}
-        problem = ""
+        problems: list[str] = []  # why messages may be left
         if orphans.search_since is not None:
             since, prefix = orphans.search_since, content_prefix(orphans.upload_id)
-            found, problem = await self._tried(lambda: deleter.find_messages(prefix, since))
+            found, failed = await self._tried(lambda: deleter.find_messages(prefix, since))
+            if failed:  # more may be left, under ids nobody knows
+                problems.append(f"the channel could not be searched for more: {failed}")
             left += [i for i in found or [] if i not in left]
         message_ids = tuple(left)
         for batch in batches(message_ids, time.time()):
             _, failed = await self._tried(lambda batch=batch: deleter.delete_messages(batch))
             if failed:
-                problem = failed
+                problems.append(failed)
                 continue
             for message_id in batch:
                 left.remove(message_id)
             self._metrics.messages_deleted.inc(len(batch))
         deleted = len(message_ids) - len(left)
-        if not left:
+        if not problems:
             log.info(
                 "deleted the %d messages the upload left on Discord (%s)",
                 deleted,
@@ -155,7 +157,7 @@ class Cleanup:
             "deleted %d messages the upload left on Discord; %d are left (%s): %s",
             deleted,
             len(left_now),
-            problem,
+            "; ".join(problems),
             " ".join(left_now),
             extra=context,
         )

@@ -123,7 +123,7 @@ class ChunkMemory:
             raise MemoryBusy(f"a {size}-byte chunk exceeds CHUNK_MEMORY_MIB", MEMORY_RETRY_AFTER)
         held = self._held[owner]
         if held >= BROWSER_CHUNKS_IN_FLIGHT:  # a burst: spare memory at once, or nothing
-            if self._waiters or not self._fits(size + self._kept_from(owner, size)):
+            if self._waiters or not self._allows(owner, size):
                 raise MemoryBusy(
                     f"upload {owner} holds {held} chunks in memory already and the rest is "
                     "kept for other uploads; try this one again shortly",
@@ -165,8 +165,9 @@ class ChunkMemory:
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
 
-    def _fits(self, size: int) -> bool:
-        return self._reserved + size <= self.budget
+    def _allows(self, owner: str, size: int) -> bool:
+        """Whether `owner` may take `size` more bytes now."""
+        return self._reserved + size + self._kept_from(owner, size) <= self.budget
 
     def _reserve(self, size: int, owner: str) -> None:
         self._reserved += size
@@ -183,7 +184,7 @@ class ChunkMemory:
         """Hand free memory to the waiting chunks whose uploads hold the fewest buffers."""
         while self._waiters:
             first = min(self._waiters, key=lambda w: (self._held[w.owner], w.arrived))
-            if not self._fits(first.size + self._kept_from(first.owner, first.size)):
+            if not self._allows(first.owner, first.size):
                 return
             self._waiters.remove(first)
             self._reserve(first.size, first.owner)

@@ -20,13 +20,7 @@ from ..jobs.job import Job, StoredChunk
 from ..jobs.layout import ChunkLayout
 from ..manager import outgoing, packets
 from ..metrics import Metrics
-from ..refusals import (
-    ChunkConflict,
-    DiscordRefused,
-    ShuttingDown,
-    StoreError,
-    UploadEnded,
-)
+from ..refusals import ChunkConflict, DiscordRefused, ShuttingDown, StoreError, UploadEnded
 from ..storage.discord_store import DiscordStore
 from ..storage.mime import FALLBACK, sniff_mime
 from ..storage.sealing import ChunkDigest, ChunkSealer, buffer_size

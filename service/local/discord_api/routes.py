@@ -11,6 +11,7 @@ class Route(StrEnum):
     CREATE_MESSAGE = "POST /channels/{channel_id}/messages"
     DELETE_MESSAGE = "DELETE /channels/{channel_id}/messages/{message_id}"
     BULK_DELETE = "POST /channels/{channel_id}/messages/bulk-delete"
+    LIST_MESSAGES = "GET /channels/{channel_id}/messages"
 
 
 MESSAGES_BUCKET = "80c17d2f203122d936070c88c8d10f33"
@@ -20,4 +21,5 @@ BUCKETS: dict[Route, str] = {
     Route.CREATE_MESSAGE: MESSAGES_BUCKET,
     Route.DELETE_MESSAGE: "b05c0d8c2ab83895085006a8eae073a3",
     Route.BULK_DELETE: "3b0f4e4e3bcf5a2e2d5c0d6f0e1a9c47",
+    Route.LIST_MESSAGES: "2d6c3f1a9e0b47c58f2e6a1d0c9b3e74",
 }

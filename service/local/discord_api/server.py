@@ -66,6 +66,7 @@ class DiscordStandIn:
                 Route.CREATE_MESSAGE: messages,
                 Route.DELETE_MESSAGE: delete_limit,
                 Route.BULK_DELETE: bulk_delete_limit,
+                Route.LIST_MESSAGES: None,
             },
         )
         self._gate = Gate(token, forbidden_channels, limits)
@@ -208,17 +209,19 @@ class DiscordStandIn:
         """Get Channel Messages: newest first, `limit` (1-100, default 50) of them, older
         than `before` when given (the `after` and `around` forms are not modelled)."""
         channel_id = request.match_info["channel_id"]
-        if (refusal := self._gate.refusal(request, channel_id)) is not None:
-            return refusal
-        if isinstance(admitted := self._gate.admit(None, channel_id, 0), web.Response):
-            return admitted
+        entered = await self._gate.enter(request, Route.LIST_MESSAGES, channel_id, 0)
+        if isinstance(entered, web.Response):
+            return entered
+        fault, headers = entered
         limit, before = request.query.get("limit", "50"), request.query.get("before")
         if not limit.isdigit() or not 1 <= int(limit) <= 100:
-            return error(400, "Invalid Form Body", 50035)
+            return error(400, "Invalid Form Body", 50035, headers=headers)
+        if fault is not None and fault.store_then_drop:  # listed, the answer lost
+            return drop(request)
         newest_first = reversed(self._store.messages(channel_id))
         older = [m for m in newest_first if before is None or int(m.id) < int(before)]
         page = [message_json(m, self._user, self.origin) for m in older[: int(limit)]]
-        return json_answer(page)
+        return json_answer(page, headers=headers)
 
     async def _get_file(self, request: web.Request) -> web.Response:
         """The CDN: not the API, so neither authorised nor rate limited."""
