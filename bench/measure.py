@@ -18,7 +18,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from service.storage.sealing import HEADER_SIZE, IV_SIZE, buffer_size
+from service.chunks.sealing import HEADER_SIZE, IV_SIZE, buffer_size
 
 MIB = 1024**2
 GIB = 1024**3

@@ -25,11 +25,11 @@ import sys
 import aiohttp
 from aiohttp import web
 
+from service.chunks.memory_file import MemoryReader
+from service.chunks.sealing import buffer_size
 from service.intake.form import StreamingForm, boundary_of
 from service.jobs.layout import BROWSER_CHUNKS_IN_FLIGHT, MANAGER_CHUNK_SIZE, ChunkLayout
 from service.metrics import Metrics
-from service.storage.memory_file import MemoryReader
-from service.storage.sealing import buffer_size
 from service.uploads.memory import ChunkMemory
 
 

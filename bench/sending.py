@@ -14,10 +14,10 @@ from console import BenchFailure
 from relay import message_form
 from source import Source
 
+from service.chunks.memory_file import MemoryReader
 from service.jobs.layout import BROWSER_CHUNKS_IN_FLIGHT
 from service.local.browser import chunk_form
 from service.local.discord_api import DiscordStandIn
-from service.storage.memory_file import MemoryReader
 
 SendOne = Callable[[int], Awaitable[None]]
 

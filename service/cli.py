@@ -16,7 +16,6 @@ from importlib.metadata import version
 from pathlib import Path
 
 from .config import OPTIONS, ConfigError, Option, Settings, load_settings
-from .demo import run_demo
 from .logs import configure_logging
 from .server import serve
 
@@ -114,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "demo":
+        from .demo import run_demo  # the stand-ins and their libraries: not for `run`
+
         return asyncio.run(run_demo(args.file))
     if args.command == "settings":
         print(settings_markdown() if args.markdown else settings_text())

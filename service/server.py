@@ -17,11 +17,11 @@ import discord.http
 from aiohttp import web
 
 from .config import Settings
+from .discord.client import DiscordClients
 from .intake.answers import REFUSAL_REASONS
 from .intake.endpoint import ChunkEndpoint, cors, preflight, request_ids
 from .manager.supervisor import LinkSupervisor
 from .metrics import Metrics
-from .storage.discord_clients import DiscordClients
 from .uploads.cleanup import Cleanup
 from .uploads.directory import UploadDirectory
 from .uploads.memory import ChunkMemory, cgroup_memory_limit, default_budget

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import aiohttp
 
+from ..chunks.memory_file import MemoryReader
 from ..jobs.layout import BROWSER_CHUNKS_IN_FLIGHT
-from ..storage.memory_file import MemoryReader
 
 TRIES = 10
 

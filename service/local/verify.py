@@ -15,8 +15,8 @@ from typing import Any
 
 from cryptography.exceptions import InvalidTag
 
+from ..chunks.sealing import HEADER_SIZE, open_attachment
 from ..jobs.job import file_hash
-from ..storage.sealing import HEADER_SIZE, open_attachment
 from .discord_api import DiscordStandIn
 
 Chunk = bytes | memoryview

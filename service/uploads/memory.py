@@ -34,10 +34,10 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..chunks.sealing import buffer_size
 from ..jobs.layout import BROWSER_CHUNKS_IN_FLIGHT, MANAGER_CHUNK_SIZE
 from ..metrics import Metrics
 from ..refusals import MemoryBusy
-from ..storage.sealing import buffer_size
 
 MIB = 1024 * 1024
 BASELINE = 96 * MIB  # what the process needs besides chunk buffers (idle RSS is about 60 MiB)

@@ -12,13 +12,13 @@ import logging
 
 import aiohttp
 
+from ..chunks.sealing import HEADER_SIZE
 from ..config import Settings
+from ..discord.client import DiscordClients
+from ..discord.store import DiscordStore
 from ..manager import packets
 from ..manager.link import Answer, ManagerLink
 from ..refusals import StoreError
-from ..storage.discord_clients import DiscordClients
-from ..storage.discord_store import DiscordStore
-from ..storage.sealing import HEADER_SIZE
 from .directory import UploadDirectory
 from .upload import Ending, Shared, Upload
 

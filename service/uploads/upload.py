@@ -16,14 +16,14 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..chunks.mime import FALLBACK, sniff_mime
+from ..chunks.sealing import ChunkDigest, ChunkSealer, buffer_size
+from ..discord.store import DiscordStore
 from ..jobs.job import Job, StoredChunk
 from ..jobs.layout import ChunkLayout
 from ..manager import outgoing, packets
 from ..metrics import Metrics
 from ..refusals import ChunkConflict, DiscordRefused, ShuttingDown, StoreError, UploadEnded
-from ..storage.discord_store import DiscordStore
-from ..storage.mime import FALLBACK, sniff_mime
-from ..storage.sealing import ChunkDigest, ChunkSealer, buffer_size
 from .cleanup import Cleanup, Orphans, content_prefix, snowflake_at
 from .memory import ChunkMemory
 

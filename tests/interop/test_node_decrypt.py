@@ -1,7 +1,7 @@
 """An independent decryptor: Node's own crypto opens what the service stored on Discord.
 
 The manager is a Node program; it decrypts each attachment as iv(16) | tag(16) | ciphertext
-with AES-256-GCM and trusts the finish packet's hash. `tests/node/decrypt.js` does the same
+with AES-256-GCM and trusts the finish packet's hash. `tests/interop/node/decrypt.js` does the same
 with nothing from this project, so a layout or hash that only our own Python agrees with
 fails here.
 """

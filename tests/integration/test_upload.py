@@ -21,8 +21,8 @@ from conftest import (
     reassembled,
 )
 
+from service.chunks.sealing import HEADER_SIZE
 from service.local.browser import upload
-from service.storage.sealing import HEADER_SIZE
 
 PNG_HEAD = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from conftest import CHANNEL, KEY, TOKEN, Harness, HarnessFactory
 
+from service.chunks.sealing import HEADER_SIZE, ChunkSealer
 from service.demo import fetch_attachments, progress_bar, run_demo
 from service.jobs.layout import MANAGER_CHUNK_SIZE
 from service.local.browser import upload
 from service.local.verify import attachments_in, chunks_of, finish_problems
-from service.storage.sealing import HEADER_SIZE, ChunkSealer
 
 SIZE = MANAGER_CHUNK_SIZE + 4321  # two chunks
 

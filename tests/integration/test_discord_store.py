@@ -10,9 +10,9 @@ import aiohttp.payload
 import pytest
 from conftest import CHANNEL, SMALL_CHUNK, Harness, reassembled
 
+from service.chunks.memory_file import MemoryReader
 from service.local.browser import chunk_form
 from service.local.discord_api import Fault, OddAnswer
-from service.storage.memory_file import MemoryReader
 
 
 class Collect:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from service.chunks.sealing import buffer_size
 from service.jobs.layout import MANAGER_CHUNK_SIZE
 from service.metrics import Metrics
 from service.refusals import MemoryBusy
-from service.storage.sealing import buffer_size
 from service.uploads.memory import BASELINE, ChunkMemory, cgroup_memory_limit, default_budget
 
 MIB = 1024 * 1024

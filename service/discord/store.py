@@ -22,10 +22,10 @@ from collections.abc import Iterator, Sequence
 import discord
 from discord.http import handle_message_parameters
 
+from ..chunks.memory_file import MemoryReader
 from ..metrics import Metrics
 from ..refusals import DiscordFailed, DiscordRefused, StoreError
-from .discord_client import BAD_TOKEN, TRANSIENT, DiscordClient, discord_failure
-from .memory_file import MemoryReader
+from .client import BAD_TOKEN, TRANSIENT, DiscordClient, discord_failure
 
 log = logging.getLogger(__name__)
 

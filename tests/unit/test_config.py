@@ -24,7 +24,7 @@ REQUIRED = {
     "SERVICE_PASSWORD": SECRET,
     "OWN_ADDRESS": "http://h:1/u/3/",
 }
-EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "config.example.toml"
+EXAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "config.example.toml"
 
 
 def problems_of(environ: dict[str, str], config_file: Path | None = None) -> list[str]:

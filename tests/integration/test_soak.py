@@ -6,7 +6,7 @@ hash; every job ended in exactly one finish packet, one acknowledged abort, or a
 
 CI runs a short version. The long one (a few minutes):
 
-    python -m pytest -m slow tests/test_soak.py -s
+    python -m pytest -m slow tests/integration/test_soak.py -s
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ import aiohttp
 import pytest
 from conftest import CHANNEL, KEY, PASSWORD, TOKEN, expected_hash, raw_chunk_body, reassembled
 
+from service.chunks.sealing import open_attachment
 from service.local.browser import UploadFailed, chunk_form, upload
 from service.local.discord_api import DiscordStandIn, Fault
 from service.local.loopback import loopback_settings
 from service.local.manager import ManagerStandIn, ServiceConnection
 from service.server import UploadService
-from service.storage.sealing import open_attachment
 
 CHUNK = 32 * 1024
 

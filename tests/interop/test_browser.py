@@ -1,6 +1,6 @@
 """A real browser uploads a file: Debian's Chromium, driven by Playwright, from another origin.
 
-The page (`tests/browser/upload.html`) is served by its own HTTP server on another port than
+The page (`tests/interop/browser/upload.html`) is served by its own HTTP server on another port than
 the service, so every chunk is a cross-origin XMLHttpRequest with an upload progress listener:
 Chromium sends a CORS preflight, then the multipart form it builds itself. This proves what
 the Python uploader cannot: that the service's CORS answers and its multipart parsing hold up

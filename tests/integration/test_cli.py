@@ -16,7 +16,7 @@ import pytest
 from service.cli import EXIT_CONFIG, EXIT_LISTEN
 from service.config import OPTIONS
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 SERVICE = [sys.executable, "-m", "service"]
 SECRET = "s3cret-Pa55word-that-must-not-leak"

@@ -15,14 +15,14 @@ from cryptography.exceptions import InvalidTag
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.jobs.job import file_hash
-from service.storage.mime import sniff_mime
-from service.storage.sealing import (
+from service.chunks.mime import sniff_mime
+from service.chunks.sealing import (
     ChunkDigest,
     ChunkSealer,
     SealedChunk,
     open_attachment,
 )
+from service.jobs.job import file_hash
 
 VECTORS = json.loads(Path("/work/shared/vectors.json").read_text())
 AES = VECTORS["aes_256_gcm"]

@@ -10,10 +10,10 @@ from collections.abc import Callable
 
 from conftest import CHANNEL, KEY, TOKEN, Harness, HarnessFactory, raw_chunk_body
 
+from service.chunks.sealing import buffer_size
 from service.local.browser import chunk_form
 from service.local.discord_api import DiscordStandIn, Fault
 from service.local.manager import ManagerStandIn
-from service.storage.sealing import buffer_size
 
 CHUNK = 400 * 1024  # two chunk buffers fit in CHUNK_MEMORY_MIB=1
 BUFFER = buffer_size(CHUNK)

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.storage.pacing import Bucket, GlobalLimit, Pacer, RateHeaders
+from service.discord.pacing import Bucket, GlobalLimit, Pacer, RateHeaders
 
 CHANNEL = "1100000000000000001"
 
