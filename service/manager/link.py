@@ -84,7 +84,7 @@ class ManagerLink:
         session: aiohttp.ClientSession,
         name: str,
     ) -> None:
-        self._address = address  # logged; the URL with the password never is
+        self._address = shown_address(address)  # logged; the URL with the password never is
         self._url = URL(address).update_query(type="upload", key=password, address=own_address)
         self._handler = handler
         self._session = session
@@ -221,9 +221,17 @@ class ManagerLink:
         try:
             await self._socket.send_str(text)  # type: ignore[union-attr]
         except (aiohttp.ClientError, ConnectionError) as error:
-            log.warning("sending to the manager failed: %s", error, extra=self._log)
+            failure = _connection_failure(error)
+            log.warning("sending to the manager failed: %s", failure, extra=self._log)
             return False
         return True
+
+
+def shown_address(address: str) -> str:
+    """The manager's address as logs and `/readyz` show it: scheme, host, port and path. The
+    user and password a proxy may need and the query string (which may hold a token) are
+    secrets (deploy/k8s/secret.yaml keeps MANAGER_ADDRESS with them)."""
+    return str(URL(address).with_user(None).with_query(None).with_fragment(None))
 
 
 def _frame_error(error: object) -> str:

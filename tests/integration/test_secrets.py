@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import logging
 import os
+from asyncio.subprocess import PIPE
+from dataclasses import replace
 
+import httpx
 import pytest
-from conftest import CHANNEL, KEY, PASSWORD, SMALL_CHUNK, TOKEN, HarnessFactory
+from conftest import (
+    CHANNEL,
+    KEY,
+    PASSWORD,
+    SMALL_CHUNK,
+    TOKEN,
+    HarnessFactory,
+    spawn_service,
+    stopped_stderr,
+)
 
+from service.config import Settings
 from service.local.browser import upload
 from service.local.discord_api import Fault
+from service.local.loopback import free_port
+from service.local.manager import ManagerStandIn
 
 
 async def test_a_full_run_with_failures_shows_no_secret(
@@ -40,4 +57,64 @@ async def test_a_full_run_with_failures_shows_no_secret(
     assert bad["success"] is False and "token" in bad["message"]
     text += "\n".join(map(str, answers))
     for secret in (TOKEN, PASSWORD, base64.b64encode(KEY).decode(), KEY.hex()):
+        assert secret not in text
+
+
+PROXY_USER, PROXY_PASSWORD, QUERY_TOKEN = "proxy-user-3c1e", "proxy-pass-4f9a", "query-token-77c2"
+
+
+def with_credentials(address: str) -> str:
+    """`address` with what an operator may put in MANAGER_ADDRESS for a proxy: a user and
+    password, and a token in the query string."""
+    scheme, rest = address.split("://", 1)
+    return f"{scheme}://{PROXY_USER}:{PROXY_PASSWORD}@{rest}?token={QUERY_TOKEN}"
+
+
+async def read_until(stream: asyncio.StreamReader, text: str, lines: list[str]) -> None:
+    """Read log lines into `lines` until one holds `text`."""
+    while text not in (line := (await stream.readline()).decode()):
+        assert line, f"the service ended before logging {text!r}"
+        lines.append(line)
+    lines.append(line)
+
+
+@pytest.mark.parametrize("manager_is", ["absent", "refusing", "there"])
+async def test_the_manager_address_is_shown_without_its_credentials_or_query(
+    settings: Settings,
+    manager: ManagerStandIn,
+    client: httpx.AsyncClient,
+    manager_is: str,
+) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        if manager_is == "absent":
+            address = f"ws://127.0.0.1:{free_port()}/upload-service"
+        elif (
+            manager_is == "refusing"
+        ):  # the handshake fails with 401: aiohttp's error quotes the URL
+            refusing = ManagerStandIn(password="another-" + PASSWORD)
+            address = (await stack.enter_async_context(refusing)).address
+        else:
+            address = manager.address
+        shown = replace(settings, manager_address=with_credentials(address))
+        process = await spawn_service(shown, stderr=PIPE)
+        lines: list[str] = []
+        try:
+            assert process.stderr is not None
+            if manager_is == "there":
+                link = await manager.next_service()
+                await read_until(process.stderr, "connected to the manager at", lines)
+                await link.close()
+                await read_until(process.stderr, "connected to the manager at", lines)
+                readiness = ""
+            else:
+                await read_until(process.stderr, "cannot reach the manager at", lines)
+                answer = await client.get(f"http://127.0.0.1:{settings.port}/readyz")
+                readiness = answer.text
+                assert "cannot reach the manager at " + address in readiness
+        finally:
+            lines.append(await stopped_stderr(process))
+
+    text = "".join(lines) + readiness
+    assert address in text
+    for secret in (PROXY_USER, PROXY_PASSWORD, QUERY_TOKEN, PASSWORD):
         assert secret not in text
