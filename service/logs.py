@@ -108,8 +108,18 @@ def _trace(formatter: logging.Formatter, record: logging.LogRecord) -> str:
     return "\n".join(part for part in parts if part)
 
 
+# discord.py logs every request's form and every answer in full at DEBUG: message texts and
+# attachment URLs, which Discord signs so that anyone holding one can read the stored file.
+QUIET_LOGGERS = ("discord",)
+
+
 def configure_logging(level: str, log_format: str) -> None:
+    """Log records at `level` and above to stderr; discord.py's at INFO and above whatever
+    `level` says (see QUIET_LOGGERS)."""
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     handler.addFilter(ContextFilter())
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    floor = max(logging.getLevelNamesMapping()[level], logging.INFO)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(floor)

@@ -10,6 +10,7 @@ import os
 from asyncio.subprocess import PIPE
 from dataclasses import replace
 
+import aiohttp
 import httpx
 import pytest
 from conftest import (
@@ -25,7 +26,7 @@ from conftest import (
 
 from service.config import Settings
 from service.local.browser import upload
-from service.local.discord_api import Fault
+from service.local.discord_api import DiscordStandIn, Fault
 from service.local.loopback import free_port
 from service.local.manager import ManagerStandIn
 
@@ -118,3 +119,26 @@ async def test_the_manager_address_is_shown_without_its_credentials_or_query(
     assert address in text
     for secret in (PROXY_USER, PROXY_PASSWORD, QUERY_TOKEN, PASSWORD):
         assert secret not in text
+
+
+async def test_debug_logs_show_no_attachment_url_nor_message_text(
+    settings: Settings,
+    manager: ManagerStandIn,
+    discord: DiscordStandIn,
+    http: aiohttp.ClientSession,
+) -> None:
+    process = await spawn_service(settings, stderr=PIPE, LOG_LEVEL="DEBUG")
+    try:
+        link = await manager.next_service()
+        await link.configure(token=TOKEN, channel_id=CHANNEL, crypto_key=None)
+        data = os.urandom(2 * SMALL_CHUNK)
+        upload_id, _ = await link.start_upload(size=len(data), chunk_size=SMALL_CHUNK)
+        await upload(http, link.own_address, upload_id, data, SMALL_CHUNK)
+        assert (await link.next_finish())["success"] is True
+    finally:
+        stderr = await stopped_stderr(process)
+
+    assert "Using selector" in stderr  # asyncio's DEBUG line: the level took effect
+    assert "chunk stored as message" in stderr
+    assert f"{discord.origin}/attachments/" not in stderr
+    assert all(message.content not in stderr for message in discord.messages(CHANNEL))
