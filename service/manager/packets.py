@@ -34,6 +34,9 @@ SNOWFLAKE_PATTERN = re.compile(r"[0-9]{15,22}")
 # Discord tokens are visible ASCII; anything else could not even be sent as a header.
 TOKEN_PATTERN = re.compile(r"[\x21-\x7e]+")
 SHA256_HEX_PATTERN = re.compile(r"[0-9a-f]{64}")
+# A MIME type as RFC 6838 section 4.2 names one, `type/subtype` of restricted names (in
+# lower case; the finish packet's `type` carries no parameters).
+MIME_TYPE_PATTERN = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
 MAX_SAFE_INTEGER = 2**53 - 1
 MAX_NAME_LENGTH = 127
 # More digits than any safe integer has: refused before Python converts it (which is

@@ -340,6 +340,10 @@ def test_outgoing_json_has_no_numbers_since_no_field_is_numeric(text: str) -> No
         pytest.param({"file_hash": HASH.upper()}, id="uppercase-hash"),
         pytest.param({"file_hash": HASH[:-1]}, id="short-hash"),
         pytest.param({"mime_type": ""}, id="empty-type"),
+        pytest.param({"mime_type": " application/vnd.ms-cab-compressed"}, id="type-spaced"),
+        pytest.param({"mime_type": "text/plain; charset=utf-8"}, id="type-parameters"),
+        pytest.param({"mime_type": "application"}, id="type-no-subtype"),
+        pytest.param({"mime_type": "image/png\n"}, id="type-newline"),
         pytest.param({"channel": "general"}, id="channel-not-snowflake"),
     ],
 )
