@@ -24,7 +24,7 @@ import binascii
 import dataclasses
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 # Used with fullmatch: in Python `$` also matches before a final newline, in JavaScript not.
@@ -59,17 +59,18 @@ class MalformedPacket(ValueError):
 class Envelope:
     id: str
     uuid: str
-    data: dict[str, Any]
+    data: dict[str, Any] = field(repr=False)  # a configuration's holds the token and key
     reply_uuid: str | None = None
 
 
 @dataclass(frozen=True)
 class Configuration:
-    """`s2u:upload-service-configuration`: credentials and channel for this service."""
+    """`s2u:upload-service-configuration`: credentials and channel for this service. Its
+    repr shows neither the token nor the key, so no log line or traceback ever can."""
 
-    bot_token: str
+    bot_token: str = field(repr=False)
     channel_id: str
-    crypto_key: bytes | None
+    crypto_key: bytes | None = field(repr=False)
     problems: tuple[str, ...] = ()
 
 
