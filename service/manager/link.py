@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import ipaddress
 import logging
 import random
 import re
@@ -225,6 +226,28 @@ class ManagerLink:
             log.warning("sending to the manager failed: %s", failure, extra=self._log)
             return False
         return True
+
+
+def travels_in_clear(address: str) -> bool:
+    """Whether a link to `address` carries the service password, the bot token and the key
+    unencrypted across a network: ws:// to a host that is not this machine's loopback."""
+    url = URL(address)
+    host = url.host or ""
+    if url.scheme != "ws" or host == "localhost" or host.endswith(".localhost"):
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name other than localhost
+        return True
+
+
+def warn_if_in_clear(address: str) -> None:
+    if travels_in_clear(address):
+        log.warning(
+            "MANAGER_ADDRESS %s is ws:// to another machine: the service password, the bot "
+            "token and the encryption key cross the network unencrypted; use wss://",
+            shown_address(address),
+        )
 
 
 def shown_address(address: str) -> str:

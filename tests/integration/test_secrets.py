@@ -29,6 +29,7 @@ from service.local.browser import upload
 from service.local.discord_api import DiscordStandIn, Fault
 from service.local.loopback import free_port
 from service.local.manager import ManagerStandIn
+from service.manager.link import travels_in_clear
 
 
 async def test_a_full_run_with_failures_shows_no_secret(
@@ -142,3 +143,40 @@ async def test_debug_logs_show_no_attachment_url_nor_message_text(
     assert "chunk stored as message" in stderr
     assert f"{discord.origin}/attachments/" not in stderr
     assert all(message.content not in stderr for message in discord.messages(CHANNEL))
+
+
+@pytest.mark.parametrize(
+    ("address", "in_clear"),
+    [
+        ("ws://manager.example.com/upload-service", True),
+        ("ws://manager:8080/", True),  # a Kubernetes Service: still a network
+        ("ws://10.0.0.7:8080/", True),
+        ("ws://[2001:db8::1]/", True),
+        ("wss://manager.example.com/upload-service", False),
+        ("ws://127.0.0.1:8080/", False),
+        ("ws://127.3.2.1/", False),
+        ("ws://[::1]:8080/", False),
+        ("ws://localhost:8080/", False),
+        ("ws://manager.localhost/", False),
+    ],
+)
+def test_which_manager_addresses_carry_the_secrets_in_clear(address: str, in_clear: bool) -> None:
+    assert travels_in_clear(address) is in_clear
+
+
+async def test_a_ws_address_to_another_machine_is_warned_about_once_at_start(
+    settings: Settings,
+) -> None:
+    elsewhere = "ws://192.0.2.1:9/upload-service"  # TEST-NET-1: never a real host
+    process = await spawn_service(
+        replace(settings, manager_address=elsewhere, slots=2), stderr=PIPE
+    )
+    lines: list[str] = []
+    try:
+        assert process.stderr is not None
+        await read_until(process.stderr, "accepting chunks", lines)
+    finally:
+        stderr = await stopped_stderr(process)
+    warning = "WARNING service.manager.link: MANAGER_ADDRESS ws://192.0.2.1:9/upload-service"
+    assert any(warning in line and "unencrypted" in line for line in lines)
+    assert ("".join(lines) + stderr).count("unencrypted") == 1
