@@ -250,7 +250,12 @@ OPTIONS = (
         "separate service with one job at a time; all share the HTTP port",
         env_name="UPLOAD_SLOTS",
     ),
-    Option("log_level", _log_level, "DEBUG, INFO, WARNING or ERROR"),
+    Option(
+        "log_level",
+        _log_level,
+        "DEBUG, INFO, WARNING or ERROR; discord.py's loggers stay at INFO or above even at "
+        "DEBUG, as its debug lines hold message texts and signed attachment URLs",
+    ),
     Option("log_format", _log_format, "text, or json for one JSON object a line"),
 )
 

@@ -20,6 +20,7 @@ from .config import Settings
 from .discord.client import DiscordClients
 from .intake.answers import REFUSAL_REASONS
 from .intake.endpoint import ChunkEndpoint, cors, preflight, request_ids
+from .manager.link import warn_if_in_clear
 from .manager.supervisor import LinkSupervisor
 from .metrics import Metrics
 from .uploads.cleanup import Cleanup
@@ -109,6 +110,7 @@ class UploadService:
         return web.json_response(body, status=200 if ready else 503)
 
     async def startup(self) -> None:
+        warn_if_in_clear(self.settings.manager_address)
         # discord.py reads its base URL from this class attribute; one process, one Discord.
         discord.http.Route.BASE = self.settings.discord_api_base.rstrip("/")
         # By the time the runner cleans up, `shutdown` has already waited the grace period

@@ -58,6 +58,14 @@ async def spawn_service(
     )
 
 
+async def stopped_stderr(process: asyncio.subprocess.Process) -> str:
+    """Stop a service spawned with `stderr=PIPE` (SIGTERM) and return all it wrote there."""
+    if process.returncode is None:
+        process.terminate()
+    _, stderr = await process.communicate()
+    return stderr.decode("utf-8", "replace")
+
+
 @pytest.fixture
 async def discord() -> AsyncIterator[DiscordStandIn]:
     async with DiscordStandIn(token=TOKEN) as standin:

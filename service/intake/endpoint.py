@@ -100,9 +100,9 @@ class ChunkEndpoint:
         )
         with StreamingForm(boundary_of(request.headers.get("Content-Type", ""))) as form:
             fields = await form.read_fields(body.read)
-            bind(upload_id=fields.upload_id[:64])
             upload = self._directory.find(fields.upload_id)
-            bind(slot=upload.slot)
+            # Bound only now: until it names a running upload, the id is whatever was sent.
+            bind(upload_id=upload.upload_id, slot=upload.slot)
             body.limit = upload.body_limit
             with await upload.open_chunk(fields.chunk) as chunk:
                 bind(chunk=chunk.index)

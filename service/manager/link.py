@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import ipaddress
 import logging
 import random
 import re
@@ -84,7 +85,7 @@ class ManagerLink:
         session: aiohttp.ClientSession,
         name: str,
     ) -> None:
-        self._address = address  # logged; the URL with the password never is
+        self._address = shown_address(address)  # logged; the URL with the password never is
         self._url = URL(address).update_query(type="upload", key=password, address=own_address)
         self._handler = handler
         self._session = session
@@ -221,9 +222,39 @@ class ManagerLink:
         try:
             await self._socket.send_str(text)  # type: ignore[union-attr]
         except (aiohttp.ClientError, ConnectionError) as error:
-            log.warning("sending to the manager failed: %s", error, extra=self._log)
+            failure = _connection_failure(error)
+            log.warning("sending to the manager failed: %s", failure, extra=self._log)
             return False
         return True
+
+
+def travels_in_clear(address: str) -> bool:
+    """Whether a link to `address` carries the service password, the bot token and the key
+    unencrypted across a network: ws:// to a host that is not this machine's loopback."""
+    url = URL(address)
+    host = url.host or ""
+    if url.scheme != "ws" or host == "localhost" or host.endswith(".localhost"):
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name other than localhost
+        return True
+
+
+def warn_if_in_clear(address: str) -> None:
+    if travels_in_clear(address):
+        log.warning(
+            "MANAGER_ADDRESS %s is ws:// to another machine: the service password, the bot "
+            "token and the encryption key cross the network unencrypted; use wss://",
+            shown_address(address),
+        )
+
+
+def shown_address(address: str) -> str:
+    """The manager's address as logs and `/readyz` show it: scheme, host, port and path. The
+    user and password a proxy may need and the query string (which may hold a token) are
+    secrets (deploy/k8s/secret.yaml keeps MANAGER_ADDRESS with them)."""
+    return str(URL(address).with_user(None).with_query(None).with_fragment(None))
 
 
 def _frame_error(error: object) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 
 from .packets import (
     BOOLEAN,
+    MIME_TYPE_PATTERN,
     SHA256_HEX_PATTERN,
     SNOWFLAKE_PATTERN,
     UPLOAD_FINISH,
@@ -94,7 +95,7 @@ def _check_finish(data: dict[str, Any]) -> None:
     if not SHA256_HEX_PATTERN.fullmatch(get_field(data, "hash", str)):
         raise MalformedPacket("upload-finish hash must be lowercase hex SHA-256")
     get_field(data, "is_encrypted", bool)
-    if not get_field(data, "type", str):
-        raise MalformedPacket("upload-finish type must be a non-empty MIME type")
+    if not MIME_TYPE_PATTERN.fullmatch(get_field(data, "type", str)):
+        raise MalformedPacket("upload-finish type must be a lower-case RFC 6838 type/subtype")
     if not SNOWFLAKE_PATTERN.fullmatch(get_field(data, "channel", str)):
         raise MalformedPacket("upload-finish channel must be a snowflake")

@@ -24,7 +24,7 @@ import binascii
 import dataclasses
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 # Used with fullmatch: in Python `$` also matches before a final newline, in JavaScript not.
@@ -34,6 +34,9 @@ SNOWFLAKE_PATTERN = re.compile(r"[0-9]{15,22}")
 # Discord tokens are visible ASCII; anything else could not even be sent as a header.
 TOKEN_PATTERN = re.compile(r"[\x21-\x7e]+")
 SHA256_HEX_PATTERN = re.compile(r"[0-9a-f]{64}")
+# A MIME type as RFC 6838 section 4.2 names one, `type/subtype` of restricted names (in
+# lower case; the finish packet's `type` carries no parameters).
+MIME_TYPE_PATTERN = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
 MAX_SAFE_INTEGER = 2**53 - 1
 MAX_NAME_LENGTH = 127
 # More digits than any safe integer has: refused before Python converts it (which is
@@ -56,17 +59,18 @@ class MalformedPacket(ValueError):
 class Envelope:
     id: str
     uuid: str
-    data: dict[str, Any]
+    data: dict[str, Any] = field(repr=False)  # a configuration's holds the token and key
     reply_uuid: str | None = None
 
 
 @dataclass(frozen=True)
 class Configuration:
-    """`s2u:upload-service-configuration`: credentials and channel for this service."""
+    """`s2u:upload-service-configuration`: credentials and channel for this service. Its
+    repr shows neither the token nor the key, so no log line or traceback ever can."""
 
-    bot_token: str
+    bot_token: str = field(repr=False)
     channel_id: str
-    crypto_key: bytes | None
+    crypto_key: bytes | None = field(repr=False)
     problems: tuple[str, ...] = ()
 
 

@@ -17,10 +17,17 @@ class UploadDirectory:
         self._ended: OrderedDict[str, str] = OrderedDict()
 
     def add(self, upload: Upload) -> None:
+        """Route the upload's chunks to it; its id must not be running (`is_running`)."""
         self._running[upload.upload_id] = upload
 
+    def is_running(self, upload_id: str) -> bool:
+        return upload_id in self._running
+
     def remove(self, upload: Upload, why: str) -> None:
-        self._running.pop(upload.upload_id, None)
+        """Forget `upload`, and only it: an entry under its id that is another upload stays."""
+        if self._running.get(upload.upload_id) is not upload:
+            return
+        del self._running[upload.upload_id]
         self._ended[upload.upload_id] = why
         while len(self._ended) > ENDED_MEMORY:
             self._ended.popitem(last=False)

@@ -100,6 +100,9 @@ class Slot:
             return Answer(False, "this upload service has not been configured yet")
         if self.upload is not None:
             return Answer(False, f"this upload service is busy with upload {self.upload.upload_id}")
+        if self._directory.is_running(start.upload_id):
+            running = f"upload {start.upload_id} is already running on another slot of this service"
+            return Answer(False, running)
         attachment = start.chunk_size + (HEADER_SIZE if self.crypto_key else 0)
         if attachment > self._settings.discord_attachment_limit and start.size > 0:
             return Answer(

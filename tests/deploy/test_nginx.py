@@ -326,3 +326,49 @@ async def test_the_access_log_records_request_ids_and_upstream_times(
         assert re.fullmatch(r"[0-9a-f]{32}", sent)
         assert entry["request_id"] == sent
     assert own["upstream"] == ""
+
+
+async def raw_exchange(origin: str, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send `request` as it is (no client would send it) and read the answer nginx closes."""
+    host, port = origin.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(request)
+        answer = await reader.read()
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in header_lines)
+    return int(status_line.split()[1]), {k.lower(): v for k, v in headers.items()}, body
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "says"),
+    [
+        pytest.param(b"GARBAGE\r\n\r\n", 400, "malformed", id="request-line"),
+        pytest.param(b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505, "HTTP version", id="version"),
+        pytest.param(
+            b"POST /u/1/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+            501,
+            "Transfer-Encoding",
+            id="transfer-encoding",
+        ),
+        pytest.param(
+            b"GET /.upload-error HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            404,
+            "no upload service",
+            id="internal-location",
+        ),
+    ],
+)
+async def test_nginx_answers_requests_it_cannot_take_in_json_with_cors_and_no_version(
+    nginx_front: Front, request_bytes: bytes, status: int, says: str
+) -> None:
+    got, headers, body = await raw_exchange(nginx_front.origin, request_bytes)
+    assert got == status
+    assert headers["content-type"] == "application/json"
+    assert headers["access-control-allow-origin"] == "*"
+    assert re.fullmatch(r"[0-9a-f]{32}", headers["x-request-id"])
+    assert headers["server"] == "nginx"  # server_tokens off: no version
+    assert says in json.loads(body)["error"]

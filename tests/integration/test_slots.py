@@ -151,3 +151,29 @@ async def test_log_lines_carry_slot_upload_and_chunk(
     assert entry["upload_id"] == upload_id
     assert entry["chunk"] == 0
     assert entry["level"] == "INFO" and "message" in entry
+
+
+async def test_an_upload_running_on_one_slot_is_refused_on_another(
+    start_service: HarnessFactory,
+    manager: ManagerStandIn,
+    discord: DiscordStandIn,
+    http: aiohttp.ClientSession,
+) -> None:
+    first, second = await configured_slots(start_service, manager, 2)
+    data = os.urandom(2 * SMALL_CHUNK)
+    upload_id, reply = await first.start_upload(size=len(data), chunk_size=SMALL_CHUNK)
+    assert reply == {"success": True}
+
+    _, again = await second.start_upload(
+        size=len(data), chunk_size=SMALL_CHUNK, upload_id=upload_id
+    )
+    assert again["success"] is False
+    assert upload_id in again["message"] and "running on another slot" in again["message"]
+
+    await upload(http, first.own_address, upload_id, data, SMALL_CHUNK)
+    finish = await first.next_finish()
+    assert finish["success"] is True and finish["channel"] == CHANNELS[0]
+    assert reassembled(discord, finish, CHANNELS[0]) == data
+    assert discord.messages(CHANNELS[1]) == []
+    _, free = await second.start_upload(size=1, chunk_size=SMALL_CHUNK)
+    assert free == {"success": True}  # the refusal left the second slot as it was

@@ -72,6 +72,16 @@ async def test_unencrypted_upload_stores_plaintext(start_service: HarnessFactory
     assert b"".join(harness.stored()) == data
 
 
+async def test_a_file_sniffed_as_an_untidy_type_finishes_with_a_valid_one(
+    harness: Harness,
+) -> None:
+    data = b"ISc(" + os.urandom(SMALL_CHUNK)  # the signature database spells it " application/..."
+    upload_id = await harness.start(len(data))
+    await upload(harness.http, harness.address, upload_id, data, SMALL_CHUNK)
+    finish = await harness.link.next_finish()
+    assert finish["success"] is True and finish["type"] == "application/vnd.ms-cab-compressed"
+
+
 async def test_size_that_is_an_exact_multiple_of_the_chunk_size_finishes(
     harness: Harness, client: httpx.AsyncClient
 ) -> None:

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import re
+import sys
 
 import pytest
 from conftest import SMALL_CHUNK, Harness
@@ -78,3 +79,49 @@ def test_times_are_iso_8601_utc(formatter: logging.Formatter) -> None:
     if isinstance(formatter, JsonFormatter):
         line = json.loads(line)["time"]
     assert re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.123Z", line)
+
+
+async def test_an_id_that_names_no_running_upload_is_not_bound(
+    harness: Harness, logs: pytest.LogCaptureFixture
+) -> None:
+    await harness.start(SMALL_CHUNK)
+    form = chunk_form("x]\n2030-01-01T00:00:00.000Z ERROR forged [", 0, b"x")
+    async with harness.http.post(harness.address, data=form) as answer:
+        assert answer.status == 404
+    [line] = [r for r in logs.records if r.getMessage().startswith("chunk refused")]
+    assert not hasattr(line, "upload_id") and not hasattr(line, "slot")
+
+
+CONTROLS = "a\nb\rc\x1b[31md\x7fe\x85f\u2028g\x00h\ti"
+ESCAPED = "a\\nb\\rc\\x1b[31md\\x7fe\\x85f\\u2028g\\x00h\\ti"
+
+
+@pytest.mark.parametrize("formatter", [TextFormatter(), JsonFormatter()], ids=["text", "json"])
+def test_control_characters_in_message_and_context_are_escaped(
+    formatter: logging.Formatter,
+) -> None:
+    record = logging.LogRecord("service", logging.INFO, __file__, 1, "got %s", (CONTROLS,), None)
+    record.upload_id = CONTROLS
+    record.chunk = 3
+    line = formatter.format(record)
+    if isinstance(formatter, JsonFormatter):
+        entry = json.loads(line)
+        assert entry["message"] == f"got {ESCAPED}"
+        assert entry["upload_id"] == ESCAPED and entry["chunk"] == 3
+    else:
+        assert line.endswith(f": got {ESCAPED} [upload_id={ESCAPED} chunk=3]")
+    assert "\n" not in line and "\r" not in line and "\x1b" not in line
+
+
+def test_a_traceback_keeps_its_lines_after_the_record_and_its_context() -> None:
+    try:
+        raise ValueError("bad\nvalue")
+    except ValueError:
+        record = logging.LogRecord(
+            "service", logging.ERROR, __file__, 1, "failed", None, sys.exc_info()
+        )
+    record.slot = "slot-0"
+    first, *trace = TextFormatter().format(record).split("\n")
+    assert first.endswith("ERROR service: failed [slot=slot-0]")
+    assert trace[0] == "Traceback (most recent call last):"
+    assert trace[-2:] == ["ValueError: bad", "value"]

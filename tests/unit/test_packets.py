@@ -22,6 +22,7 @@ from service.manager.packets import (
     UploadAbort,
     UploadStart,
     decode_request,
+    parse_envelope,
 )
 
 VECTORS = json.loads((Path("/work/shared/vectors.json")).read_text())
@@ -340,6 +341,10 @@ def test_outgoing_json_has_no_numbers_since_no_field_is_numeric(text: str) -> No
         pytest.param({"file_hash": HASH.upper()}, id="uppercase-hash"),
         pytest.param({"file_hash": HASH[:-1]}, id="short-hash"),
         pytest.param({"mime_type": ""}, id="empty-type"),
+        pytest.param({"mime_type": " application/vnd.ms-cab-compressed"}, id="type-spaced"),
+        pytest.param({"mime_type": "text/plain; charset=utf-8"}, id="type-parameters"),
+        pytest.param({"mime_type": "application"}, id="type-no-subtype"),
+        pytest.param({"mime_type": "image/png\n"}, id="type-newline"),
         pytest.param({"channel": "general"}, id="channel-not-snowflake"),
     ],
 )
@@ -453,3 +458,19 @@ def test_encoding_a_cycle_raises_malformed_packet() -> None:
 def test_reply_message_with_a_lone_surrogate_is_sent_escaped() -> None:
     text = reply(str(uuid.uuid4()), False, "bad name '\ud800'")
     assert text.isascii() and check_outgoing(text).data["message"] == "bad name '\ud800'"
+
+
+def test_a_configuration_shows_neither_its_token_nor_its_key() -> None:
+    token = "MTIzNDU2Nzg5MDEyMzQ1Njc4.Gh1jKl.secret-part-of-the-token"
+    data = with_(CONFIG_DATA, discord_bot_token=token, crypto={"enabled": True, "key": KEY_BASE64})
+    text = frame(CONFIG, data)
+    incoming = decode_request(text)
+    key = base64.b64decode(KEY_BASE64)
+    assert isinstance(incoming.request, Configuration)
+    assert incoming.request.bot_token == token and incoming.request.crypto_key == key
+    shown = " ".join(
+        [repr(incoming), str(incoming), repr(incoming.request), repr(parse_envelope(text))]
+    )
+    assert CHANNEL in shown  # what is not secret still shows
+    for secret in (token, KEY_BASE64, repr(key), key.hex()):
+        assert secret not in shown

@@ -14,15 +14,18 @@ import pytest
 from cryptography.exceptions import InvalidTag
 from hypothesis import given
 from hypothesis import strategies as st
+from puremagic.main import magic_header_array
 
 from service.chunks.mime import sniff_mime
 from service.chunks.sealing import (
+    SNIFF_SIZE,
     ChunkDigest,
     ChunkSealer,
     SealedChunk,
     open_attachment,
 )
 from service.jobs.job import file_hash
+from service.manager.packets import MIME_TYPE_PATTERN
 
 VECTORS = json.loads(Path("/work/shared/vectors.json").read_text())
 AES = VECTORS["aes_256_gcm"]
@@ -188,3 +191,42 @@ def test_mime_type_is_sniffed_from_magic_bytes(head: bytes, mime: str) -> None:
 
 def test_sealed_head_sniffs_like_the_file() -> None:
     assert sniff_mime(seal(PNG + random.Random(1).randbytes(9000), KEY, IV).head) == "image/png"
+
+
+# Every header signature of puremagic's database that fits in what is sniffed.
+SIGNATURES = [row for row in magic_header_array if row.offset + len(row.byte_match) <= SNIFF_SIZE]
+
+
+@st.composite
+def heads(draw: st.DrawFn) -> bytes:
+    """Arbitrary first bytes, half of them carrying one of the database's signatures."""
+    if draw(st.booleans()):
+        return draw(st.binary(max_size=SNIFF_SIZE))
+    row = draw(st.sampled_from(SIGNATURES))
+    before = draw(st.binary(min_size=row.offset, max_size=row.offset))
+    return before + row.byte_match + draw(st.binary(max_size=256))
+
+
+@given(heads())
+def test_every_sniffed_type_is_an_rfc_6838_type_and_subtype(head: bytes) -> None:
+    assert MIME_TYPE_PATTERN.fullmatch(sniff_mime(head))
+
+
+def test_every_signature_of_the_database_sniffs_as_an_rfc_6838_type() -> None:
+    odd = {}
+    for row in SIGNATURES:
+        mime = sniff_mime(bytes(row.offset) + row.byte_match + bytes(16))
+        if not MIME_TYPE_PATTERN.fullmatch(mime):
+            odd[row.name] = mime
+    assert odd == {}
+
+
+@pytest.mark.parametrize(
+    ("head", "mime"),
+    [
+        pytest.param(b"ISc(", "application/vnd.ms-cab-compressed", id="leading-space"),
+        pytest.param(b"BEGIN:IMELODY", "text/x-imelody", id="upper-case"),
+    ],
+)
+def test_a_type_the_database_spells_untidily_is_tidied(head: bytes, mime: str) -> None:
+    assert sniff_mime(head + bytes(64)) == mime
