@@ -33,7 +33,7 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class Settings:
-    manager_address: str
+    manager_address: str = field(repr=False)  # may carry credentials
     service_password: str = field(repr=False)
     own_address: str
     port: int = 8080
