@@ -44,8 +44,10 @@ RUN useradd --system --no-log-init --uid 10001 --user-group --no-create-home \
         --shell /usr/sbin/nologin app
 USER 10001:10001
 
-ENV PORT=8080
-EXPOSE 8080
+ENV PORT=8080 \
+    METRICS_PORT=9102
+# The chunk port, and /metrics for Prometheus (keep this one off the public network).
+EXPOSE 8080 9102
 
 # The container's PORT at run time; stdlib only. urlopen raises (exit status 1) on a refused
 # connection, a timeout or a non-2xx status.

@@ -15,9 +15,9 @@ import textwrap
 from importlib.metadata import version
 from pathlib import Path
 
-from .config import OPTIONS, ConfigError, Option, Settings, load_settings
+from .config import OPTIONS, ConfigError, Option, load_settings
 from .logs import configure_logging
-from .server import serve
+from .server import ListenError, serve
 
 PACKAGE = "discord-cloud-upload-service"
 DOCS_COMMAND = "upload-service settings --markdown > docs/configuration.md"
@@ -26,8 +26,8 @@ EXIT_LISTEN = 3
 EXIT_STATUSES = {
     0: "stopped by SIGTERM or SIGINT",
     EXIT_CONFIG: "a setting is missing or invalid (the message names every problem)",
-    EXIT_LISTEN: "the service cannot listen on HOST:PORT (port in use, address not on this "
-    "machine, no permission)",
+    EXIT_LISTEN: "the service cannot listen on HOST:PORT or HOST:METRICS_PORT (port in use, "
+    "address not on this machine, no permission)",
 }
 
 
@@ -135,20 +135,18 @@ def run(config_file: Path | None) -> int:
     configure_logging(settings.log_level, settings.log_format)
     try:
         asyncio.run(serve(settings))
-    except OSError as error:
-        # Binding is the only step of `serve` that raises OSError: the manager links
-        # reconnect for ever and a chunk's failures are answered to its client.
+    except ListenError as error:
         print(
-            f"upload-service: cannot listen on {_address(settings)}: {_reason(error)}",
+            f"upload-service: cannot listen on {_address(error.host, error.port)} for "
+            f"{error.setting}: {_reason(error.error)}",
             file=sys.stderr,
         )
         return EXIT_LISTEN
     return 0
 
 
-def _address(settings: Settings) -> str:
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    return f"{host}:{settings.port}"
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _reason(error: OSError) -> str:

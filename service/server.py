@@ -60,6 +60,7 @@ class UploadService:
         self._session: aiohttp.ClientSession | None = None
         self.discord_clients: DiscordClients | None = None
         self._runner: web.AppRunner | None = None
+        self._metrics_runner: web.AppRunner | None = None
         self.links = LinkSupervisor()
         self.slots: list[Slot] = []
 
@@ -69,6 +70,13 @@ class UploadService:
         assert self._runner is not None
         return self._runner.addresses[0][1]
 
+    @property
+    def metrics_port(self) -> int:
+        """The port /metrics is served on: its own, or the chunk port when asked for."""
+        if self._metrics_runner is None:
+            return self.port
+        return self._metrics_runner.addresses[0][1]
+
     def build_app(self) -> web.Application:
         app = web.Application(middlewares=[request_ids, cors])
         for path in {self.settings.own_path, "/"}:
@@ -76,6 +84,13 @@ class UploadService:
             app.router.add_route("OPTIONS", path, preflight)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
+        if self.settings.metrics_on_chunk_port:
+            app.router.add_get("/metrics", self.metrics.handler())
+        return app
+
+    def build_metrics_app(self) -> web.Application:
+        """/metrics alone, for the port Prometheus scrapes (never the public one)."""
+        app = web.Application()
         app.router.add_get("/metrics", self.metrics.handler())
         return app
 
@@ -123,8 +138,19 @@ class UploadService:
             read_bufsize=READ_BUFFER,
         )
         await self._runner.setup()
-        await web.TCPSite(self._runner, self.settings.host, self.settings.port).start()
-        log.info("accepting chunks on port %d at %s", self.port, self.settings.own_address)
+        await _listen(self._runner, self.settings.host, self.settings.port, "PORT")
+        if not self.settings.metrics_on_chunk_port:
+            self._metrics_runner = web.AppRunner(self.build_metrics_app(), access_log=None)
+            await self._metrics_runner.setup()
+            await _listen(
+                self._metrics_runner, self.settings.host, self.settings.metrics_port, "METRICS_PORT"
+            )
+        log.info(
+            "accepting chunks on port %d at %s, metrics on port %d",
+            self.port,
+            self.settings.own_address,
+            self.metrics_port,
+        )
 
         self._session = aiohttp.ClientSession()
         # One Discord client per bot token, shared by the slots configured with it.
@@ -170,9 +196,10 @@ class UploadService:
         if self.discord_clients is not None:
             await _logging_failure(self.discord_clients.close(), "closing the Discord clients")
             self.discord_clients = None
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        for runner in (self._runner, self._metrics_runner):
+            if runner is not None:
+                await runner.cleanup()
+        self._runner = self._metrics_runner = None
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -183,6 +210,24 @@ class UploadService:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.shutdown()
+
+
+class ListenError(Exception):
+    """The service cannot listen on one of its ports; `setting` names which."""
+
+    def __init__(self, setting: str, host: str, port: int, error: OSError) -> None:
+        super().__init__(f"cannot listen on {host}:{port} ({setting}): {error}")
+        self.setting = setting
+        self.host = host
+        self.port = port
+        self.error = error
+
+
+async def _listen(runner: web.AppRunner, host: str, port: int, setting: str) -> None:
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as error:
+        raise ListenError(setting, host, port, error) from error
 
 
 def chunk_memory_budget(settings: Settings) -> int:

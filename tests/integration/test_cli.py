@@ -15,6 +15,7 @@ import pytest
 
 from service.cli import EXIT_CONFIG, EXIT_LISTEN
 from service.config import OPTIONS
+from service.local.loopback import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -124,5 +125,27 @@ def test_cannot_listen_is_one_line_and_exit_3(host: str, reason: str, tmp_path: 
             HOST=host,
         )
     assert result.returncode == EXIT_LISTEN == 3
-    assert result.stderr == f"upload-service: cannot listen on {host}:{port}: {reason}\n"
+    assert result.stderr == f"upload-service: cannot listen on {host}:{port} for PORT: {reason}\n"
     assert result.stdout == ""
+
+
+def test_metrics_port_in_use_is_named_and_exit_3(tmp_path: Path) -> None:
+    with occupied_port() as taken:
+        metrics_port = taken.getsockname()[1]
+        chunk_port = free_port()
+        result = run_command(
+            [*SERVICE, "run"],
+            tmp_path,
+            timeout=15,
+            MANAGER_ADDRESS="ws://127.0.0.1:1/x",
+            SERVICE_PASSWORD="x",
+            OWN_ADDRESS=f"http://127.0.0.1:{chunk_port}/u",
+            PORT=str(chunk_port),
+            METRICS_PORT=str(metrics_port),
+            HOST="127.0.0.1",
+        )
+    assert result.returncode == EXIT_LISTEN
+    assert result.stderr == (
+        f"upload-service: cannot listen on 127.0.0.1:{metrics_port} for METRICS_PORT: "
+        "address already in use\n"
+    )
