@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import time
 from collections.abc import Awaitable
+from typing import NoReturn
 
 import aiohttp
 import discord.http
@@ -30,6 +32,8 @@ from .uploads.upload import JOB_OUTCOMES, Shared
 
 log = logging.getLogger(__name__)
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+EXIT_CUT_SHORT = 1  # a second stop signal ended the graceful stop
 CLEANUP_FLOOR = 2.0  # seconds the clean-up gets at shutdown even when the grace is spent
 # What aiohttp buffers of a request body before it stops reading the socket (its default is
 # 64 KiB): a chunk waiting for memory holds 0.4 MiB of its body unread instead of 1.1 MiB.
@@ -122,6 +126,14 @@ class UploadService:
                 if not slot.link.connected
             }
         return web.json_response(body, status=200 if ready else 503)
+
+    def unfinished(self) -> str:
+        """What exiting now would cut short, in words."""
+        uploads = sum(slot.upload is not None for slot in self.slots)
+        return (
+            f"uploads running: {uploads}, chunks in flight: {self.endpoint.in_flight}, "
+            f"messages still to delete on Discord: {self.cleanup.pending}"
+        )
 
     async def startup(self) -> None:
         # discord.py reads its base URL from this class attribute; one process, one Discord.
@@ -246,11 +258,22 @@ async def _logging_failure(step: Awaitable[None], what: str) -> None:
 
 
 async def serve(settings: Settings) -> None:
-    """Run until SIGINT or SIGTERM, then stop cleanly."""
+    """Run until SIGINT or SIGTERM, then stop cleanly; another one while stopping exits at
+    once."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, stop.set)
-    async with UploadService(settings):
+    async with UploadService(settings) as service:
         await stop.wait()
-        log.info("stopping")
+        log.info("stopping (a second SIGTERM or SIGINT exits at once)")
+        for signum in STOP_SIGNALS:
+            loop.add_signal_handler(signum, exit_at_once, service)
+
+
+def exit_at_once(service: UploadService) -> NoReturn:
+    """The operator does not want to wait for the grace period: say what it would have
+    finished, and exit without waiting for anything (Discord, clients, the event loop)."""
+    log.error("second signal: exiting at once, cutting short %s", service.unfinished())
+    logging.shutdown()
+    os._exit(EXIT_CUT_SHORT)
