@@ -63,9 +63,17 @@ def load_yaml() -> Any:
     return yaml
 
 
-def render(tmp_path: Path, replicas: int, components: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    """kustomize's output for a copy of deploy/k8s whose only changes are the count and the
-    `components` added, validated: kubernetes-validate, and the CRD schemas for the rest."""
+def render(
+    tmp_path: Path,
+    replicas: int,
+    components: tuple[str, ...] = (),
+    settings: dict[str, str] | None = None,
+    appended: str = "",
+) -> list[dict[str, Any]]:
+    """kustomize's output for a copy of deploy/k8s whose only changes are the count, the
+    `components` added, the `settings` (literals of kustomization.yaml's generators) changed
+    and `appended` to kustomization.yaml, validated: kubernetes-validate, and the CRD
+    schemas for the rest."""
     copy = tmp_path / "k8s"
     shutil.copytree(K8S, copy)
     kustomization = copy / "kustomization.yaml"
@@ -73,9 +81,12 @@ def render(tmp_path: Path, replicas: int, components: tuple[str, ...] = ()) -> l
         r"(\n  - name: upload\n    count: )\d+\n", rf"\g<1>{replicas}\n", kustomization.read_text()
     )
     assert changed == 1, "kustomization.yaml no longer sets the count as `count: N`"
+    for name, value in (settings or {}).items():
+        text, changed = re.subn(rf"(\n      - {name}=)[^\n]*\n", rf"\g<1>{value}\n", text)
+        assert changed == 1, f"kustomization.yaml has no literal {name}="
     if components:
         text += "components:\n" + "".join(f"  - {component}\n" for component in components)
-    kustomization.write_text(text)
+    kustomization.write_text(text + appended)
     output = subprocess.run(
         [tool("kubectl"), "kustomize", str(copy)],
         capture_output=True,
@@ -96,6 +107,17 @@ def render(tmp_path: Path, replicas: int, components: tuple[str, ...] = ()) -> l
     problems = crd_problems(rendered)
     assert not problems, problems
     return docs
+
+
+def kustomize_settings() -> dict[str, str]:
+    """deploy/k8s/kustomization.yaml's literals: PUBLIC_HOST, GATEWAY_NAME, ..."""
+    kustomization = load_yaml().safe_load((K8S / "kustomization.yaml").read_text())
+    literals = [
+        literal
+        for generator in kustomization["configMapGenerator"]
+        for literal in generator.get("literals", [])
+    ]
+    return dict(literal.split("=", 1) for literal in literals)
 
 
 def crd_problems(rendered: Path) -> list[str]:
@@ -129,7 +151,8 @@ async def test_one_number_scales_and_the_router_reaches_every_pod(
     # Nothing per pod: the Services are the headless one (DNS names) and the router's.
     services = sorted(d["metadata"]["name"] for d in docs if d["kind"] == "Service")
     assert services == ["upload", "upload-router"]
-    public = one(docs, "ConfigMap", "upload-public")["data"]
+    public = kustomize_settings()
+    assert one(docs, "ConfigMap", "upload-public")["data"] == {"PUBLIC_HOST": public["PUBLIC_HOST"]}
     route = one(docs, "HTTPRoute", "upload")["spec"]
     assert route["hostnames"] == [public["PUBLIC_HOST"]]
     [gateway] = route["parentRefs"]
