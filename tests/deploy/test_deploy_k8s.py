@@ -269,6 +269,27 @@ def test_pods_meet_the_restricted_pod_security_standard(tmp_path: Path) -> None:
             assert any(b.items() <= labels.items() for b in budgets), doc["metadata"]["name"]
 
 
+def test_replicas_spread_across_nodes_without_blocking_scheduling(tmp_path: Path) -> None:
+    docs = render(tmp_path, 3)
+    for name in ("upload", "upload-router"):
+        [workload] = [
+            d
+            for d in docs
+            if d["kind"] in ("Deployment", "StatefulSet") and d["metadata"]["name"] == name
+        ]
+        template = workload["spec"]["template"]
+        spread = {c["topologyKey"]: c for c in template["spec"]["topologySpreadConstraints"]}
+        assert set(spread) == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}, name
+        for constraint in spread.values():
+            assert constraint["maxSkew"] == 1, name
+            # A preference: a one-node cluster still runs every replica.
+            assert constraint["whenUnsatisfiable"] == "ScheduleAnyway", name
+            # It counts this workload's own pods.
+            selector = constraint["labelSelector"]["matchLabels"].items()
+            assert selector <= template["metadata"]["labels"].items(), name
+            assert selector == workload["spec"]["selector"]["matchLabels"].items(), name
+
+
 # --- the router in front of stand-ins for the pods and the cluster's DNS --------------------
 
 
