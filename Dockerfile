@@ -14,12 +14,22 @@
 #
 # On SIGTERM the service lets chunks in flight finish for up to SHUTDOWN_GRACE seconds
 # (default 30), so stop it with a longer timeout than Docker's 10 s: `docker stop -t 40`.
+# A second SIGTERM or SIGINT (Ctrl-C twice) exits at once, with status 1.
+#
+# Check a configuration without starting: `docker run --rm -e ... <image> upload-service
+# check` (exit 0, or 2 naming every problem).
 #
 # The root filesystem may be read-only (`--read-only --tmpfs /tmp`): nothing is written
 # outside /tmp.
 
-# An exact version: a rebuild gets the same Python. Move it on deliberately.
-FROM python:3.11.13-slim-bookworm
+# An exact version on Debian 13 (trixie, Debian's stable), pinned by digest too: a rebuild
+# gets the same image byte for byte, whatever the tag points to later. The digest is the
+# multi-platform index of python:3.11.16-slim-trixie as docker-library/repo-info records it
+# (repos/python/remote/3.11.16-slim-trixie.md at commit 33a22f41ac7bf613bc03380b0317536a9a7fb5e8);
+# `docker buildx imagetools inspect python:3.11.16-slim-trixie` shows it. Move both on
+# deliberately, together. The Python minor (3.11) is the one pyproject.toml's classifiers
+# name and the one CI tests with: tests/deploy/test_deploy_image.py fails when they differ.
+FROM python:3.11.16-slim-trixie@sha256:be1575ed968de893bd54f4c56315ff7c4736ce522c1bca08fd521731aafc0d76
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -44,8 +54,10 @@ RUN useradd --system --no-log-init --uid 10001 --user-group --no-create-home \
         --shell /usr/sbin/nologin app
 USER 10001:10001
 
-ENV PORT=8080
-EXPOSE 8080
+ENV PORT=8080 \
+    METRICS_PORT=9102
+# The chunk port, and /metrics for Prometheus (keep this one off the public network).
+EXPOSE 8080 9102
 
 # The container's PORT at run time; stdlib only. urlopen raises (exit status 1) on a refused
 # connection, a timeout or a non-2xx status.

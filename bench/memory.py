@@ -205,7 +205,8 @@ class Bench:
 
     async def gauges(self, *names: str) -> list[float]:
         """Unlabelled samples of the service's /metrics, read once."""
-        async with self.session.get(f"http://127.0.0.1:{self.service.port}/metrics") as answer:
+        url = f"http://127.0.0.1:{self.service.metrics_port}/metrics"
+        async with self.session.get(url) as answer:
             text = await answer.text()
         found = {
             sample.name: sample.value

@@ -99,7 +99,7 @@ def stored_at(message_id: str) -> float:
 
 async def service_429s(session: aiohttp.ClientSession, service: ServiceProcess) -> int:
     """The 429 answers the service's Discord client counted, from its /metrics."""
-    async with session.get(f"http://127.0.0.1:{service.port}/metrics") as response:
+    async with session.get(f"http://127.0.0.1:{service.metrics_port}/metrics") as response:
         text = await response.text()
     return int(
         sum(

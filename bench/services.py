@@ -41,6 +41,10 @@ class ServiceProcess:
         return self.settings.port
 
     @property
+    def metrics_port(self) -> int:
+        return self.settings.metrics_port
+
+    @property
     def slots(self) -> int:
         """Manager links it opens, each a service with one job to the manager."""
         return self.settings.slots

@@ -1,4 +1,4 @@
-"""The `upload-service` command: `run` (the default), `demo` and `settings`.
+"""The `upload-service` command: `run` (the default), `check`, `demo` and `settings`.
 
 The settings' reference (`run --help`, `settings`, docs/configuration.md) is rendered here
 from `OPTIONS`, so every place a person reads about a setting says the same thing.
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .config import OPTIONS, ConfigError, Option, Settings, load_settings
 from .logs import configure_logging
-from .server import serve
+from .server import EXIT_CUT_SHORT, ListenError, serve
 
 PACKAGE = "discord-cloud-upload-service"
 DOCS_COMMAND = "upload-service settings --markdown > docs/configuration.md"
@@ -25,9 +25,11 @@ EXIT_CONFIG = 2
 EXIT_LISTEN = 3
 EXIT_STATUSES = {
     0: "stopped by SIGTERM or SIGINT",
+    EXIT_CUT_SHORT: "stopped at once by a second SIGTERM or SIGINT during the graceful stop "
+    "(the last log line says what was cut short)",
     EXIT_CONFIG: "a setting is missing or invalid (the message names every problem)",
-    EXIT_LISTEN: "the service cannot listen on HOST:PORT (port in use, address not on this "
-    "machine, no permission)",
+    EXIT_LISTEN: "the service cannot listen on HOST:PORT or HOST:METRICS_PORT (port in use, "
+    "address not on this machine, no permission)",
 }
 
 
@@ -64,7 +66,9 @@ regenerate it with `{DOCS_COMMAND}`
 Settings come from an optional TOML file (`upload-service run --config FILE`, see
 `config.example.toml`) and from the environment; the environment wins, and an empty variable
 counts as unset. The first four environment names are the existing service's (PROTOCOL.md
-section 6). `upload-service run --help` lists the same settings.
+section 6). `upload-service run --help` lists the same settings. `upload-service check
+[--config FILE]` checks them without starting the service: status 0, or 2 with the same
+messages as `run`.
 
 | environment | TOML key | default | meaning |
 |---|---|---|---|
@@ -97,7 +101,18 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=settings_text(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("--config", type=Path, help="a TOML file of settings (the environment wins)")
+    check = commands.add_parser(
+        "check", help="check every setting without starting: exit 0, or 2 naming each problem"
+    )
+    for command in (parser, run, check):
+        # After the subcommand as well as before it; SUPPRESS keeps the subcommand's parser
+        # from resetting a --config given before it.
+        command.add_argument(
+            "--config",
+            type=Path,
+            default=None if command is parser else argparse.SUPPRESS,
+            help="a TOML file of settings (the environment wins)",
+        )
     demo = commands.add_parser(
         "demo", help="upload a file through the service and local stand-ins, then verify it"
     )
@@ -106,12 +121,17 @@ def build_parser() -> argparse.ArgumentParser:
     settings.add_argument(
         "--markdown", action="store_true", help=f"as docs/configuration.md ({DOCS_COMMAND})"
     )
-    parser.set_defaults(command="run", config=None)
+    parser.set_defaults(command="run")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.config is not None and args.command not in ("run", "check"):
+        parser.error(f"--config applies to run and check, not to {args.command}")
+    if args.command == "check":
+        return check(args.config)
     if args.command == "demo":
         from .demo import run_demo  # the stand-ins and their libraries: not for `run`
 
@@ -122,33 +142,46 @@ def main(argv: list[str] | None = None) -> int:
     return run(args.config)
 
 
+def check(config_file: Path | None) -> int:
+    if _settings(config_file) is None:
+        return EXIT_CONFIG
+    source = f"{config_file} and the environment" if config_file else "the environment"
+    print(f"upload-service: the configuration is valid (settings from {source})")
+    return 0
+
+
 def run(config_file: Path | None) -> int:
-    try:
-        settings = load_settings(os.environ, config_file)
-    except ConfigError as error:
-        problems = "\n".join(f"  - {problem}" for problem in error.problems)
-        print(
-            f"upload-service: cannot start, the configuration is wrong:\n{problems}",
-            file=sys.stderr,
-        )
+    settings = _settings(config_file)
+    if settings is None:
         return EXIT_CONFIG
     configure_logging(settings.log_level, settings.log_format)
     try:
         asyncio.run(serve(settings))
-    except OSError as error:
-        # Binding is the only step of `serve` that raises OSError: the manager links
-        # reconnect for ever and a chunk's failures are answered to its client.
+    except ListenError as error:
         print(
-            f"upload-service: cannot listen on {_address(settings)}: {_reason(error)}",
+            f"upload-service: cannot listen on {_address(error.host, error.port)} for "
+            f"{error.setting}: {_reason(error.error)}",
             file=sys.stderr,
         )
         return EXIT_LISTEN
     return 0
 
 
-def _address(settings: Settings) -> str:
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    return f"{host}:{settings.port}"
+def _settings(config_file: Path | None) -> Settings | None:
+    """The settings, or None once every problem with them is printed."""
+    try:
+        return load_settings(os.environ, config_file)
+    except ConfigError as error:
+        problems = "\n".join(f"  - {problem}" for problem in error.problems)
+        print(
+            f"upload-service: cannot start, the configuration is wrong:\n{problems}",
+            file=sys.stderr,
+        )
+        return None
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _reason(error: OSError) -> str:

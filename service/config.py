@@ -53,11 +53,17 @@ class Settings:
     slots: int = 1
     log_level: str = "INFO"
     log_format: str = "text"
+    metrics_port: int = 9102
 
     @property
     def own_path(self) -> str:
         """The path of `own_address`, where clients POST chunks."""
         return urlsplit(self.own_address).path or "/"
+
+    @property
+    def metrics_on_chunk_port(self) -> bool:
+        """Whether /metrics is served on the chunk port: only when METRICS_PORT says so."""
+        return self.metrics_port == self.port
 
 
 def _url(*schemes: str) -> Callable[[str], str]:
@@ -257,6 +263,12 @@ OPTIONS = (
         "DEBUG, as its debug lines hold message texts and signed attachment URLs",
     ),
     Option("log_format", _log_format, "text, or json for one JSON object a line"),
+    Option(
+        "metrics_port",
+        _port,
+        "the port of /metrics, on HOST, apart from the chunk port (which answers 404 there); "
+        "0 picks a free one, the same value as PORT serves /metrics on the chunk port",
+    ),
 )
 
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import time
 from collections.abc import Awaitable
+from typing import NoReturn
 
 import aiohttp
 import discord.http
@@ -31,6 +33,8 @@ from .uploads.upload import JOB_OUTCOMES, Shared
 
 log = logging.getLogger(__name__)
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+EXIT_CUT_SHORT = 1  # a second stop signal ended the graceful stop
 CLEANUP_FLOOR = 2.0  # seconds the clean-up gets at shutdown even when the grace is spent
 # What aiohttp buffers of a request body before it stops reading the socket (its default is
 # 64 KiB): a chunk waiting for memory holds 0.4 MiB of its body unread instead of 1.1 MiB.
@@ -61,6 +65,7 @@ class UploadService:
         self._session: aiohttp.ClientSession | None = None
         self.discord_clients: DiscordClients | None = None
         self._runner: web.AppRunner | None = None
+        self._metrics_runner: web.AppRunner | None = None
         self.links = LinkSupervisor()
         self.slots: list[Slot] = []
 
@@ -70,6 +75,13 @@ class UploadService:
         assert self._runner is not None
         return self._runner.addresses[0][1]
 
+    @property
+    def metrics_port(self) -> int:
+        """The port /metrics is served on: its own, or the chunk port when asked for."""
+        if self._metrics_runner is None:
+            return self.port
+        return self._metrics_runner.addresses[0][1]
+
     def build_app(self) -> web.Application:
         app = web.Application(middlewares=[request_ids, cors])
         for path in {self.settings.own_path, "/"}:
@@ -77,6 +89,13 @@ class UploadService:
             app.router.add_route("OPTIONS", path, preflight)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
+        if self.settings.metrics_on_chunk_port:
+            app.router.add_get("/metrics", self.metrics.handler())
+        return app
+
+    def build_metrics_app(self) -> web.Application:
+        """/metrics alone, for the port Prometheus scrapes (never the public one)."""
+        app = web.Application()
         app.router.add_get("/metrics", self.metrics.handler())
         return app
 
@@ -109,6 +128,14 @@ class UploadService:
             }
         return web.json_response(body, status=200 if ready else 503)
 
+    def unfinished(self) -> str:
+        """What exiting now would cut short, in words."""
+        uploads = sum(slot.upload is not None for slot in self.slots)
+        return (
+            f"uploads running: {uploads}, chunks in flight: {self.endpoint.in_flight}, "
+            f"messages still to delete on Discord: {self.cleanup.pending}"
+        )
+
     async def startup(self) -> None:
         warn_if_in_clear(self.settings.manager_address)
         # discord.py reads its base URL from this class attribute; one process, one Discord.
@@ -125,8 +152,19 @@ class UploadService:
             read_bufsize=READ_BUFFER,
         )
         await self._runner.setup()
-        await web.TCPSite(self._runner, self.settings.host, self.settings.port).start()
-        log.info("accepting chunks on port %d at %s", self.port, self.settings.own_address)
+        await _listen(self._runner, self.settings.host, self.settings.port, "PORT")
+        if not self.settings.metrics_on_chunk_port:
+            self._metrics_runner = web.AppRunner(self.build_metrics_app(), access_log=None)
+            await self._metrics_runner.setup()
+            await _listen(
+                self._metrics_runner, self.settings.host, self.settings.metrics_port, "METRICS_PORT"
+            )
+        log.info(
+            "accepting chunks on port %d at %s, metrics on port %d",
+            self.port,
+            self.settings.own_address,
+            self.metrics_port,
+        )
 
         self._session = aiohttp.ClientSession()
         # One Discord client per bot token, shared by the slots configured with it.
@@ -172,9 +210,10 @@ class UploadService:
         if self.discord_clients is not None:
             await _logging_failure(self.discord_clients.close(), "closing the Discord clients")
             self.discord_clients = None
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        for runner in (self._runner, self._metrics_runner):
+            if runner is not None:
+                await runner.cleanup()
+        self._runner = self._metrics_runner = None
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -185,6 +224,24 @@ class UploadService:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.shutdown()
+
+
+class ListenError(Exception):
+    """The service cannot listen on one of its ports; `setting` names which."""
+
+    def __init__(self, setting: str, host: str, port: int, error: OSError) -> None:
+        super().__init__(f"cannot listen on {host}:{port} ({setting}): {error}")
+        self.setting = setting
+        self.host = host
+        self.port = port
+        self.error = error
+
+
+async def _listen(runner: web.AppRunner, host: str, port: int, setting: str) -> None:
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as error:
+        raise ListenError(setting, host, port, error) from error
 
 
 def chunk_memory_budget(settings: Settings) -> int:
@@ -203,11 +260,22 @@ async def _logging_failure(step: Awaitable[None], what: str) -> None:
 
 
 async def serve(settings: Settings) -> None:
-    """Run until SIGINT or SIGTERM, then stop cleanly."""
+    """Run until SIGINT or SIGTERM, then stop cleanly; another one while stopping exits at
+    once."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, stop.set)
-    async with UploadService(settings):
+    async with UploadService(settings) as service:
         await stop.wait()
-        log.info("stopping")
+        log.info("stopping (a second SIGTERM or SIGINT exits at once)")
+        for signum in STOP_SIGNALS:
+            loop.add_signal_handler(signum, exit_at_once, service)
+
+
+def exit_at_once(service: UploadService) -> NoReturn:
+    """The operator does not want to wait for the grace period: say what it would have
+    finished, and exit without waiting for anything (Discord, clients, the event loop)."""
+    log.error("second signal: exiting at once, cutting short %s", service.unfinished())
+    logging.shutdown()
+    os._exit(EXIT_CUT_SHORT)

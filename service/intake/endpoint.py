@@ -125,6 +125,11 @@ class ChunkEndpoint:
             if self._active == 0:
                 self._idle.set()
 
+    @property
+    def in_flight(self) -> int:
+        """Chunks being received or stored now."""
+        return self._active
+
     async def idle(self) -> None:
         """Return once no chunk is being received or stored."""
         await self._idle.wait()

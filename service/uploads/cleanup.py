@@ -99,6 +99,11 @@ class Cleanup:
         self._pending[task] = (orphans, left)
         task.add_done_callback(self._pending.pop)
 
+    @property
+    def pending(self) -> int:
+        """Messages of failed uploads not deleted yet."""
+        return sum(len(left) for _, left in self._pending.values())
+
     async def settled(self) -> None:
         """Return once no deletion is running (those started meanwhile included)."""
         while self._pending:

@@ -2,14 +2,17 @@
 
 The manifests are rendered with `kubectl kustomize` for 2 and for 5 instances after changing
 only the `count` in a copy of kustomization.yaml, validated with kubernetes-validate
-(--strict), and the router's nginx configuration taken from that output is run by real nginx
-in front of N stand-in pods on loopback addresses, with a stand-in DNS server playing the
-cluster's: every /u/upload-K/ reaches pod K, and a pod that does not exist is a JSON 503.
+(--strict) and, for the HTTPRoute, against the vendored Gateway API CRD's schema
+(deploy/crd_schema.py, strict), and the router's nginx configuration taken from that output
+is run by real nginx in front of N stand-in pods on loopback addresses, with a stand-in DNS
+server playing the cluster's: every /u/upload-K/ reaches pod K, and a pod that does not
+exist is a JSON 503.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import re
 import shutil
@@ -25,11 +28,14 @@ from typing import Any, cast
 import aiohttp
 import pytest
 from aiohttp import web
+from conftest import deploy_script
 from test_nginx import DEPLOY, nginx_main_conf, render_nginx, start_nginx, stop
 
 from service.local.loopback import free_port
 
 K8S = DEPLOY / "k8s"
+GATEWAY_API = DEPLOY / "vendor" / "gateway-api"
+HTTPROUTE_CRD = GATEWAY_API / "gateway.networking.k8s.io_httproutes.yaml"
 NAMESPACE = "uploads"
 CLUSTER_DOMAIN = "cluster.example"
 TOOL_TIMEOUT = 120
@@ -57,8 +63,17 @@ def load_yaml() -> Any:
     return yaml
 
 
-def render(tmp_path: Path, replicas: int) -> list[dict[str, Any]]:
-    """kustomize's output for a copy of deploy/k8s whose only change is the count."""
+def render(
+    tmp_path: Path,
+    replicas: int,
+    components: tuple[str, ...] = (),
+    settings: dict[str, str] | None = None,
+    appended: str = "",
+) -> list[dict[str, Any]]:
+    """kustomize's output for a copy of deploy/k8s whose only changes are the count, the
+    `components` added, the `settings` (literals of kustomization.yaml's generators) changed
+    and `appended` to kustomization.yaml, validated: kubernetes-validate, and the CRD
+    schemas for the rest."""
     copy = tmp_path / "k8s"
     shutil.copytree(K8S, copy)
     kustomization = copy / "kustomization.yaml"
@@ -66,7 +81,12 @@ def render(tmp_path: Path, replicas: int) -> list[dict[str, Any]]:
         r"(\n  - name: upload\n    count: )\d+\n", rf"\g<1>{replicas}\n", kustomization.read_text()
     )
     assert changed == 1, "kustomization.yaml no longer sets the count as `count: N`"
-    kustomization.write_text(text)
+    for name, value in (settings or {}).items():
+        text, changed = re.subn(rf"(\n      - {name}=)[^\n]*\n", rf"\g<1>{value}\n", text)
+        assert changed == 1, f"kustomization.yaml has no literal {name}="
+    if components:
+        text += "components:\n" + "".join(f"  - {component}\n" for component in components)
+    kustomization.write_text(text + appended)
     output = subprocess.run(
         [tool("kubectl"), "kustomize", str(copy)],
         capture_output=True,
@@ -83,7 +103,31 @@ def render(tmp_path: Path, replicas: int) -> list[dict[str, Any]]:
         timeout=TOOL_TIMEOUT,
     )
     assert validated.returncode == 0, validated.stdout + validated.stderr
-    return [doc for doc in load_yaml().safe_load_all(output) if doc]
+    docs = [doc for doc in load_yaml().safe_load_all(output) if doc]
+    problems = crd_problems(rendered)
+    assert not problems, problems
+    return docs
+
+
+def kustomize_settings() -> dict[str, str]:
+    """deploy/k8s/kustomization.yaml's literals: PUBLIC_HOST, GATEWAY_NAME, ..."""
+    kustomization = load_yaml().safe_load((K8S / "kustomization.yaml").read_text())
+    literals = [
+        literal
+        for generator in kustomization["configMapGenerator"]
+        for literal in generator.get("literals", [])
+    ]
+    return dict(literal.split("=", 1) for literal in literals)
+
+
+def crd_problems(rendered: Path) -> list[str]:
+    """What deploy/crd_schema.py (as .ci/run runs it) finds wrong in `rendered`'s custom
+    resources, checked against the vendored Gateway API CRD."""
+    load_yaml()
+    crd_schema = deploy_script("crd_schema")
+    crds = list(load_yaml().safe_load_all(HTTPROUTE_CRD.read_text()))
+    _, problems = crd_schema.check([rendered], crd_schema.crd_schemas(crds), [])
+    return problems
 
 
 def one(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
@@ -107,12 +151,25 @@ async def test_one_number_scales_and_the_router_reaches_every_pod(
     # Nothing per pod: the Services are the headless one (DNS names) and the router's.
     services = sorted(d["metadata"]["name"] for d in docs if d["kind"] == "Service")
     assert services == ["upload", "upload-router"]
-    host = one(docs, "ConfigMap", "upload-public")["data"]["PUBLIC_HOST"]
-    ingress = one(docs, "Ingress", "upload")["spec"]
-    assert [rule["host"] for rule in ingress["rules"]] == [host]
-    assert ingress["tls"][0]["hosts"] == [host]
-    [path] = ingress["rules"][0]["http"]["paths"]
-    assert path["backend"]["service"]["name"] == "upload-router"
+    public = kustomize_settings()
+    assert one(docs, "ConfigMap", "upload-public")["data"] == {"PUBLIC_HOST": public["PUBLIC_HOST"]}
+    route = one(docs, "HTTPRoute", "upload")["spec"]
+    assert route["hostnames"] == [public["PUBLIC_HOST"]]
+    [gateway] = route["parentRefs"]
+    assert (gateway["kind"], gateway["name"], gateway["namespace"]) == (
+        "Gateway",
+        public["GATEWAY_NAME"],
+        public["GATEWAY_NAMESPACE"],
+    )
+    [rule] = route["rules"]
+    assert rule["matches"] == [{"path": {"type": "PathPrefix", "value": "/"}}]
+    [backend] = rule["backendRefs"]
+    router_service = one(docs, "Service", "upload-router")
+    assert backend["name"] == router_service["metadata"]["name"]
+    assert backend["port"] in [port["port"] for port in router_service["spec"]["ports"]]
+    # No gateway timeout cuts a chunk short before the router's own (proxy_read_timeout).
+    assert rule["timeouts"] == {"request": "0s"}
+    assert not any(doc["kind"] == "Ingress" for doc in docs)
     env = {
         e["name"]: e
         for e in one(docs, "StatefulSet", "upload")["spec"]["template"]["spec"]["containers"][0][
@@ -143,6 +200,49 @@ async def test_one_number_scales_and_the_router_reaches_every_pod(
             assert r.status == 404
 
 
+def test_the_ingress_component_replaces_the_route_for_clusters_without_gateway_api(
+    tmp_path: Path,
+) -> None:
+    docs = render(tmp_path, 3, components=("components/ingress",))
+    host = one(docs, "ConfigMap", "upload-public")["data"]["PUBLIC_HOST"]
+    ingress = one(docs, "Ingress", "upload")["spec"]
+    assert [rule["host"] for rule in ingress["rules"]] == [host]
+    assert ingress["tls"][0]["hosts"] == [host]
+    [path] = ingress["rules"][0]["http"]["paths"]
+    assert path["backend"]["service"]["name"] == "upload-router"
+    # Applying an HTTPRoute fails where its CRD is not installed.
+    assert not any(doc["kind"] == "HTTPRoute" for doc in docs)
+
+
+def test_the_route_check_refuses_what_the_api_server_would(tmp_path: Path) -> None:
+    """The CRD schema check is strict: an undeclared field (which the API server would drop
+    without a word), a wrong enum and a malformed duration are each reported."""
+    render(tmp_path, 3)
+    rendered = tmp_path / "rendered.yaml"
+    text = rendered.read_text()
+    for good, bad, problem in [
+        ("    timeouts:\n", "    timeout: 300s\n    timeouts:\n", "'timeout' was unexpected"),
+        ("type: PathPrefix", "type: Prefix", "'Prefix' is not one of"),
+        ("request: 0s", "request: forever", "'forever' does not match"),
+    ]:
+        assert text.count(good) == 1
+        broken = tmp_path / "broken.yaml"
+        broken.write_text(text.replace(good, bad))
+        [found] = crd_problems(broken)
+        assert "HTTPRoute upload" in found and problem in found
+
+
+def test_the_vendored_crd_is_the_released_one_its_readme_names() -> None:
+    readme = (GATEWAY_API / "README.md").read_text()
+    digest = hashlib.sha256(HTTPROUTE_CRD.read_bytes()).hexdigest()
+    assert f"| sha256 | `{digest}` |" in readme
+    crd = load_yaml().safe_load(HTTPROUTE_CRD.read_text())
+    annotations = crd["metadata"]["annotations"]
+    assert annotations["gateway.networking.k8s.io/channel"] == "standard"
+    assert f"**{annotations['gateway.networking.k8s.io/bundle-version']}, standard" in readme
+    assert "Apache License" in (GATEWAY_API / "LICENSE").read_text()
+
+
 def test_pods_meet_the_restricted_pod_security_standard(tmp_path: Path) -> None:
     docs = render(tmp_path, 3)
     for name, spec in pod_specs(docs):
@@ -167,6 +267,27 @@ def test_pods_meet_the_restricted_pod_security_standard(tmp_path: Path) -> None:
         if doc["kind"] in ("Deployment", "StatefulSet"):
             labels = doc["spec"]["template"]["metadata"]["labels"]
             assert any(b.items() <= labels.items() for b in budgets), doc["metadata"]["name"]
+
+
+def test_replicas_spread_across_nodes_without_blocking_scheduling(tmp_path: Path) -> None:
+    docs = render(tmp_path, 3)
+    for name in ("upload", "upload-router"):
+        [workload] = [
+            d
+            for d in docs
+            if d["kind"] in ("Deployment", "StatefulSet") and d["metadata"]["name"] == name
+        ]
+        template = workload["spec"]["template"]
+        spread = {c["topologyKey"]: c for c in template["spec"]["topologySpreadConstraints"]}
+        assert set(spread) == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}, name
+        for constraint in spread.values():
+            assert constraint["maxSkew"] == 1, name
+            # A preference: a one-node cluster still runs every replica.
+            assert constraint["whenUnsatisfiable"] == "ScheduleAnyway", name
+            # It counts this workload's own pods.
+            selector = constraint["labelSelector"]["matchLabels"].items()
+            assert selector <= template["metadata"]["labels"].items(), name
+            assert selector == workload["spec"]["selector"]["matchLabels"].items(), name
 
 
 # --- the router in front of stand-ins for the pods and the cluster's DNS --------------------

@@ -98,7 +98,7 @@ def test_metric_names_are_found_in_promql() -> None:
 async def test_alerts_and_dashboard_name_only_exported_metrics(
     harness: Harness, http: aiohttp.ClientSession
 ) -> None:
-    async with http.get(f"http://127.0.0.1:{harness.service.port}/metrics") as response:
+    async with http.get(f"http://127.0.0.1:{harness.service.metrics_port}/metrics") as response:
         assert response.status == 200
         exported = exported_names(await response.text())
     used: dict[str, set[str]] = {}
@@ -198,5 +198,9 @@ def test_the_pod_monitor_scrapes_the_instances_and_nothing_else() -> None:
     instance, router = workloads["upload"], workloads["upload-router"]
     assert selector <= instance["metadata"]["labels"].items()
     assert not selector <= router["metadata"]["labels"].items()
-    ports = [port["name"] for port in instance["spec"]["containers"][0]["ports"]]
-    assert endpoint["port"] in ports
+    container = instance["spec"]["containers"][0]
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    env = {variable["name"]: variable.get("value") for variable in container["env"]}
+    # The metrics port of its own (METRICS_PORT), not the chunk port the router reaches.
+    assert endpoint["port"] == "metrics"
+    assert ports["metrics"] == int(env["METRICS_PORT"]) != int(env["PORT"]) == ports["http"]

@@ -1,20 +1,32 @@
 """The `upload-service` command, run as a real process: its refusals, --version, the
-settings' reference (`run --help`, docs/configuration.md) and a port already in use."""
+settings' reference (`run --help`, docs/configuration.md), a port already in use, `check`,
+and a second stop signal."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
+import aiohttp
 import pytest
+from conftest import CHANNEL, KEY, SMALL_CHUNK, TOKEN, spawn_service
+from test_lifecycle import wait_for_line
 
 from service.cli import EXIT_CONFIG, EXIT_LISTEN
-from service.config import OPTIONS
+from service.config import OPTIONS, Settings
+from service.local.browser import chunk_form
+from service.local.discord_api import DiscordStandIn, Fault
+from service.local.loopback import free_port
+from service.local.manager import ManagerStandIn
+from service.server import EXIT_CUT_SHORT
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -124,5 +136,137 @@ def test_cannot_listen_is_one_line_and_exit_3(host: str, reason: str, tmp_path: 
             HOST=host,
         )
     assert result.returncode == EXIT_LISTEN == 3
-    assert result.stderr == f"upload-service: cannot listen on {host}:{port}: {reason}\n"
+    assert result.stderr == f"upload-service: cannot listen on {host}:{port} for PORT: {reason}\n"
     assert result.stdout == ""
+
+
+def test_metrics_port_in_use_is_named_and_exit_3(tmp_path: Path) -> None:
+    with occupied_port() as taken:
+        metrics_port = taken.getsockname()[1]
+        chunk_port = free_port()
+        result = run_command(
+            [*SERVICE, "run"],
+            tmp_path,
+            timeout=15,
+            MANAGER_ADDRESS="ws://127.0.0.1:1/x",
+            SERVICE_PASSWORD="x",
+            OWN_ADDRESS=f"http://127.0.0.1:{chunk_port}/u",
+            PORT=str(chunk_port),
+            METRICS_PORT=str(metrics_port),
+            HOST="127.0.0.1",
+        )
+    assert result.returncode == EXIT_LISTEN
+    assert result.stderr == (
+        f"upload-service: cannot listen on 127.0.0.1:{metrics_port} for METRICS_PORT: "
+        "address already in use\n"
+    )
+
+
+GOOD_SETTINGS = {
+    "MANAGER_ADDRESS": "wss://manager.example.com/",
+    "SERVICE_PASSWORD": SECRET,
+    "OWN_ADDRESS": "https://upload.example.com/u/1/",
+}
+
+
+@pytest.mark.parametrize("where", ["after", "before"])
+def test_check_accepts_a_good_configuration_file_without_starting(
+    where: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('port = 7001\nmetrics_port = 7002\nlog_format = "json"\n')
+    command = (
+        [*SERVICE, "check", "--config", str(config)]
+        if where == "after"
+        else [*SERVICE, "--config", str(config), "check"]
+    )
+    result = run_command(command, tmp_path, timeout=15, **GOOD_SETTINGS)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout == (
+        f"upload-service: the configuration is valid (settings from {config} and the environment)\n"
+    )
+    assert SECRET not in result.stdout
+
+
+def test_check_names_every_problem_as_run_does_and_exits_2(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('prot = 7001\nmetrics_port = "nine"\nlog_level = "LOUD"\n')
+    environment = {"SERVICE_PASSWORD": SECRET, "OWN_ADDRESS": "ftp://x/"}
+    checked = run_command([*SERVICE, "--config", str(config), "check"], tmp_path, **environment)
+    ran = run_command([*SERVICE, "--config", str(config), "run"], tmp_path, **environment)
+    assert checked.returncode == ran.returncode == EXIT_CONFIG
+    assert checked.stderr == ran.stderr
+    assert checked.stdout == ran.stdout == ""
+    for problem in ("prot: unknown setting", "METRICS_PORT", "metrics_port", "LOG_LEVEL"):
+        assert problem.lower() in checked.stderr.lower()
+    for problem in ("MANAGER_ADDRESS is missing", "OWN_ADDRESS must be"):
+        assert problem in checked.stderr
+    assert SECRET not in checked.stderr
+
+
+def test_config_before_the_default_command_is_read(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text("port = 70000\n")
+    result = run_command([*SERVICE, "--config", str(config)], tmp_path, **GOOD_SETTINGS)
+    assert result.returncode == EXIT_CONFIG
+    assert f"port in {config} must be a port number" in result.stderr
+
+
+def test_config_with_a_command_that_reads_no_settings_is_refused(tmp_path: Path) -> None:
+    result = run_command([*SERVICE, "--config", "x.toml", "settings"], tmp_path)
+    assert result.returncode == 2
+    assert "--config applies to run and check, not to settings" in result.stderr
+    assert result.stdout == ""
+
+
+# Far above what exiting takes, far below SHUTDOWN_GRACE: only a forced exit is this quick.
+FORCED_EXIT_BOUND = 30.0
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_a_second_signal_during_the_grace_period_exits_at_once_with_1(
+    signum: signal.Signals,
+    settings: Settings,
+    discord: DiscordStandIn,
+    manager: ManagerStandIn,
+    http: aiohttp.ClientSession,
+) -> None:
+    # A held post neither times out nor is given up within the test: the grace period runs.
+    process = await spawn_service(
+        settings,
+        stderr=asyncio.subprocess.PIPE,
+        SHUTDOWN_GRACE="300",
+        DISCORD_REQUEST_TIMEOUT="300",
+    )
+    assert process.stderr is not None
+    held: asyncio.Task[aiohttp.ClientResponse] | None = None
+    try:
+        link = await manager.next_service()
+        await link.configure(token=TOKEN, channel_id=CHANNEL, crypto_key=KEY)
+        upload_id, _ = await link.start_upload(size=2 * SMALL_CHUNK, chunk_size=SMALL_CHUNK)
+        discord.inject(Fault(hold=True))  # the chunk stays at Discord: the grace period runs
+        held = asyncio.create_task(
+            http.post(link.own_address, data=chunk_form(upload_id, 0, os.urandom(SMALL_CHUNK)))
+        )
+        await discord.wait_for_posts(1)
+
+        process.send_signal(signum)
+        await wait_for_line(process.stderr, "stopping")
+        process.send_signal(signum)
+        rest = await asyncio.wait_for(process.stderr.read(), FORCED_EXIT_BOUND)
+        assert await process.wait() == EXIT_CUT_SHORT == 1
+        lines = rest.decode().splitlines()
+        assert sum("cutting short" in line for line in lines) == 1
+        assert (
+            "second signal: exiting at once, cutting short uploads running: 1, chunks in "
+            in lines[-1]
+        )
+        assert "chunks in flight: 1, messages still to delete on Discord: 0" in lines[-1]
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        discord.release_held()
+        if held is not None:
+            with contextlib.suppress(aiohttp.ClientError):
+                (await held).close()

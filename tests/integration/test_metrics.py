@@ -1,20 +1,22 @@
 """What an operator reads at /metrics: every series from the start, the chunk path's own
 view (durations by outcome, chunks in flight, bytes in and out), the slots, and the
-process itself, served by prometheus_client with content negotiation."""
+process itself, served by prometheus_client with content negotiation on a port of their own
+(METRICS_PORT), never on the chunk port unless the operator asks for it."""
 
 from __future__ import annotations
 
 import os
 
-from conftest import SMALL_CHUNK, Harness
+from conftest import SMALL_CHUNK, Harness, HarnessFactory
 from test_slots import parse_metrics
 
+from service.config import Settings
 from service.intake.answers import REFUSAL_REASONS
 from service.uploads.upload import JOB_OUTCOMES
 
 
 async def scrape(harness: Harness, **headers: str) -> dict[str, float]:
-    url = f"http://127.0.0.1:{harness.service.port}/metrics"
+    url = f"http://127.0.0.1:{harness.service.metrics_port}/metrics"
     async with harness.http.get(url, headers=headers) as response:
         assert response.status == 200
         return parse_metrics(await response.text())
@@ -51,9 +53,45 @@ async def test_a_chunk_shows_in_durations_bytes_and_refusals(harness: Harness) -
 
 
 async def test_metrics_negotiate_openmetrics_and_gzip(harness: Harness) -> None:
-    url = f"http://127.0.0.1:{harness.service.port}/metrics"
+    url = f"http://127.0.0.1:{harness.service.metrics_port}/metrics"
     headers = {"Accept": "application/openmetrics-text; version=1.0.0", "Accept-Encoding": "gzip"}
     async with harness.http.get(url, headers=headers) as response:
         assert response.content_type == "application/openmetrics-text"
         assert response.headers["Content-Encoding"] == "gzip"
         assert (await response.text()).rstrip().endswith("# EOF")
+
+
+async def status_of(harness: Harness, port: int, path: str) -> int:
+    async with harness.http.get(f"http://127.0.0.1:{port}{path}") as response:
+        return response.status
+
+
+async def test_metrics_are_served_on_their_own_port_and_not_on_the_chunk_port(
+    harness: Harness,
+) -> None:
+    chunk_port, metrics_port = harness.service.port, harness.service.metrics_port
+    assert metrics_port != chunk_port
+    assert await status_of(harness, metrics_port, "/metrics") == 200
+    assert await status_of(harness, chunk_port, "/metrics") == 404
+    # The probes stay on the chunk port; the metrics port offers nothing else.
+    assert await status_of(harness, chunk_port, "/healthz") == 200
+    assert await status_of(harness, chunk_port, "/readyz") == 200
+    for path in ("/healthz", "/readyz", "/upload", "/"):
+        assert await status_of(harness, metrics_port, path) == 404
+
+
+async def test_metrics_port_equal_to_port_serves_metrics_on_the_chunk_port(
+    start_service: HarnessFactory, settings: Settings
+) -> None:
+    harness = await start_service(metrics_port=settings.port)
+    assert harness.service.metrics_port == harness.service.port == settings.port
+    assert await status_of(harness, settings.port, "/metrics") == 200
+
+
+async def test_metrics_port_0_picks_a_free_port_of_its_own(
+    start_service: HarnessFactory,
+) -> None:
+    harness = await start_service(metrics_port=0)
+    assert harness.service.metrics_port not in (0, harness.service.port)
+    assert await status_of(harness, harness.service.metrics_port, "/metrics") == 200
+    assert await status_of(harness, harness.service.port, "/metrics") == 404

@@ -111,7 +111,8 @@ async def test_health_readiness_and_metrics(
     await upload(http, harness.address, upload_id, data, SMALL_CHUNK)
     await harness.link.next_finish()
 
-    async with http.get(f"{base}/metrics") as response:
+    metrics_url = f"http://127.0.0.1:{harness.service.metrics_port}/metrics"
+    async with http.get(metrics_url) as response:
         assert response.status == 200
         assert response.content_type == "text/plain"
         metrics = parse_metrics(await response.text())
