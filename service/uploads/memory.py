@@ -181,7 +181,10 @@ class ChunkMemory:
         self._grant()
 
     def _grant(self) -> None:
-        """Hand free memory to the waiting chunks whose uploads hold the fewest buffers."""
+        """Hand free memory to the waiting chunks whose uploads hold the fewest buffers. A
+        wait cancelled (its timeout, its client gone) leaves the queue only when its task next
+        runs: until then it is skipped, or its grant would be lost with it."""
+        self._waiters = [w for w in self._waiters if not w.granted.done()]
         while self._waiters:
             first = min(self._waiters, key=lambda w: (self._held[w.owner], w.arrived))
             if not self._allows(first.owner, first.size):

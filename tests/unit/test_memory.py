@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -179,3 +180,40 @@ def test_the_cgroup_memory_limit_is_read_from_v2_or_v1(
         if text is not None:
             path.write_text(text)
     assert cgroup_memory_limit(paths) == limit
+
+
+async def test_a_wait_that_times_out_in_the_turn_memory_frees_leaves_the_budget_whole() -> None:
+    """A busy loop lets a waiting chunk's timeout and the give that would serve it fall due
+    in one turn: the timeout cancels the wait first, then the give must not grant it."""
+    chunks = memory(100)
+    held = await chunks.take(100, owner="a", wait=0)
+    wait = 0.2
+    waiting = asyncio.create_task(chunks.take(100, owner="b", wait=wait))
+    await asyncio.sleep(0)
+
+    async def give_back() -> None:  # wakes one turn after its timer, as a task does
+        await asyncio.sleep(wait * 0.9)
+        chunks.give(held, owner="a", reusable=False)
+
+    giver = asyncio.create_task(give_back())
+    await asyncio.sleep(0)
+    busy = wait * 1.5  # both timers fall due while the loop is busy sealing a chunk
+    asyncio.get_running_loop().call_soon(time.sleep, busy)
+    await giver  # without the fix: InvalidStateError
+    with pytest.raises(MemoryBusy):
+        await waiting
+    assert chunks.reserved == 0 and chunks.held_by("b") == 0
+    assert len(await chunks.take(100, owner="c", wait=0)) == 100
+
+
+async def test_a_wait_cancelled_in_the_turn_memory_frees_is_not_granted() -> None:
+    chunks = memory(100)
+    held = await chunks.take(100, owner="a", wait=0)
+    gone = asyncio.create_task(chunks.take(100, owner="b", wait=30))
+    await asyncio.sleep(0)
+    gone.cancel()  # its client went away (or the service stops) ...
+    chunks.give(held, owner="a", reusable=False)  # ... in the turn "a" gives memory back
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    assert chunks.reserved == 0
+    assert len(await chunks.take(100, owner="c", wait=0)) == 100
