@@ -36,6 +36,8 @@ UNREPORTABLE = (
     "The upload service stored every chunk but could not report them; please upload the file again"
 )
 
+UNSENT = "the link to the manager was lost before the success finish could be sent"
+
 Report = Callable[[str], Awaitable[bool]]  # sends a packet to the manager; False if it could not
 
 
@@ -199,12 +201,12 @@ class Upload:
 
     async def fail(self, ending: Ending) -> None:
         """End the upload and tell the manager why, once."""
-        if self._end(ending):
-            await self._report(outgoing.finish_failure(ending.why))
+        await self._end(ending, outgoing.finish_failure(ending.why))
 
     def void(self, ending: Ending) -> None:
         """End the upload without a finish packet (an abort's reply or a lost link says it)."""
-        self._end(ending)
+        if self._stop(ending):
+            self._settle(ending)
 
     async def _finish(self) -> None:
         """Every chunk is stored: report success, or, if that report cannot be made, a
@@ -224,28 +226,43 @@ class Upload:
             log.exception("the success finish packet could not be built", extra=self._log)
             ending = Ending(UNREPORTABLE, "failed")
             packet = outgoing.finish_failure(UNREPORTABLE)
-        if self._end(ending):
-            await self._report(packet)
+        await self._end(ending, packet)
 
-    def _end(self, ending: Ending) -> bool:
-        """End the upload if it has not ended yet; True the first time."""
+    async def _end(self, ending: Ending, packet: str) -> None:
+        """End the upload if it has not ended yet, and send its finish packet. A success
+        the link could not send is void: the manager will record none of its messages."""
+        if not self._stop(ending):
+            return
+        try:
+            if not await self._report(packet) and ending.outcome == "succeeded":
+                ending = Ending(UNSENT, "voided")
+        finally:  # even cut off mid-send: the packet was handed to the link
+            self._settle(ending)
+
+    def _stop(self, ending: Ending) -> bool:
+        """Stop the upload if it has not ended yet (its timer, its slot, its memory); True
+        the first time."""
         if not self.job.end():
             return False
         self._ending = ending
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self.shared.metrics.jobs.labels(ending.outcome).inc()
         self._on_end(self, ending)
+        try:
+            self.shared.memory.end(self.upload_id)
+        except Exception:  # the ending must go on: a budget bug is logged, not raised
+            log.exception("the chunk memory failed to take the upload's end", extra=self._log)
+        return True
+
+    def _settle(self, ending: Ending) -> None:
+        """Count how the upload ended, and clean up what the manager will never record."""
+        self._ending = ending
+        self.shared.metrics.jobs.labels(ending.outcome).inc()
         if ending.outcome != "succeeded":  # the manager records none of its messages
             self._clean_up(tuple(c.message_id for c in self.job.stored.values()), ending.why)
         level = logging.INFO if ending.outcome == "succeeded" else logging.WARNING
         log.log(level, "upload ended: %s", ending.why, extra=self._log)
-        try:
-            self.shared.memory.end(self.upload_id)
-        except Exception:  # the ending is done and its packet must go: a budget bug is logged
-            log.exception("the chunk memory failed to take the upload's end", extra=self._log)
-        return True
 
     def _clean_up(self, message_ids: tuple[str, ...], why: str) -> None:
         since = self._began if self._unrecorded else None

@@ -272,3 +272,22 @@ async def test_a_post_still_at_discord_at_shutdown_is_logged_as_maybe_left(
     assert (await at_discord)[0] in (503, 410)
     [line] = [r for r in caplog.records if "could not search for" in r.getMessage()]
     assert upload_id in line.getMessage()
+
+
+async def test_a_success_finish_the_closed_link_never_sent_voids_the_job_and_cleans_up(
+    harness: Harness,
+) -> None:
+    upload_id = await harness.start(2 * SMALL_CHUNK)
+    assert (await harness.post(upload_id, 0, os.urandom(SMALL_CHUNK)))[0] == 200
+    harness.discord.inject(Fault(hold=True))
+    last = asyncio.create_task(harness.post(upload_id, 1, os.urandom(SMALL_CHUNK)))
+    await harness.discord.wait_for_posts(2)
+    await harness.service.links.stop()  # the link is down; its slot has not been told yet
+    harness.discord.release_held()
+    assert (await last)[0] == 200  # stored; the finish packet cannot go out
+
+    assert await cleaned(harness, upload_id) == []  # the manager records none of them
+    registry = harness.service.metrics.registry
+    assert registry.get_sample_value("upload_jobs_total", {"outcome": "voided"}) == 1
+    assert registry.get_sample_value("upload_jobs_total", {"outcome": "succeeded"}) == 0
+    assert harness.service.slots[0].upload is None
