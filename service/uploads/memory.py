@@ -132,7 +132,11 @@ class ChunkMemory:
             self._reserve(size, owner)
         else:
             await self._wait_for_turn(size, owner, wait)
-        return self._reuse(size) or mmap.mmap(-1, size)
+        try:
+            return self._reuse(size) or mmap.mmap(-1, size)
+        except BaseException:  # the kernel refused the map: the reservation is not lost
+            self._release(size, owner)
+            raise
 
     def give(self, buffer: mmap.mmap, *, owner: str, reusable: bool) -> None:
         """Return `owner`'s buffer; keep it for reuse if `reusable` (nothing can still read

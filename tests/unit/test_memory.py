@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -217,3 +219,31 @@ async def test_a_wait_cancelled_in_the_turn_memory_frees_is_not_granted() -> Non
         await gone
     assert chunks.reserved == 0
     assert len(await chunks.take(100, owner="c", wait=0)) == 100
+
+
+def test_a_buffer_the_kernel_refuses_gives_its_reservation_back() -> None:
+    """Address space limited (RLIMIT_AS, in a process of its own): mapping a buffer fails
+    after its memory was reserved, and the reservation must not be lost with it."""
+    program = """
+import asyncio, resource
+from service.metrics import Metrics
+from service.uploads.memory import ChunkMemory
+
+GIB = 1024**3
+resource.setrlimit(resource.RLIMIT_AS, (4 * GIB, 4 * GIB))
+
+async def main():
+    chunks = ChunkMemory(16 * GIB, Metrics([], []))
+    try:
+        await chunks.take(8 * GIB, owner="a", wait=0)
+    except OSError:
+        pass
+    assert chunks.reserved == 0 and chunks.held_by("a") == 0, chunks.reserved
+    print("ok")
+
+asyncio.run(main())
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.stdout.strip() == "ok", done.stderr
