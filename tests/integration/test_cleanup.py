@@ -17,6 +17,7 @@ from service.discord.store import DiscordStore
 from service.local.discord_api import DiscordStandIn, Fault, Route
 from service.metrics import Metrics
 from service.uploads.cleanup import Cleanup, Orphans, batches, content_prefix
+from service.uploads.outcome import Outcome
 
 CHUNKS = 3
 
@@ -288,6 +289,6 @@ async def test_a_success_finish_the_closed_link_never_sent_voids_the_job_and_cle
 
     assert await cleaned(harness, upload_id) == []  # the manager records none of them
     registry = harness.service.metrics.registry
-    assert registry.get_sample_value("upload_jobs_total", {"outcome": "voided"}) == 1
-    assert registry.get_sample_value("upload_jobs_total", {"outcome": "succeeded"}) == 0
+    assert registry.get_sample_value("upload_jobs_total", {"outcome": Outcome.VOIDED}) == 1
+    assert registry.get_sample_value("upload_jobs_total", {"outcome": Outcome.SUCCEEDED}) == 0
     assert harness.service.slots[0].upload is None
