@@ -26,7 +26,7 @@ from ..manager import outgoing, packets
 from ..metrics import Metrics
 from ..refusals import ChunkConflict, DiscordRefused, ShuttingDown, StoreError, UploadEnded
 from .cleanup import Cleanup, Orphans, content_prefix, snowflake_at
-from .memory import ChunkMemory
+from .memory import ChunkBuffer, ChunkMemory
 from .outcome import Outcome
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,7 @@ class Upload:
         if stored is not None:
             return ResentChunk(self, index, stored, ChunkDigest(length))
         try:
-            buffer = await self.shared.memory.take(
+            memory = await self.shared.memory.take(
                 buffer_size(self.start.chunk_size),
                 owner=self.upload_id,
                 wait=self.shared.memory_wait,
@@ -142,7 +142,7 @@ class Upload:
         except BaseException:
             self.job.release(index)
             raise
-        return NewChunk(self, index, ChunkSealer(length, self.key, buffer=buffer))
+        return NewChunk(self, index, memory, ChunkSealer(length, self.key, buffer=memory.buffer))
 
     async def post(self, index: int, sealer: ChunkSealer) -> None:
         """Post a received chunk to Discord and record it; the upload may finish here."""
@@ -273,27 +273,27 @@ class Upload:
 
 
 class NewChunk:
-    """A chunk not stored yet: sealed as it arrives, then posted."""
+    """A chunk not stored yet: sealed as it arrives into its buffer, then posted."""
 
-    def __init__(self, upload: Upload, index: int, sealer: ChunkSealer) -> None:
+    def __init__(
+        self, upload: Upload, index: int, memory: ChunkBuffer, sealer: ChunkSealer
+    ) -> None:
         self.upload = upload
         self.index = index
         self.sink = sealer
-        self._posting = False  # while True, aiohttp may still read the chunk's buffer
+        self._memory = memory
 
     async def store(self) -> None:
-        self._posting = True
+        self._memory.reusable = False  # while posting, aiohttp may still read the buffer
         await self.upload.post(self.index, self.sink)
-        self._posting = False
+        self._memory.reusable = True
 
     def __enter__(self) -> NewChunk:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.upload.release(self.index)
-        # a post that failed midway may leave a writer reading the buffer: not reused
-        memory, owner = self.upload.shared.memory, self.upload.upload_id
-        memory.give(self.sink.buffer, owner=owner, reusable=not self._posting)
+        self._memory.give_back()
 
 
 class ResentChunk:

@@ -2,7 +2,7 @@
 
 `ChunkMemory` ties the rules of who may take how much (`policy.py`, where they are written),
 the chunks waiting their turn (`queue.py`) and the buffers kept for reuse (`pool.py`), and
-shows them in the metrics.
+shows them in the metrics. What `take` hands out, a `ChunkBuffer`, gives itself back.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class ChunkMemory:
         self._policy.end(owner)
         self._queue.grant()
 
-    async def take(self, size: int, *, owner: str, wait: float) -> mmap.mmap:
+    async def take(self, size: int, *, owner: str, wait: float) -> ChunkBuffer:
         """A buffer of `size` bytes for `owner`, waiting up to `wait` seconds for its turn;
         raise `MemoryBusy` if it does not come, or at once for a burst without spare memory."""
         if size > self.budget:
@@ -73,14 +73,36 @@ class ChunkMemory:
             except TimeoutError:
                 raise MemoryBusy(BUSY, MEMORY_RETRY_AFTER) from None
         try:
-            return self._pool.get(size, self._policy.spare)
+            return ChunkBuffer(self, self._pool.get(size, self._policy.spare), owner)
         except BaseException:  # the kernel refused the map: the reservation is not lost
             self._queue.give(owner, size)
             raise
 
-    def give(self, buffer: mmap.mmap, *, owner: str, reusable: bool) -> None:
-        """Return `owner`'s buffer; keep it for reuse if `reusable` (nothing can still read
-        it)."""
-        self._queue.give(owner, len(buffer))
-        if reusable:
-            self._pool.keep(buffer, self._policy.spare)
+    def _give(self, taken: ChunkBuffer) -> None:
+        self._queue.give(taken.owner, len(taken.buffer))
+        if taken.reusable:
+            self._pool.keep(taken.buffer, self._policy.spare)
+
+
+class ChunkBuffer:
+    """A buffer `ChunkMemory.take` handed to `owner`; `give_back()`, or the end of its `with`
+    block, returns it (once). While something may still read it (a post that failed midway
+    may leave a writer behind), `reusable` is False: it is then dropped, never handed out
+    again."""
+
+    def __init__(self, memory: ChunkMemory, buffer: mmap.mmap, owner: str) -> None:
+        self.buffer = buffer
+        self.owner = owner
+        self.reusable = True
+        self._memory: ChunkMemory | None = memory  # None once given back
+
+    def give_back(self) -> None:
+        memory, self._memory = self._memory, None
+        if memory is not None:
+            memory._give(self)
+
+    def __enter__(self) -> ChunkBuffer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.give_back()
