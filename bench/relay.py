@@ -70,16 +70,14 @@ class Relay:
 
     async def post(self, request: web.Request) -> web.Response:
         owner = f"request {next(self._requests)}"  # no upload id before the fields: no bursts
-        buffer = await self._memory.take(buffer_size(MANAGER_CHUNK_SIZE), owner=owner, wait=60)
+        taken = await self._memory.take(buffer_size(MANAGER_CHUNK_SIZE), owner=owner, wait=60)
         read = request.content.readany
-        try:
+        with taken:
             with StreamingForm(boundary_of(request.headers["Content-Type"])) as form:
                 fields = await form.read_fields(read)
-                sink = CopySink(buffer, self._layout.length(int(fields.chunk)))
+                sink = CopySink(taken.buffer, self._layout.length(int(fields.chunk)))
                 await form.read_file(read, sink)
             await self._store(fields.chunk, sink.view[: sink.size])
-        finally:
-            self._memory.give(buffer, owner=owner, reusable=True)
         return web.Response(text=fields.chunk)
 
     async def _store(self, index: str, payload: memoryview) -> None:

@@ -28,8 +28,9 @@ from .metrics import Metrics
 from .uploads.cleanup import Cleanup
 from .uploads.directory import UploadDirectory
 from .uploads.memory import ChunkMemory, cgroup_memory_limit, default_budget
+from .uploads.outcome import Outcome
 from .uploads.slot import Slot
-from .uploads.upload import JOB_OUTCOMES, Shared
+from .uploads.upload import Shared
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class UploadService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.directory = UploadDirectory()
-        self.metrics = Metrics(REFUSAL_REASONS, JOB_OUTCOMES)
+        self.metrics = Metrics(REFUSAL_REASONS, Outcome)
         self.memory = ChunkMemory(chunk_memory_budget(settings), self.metrics)
         self.cleanup = Cleanup(self.metrics)
         self.shared = Shared(

@@ -200,7 +200,7 @@ class DiscordClient:
         try:
             await self._send(None, lambda: self._http.static_login(self._token), max_wait)
         except discord.LoginFailure:
-            self._forget()
+            self._token_refused()
             await self._http.close()
             raise DiscordRefused(BAD_TOKEN) from None
         except (*TRANSIENT, discord.HTTPException, ValueError) as error:
@@ -222,6 +222,10 @@ class DiscordClient:
             except RateLimited as answer:
                 limited = answer
                 self._hold(channel, answer)
+            except discord.HTTPException as error:
+                if error.status == 401:
+                    self._token_refused()
+                raise
             finally:
                 _EXCHANGE.reset(context)
                 if not exchange.sent:
@@ -232,6 +236,13 @@ class DiscordClient:
             limited.retry_after or 1.0,
             f"Discord rate-limited this chunk {RATE_LIMIT_TRIES} times in a row",
         )
+
+    def _token_refused(self) -> None:
+        """Discord answered 401: the token was revoked or reset. Its login no longer holds,
+        and the registry forgets this client, so the next configuration logs in again and
+        is refused."""
+        self._login = None
+        self._forget()
 
     def _hold(self, channel: str | None, answer: RateLimited) -> None:
         """Hold what the 429 names (the channel, or everything); raise `DiscordBusy` for a
@@ -297,13 +308,17 @@ class DiscordClients:
     """The process's Discord clients, one per bot token, created on first use.
 
     A client lives until the registry closes (at shutdown): its bucket knowledge outlives a
-    slot's reconfiguration. A client whose token Discord refused is forgotten at once."""
+    slot's reconfiguration. A client whose token Discord refused (401, on any request) is
+    forgotten at once: the next configuration with the token gets a new client, which logs
+    in. The stores and clean-ups still holding the old one keep it until the registry closes
+    it with the rest."""
 
     def __init__(self, *, global_rate: int, request_timeout: float, metrics: Metrics) -> None:
         self._global_rate = global_rate
         self._request_timeout = request_timeout
         self._metrics = metrics
         self._clients: dict[str, DiscordClient] = {}
+        self._forgotten: list[DiscordClient] = []
 
     def client(self, token: str) -> DiscordClient:
         if (client := self._clients.get(token)) is None:
@@ -320,10 +335,12 @@ class DiscordClients:
         return len(self._clients)
 
     async def close(self) -> None:
-        clients, self._clients = list(self._clients.values()), {}
+        clients, self._clients = [*self._clients.values(), *self._forgotten], {}
+        self._forgotten = []
         for client in clients:
             await client.close()
 
     def _forget(self, token: str, client: DiscordClient) -> None:
         if self._clients.get(token) is client:
             del self._clients[token]
+            self._forgotten.append(client)

@@ -9,6 +9,11 @@ days), one alone (or an older one) with a single delete. Transient failures are 
 bounded number of times; what cannot be deleted is logged with its ids and why, so an
 operator can act.
 
+At shutdown, `finish` waits for every deletion, those started while it waits included, until
+its deadline; what is still pending then, and every deletion asked for afterwards (the
+Discord clients close next), is logged instead: the ids left, or, for a channel search that
+can no longer run, that the upload may have left messages under ids nobody learned.
+
 A post that failed without a definite answer (the connection dropped, Discord answered 5xx
 or oddly) may have stored its message all the same, and its id is unknown. For an upload
 with such a post, the clean-up also searches the channel for messages whose text names the
@@ -83,20 +88,32 @@ def batches(message_ids: Sequence[str], now: float) -> list[list[str]]:
     return [young[n : n + BULK_LIMIT] for n in range(0, len(young), BULK_LIMIT)] + old
 
 
+@dataclass
+class _Deletion:
+    """One upload's deletion as it goes: what it has not done yet."""
+
+    orphans: Orphans
+    left: list[str]  # ids not deleted (nor reported left) yet
+    unsearched: bool  # the channel search for ids nobody learned has not run yet
+
+
 class Cleanup:
     def __init__(self, metrics: Metrics, *, retry_delay: float = 1.0) -> None:
         self._metrics = metrics
         self.retry_delay = retry_delay  # seconds before the first retry, doubling
-        # each deletion running, with its upload and the ids it has not deleted yet
-        self._pending: dict[asyncio.Task[None], tuple[Orphans, list[str]]] = {}
+        self._pending: dict[asyncio.Task[None], _Deletion] = {}  # each deletion running
+        self._finished = False  # past the shutdown's deadline: nothing more is deleted
 
     def delete(self, deleter: MessageDeleter, orphans: Orphans) -> None:
-        """Start deleting `orphans` in the background."""
+        """Start deleting `orphans` in the background (after `finish`, log them as left)."""
         if orphans.empty:
             return
-        left = list(orphans.message_ids)
-        task = asyncio.get_running_loop().create_task(self._delete(deleter, orphans, left))
-        self._pending[task] = (orphans, left)
+        deletion = _Deletion(orphans, list(orphans.message_ids), orphans.search_since is not None)
+        if self._finished:
+            self._give_up(deletion)
+            return
+        task = asyncio.get_running_loop().create_task(self._delete(deleter, deletion))
+        self._pending[task] = deletion
         task.add_done_callback(self._pending.pop)
 
     @property
@@ -110,30 +127,46 @@ class Cleanup:
             await asyncio.gather(*self._pending, return_exceptions=True)
 
     async def finish(self, grace: float) -> None:
-        """Shutdown: let the deletions end within `grace` seconds; log what is left."""
-        tasks = list(self._pending)
-        if not tasks:
-            return
-        _, unfinished = await asyncio.wait(tasks, timeout=grace)
-        for task in unfinished:
-            orphans, left = self._pending.get(task, (None, []))
+        """Shutdown: let the deletions end, those started meanwhile included, within `grace`
+        seconds; log what is left, and from then on log what `delete` is asked for."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self._pending and (remaining := deadline - loop.time()) > 0:
+            await asyncio.wait(list(self._pending), timeout=remaining)
+        self._finished = True
+        unfinished = list(self._pending.items())
+        for task, deletion in unfinished:
             task.cancel()
-            if orphans is not None and left:
-                self._metrics.messages_left.inc(len(left))
-                log.warning(
-                    "left %d messages on Discord: the service stopped before deleting them: %s",
-                    len(left),
-                    " ".join(left),
-                    extra={"upload_id": orphans.upload_id},
-                )
-        await asyncio.gather(*unfinished, return_exceptions=True)
+            self._give_up(deletion)
+        await asyncio.gather(*(task for task, _ in unfinished), return_exceptions=True)
 
-    async def _delete(self, deleter: MessageDeleter, orphans: Orphans, left: list[str]) -> None:
+    def _give_up(self, deletion: _Deletion) -> None:
+        """Log (and count) what a deletion the shutdown cut off leaves on Discord."""
+        upload_id, left = deletion.orphans.upload_id, deletion.left
+        if left:
+            self._metrics.messages_left.inc(len(left))
+            log.warning(
+                "left %d messages on Discord: the service stopped before deleting them: %s",
+                len(left),
+                " ".join(left),
+                extra={"upload_id": upload_id},
+            )
+        if deletion.unsearched:
+            log.warning(
+                "upload %s may have left messages on Discord that it could not search for: the "
+                "service stopped first (a post of the upload had no definite answer)",
+                upload_id,
+                extra={"upload_id": upload_id},
+            )
+
+    async def _delete(self, deleter: MessageDeleter, deletion: _Deletion) -> None:
+        orphans, left = deletion.orphans, deletion.left
         context = {"upload_id": orphans.upload_id}
         problems: list[str] = []  # why messages may be left
         if orphans.search_since is not None:
             since, prefix = orphans.search_since, content_prefix(orphans.upload_id)
             found, failed = await self._tried(lambda: deleter.find_messages(prefix, since))
+            deletion.unsearched = False
             if failed:  # more may be left, under ids nobody knows
                 problems.append(f"the channel could not be searched for more: {failed}")
             left += [i for i in found or [] if i not in left]

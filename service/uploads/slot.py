@@ -20,7 +20,8 @@ from ..manager import packets
 from ..manager.link import Answer, ManagerLink
 from ..refusals import StoreError
 from .directory import UploadDirectory
-from .upload import Ending, Shared, Upload
+from .outcome import Outcome
+from .upload import Shared, Upload
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ class Slot:
             return await self._configure(request)
         if isinstance(request, packets.UploadStart):
             return self._start(request)
-        return self._abort()
+        return await self._abort()
 
     async def _configure(self, configuration: packets.Configuration) -> Answer:
         if self.upload is not None:
@@ -123,25 +124,25 @@ class Slot:
         self.upload.begin()
         return Answer(True)
 
-    def _abort(self) -> Answer:
+    async def _abort(self) -> Answer:
         if self.upload is None:
             return Answer(False, "there is no upload to abort")
-        self.upload.void(Ending("it was aborted by the manager", "aborted"))
+        await self.upload.end(Outcome.ABORTED, "it was aborted by the manager")
         return Answer(True)
 
     async def shut_down(self) -> None:
         """The process is stopping: fail the upload, which the manager can then reschedule."""
         if self.upload is not None:
-            await self.upload.fail(Ending("the upload service is shutting down", "shutdown"))
+            await self.upload.end(Outcome.SHUTDOWN, "the upload service is shutting down")
 
     async def disconnected(self) -> None:
         """The manager has forgotten this service: its upload is void, its configuration too."""
         if self.upload is not None:
-            self.upload.void(Ending("the link to the manager was lost", "voided"))
+            await self.upload.end(Outcome.VOIDED, "the link to the manager was lost")
         self._forget_configuration()
 
-    def _upload_ended(self, upload: Upload, ending: Ending) -> None:
-        self._directory.remove(upload, ending.why)
+    def _upload_ended(self, upload: Upload) -> None:
+        self._directory.remove(upload, upload.why)
         if self.upload is upload:
             self.upload = None
 

@@ -1,7 +1,8 @@
 """One running upload: everything a chunk meets between its claim and its answer.
 
 An `Upload` owns the job's chunk state (`jobs.Job`), its inactivity timer, the Discord store
-and key it posts with, and its ending: the finish packet goes out exactly once. The endpoint
+and key it posts with, and its ending: `end(outcome, why)`, whoever calls it first, is the
+only way an upload ends, and the finish packet goes out exactly once. The endpoint
 asks it to `open_chunk` (the claim), streams the body into the chunk's sink, and calls the
 chunk's `store`: a new chunk is sealed and posted, a chunk sent again after it was stored is
 only compared. With the last chunk stored, the finish packet is sent before the 200.
@@ -25,7 +26,8 @@ from ..manager import outgoing, packets
 from ..metrics import Metrics
 from ..refusals import ChunkConflict, DiscordRefused, ShuttingDown, StoreError, UploadEnded
 from .cleanup import Cleanup, Orphans, content_prefix, snowflake_at
-from .memory import ChunkMemory
+from .memory import ChunkBuffer, ChunkMemory
+from .outcome import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +38,10 @@ UNREPORTABLE = (
     "The upload service stored every chunk but could not report them; please upload the file again"
 )
 
+UNSENT = "the link to the manager was lost before the success finish could be sent"
+ALL_STORED = "all chunks are stored"
+
 Report = Callable[[str], Awaitable[bool]]  # sends a packet to the manager; False if it could not
-
-
-JOB_OUTCOMES = (
-    "succeeded",
-    "timed_out",
-    "discord_refused",
-    "shutdown",
-    "aborted",
-    "voided",
-    "failed",
-)
 
 
 @dataclass(frozen=True)
@@ -60,14 +54,6 @@ class Shared:
     memory_wait: float  # seconds a chunk may wait for memory (CLIENT_READ_TIMEOUT)
     max_in_flight: int  # CHUNKS_IN_FLIGHT_PER_UPLOAD
     inactivity_timeout: float  # UPLOAD_INACTIVITY_TIMEOUT
-
-
-@dataclass(frozen=True)
-class Ending:
-    """Why an upload ended: `why` for the log and later chunks, `outcome` for the metric."""
-
-    why: str
-    outcome: str  # one of JOB_OUTCOMES
 
 
 class IncomingChunk(Protocol):
@@ -93,7 +79,7 @@ class Upload:
         key: bytes | None,
         shared: Shared,
         report: Report,
-        on_end: Callable[[Upload, Ending], None],
+        on_end: Callable[[Upload], None],
         slot: str,
     ) -> None:
         self.start = start
@@ -107,7 +93,8 @@ class Upload:
         self.slot = slot
         self._log = {"slot": slot, "upload_id": start.upload_id}
         self._timer: asyncio.TimerHandle | None = None
-        self._ending: Ending | None = None
+        self.outcome: Outcome | None = None  # None while it runs
+        self.why = ""  # why it ended: for the log and the chunks that come later
         self._background: set[asyncio.Task[None]] = set()
         self._began = snowflake_at(time.time() - CLOCK_MARGIN)  # to search the channel from
         self._unrecorded = False  # a post may have stored a message whose id we never learned
@@ -130,7 +117,7 @@ class Upload:
             extra=self._log,
         )
         if self.job.complete:  # a file of size 0 has no chunks to wait for
-            self._in_background(self._finish())
+            self._in_background(self.end(Outcome.SUCCEEDED, ALL_STORED))
         else:
             self._touch()
 
@@ -147,7 +134,7 @@ class Upload:
         if stored is not None:
             return ResentChunk(self, index, stored, ChunkDigest(length))
         try:
-            buffer = await self.shared.memory.take(
+            memory = await self.shared.memory.take(
                 buffer_size(self.start.chunk_size),
                 owner=self.upload_id,
                 wait=self.shared.memory_wait,
@@ -155,7 +142,7 @@ class Upload:
         except BaseException:
             self.job.release(index)
             raise
-        return NewChunk(self, index, ChunkSealer(length, self.key, buffer=buffer))
+        return NewChunk(self, index, memory, ChunkSealer(length, self.key, buffer=memory.buffer))
 
     async def post(self, index: int, sealer: ChunkSealer) -> None:
         """Post a received chunk to Discord and record it; the upload may finish here."""
@@ -167,82 +154,95 @@ class Upload:
         except StoreError as error:
             if error.maybe_stored:
                 self._unrecorded = True
-                if self._ending is not None and self._ending.outcome != "succeeded":
-                    self._clean_up((), f"a post failed after the upload ended: {self._ending.why}")
+                if self.outcome not in (None, Outcome.SUCCEEDED):
+                    self._clean_up((), f"a post failed after the upload ended: {self.why}")
             self._refuse_if_ended()
             if isinstance(error, DiscordRefused):
-                await self.fail(Ending(f"Discord refused the upload: {error}", "discord_refused"))
+                await self.end(Outcome.DISCORD_REFUSED, f"Discord refused the upload: {error}")
             raise
-        if self._ending is not None:  # it ended while Discord was busy: nobody will read it
-            self._clean_up((message_id,), f"stored after the upload ended: {self._ending.why}")
+        if self.outcome is not None:  # it ended while Discord was busy: nobody will read it
+            self._clean_up((message_id,), f"stored after the upload ended: {self.why}")
             self._refuse_if_ended()
         self.job.record(index, StoredChunk(message_id, sealed.digest), sealed.head)
         self.shared.metrics.chunks_stored.inc()
         self.shared.metrics.stored_bytes.inc(sealer.length)
         log.info("chunk stored as message %s", message_id, extra={**self._log, "chunk": index})
         if self.job.complete:
-            await self._finish()
+            await self.end(Outcome.SUCCEEDED, ALL_STORED)
 
     def release(self, index: int) -> None:
         self.job.release(index)
 
     def _refuse_if_ended(self) -> None:
-        if self._ending is None:
+        if self.outcome is None:
             return
-        if self._ending.outcome == "shutdown":
+        if self.outcome is Outcome.SHUTDOWN:
             raise ShuttingDown(
                 f"the upload service is shutting down; upload {self.upload_id} was stopped"
             )
-        raise UploadEnded(f"upload {self.upload_id} has ended: {self._ending.why}")
+        raise UploadEnded(f"upload {self.upload_id} has ended: {self.why}")
 
     # --- ending ----------------------------------------------------------------------------
 
-    async def fail(self, ending: Ending) -> None:
-        """End the upload and tell the manager why, once."""
-        if self._end(ending):
-            await self._report(outgoing.finish_failure(ending.why))
-
-    def void(self, ending: Ending) -> None:
-        """End the upload without a finish packet (an abort's reply or a lost link says it)."""
-        self._end(ending)
-
-    async def _finish(self) -> None:
-        """Every chunk is stored: report success, or, if that report cannot be made, a
-        failure the user can act on; never nothing, or the manager would wait for ever."""
-        if self._ending is not None:
-            return
-        try:
-            packet = outgoing.finish_success(
-                messages=self.job.messages(),
-                file_hash=self.job.file_hash(),
-                is_encrypted=self.key is not None,
-                mime_type=sniff_mime(self.job.head) if self.job.head is not None else FALLBACK,
-                channel=self.store.channel_id,
-            )
-            ending = Ending("all chunks are stored", "succeeded")
-        except Exception:
-            log.exception("the success finish packet could not be built", extra=self._log)
-            ending = Ending(UNREPORTABLE, "failed")
-            packet = outgoing.finish_failure(UNREPORTABLE)
-        if self._end(ending):
-            await self._report(packet)
-
-    def _end(self, ending: Ending) -> bool:
-        """End the upload if it has not ended yet; True the first time."""
+    async def end(self, outcome: Outcome, why: str) -> None:
+        """End the upload, once (later calls do nothing): it stops at once (its timer, its
+        slot, its memory), the manager gets the finish packet `outcome` calls for, then the
+        outcome is counted and what the manager will never record is deleted. A success
+        whose packet cannot be built ends FAILED, one the link could not send VOIDED."""
         if not self.job.end():
-            return False
-        self._ending = ending
-        self.shared.memory.end(self.upload_id)
+            return
+        outcome, why, packet = self._finish_packet(outcome, why)
+        self._stop(outcome, why)
+        try:
+            sent = packet is None or await self._report(packet)
+            if not sent and outcome is Outcome.SUCCEEDED:
+                outcome, why = Outcome.VOIDED, UNSENT
+        finally:  # even cut off mid-send: the packet was handed to the link
+            self._settle(outcome, why)
+
+    def _finish_packet(self, outcome: Outcome, why: str) -> tuple[Outcome, str, str | None]:
+        """The finish packet `outcome` calls for (None: none), with the outcome it reports:
+        a success that cannot be reported is a failure the user can act on, never nothing,
+        or the manager would wait for ever."""
+        if not outcome.reported:
+            return outcome, why, None
+        if outcome is Outcome.SUCCEEDED:
+            try:
+                return outcome, why, self._success_packet()
+            except Exception:
+                log.exception("the success finish packet could not be built", extra=self._log)
+                outcome, why = Outcome.FAILED, UNREPORTABLE
+        return outcome, why, outgoing.finish_failure(why)
+
+    def _success_packet(self) -> str:
+        return outgoing.finish_success(
+            messages=self.job.messages(),
+            file_hash=self.job.file_hash(),
+            is_encrypted=self.key is not None,
+            mime_type=sniff_mime(self.job.head) if self.job.head is not None else FALLBACK,
+            channel=self.store.channel_id,
+        )
+
+    def _stop(self, outcome: Outcome, why: str) -> None:
+        """Take no more chunks: the timer stops, the slot and the memory kept are freed."""
+        self.outcome, self.why = outcome, why
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self.shared.metrics.jobs.labels(ending.outcome).inc()
-        self._on_end(self, ending)
-        if ending.outcome != "succeeded":  # the manager records none of its messages
-            self._clean_up(tuple(c.message_id for c in self.job.stored.values()), ending.why)
-        level = logging.INFO if ending.outcome == "succeeded" else logging.WARNING
-        log.log(level, "upload ended: %s", ending.why, extra=self._log)
-        return True
+        self._on_end(self)
+        try:
+            self.shared.memory.end(self.upload_id)
+        except Exception:  # the ending must go on: a budget bug is logged, not raised
+            log.exception("the chunk memory failed to take the upload's end", extra=self._log)
+
+    def _settle(self, outcome: Outcome, why: str) -> None:
+        """Count how the upload ended, and clean up what the manager will never record."""
+        self.outcome, self.why = outcome, why
+        self.shared.metrics.jobs.labels(outcome).inc()
+        if outcome is not Outcome.SUCCEEDED:  # the manager records none of its messages
+            self._clean_up(tuple(c.message_id for c in self.job.stored.values()), why)
+        level = logging.INFO if outcome is Outcome.SUCCEEDED else logging.WARNING
+        log.log(level, "upload ended: %s", why, extra=self._log)
 
     def _clean_up(self, message_ids: tuple[str, ...], why: str) -> None:
         since = self._began if self._unrecorded else None
@@ -263,10 +263,8 @@ class Upload:
         if self.job.in_flight:  # a chunk is still arriving or being stored: not inactive
             self._touch()
             return
-        ending = Ending(
-            f"No chunk was received for {self.shared.inactivity_timeout:g} seconds", "timed_out"
-        )
-        self._in_background(self.fail(ending))
+        why = f"No chunk was received for {self.shared.inactivity_timeout:g} seconds"
+        self._in_background(self.end(Outcome.TIMED_OUT, why))
 
     def _in_background(self, work: Coroutine[None, None, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -275,27 +273,27 @@ class Upload:
 
 
 class NewChunk:
-    """A chunk not stored yet: sealed as it arrives, then posted."""
+    """A chunk not stored yet: sealed as it arrives into its buffer, then posted."""
 
-    def __init__(self, upload: Upload, index: int, sealer: ChunkSealer) -> None:
+    def __init__(
+        self, upload: Upload, index: int, memory: ChunkBuffer, sealer: ChunkSealer
+    ) -> None:
         self.upload = upload
         self.index = index
         self.sink = sealer
-        self._posting = False  # while True, aiohttp may still read the chunk's buffer
+        self._memory = memory
 
     async def store(self) -> None:
-        self._posting = True
+        self._memory.reusable = False  # while posting, aiohttp may still read the buffer
         await self.upload.post(self.index, self.sink)
-        self._posting = False
+        self._memory.reusable = True
 
     def __enter__(self) -> NewChunk:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.upload.release(self.index)
-        # a post that failed midway may leave a writer reading the buffer: not reused
-        memory, owner = self.upload.shared.memory, self.upload.upload_id
-        memory.give(self.sink.buffer, owner=owner, reusable=not self._posting)
+        self._memory.give_back()
 
 
 class ResentChunk:

@@ -9,10 +9,15 @@ import os
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import CHANNEL, SMALL_CHUNK, Harness, HarnessFactory
+from conftest import CHANNEL, SMALL_CHUNK, TOKEN, Harness, HarnessFactory
+from discord import http as discord_http
 
-from service.local.discord_api import Fault, Route
-from service.uploads.cleanup import batches
+from service.discord.client import DiscordClients
+from service.discord.store import DiscordStore
+from service.local.discord_api import DiscordStandIn, Fault, Route
+from service.metrics import Metrics
+from service.uploads.cleanup import Cleanup, Orphans, batches, content_prefix
+from service.uploads.outcome import Outcome
 
 CHUNKS = 3
 
@@ -203,3 +208,87 @@ async def test_a_search_discord_refuses_is_logged_not_reported_as_done(
     [line] = [r for r in caplog.records if "could not be searched" in r.getMessage()]
     assert line.levelname == "WARNING" and "403" in line.getMessage()
     assert not [r for r in caplog.records if "deleted the 1 messages" in r.getMessage()]
+
+
+async def test_shutdown_waits_for_deletions_begun_while_it_waits_and_logs_what_is_left(
+    discord: DiscordStandIn, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The clean-up's shutdown on its own, with a real store: a post held at Discord comes
+    back stored while `finish` waits for a slow bulk delete, and the single delete of its
+    message never gets an answer."""
+    monkeypatch.setattr(discord_http.Route, "BASE", discord.base_url)
+    metrics = Metrics([], [])
+    clients = DiscordClients(global_rate=50, request_timeout=5.0, metrics=metrics)
+    store = DiscordStore(
+        client=clients.client(TOKEN),
+        channel_id=CHANNEL,
+        retries=3,
+        max_ratelimit_wait=5.0,
+        metrics=metrics,
+    )
+    await store.open()
+    upload_id = "6f1c0e6e-5a61-4a8e-9a39-0d3f4a7c9b21"
+    stored = [
+        discord.add_message(CHANNEL, f"{content_prefix(upload_id)} chunk {i}") for i in (0, 1)
+    ]
+    discord.inject(Fault(hold=True))
+    held = asyncio.create_task(
+        store.post(f"{content_prefix(upload_id)} chunk 2", "2", memoryview(b"x"))
+    )
+    await discord.wait_for_posts(1)
+    discord.inject(Fault(delay=0.2), route=Route.BULK_DELETE)  # slow
+    discord.inject(Fault(hang=True), route=Route.DELETE_MESSAGE)  # never answers
+    cleanup = Cleanup(metrics)
+    cleanup.delete(store, Orphans(upload_id, tuple(m.id for m in stored), "it was aborted"))
+
+    finishing = asyncio.create_task(cleanup.finish(grace=1.0))
+    await asyncio.sleep(0)  # it waits for the bulk delete
+    discord.release_held()
+    late = await held  # stored after its upload ended: the upload deletes it, as it does
+    cleanup.delete(store, Orphans(upload_id, (late,), "stored after the upload ended"))
+    await finishing
+    # a post still at Discord when the clients close may have stored a message all the same
+    cleanup.delete(store, Orphans(upload_id, (), "a post failed", search_since=0))
+    await clients.close()
+
+    assert [m.id for m in discord.messages(CHANNEL)] == [late]  # the bulk delete was done
+    [left] = [r.getMessage() for r in caplog.records if "stopped before deleting" in r.getMessage()]
+    assert left.endswith(late)
+    assert metrics.registry.get_sample_value("upload_discord_messages_left_total") == 1
+    [unsearched] = [r for r in caplog.records if "could not search for" in r.getMessage()]
+    assert upload_id in unsearched.getMessage() and unsearched.levelname == "WARNING"
+
+
+async def test_a_post_still_at_discord_at_shutdown_is_logged_as_maybe_left(
+    start_service: HarnessFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    harness = await start_service(shutdown_grace=0.2)
+    await harness.configure()
+    upload_id = await store_some(harness, count=1)
+    harness.discord.inject(Fault(hold=True))
+    at_discord = asyncio.create_task(harness.post(upload_id, 1, os.urandom(SMALL_CHUNK)))
+    await harness.discord.wait_for_posts(2)
+    await harness.service.shutdown()
+    harness.discord.release_held()
+    assert (await at_discord)[0] in (503, 410)
+    [line] = [r for r in caplog.records if "could not search for" in r.getMessage()]
+    assert upload_id in line.getMessage()
+
+
+async def test_a_success_finish_the_closed_link_never_sent_voids_the_job_and_cleans_up(
+    harness: Harness,
+) -> None:
+    upload_id = await harness.start(2 * SMALL_CHUNK)
+    assert (await harness.post(upload_id, 0, os.urandom(SMALL_CHUNK)))[0] == 200
+    harness.discord.inject(Fault(hold=True))
+    last = asyncio.create_task(harness.post(upload_id, 1, os.urandom(SMALL_CHUNK)))
+    await harness.discord.wait_for_posts(2)
+    await harness.service.links.stop()  # the link is down; its slot has not been told yet
+    harness.discord.release_held()
+    assert (await last)[0] == 200  # stored; the finish packet cannot go out
+
+    assert await cleaned(harness, upload_id) == []  # the manager records none of them
+    registry = harness.service.metrics.registry
+    assert registry.get_sample_value("upload_jobs_total", {"outcome": Outcome.VOIDED}) == 1
+    assert registry.get_sample_value("upload_jobs_total", {"outcome": Outcome.SUCCEEDED}) == 0
+    assert harness.service.slots[0].upload is None

@@ -143,3 +143,32 @@ async def test_abort_while_a_chunk_is_at_discord_discards_its_result(harness: Ha
 
     await harness.start(3)  # the service is free; and no finish came for the aborted job
     assert harness.link.finishes == []
+
+
+async def test_a_token_revoked_mid_job_is_refused_at_the_next_configuration(
+    harness: Harness,
+) -> None:
+    data = os.urandom(2 * SMALL_CHUNK)
+    upload_id = await harness.start(len(data))
+    assert (await harness.post(upload_id, 0, data[:SMALL_CHUNK]))[0] == 200
+    harness.discord.revoke_token()  # its owner reset it: Discord answers 401 from now on
+
+    status, body = await harness.post(upload_id, 1, data[SMALL_CHUNK:])
+    assert status == 502 and "token" in body
+    finish = await harness.link.next_finish()
+    assert finish["success"] is False and "token" in finish["reason"]
+    reply = await harness.configure()  # the manager tries the slot again, same token
+    assert reply["success"] is False and "token" in reply["message"]
+
+
+async def test_a_token_revoked_before_a_clean_up_is_refused_at_the_next_configuration(
+    harness: Harness,
+) -> None:
+    upload_id = await harness.start(2 * SMALL_CHUNK)
+    assert (await harness.post(upload_id, 0, os.urandom(SMALL_CHUNK)))[0] == 200
+    harness.discord.revoke_token()
+    assert await harness.link.abort() == {"success": True}
+    await harness.service.cleanup.settled()  # its delete was answered 401
+
+    reply = await harness.configure()
+    assert reply["success"] is False and "token" in reply["message"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 from collections.abc import Callable
 
 from conftest import CHANNEL, KEY, TOKEN, Harness, HarnessFactory, raw_chunk_body
@@ -246,3 +247,47 @@ async def test_a_connection_that_sends_no_request_head_is_closed(
     async with asyncio.timeout(10):
         assert await reader.read() == b""  # closed by the service
     writer.close()
+
+
+async def test_an_upload_that_ends_as_a_wait_for_memory_times_out_ends_whole(
+    start_service: HarnessFactory, discord: DiscordStandIn, manager: ManagerStandIn
+) -> None:
+    """One upload's end frees the memory kept for it in the very turn another upload's chunk
+    gives up waiting for that memory (a loop busy sealing chunks lets both fall due at once):
+    the ending still sends its finish packet and frees its slot, and no memory is lost."""
+    timeout = 1.0
+    harness = await start_service(
+        slots=2,
+        chunk_memory_mib=1,  # two chunk buffers
+        client_read_timeout=timeout,  # how long a chunk waits for memory
+        upload_inactivity_timeout=timeout,
+    )
+    other = await manager.next_service()
+    await harness.configure()
+    await other.configure(token=TOKEN, channel_id=OTHER_CHANNEL, crypto_key=KEY)
+    idle_id = await harness.start(2 * CHUNK, chunk_size=CHUNK)  # times out first: no chunk
+    data = os.urandom(2 * CHUNK)
+    busy_id, _ = await other.start_upload(size=len(data), chunk_size=CHUNK)
+    discord.inject(Fault(hold=True))
+    stored = asyncio.create_task(harness.post(busy_id, 0, data[:CHUNK], url=other.own_address))
+    await memory_reserved(harness, BUFFER)
+    # the second buffer is kept for the idle upload: this chunk waits for it
+    waiting = asyncio.create_task(harness.post(busy_id, 1, data[CHUNK:], url=other.own_address))
+    await until(lambda: waiting_for_memory(harness) == 1)
+    assert harness.service.slots[0].upload is not None  # the idle upload has not timed out yet
+    time.sleep(timeout * 1.2)  # noqa: ASYNC251 - the loop is busy: both timers fall due at once
+
+    finish = await harness.link.next_finish()
+    assert finish["success"] is False and "No chunk was received" in finish["reason"]
+    assert (await waiting)[0] == 503
+    discord.release_held()
+    assert (await stored)[0] == 200
+    await memory_reserved(harness, 0)
+    upload_id = await harness.start(CHUNK, chunk_size=CHUNK)  # the slot is free again
+    assert (await harness.post(upload_id, 0, data[:CHUNK]))[0] == 200
+    assert idle_id != upload_id
+
+
+def waiting_for_memory(harness: Harness) -> float:
+    registry = harness.service.metrics.registry
+    return registry.get_sample_value("upload_chunks_waiting_for_memory") or 0

@@ -12,7 +12,7 @@ from test_slots import parse_metrics
 
 from service.config import Settings
 from service.intake.answers import REFUSAL_REASONS
-from service.uploads.upload import JOB_OUTCOMES
+from service.uploads.outcome import Outcome
 
 
 async def scrape(harness: Harness, **headers: str) -> dict[str, float]:
@@ -27,7 +27,7 @@ async def test_every_labelled_series_exists_before_its_first_event(harness: Harn
     for reason in REFUSAL_REASONS:
         assert metrics[f'upload_chunks_refused_total{{reason="{reason}"}}'] == 0
         assert metrics[f'upload_chunk_duration_seconds_count{{outcome="{reason}"}}'] == 0
-    for outcome in JOB_OUTCOMES:
+    for outcome in Outcome:
         assert metrics[f'upload_jobs_total{{outcome="{outcome}"}}'] == 0
     assert metrics["upload_slots"] == 1
     assert metrics["upload_slots_connected"] == 1

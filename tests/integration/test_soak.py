@@ -28,6 +28,7 @@ from service.local.discord_api import DiscordStandIn, Fault
 from service.local.loopback import loopback_settings
 from service.local.manager import ManagerStandIn, ServiceConnection
 from service.server import UploadService
+from service.uploads.outcome import Outcome
 
 CHUNK = 32 * 1024
 
@@ -225,7 +226,7 @@ class Soak:
     def succeeded(self) -> float:
         """Jobs the service ended with a success finish (sent, whether or not it arrived)."""
         registry = self.service.metrics.registry
-        return registry.get_sample_value("upload_jobs_total", {"outcome": "succeeded"}) or 0.0
+        return registry.get_sample_value("upload_jobs_total", {"outcome": Outcome.SUCCEEDED}) or 0.0
 
     async def check_cleaned(self, upload_id: str) -> None:
         """An upload that did not succeed leaves none of its messages on Discord."""

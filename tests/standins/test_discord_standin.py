@@ -260,6 +260,26 @@ async def test_wrong_token_fails_login(standin: DiscordStandIn, connect: Connect
         await connect("not-the-token")
 
 
+async def test_a_revoked_token_is_refused_everywhere_as_discord_does(
+    standin: DiscordStandIn, connect: Connect
+) -> None:
+    http = await connect()
+    standin.revoke_token()
+    with pytest.raises(discord.HTTPException) as caught:
+        await http.send_message(CHANNEL, params=upload())
+    assert (caught.value.status, caught.value.code, caught.value.text) == (
+        401,
+        0,
+        "401: Unauthorized",
+    )
+    with pytest.raises(discord.HTTPException) as caught:
+        await http.delete_message(CHANNEL, "1234567890123456789")
+    assert caught.value.status == 401
+    with pytest.raises(discord.LoginFailure):
+        await connect()
+    assert standin.messages(CHANNEL) == []
+
+
 async def test_unknown_channel_and_message(standin: DiscordStandIn, connect: Connect) -> None:
     http = await connect()
     with pytest.raises(discord.NotFound) as caught:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -23,17 +26,25 @@ def memory(budget: int) -> ChunkMemory:
 
 async def test_a_returned_buffer_of_the_same_size_is_reused() -> None:
     chunks = memory(3 * 100)
-    first = await chunks.take(100, owner="a", wait=0)
-    chunks.give(first, owner="a", reusable=True)
-    assert await chunks.take(100, owner="a", wait=0) is first
+    with await chunks.take(100, owner="a", wait=0) as first:
+        pass
+    assert (await chunks.take(100, owner="a", wait=0)).buffer is first.buffer
     assert chunks.in_use == 100
 
 
 async def test_a_buffer_a_failed_post_may_still_read_is_not_reused() -> None:
     chunks = memory(300)
-    first = await chunks.take(100, owner="a", wait=0)
-    chunks.give(first, owner="a", reusable=False)
-    assert await chunks.take(100, owner="a", wait=0) is not first
+    with await chunks.take(100, owner="a", wait=0) as first:
+        first.reusable = False
+    assert (await chunks.take(100, owner="a", wait=0)).buffer is not first.buffer
+
+
+async def test_a_buffer_is_given_back_once() -> None:
+    chunks = memory(100)
+    taken = await chunks.take(100, owner="a", wait=0)
+    taken.give_back()
+    taken.give_back()
+    assert chunks.reserved == 0 and chunks.held_by("a") == 0
 
 
 async def test_a_chunk_waits_for_memory_and_gets_it_when_another_gives_it_back() -> None:
@@ -46,8 +57,8 @@ async def test_a_chunk_waits_for_memory_and_gets_it_when_another_gives_it_back()
     assert gauge(metrics, "upload_chunks_waiting_for_memory") == 1
     assert gauge(metrics, "upload_chunk_memory_bytes") == 200
     assert gauge(metrics, "upload_chunk_memory_budget_bytes") == 200
-    chunks.give(held.pop(), owner="a", reusable=True)
-    assert len(await waiting) == 100
+    held.pop().give_back()
+    assert len((await waiting).buffer) == 100
     assert chunks.in_use == 200
     assert gauge(metrics, "upload_chunks_waiting_for_memory") == 0
 
@@ -70,10 +81,10 @@ async def test_idle_buffers_are_dropped_before_a_new_chunk_waits() -> None:
         await chunks.take(100, owner="a", wait=0),
         await chunks.take(100, owner="a", wait=0),
     ]:
-        chunks.give(buffer, owner="a", reusable=True)
+        buffer.give_back()
     assert chunks.in_use == 200
     other = await chunks.take(150, owner="a", wait=0)  # another size: the idle ones make room
-    assert len(other) == 150 and chunks.in_use <= 200
+    assert len(other.buffer) == 150 and chunks.in_use <= 200
 
 
 async def test_freed_memory_goes_to_the_upload_holding_the_fewest_buffers() -> None:
@@ -83,10 +94,10 @@ async def test_freed_memory_goes_to_the_upload_holding_the_fewest_buffers() -> N
     await asyncio.sleep(0)
     later = asyncio.create_task(chunks.take(100, owner="other", wait=30))
     await asyncio.sleep(0)
-    chunks.give(flood.pop(), owner="flood", reusable=True)
+    flood.pop().give_back()
     await asyncio.sleep(0)
     assert later.done() and not first.done()  # "other" held none, "flood" 2
-    chunks.give(flood.pop(), owner="flood", reusable=True)
+    flood.pop().give_back()
     await first
     assert chunks.held_by("flood") == 2 and chunks.held_by("other") == 1
 
@@ -96,10 +107,10 @@ async def test_a_newcomer_waits_behind_chunks_already_waiting() -> None:
     held = [await chunks.take(100, owner="a", wait=0) for _ in range(2)]
     waiting = asyncio.create_task(chunks.take(100, owner="b", wait=30))
     await asyncio.sleep(0)
-    chunks.give(held.pop(), owner="a", reusable=False)
+    held.pop().give_back()
     with pytest.raises(MemoryBusy):  # the freed buffer is the waiting chunk's
         await chunks.take(100, owner="c", wait=0.01)
-    assert len(await waiting) == 100
+    assert len((await waiting).buffer) == 100
 
 
 async def test_an_upload_holding_five_buffers_gets_more_only_from_spare_memory() -> None:
@@ -123,9 +134,9 @@ async def test_a_buffer_is_kept_for_each_upload_under_way_that_holds_none() -> N
         await chunks.take(100, owner="busy", wait=0)
     with pytest.raises(MemoryBusy):  # the last 2 are kept for "new" and "later"
         await chunks.take(100, owner="busy", wait=0.01)
-    assert len(await chunks.take(100, owner="new", wait=0)) == 100  # a new job begins at once
+    assert await chunks.take(100, owner="new", wait=0)  # a new job begins at once
     chunks.end("later")  # its buffer is no longer kept: "busy" may have it
-    assert len(await chunks.take(100, owner="busy", wait=0)) == 100
+    assert await chunks.take(100, owner="busy", wait=0)
 
 
 async def test_an_upload_alone_may_take_the_whole_budget() -> None:
@@ -142,11 +153,11 @@ async def test_a_grant_that_comes_as_its_wait_is_cancelled_is_passed_on() -> Non
     await asyncio.sleep(0)
     after = asyncio.create_task(chunks.take(100, owner="c", wait=30))
     await asyncio.sleep(0)
-    chunks.give(held, owner="a", reusable=False)  # granted to "b" ...
+    held.give_back()  # granted to "b" ...
     gone.cancel()  # ... whose client went away before it could run
     with pytest.raises(asyncio.CancelledError):
         await gone
-    assert len(await after) == 100 and chunks.held_by("b") == 0 and chunks.reserved == 100
+    assert await after and chunks.held_by("b") == 0 and chunks.reserved == 100
 
 
 def test_default_budget_fits_five_chunks_per_slot_without_a_memory_limit() -> None:
@@ -179,3 +190,68 @@ def test_the_cgroup_memory_limit_is_read_from_v2_or_v1(
         if text is not None:
             path.write_text(text)
     assert cgroup_memory_limit(paths) == limit
+
+
+async def test_a_wait_that_times_out_in_the_turn_memory_frees_leaves_the_budget_whole() -> None:
+    """A busy loop lets a waiting chunk's timeout and the give that would serve it fall due
+    in one turn: the timeout cancels the wait first, then the give must not grant it."""
+    chunks = memory(100)
+    held = await chunks.take(100, owner="a", wait=0)
+    wait = 0.2
+    waiting = asyncio.create_task(chunks.take(100, owner="b", wait=wait))
+    await asyncio.sleep(0)
+
+    async def give_back() -> None:  # wakes one turn after its timer, as a task does
+        await asyncio.sleep(wait * 0.9)
+        held.give_back()
+
+    giver = asyncio.create_task(give_back())
+    await asyncio.sleep(0)
+    busy = wait * 1.5  # both timers fall due while the loop is busy sealing a chunk
+    asyncio.get_running_loop().call_soon(time.sleep, busy)
+    await giver  # without the fix: InvalidStateError
+    with pytest.raises(MemoryBusy):
+        await waiting
+    assert chunks.reserved == 0 and chunks.held_by("b") == 0
+    assert await chunks.take(100, owner="c", wait=0)
+
+
+async def test_a_wait_cancelled_in_the_turn_memory_frees_is_not_granted() -> None:
+    chunks = memory(100)
+    held = await chunks.take(100, owner="a", wait=0)
+    gone = asyncio.create_task(chunks.take(100, owner="b", wait=30))
+    await asyncio.sleep(0)
+    gone.cancel()  # its client went away (or the service stops) ...
+    held.give_back()  # ... in the turn "a" gives memory back
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    assert chunks.reserved == 0
+    assert await chunks.take(100, owner="c", wait=0)
+
+
+def test_a_buffer_the_kernel_refuses_gives_its_reservation_back() -> None:
+    """Address space limited (RLIMIT_AS, in a process of its own): mapping a buffer fails
+    after its memory was reserved, and the reservation must not be lost with it."""
+    program = """
+import asyncio, resource
+from service.metrics import Metrics
+from service.uploads.memory import ChunkMemory
+
+GIB = 1024**3
+resource.setrlimit(resource.RLIMIT_AS, (4 * GIB, 4 * GIB))
+
+async def main():
+    chunks = ChunkMemory(16 * GIB, Metrics([], []))
+    try:
+        await chunks.take(8 * GIB, owner="a", wait=0)
+    except OSError:
+        pass
+    assert chunks.reserved == 0 and chunks.held_by("a") == 0, chunks.reserved
+    print("ok")
+
+asyncio.run(main())
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.stdout.strip() == "ok", done.stderr

@@ -184,6 +184,11 @@ class DiscordStandIn:
         async with self._post_arrived:
             await self._post_arrived.wait_for(lambda: self.posts >= count)
 
+    def revoke_token(self) -> None:
+        """Revoke the bot token (its owner reset it): from now on every request with it is
+        answered 401 {"message": "401: Unauthorized", "code": 0}, the login included."""
+        self._gate.revoke()
+
     def release_held(self) -> None:
         """Let requests held by `Fault(hold=True)` (and later ones) proceed."""
         self._gate.held.set()
