@@ -135,6 +135,7 @@ class DiscordClient:
         self._http = _UnpacedHTTPClient(asyncio.get_running_loop(), http_trace=trace)
         self._login: asyncio.Task[None] | None = None
         self.closed = False
+        self.token_refused = False  # Discord answered 401: only a new configuration helps
 
     async def login(self, max_wait: float) -> None:
         """Log in once (GET /users/@me); every caller waits for the same login. Raise
@@ -242,6 +243,7 @@ class DiscordClient:
         and the registry forgets this client, so the next configuration logs in again and
         is refused."""
         self._login = None
+        self.token_refused = True
         self._forget()
 
     def _hold(self, channel: str | None, answer: RateLimited) -> None:

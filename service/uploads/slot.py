@@ -14,7 +14,7 @@ import aiohttp
 
 from ..chunks.sealing import HEADER_SIZE
 from ..config import Settings
-from ..discord.client import DiscordClients
+from ..discord.client import BAD_TOKEN, DiscordClients
 from ..discord.store import DiscordStore
 from ..manager import packets
 from ..manager.link import Answer, ManagerLink
@@ -59,7 +59,9 @@ class Slot:
     @property
     def ready(self) -> bool:
         """Connected to the manager and configured: the manager can give it jobs."""
-        return self.link.connected and self.store is not None
+        return (
+            self.link.connected and self.store is not None and not self.store.client.token_refused
+        )
 
     async def handle(self, request: packets.Request) -> Answer:
         if request.problems:
@@ -99,6 +101,8 @@ class Slot:
     def _start(self, start: packets.UploadStart) -> Answer:
         if self.store is None:
             return Answer(False, "this upload service has not been configured yet")
+        if self.store.client.token_refused:
+            return Answer(False, f"{BAD_TOKEN}; this upload service needs a new configuration")
         if self.upload is not None:
             return Answer(False, f"this upload service is busy with upload {self.upload.upload_id}")
         if self._directory.is_running(start.upload_id):

@@ -157,6 +157,8 @@ async def test_a_token_revoked_mid_job_is_refused_at_the_next_configuration(
     assert status == 502 and "token" in body
     finish = await harness.link.next_finish()
     assert finish["success"] is False and "token" in finish["reason"]
+    _, reply = await harness.link.start_upload(size=1, chunk_size=SMALL_CHUNK)
+    assert reply["success"] is False and "token" in reply["message"]  # not a job that must fail
     reply = await harness.configure()  # the manager tries the slot again, same token
     assert reply["success"] is False and "token" in reply["message"]
 
