@@ -7,9 +7,9 @@ from __future__ import annotations
 import os
 
 from conftest import SMALL_CHUNK, Harness
-from test_slots import parse_metrics
 
 from service.intake.answers import REFUSAL_REASONS
+from service.local.driver import parse_metrics
 from service.uploads.upload import JOB_OUTCOMES
 
 
