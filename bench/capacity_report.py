@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from measure import ProcessTimes, percentile
-from report import GIB, MIB, TARGET_HEADER, Report, Target, machine, table
+from report import GIB, MIB, TARGET_HEADER, Column, Report, Target, figures_table, machine, table
 
 from service.jobs.layout import BROWSER_CHUNKS_IN_FLIGHT, MANAGER_CHUNK_SIZE
 from service.uploads.memory import default_budget
@@ -48,6 +48,8 @@ class RunResult:
         chunks = self.jobs * -(-self.size_per_job // MANAGER_CHUNK_SIZE)
         growth = self.service_peak_rss - self.service_idle_rss
         return {
+            "jobs": self.jobs,
+            "mib_per_job": self.size_per_job / MIB,
             "service_mib_s": total / MIB / self.service_seconds,
             "direct_mib_s": total / MIB / self.direct_seconds,
             "throughput_ratio": self.direct_seconds / self.service_seconds,
@@ -91,15 +93,15 @@ def medians(runs: Sequence[RunResult]) -> dict[str, float]:
     return {key: statistics.median(f[key] for f in per_run) for key in per_run[0]}
 
 
-# The table's columns: header, figure, format.
-COLUMNS = [
+COLUMNS: list[Column] = [
+    ("jobs", "jobs", "g"),
+    ("MiB/job", "mib_per_job", "g"),
     ("service MiB/s", "service_mib_s", ".0f"),
     ("direct MiB/s", "direct_mib_s", ".0f"),
     ("ratio", "throughput_ratio", ".2f"),
     ("chunk p50 ms", "chunk_p50_ms", ".0f"),
     ("chunk p99 ms", "chunk_p99_ms", ".0f"),
-    ("direct p50 ms", "direct_chunk_p50_ms", ".0f"),
-    ("direct p99 ms", "direct_chunk_p99_ms", ".0f"),
+    ("direct p50/p99 ms", ("direct_chunk_p50_ms", "direct_chunk_p99_ms"), ".0f"),
     ("peak RSS MiB", "peak_rss_mib", ".0f"),
     ("RSS/job MiB", "rss_per_job_mib", ".0f"),
     ("RSS over idle / budget", "rss_vs_budget", ".2f"),
@@ -152,11 +154,6 @@ def targets(jobs: int, f: dict[str, float]) -> list[Target]:
 
 def capacity_report(runs: int, results: dict[int, list[RunResult]], seconds: float) -> Report:
     summary = {jobs: medians(found) for jobs, found in results.items()}
-    sizes = {jobs: found[0].size_per_job for jobs, found in results.items()}
-    rows = [
-        [jobs, f"{sizes[jobs] / MIB:g}", *(format(f[key], spec) for _, key, spec in COLUMNS)]
-        for jobs, f in summary.items()
-    ]
     checks = [[jobs, *t.row()] for jobs, f in summary.items() for t in targets(jobs, f)]
     lines = [
         f"One service process of N slots (UPLOAD_SLOTS=N), one job each, encryption on; "
@@ -164,7 +161,7 @@ def capacity_report(runs: int, results: dict[int, list[RunResult]], seconds: flo
         f"medians of {runs} run(s); {machine()}; took {seconds:.0f} s. "
         "Every figure and target: bench/README.md.",
         "",
-        *table(["jobs", "MiB/job", *(header for header, _, _ in COLUMNS)], rows),
+        *figures_table(COLUMNS, list(summary.values())),
         "",
         f"Targets (for 1 job of 256 MiB; the RSS limit is {RSS_BASE_MIB} MiB + N x "
         f"{RSS_PER_CHUNK_IN_FLIGHT} x chunk size x {BROWSER_CHUNKS_IN_FLIGHT}):",
@@ -173,7 +170,6 @@ def capacity_report(runs: int, results: dict[int, list[RunResult]], seconds: flo
     ]
     figures = {
         str(jobs): {
-            "size_per_job": sizes[jobs],
             "median": summary[jobs],
             "targets": [t.json() for t in targets(jobs, summary[jobs])],
             "runs": [run.figures() for run in results[jobs]],

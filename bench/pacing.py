@@ -26,7 +26,7 @@ from typing import Any
 import aiohttp
 from browsers import upload_jobs
 from measure import Source
-from report import MIB, BenchFailure, Report, log, machine, table
+from report import MIB, BenchFailure, Column, Report, figures_table, log, machine
 from scenario import POSITIVE_INT, POSITIVE_SECONDS, Scenario, counts
 from services import stage
 
@@ -80,51 +80,13 @@ def plan_from(args: argparse.Namespace) -> PacingPlan:
     return plan
 
 
-@dataclass
-class PacingRun:
-    """One run: N slots, one job each in its own channel, all at once."""
-
-    slots: int
-    seconds: float  # the first POST to the last finish packet
-    job_seconds: list[float]  # each job's first POST to its finish packet
-    last_posts: list[float]  # the run's first POST to each job's last stored post
-    finish_lags: list[float]  # each job's last stored post to its finish packet
-    accepted: int  # messages stored, all channels
-    posts: int  # POSTs that reached the messages route, refused ones included
-    channel_429s: int  # refused by a channel's window (the stand-in's count)
-    global_429s: int  # refused by the token's global limit (the stand-in's count)
-    wasted_bytes: int  # bodies of the posts the stand-in answered 429
-    service_429s: int  # 429 answers the service's Discord client counted (/metrics)
-    client_statuses: Counter[int]  # the browsers' answers other than 200, by status
-
-    def figures(self, plan: PacingPlan) -> dict[str, Any]:
-        ideal, rate = plan.ideal(), self.accepted / self.seconds
-        return {
-            "slots": self.slots,
-            "job_s_median": statistics.median(self.job_seconds),
-            "job_s_max": max(self.job_seconds),
-            "ideal_s": ideal,
-            "job_vs_ideal_median": statistics.median(self.job_seconds) / ideal,
-            "job_vs_ideal_max": max(self.job_seconds) / ideal,
-            "last_post_vs_ideal_max": max(self.last_posts) / ideal,
-            "posts_per_s": rate,
-            "posts_per_s_vs_global": rate / plan.global_per_second,
-            "posts": self.posts,
-            "channel_429s": self.channel_429s,
-            "global_429s": self.global_429s,
-            "service_429s": self.service_429s,
-            "wasted_mib": self.wasted_bytes / MIB,
-            "finish_lag_ms_max": max(self.finish_lags) * 1000,
-            "client_non_200": {str(status): n for status, n in self.client_statuses.items()},
-        }
-
-
 def stored_at(message_id: str) -> float:
     """When the stand-in stored a message (its snowflake's milliseconds), as time.time()."""
     return ((int(message_id) >> 22) + DISCORD_EPOCH_MS) / 1000
 
 
-async def run_once(plan: PacingPlan, slots: int, source: Source) -> PacingRun:
+async def run_once(plan: PacingPlan, slots: int, source: Source) -> dict[str, Any]:
+    """One run's figures (bench/README.md says what each means)."""
     limits = {
         "messages_per_window": plan.per_channel,
         "window": plan.window,
@@ -139,69 +101,54 @@ async def run_once(plan: PacingPlan, slots: int, source: Source) -> PacingRun:
         if problems := problems + on.dropped():
             raise BenchFailure("\n".join(problems))
         stored = [on.discord.messages(slot.channel) for slot in on.slots]
-        last = [stored_at(messages[-1].id) for messages in stored]
-        began = min(job.finished_at - job.seconds for job in jobs)  # the first POST, time.time()
-        return PacingRun(
-            slots=slots,
-            seconds=max(job.seconds for job in jobs),
-            job_seconds=[job.seconds for job in jobs],
-            last_posts=[at - began for at in last],
-            finish_lags=[job.finished_at - at for job, at in zip(jobs, last, strict=True)],
-            accepted=sum(len(messages) for messages in stored),
-            posts=on.discord.posts,
-            channel_429s=on.discord.rate_limited_by_scope["user"],
-            global_429s=on.discord.rate_limited_by_scope["global"],
-            wasted_bytes=on.discord.wasted_bytes,
-            service_429s=int(
-                sum(
-                    value
-                    for sample, value in metrics.items()
-                    if sample.startswith("upload_discord_requests_total{")
-                    and 'status="429"' in sample
-                )
-            ),
-            client_statuses=sum(
-                (Counter({s: n for s, n in job.statuses.items() if s != 200}) for job in jobs),
-                Counter(),
-            ),
-        )
+        discord = on.discord
+    last = [stored_at(messages[-1].id) for messages in stored]  # each job's last stored post
+    began = min(job.finished_at - job.seconds for job in jobs)  # the first POST, time.time()
+    seconds, ideal = [job.seconds for job in jobs], plan.ideal()
+    rate = sum(len(messages) for messages in stored) / max(seconds)
+    non_200 = sum((job.statuses for job in jobs), Counter())
+    del non_200[200]
+    return {
+        "slots": slots,
+        "chunks": plan.chunks,
+        "job_s_median": statistics.median(seconds),
+        "job_s_max": max(seconds),
+        "ideal_s": ideal,
+        "job_vs_ideal_median": statistics.median(seconds) / ideal,
+        "job_vs_ideal_max": max(seconds) / ideal,
+        "last_post_vs_ideal_max": (max(last) - began) / ideal,
+        "posts_per_s": rate,
+        "posts_per_s_vs_global": rate / plan.global_per_second,
+        "posts": discord.posts,
+        "channel_429s": discord.rate_limited_by_scope["user"],
+        "global_429s": discord.rate_limited_by_scope["global"],
+        "service_429s": sum(
+            value
+            for sample, value in metrics.items()
+            if sample.startswith("upload_discord_requests_total{") and 'status="429"' in sample
+        ),
+        "wasted_mib": discord.wasted_bytes / MIB,
+        "finish_lag_ms_max": max(j.finished_at - at for j, at in zip(jobs, last, strict=True))
+        * 1000,
+        "client_non_200": ", ".join(f"{s}: {n}" for s, n in sorted(non_200.items())) or "none",
+    }
 
 
-def row(f: dict[str, Any], chunks: int) -> list[object]:
-    non_200 = ", ".join(f"{s}: {n}" for s, n in sorted(f["client_non_200"].items())) or "none"
-    return [
-        f["slots"],
-        chunks,
-        f"{f['job_s_median']:.2f}/{f['job_s_max']:.2f}",
-        f"{f['ideal_s']:.2f}",
-        f"{f['job_vs_ideal_median']:.2f}/{f['job_vs_ideal_max']:.2f}",
-        f"{f['last_post_vs_ideal_max']:.2f}",
-        f"{f['posts_per_s']:.1f}",
-        f"{f['posts_per_s_vs_global']:.2f}",
-        f["channel_429s"],
-        f["global_429s"],
-        f["service_429s"],
-        f"{f['wasted_mib']:.2f}",
-        f"{f['finish_lag_ms_max']:.0f}",
-        non_200,
-    ]
-
-
-HEADER = [
-    "slots",
-    "chunks/job",
-    "job s p50/max",
-    "ideal s",
-    "job/ideal p50/max",
-    "last post/ideal max",
-    "posts/s",
-    "posts/s / global",
-    "429 channel",
-    "429 global",
-    "429 seen by service",
-    "wasted MiB",
-    "finish lag max ms",
-    "client non-200",
+COLUMNS: list[Column] = [
+    ("slots", "slots", "d"),
+    ("chunks/job", "chunks", "d"),
+    ("job s p50/max", ("job_s_median", "job_s_max"), ".2f"),
+    ("ideal s", "ideal_s", ".2f"),
+    ("job/ideal p50/max", ("job_vs_ideal_median", "job_vs_ideal_max"), ".2f"),
+    ("last post/ideal max", "last_post_vs_ideal_max", ".2f"),
+    ("posts/s", "posts_per_s", ".1f"),
+    ("posts/s / global", "posts_per_s_vs_global", ".2f"),
+    ("429 channel", "channel_429s", "d"),
+    ("429 global", "global_429s", "d"),
+    ("429 seen by service", "service_429s", ".0f"),
+    ("wasted MiB", "wasted_mib", ".2f"),
+    ("finish lag max ms", "finish_lag_ms_max", ".0f"),
+    ("client non-200", "client_non_200", "s"),
 ]
 
 
@@ -212,8 +159,7 @@ async def run(plan: PacingPlan) -> Report:
     for slots in plan.slots:
         for run_index in range(plan.runs):
             async with asyncio.timeout(RUN_TIMEOUT_BASE + 2 * plan.ideal()):
-                result = await run_once(plan, slots, source)
-            figures.append(f := result.figures(plan))
+                figures.append(f := await run_once(plan, slots, source))
             log(
                 f"pacing, slots={slots} run {run_index + 1}/{plan.runs}: jobs "
                 f"{f['job_s_max']:.2f} s (ideal {f['ideal_s']:.2f} s), {f['channel_429s']} "
@@ -228,7 +174,7 @@ async def run(plan: PacingPlan) -> Report:
         f"{plan.ideal():.2f} s. {plan.runs} run(s) per N; {machine()}; took "
         f"{time.perf_counter() - started:.0f} s. Every figure: bench/README.md.",
         "",
-        *table(HEADER, [row(f, plan.chunks) for f in figures]),
+        *figures_table(COLUMNS, figures),
     ]
     return Report("Pacing (Discord's rate limits)", lines, {"runs": figures})
 

@@ -32,6 +32,23 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
     return [row(header), row(["---"] * len(header)), *(row(cells) for cells in rows)]
 
 
+# A table's column: its header, the figure(s) it shows (several: joined with "/"), the format.
+Column = tuple[str, str | tuple[str, ...], str]
+
+
+def figures_table(columns: Sequence[Column], rows: Sequence[dict[str, Any]]) -> list[str]:
+    """One row per dict of figures, one column per `Column`."""
+
+    def cell(figures: dict[str, Any], keys: str | tuple[str, ...], spec: str) -> str:
+        return "/".join(
+            format(figures[key], spec) for key in ([keys] if isinstance(keys, str) else keys)
+        )
+
+    return table(
+        [header for header, _, _ in columns], [[cell(f, k, s) for _, k, s in columns] for f in rows]
+    )
+
+
 @dataclass(frozen=True)
 class Target:
     name: str
