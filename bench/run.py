@@ -29,9 +29,15 @@ from scenario import POSITIVE_INT, Scenario
 
 from service.local.browser import UploadFailed
 
-# The named scenarios, in the order `all` runs them: adding one is one line here.
+# The named scenarios, in the order `all` runs them: a new one is a module with a SCENARIO
+# (bench/scenario.py), imported above and added here.
 SCENARIOS: dict[str, Scenario] = {
-    scenario.name: scenario for scenario in (capacity.SCENARIO, pacing.SCENARIO, memory.SCENARIO)
+    scenario.name: scenario
+    for scenario in (
+        capacity.SCENARIO,
+        pacing.SCENARIO,
+        memory.SCENARIO,
+    )
 }
 
 
