@@ -1,17 +1,6 @@
-"""The capacity scenario: what the service costs next to the network (bench/README.md).
-
-For each number of jobs N, each run: the stand-ins and ONE service process of N slots, each
-slot configured with encryption on and its own channel and given one job; then, over the
-same chunks, 5 in flight per job, all jobs at once:
-
-1. direct: the chunks POSTed straight to the Discord stand-in's messages route;
-2. service: the chunks POSTed to the service as the browser does, each job timed from its
-   first POST to its finish packet, which is verified (hash, every attachment's size, the
-   first and last chunk decrypted), while a prober in a process of its own times
-   `GET /healthz` every 20 ms;
-3. the crypto floor (SHA-256 + AES-256-GCM in one thread) and the socket floor (the bytes
-   sent and received once over loopback TCP, no HTTP), CPU seconds per GiB.
-"""
+"""The capacity scenario: for N jobs in one service process of N slots, the same chunks sent
+straight to the Discord stand-in (direct), then to the service as the browser does, with the
+crypto and socket floors; every figure and target: bench/README.md, "Capacity"."""
 
 from __future__ import annotations
 

@@ -1,19 +1,7 @@
-"""The memory scenario: the chunk memory budget against floods, bursts, backlogs and trickles.
-
-Each case on a fresh service process (CHUNK_MEMORY_MIB=128, CLIENT_READ_TIMEOUT=6, encryption
-on, the manager's chunk size) whose slots are the case's, sharing one channel, and the other
-slot, with a channel of its own (bench/README.md says what each case does and measures):
-
-  (a) claim flood: 60 trickling claims; the other slot's job while they hold on; then a
-      browser uploads the flood's job;
-  (b) burst: 40 chunks of one job POSTed at once while Discord answers each post in 1 s;
-  (c) backlog: 6 browsers' jobs of 4 chunks on slots sharing a channel where Discord stores
-      one message a second;
-  (d) one trickling client alone: its claim to its 408, and its 408 to no chunk held.
-
-(e) During (a)-(c), the other slot's job is timed against the same job while the service is
-idle; (b) and (c) run --runs times (3), each on a fresh service.
-"""
+"""The memory scenario: the chunk memory budget against (a) a claim flood, (b) a burst while
+Discord answers slowly, (c) a backlog behind a slow channel and (d) a lone trickler, each on a
+fresh service, with (e) another slot's job timed beside them; what each case does and its
+targets: bench/README.md, "Memory"."""
 
 from __future__ import annotations
 

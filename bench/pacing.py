@@ -1,16 +1,6 @@
-"""The pacing scenario: how closely the service keeps to Discord's rate limits.
-
-For each number of slots N, each run: a Discord stand-in that enforces a fixed window per
-channel (--limit posts per --window seconds: Discord's 5 per 5 s scaled down) and a global
-limit of --global-limit requests per second for the token, and ONE service process of N
-slots told the same global limit (DISCORD_GLOBAL_RATE). Every slot has the same bot token, a
-channel of its own and one job of --chunks chunks; N browsers upload at once, 5 chunks in
-flight each, with the browser's retries. Every finish packet is verified.
-
-The ideal is the time a perfect pacer needs for one job of C chunks in a channel allowed L
-posts per window of W seconds. The stand-in opens a channel's window with its first post, so
-a perfect pacer posts chunk k at floor(k / L) x W, the last one at (ceil(C / L) - 1) x W.
-"""
+"""The pacing scenario: N slots' jobs, one bot token, against a Discord stand-in enforcing a
+per-channel window and a global limit that the service is told too; every figure, the ideal
+and the targets: bench/README.md, "Pacing"."""
 
 from __future__ import annotations
 
@@ -50,7 +40,7 @@ class PacingPlan:
     global_per_second: int  # the token's global limit, in the stand-in and the service
 
     def ideal(self) -> float:
-        """Seconds a perfect pacer needs for one job (see the module's docstring)."""
+        """Seconds a perfect pacer needs for one job (bench/README.md, "The ideal")."""
         return (math.ceil(self.chunks / self.per_channel) - 1) * self.window
 
 
