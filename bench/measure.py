@@ -1,27 +1,34 @@
-"""Measuring helpers: a process's CPU and RSS (now and peak) from /proc, percentiles, the
-crypto and socket floors (with the service's sealed layout), and the benchmark's own
-event-loop lag."""
+"""What the benchmark measures with: a process's CPU and RSS (now and peak) from /proc,
+percentiles, the crypto and socket floors (with the service's sealed layout), the service's
+loop lag as a health prober in a process of its own sees it, the benchmark's own loop lag,
+and the random file every job uploads."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import hashlib
+import http.client
 import math
 import os
 import socket
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 
+from children import READY, STOP_TIMEOUT, Child, stopped
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from report import GIB
 
 from service.chunks.sealing import HEADER_SIZE, IV_SIZE, buffer_size
+from service.jobs.layout import MANAGER_CHUNK_SIZE
+from service.local.verify import chunks_of
 
-MIB = 1024**2
-GIB = 1024**3
+PROBE_INTERVAL = 0.02  # seconds between two GET /healthz on one port
+PROBE_TIMEOUT = 10.0
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _SOCKET_PIECE = 256 * 1024  # bytes per send and per receive, as asyncio reads
 
@@ -160,3 +167,76 @@ class LoopLag:
             started = time.perf_counter()
             await asyncio.sleep(self.interval)
             self.samples.append(max(time.perf_counter() - started - self.interval, 0.0))
+
+
+def _probe(connection: http.client.HTTPConnection) -> float:
+    """One GET /healthz; its response time in seconds. Raise on any failure."""
+    started = time.perf_counter()
+    connection.request("GET", "/healthz")
+    response = connection.getresponse()
+    response.read()
+    if response.status != 200:
+        raise http.client.HTTPException(f"HTTP {response.status}")
+    return time.perf_counter() - started
+
+
+def _probe_until(port: int, stop: threading.Event, seconds: list[float], failed: list[str]) -> None:
+    """Probe `port` every PROBE_INTERVAL until `stop`: each response time, or why it failed."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=PROBE_TIMEOUT)
+    while not stop.wait(PROBE_INTERVAL):
+        try:
+            seconds.append(_probe(connection))
+        except (OSError, http.client.HTTPException) as error:
+            failed.append(str(error))
+            connection.close()
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=PROBE_TIMEOUT)
+    connection.close()
+
+
+def probe_health(pipe: Connection, port: int) -> None:
+    """(In a child) GET /healthz every PROBE_INTERVAL, from a thread, until the parent says
+    stop; then (response times, failed probes). A loop that stalls for 200 ms answers a probe
+    sent during the stall up to 200 ms late: the service's loop lag, seen from outside."""
+    _probe(http.client.HTTPConnection("127.0.0.1", port, timeout=PROBE_TIMEOUT))  # warm-up
+    stop, seconds, failed = threading.Event(), [], []
+    thread = threading.Thread(target=_probe_until, args=(port, stop, seconds, failed))
+    thread.start()
+    pipe.send(READY)
+    stopped(pipe)
+    stop.set()
+    thread.join()
+    pipe.send((seconds, len(failed)))
+
+
+@dataclass
+class Probes:
+    seconds: list[float] = field(default_factory=list)  # each GET /healthz's response time
+    failures: int = 0
+
+
+@contextlib.asynccontextmanager
+async def health_probed(port: int) -> AsyncIterator[Probes]:
+    """`probe_health` on the service's `port` in a child while inside; its probes after."""
+    probes = Probes()
+    async with Child("the health prober", probe_health, port) as prober:
+        yield probes
+        prober.send("stop")
+        probes.seconds, probes.failures = await prober.receive(STOP_TIMEOUT)
+
+
+@dataclass(frozen=True)
+class Source:
+    """The file a job uploads: random bytes cut into chunks."""
+
+    data: bytes
+    chunk_size: int
+    chunks: list[memoryview]
+
+    @classmethod
+    def random(cls, size: int, chunk_size: int = MANAGER_CHUNK_SIZE) -> Source:
+        data = os.urandom(size)
+        return cls(data, chunk_size, chunks_of(data, chunk_size))
+
+    @property
+    def size(self) -> int:
+        return len(self.data)

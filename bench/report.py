@@ -1,188 +1,99 @@
-"""The benchmark's report: the markdown tables on stdout, and the JSON of every figure."""
+"""What the benchmark tells whoever runs it: progress on stderr, each scenario's `Report`
+(markdown tables on stdout, every figure in the JSON), targets and their verdicts, and
+`BenchFailure`, which ends a scenario without figures."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from measure import MIB
-from plan import Mode, Plan
-from results import RunResult, figures, medians
-from targets import rss_limit, rss_limit_formula, targets
-
-from service.jobs.layout import BROWSER_CHUNKS_IN_FLIGHT, MANAGER_CHUNK_SIZE
-
-Summary = Sequence[tuple[int, int, dict[str, float]]]  # (jobs, bytes per job, median figures)
+MIB = 1024**2
+GIB = 1024**3
 
 
-def _row(cells: Sequence[object]) -> str:
-    return "| " + " | ".join(str(cell) for cell in cells) + " |"
+class BenchFailure(Exception):
+    """An upload failed or did not verify, or a service did not start: the figures would
+    be meaningless."""
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
-    return [_row(header), _row(["---"] * len(header)), *(_row(cells) for cells in rows)]
+    def row(cells: Sequence[object]) -> str:
+        return "| " + " | ".join(str(cell) for cell in cells) + " |"
+
+    return [row(header), row(["---"] * len(header)), *(row(cells) for cells in rows)]
 
 
-def results_table(summary: Summary) -> list[str]:
-    """One row per number of jobs: (jobs, bytes per job, median figures)."""
-    header = [
-        "jobs",
-        "MiB/job",
-        "service MiB/s",
-        "direct MiB/s",
-        "ratio",
-        "chunk p50 ms",
-        "chunk p99 ms",
-        "direct p50/p99 ms",
-        "peak RSS MiB",
-        "RSS/job MiB",
-        "RSS over idle / budget",
-        "CPU s",
-        "CPU s/GiB",
-        "sys %",
-        "faults/chunk",
-        "floor s/GiB",
-        "CPU/floor",
-        "socket s/GiB",
-        "relay s/GiB",
-        "CPU/(floor+relay)",
-        "lag max ms",
-        "lag p99 ms",
-    ]
-    rows = [
-        [
-            jobs,
-            f"{size / MIB:g}",
-            f"{f['service_mib_s']:.0f}",
-            f"{f['direct_mib_s']:.0f}",
-            f"{f['throughput_ratio']:.2f}",
-            f"{f['chunk_p50_ms']:.0f}",
-            f"{f['chunk_p99_ms']:.0f}",
-            f"{f['direct_chunk_p50_ms']:.0f}/{f['direct_chunk_p99_ms']:.0f}",
-            f"{f['peak_rss_mib']:.0f}",
-            f"{f['rss_per_job_mib']:.0f}",
-            f"{f['rss_vs_budget']:.2f}",
-            f"{f['cpu_s']:.2f}",
-            f"{f['cpu_s_per_gib']:.2f}",
-            f"{f['cpu_system_share'] * 100:.0f}",
-            f"{f['minor_faults_per_chunk']:.0f}",
-            f"{f['floor_s_per_gib']:.2f}",
-            f"{f['cpu_vs_floor']:.2f}",
-            f"{f['socket_floor_s_per_gib']:.2f}",
-            f"{f['relay_s_per_gib']:.2f}",
-            f"{f['cpu_vs_both_floors']:.2f}",
-            f"{f['loop_lag_max_ms']:.0f}",
-            f"{f['loop_lag_p99_ms']:.0f}",
-        ]
-        for jobs, size, f in summary
-    ]
-    return table(header, rows)
+# A table's column: its header, the figure(s) it shows (several: joined with "/"), the format.
+Column = tuple[str, str | tuple[str, ...], str]
 
 
-def targets_table(summary: Summary, mode: Mode) -> list[str]:
-    header = ["jobs", "target", "measured", "limit", "verdict"]
-    rows = [
-        [jobs, t.name, t.value, t.limit, t.verdict]
-        for jobs, _, f in summary
-        for t in targets(jobs, mode, f)
-    ]
-    return table(header, rows)
+def figures_table(columns: Sequence[Column], rows: Sequence[dict[str, Any]]) -> list[str]:
+    """One row per dict of figures, one column per `Column`."""
 
+    def cell(figures: dict[str, Any], keys: str | tuple[str, ...], spec: str) -> str:
+        return "/".join(
+            format(figures[key], spec) for key in ([keys] if isinstance(keys, str) else keys)
+        )
 
-MODE_SETUP: dict[Mode, str] = {
-    "slots": "one service process with UPLOAD_SLOTS=N (N manager links, one job each, "
-    "every job's chunks to its one port)",
-    "processes": "N service processes of one slot each (one job each, each on its own port)",
-}
-MODE_SCOPE: dict[Mode, str] = {
-    "slots": "are the one service process's",
-    "processes": "are summed over the N service processes",
-}
-
-
-def header(plan: Plan, seconds: float) -> list[str]:
-    sizes = ", ".join(
-        f"{jobs} job(s): {plan.size_for(jobs) / MIB:g} MiB each" for jobs in plan.jobs
+    return table(
+        [header for header, _, _ in columns], [[cell(f, k, s) for _, k, s in columns] for f in rows]
     )
-    return [
-        "## Upload service benchmark",
-        "",
-        f"Mode: {plan.mode}, {MODE_SETUP[plan.mode]}. "
-        f"Medians of {plan.runs} run(s); encryption on; chunks of {MANAGER_CHUNK_SIZE} bytes; "
-        f"{BROWSER_CHUNKS_IN_FLIGHT} chunks in flight per job; file size per job: {sizes}. "
-        f"{os.cpu_count()} CPU(s); Python {sys.version.split()[0]}; took {seconds:.0f} s.",
-    ]
 
 
-def notes(mode: Mode) -> list[str]:
-    return [
-        "- throughput: bytes of all jobs / wall time from the first POST to the last finish "
-        "packet (service) or the last 200 (direct: the same chunks straight to the Discord "
-        "stand-in, same concurrency). ratio = service / direct.",
-        "- chunk p50/p99: one chunk's POST sent to its 200 received, over all jobs' chunks.",
-        f"- peak RSS (VmHWM) and CPU (utime+stime during the upload) {MODE_SCOPE[mode]}; "
-        "CPU/floor compares CPU s/GiB with SHA-256 + AES-256-GCM over the same bytes in one "
-        "thread. sys % is the kernel's share of that CPU; faults/chunk counts minor page "
-        "faults (memory touched for the first time) per chunk.",
-        "- RSS over idle / budget: (peak RSS - idle RSS) against the default CHUNK_MEMORY_MIB "
-        "of N slots (5 chunk buffers each): what the chunks cost of what they may.",
-        "- RSS/job: (peak RSS - idle RSS) / N, idle RSS being VmRSS once the N jobs are "
-        "configured and started, before any chunk: the memory one more job costs.",
-        "- lag: GET /healthz response time on each service port, probed every 20 ms from a "
-        "separate process during the upload (an outside estimate of the event-loop lag).",
-    ]
+@dataclass(frozen=True)
+class Target:
+    name: str
+    value: str
+    limit: str
+    passed: bool
+
+    @property
+    def verdict(self) -> str:
+        return "pass" if self.passed else "FAIL"
+
+    def row(self) -> list[str]:
+        return [self.name, self.value, self.limit, self.verdict]
+
+    def json(self) -> dict[str, Any]:
+        return {"name": self.name, "value": self.value, "limit": self.limit, "passed": self.passed}
 
 
-def targets_section(mode: Mode, summary: Summary) -> list[str]:
-    return [
-        "### Targets (issue 6)",
-        "",
-        "Defined for 1 job of 256 MiB on this 2-core machine; shown for every row. The RSS "
-        f"limit for N jobs is {rss_limit_formula(mode)}.",
-        "",
-        *targets_table(summary, mode),
-    ]
+TARGET_HEADER = ["target", "measured", "limit", "verdict"]
 
 
-def markdown(plan: Plan, results: dict[int, list[RunResult]], seconds: float) -> str:
-    summary = [(jobs, plan.size_for(jobs), medians(results[jobs])) for jobs in plan.jobs]
-    lines = [
-        *header(plan, seconds),
-        "",
-        *results_table(summary),
-        "",
-        *notes(plan.mode),
-        "",
-        *targets_section(plan.mode, summary),
-    ]
-    return "\n".join(lines)
+@dataclass
+class Report:
+    """One scenario's report: its markdown below a `## title` line, and its figures.
+
+    `failed`: an upload that should have completed did not (exit status 1); a missed target
+    is reported, not a failure: this is a benchmark, not a test."""
+
+    title: str
+    lines: list[str] = field(default_factory=list)
+    figures: dict[str, Any] = field(default_factory=dict)
+    failed: bool = False
+
+    def markdown(self) -> str:
+        return "\n".join([f"## {self.title}", "", *self.lines])
 
 
-def json_report(plan: Plan, results: dict[int, list[RunResult]], seconds: float) -> dict[str, Any]:
-    return {
-        "mode": plan.mode,
-        "plan": {
-            **asdict(plan),
-            "chunk_size": MANAGER_CHUNK_SIZE,
-            "concurrency": BROWSER_CHUNKS_IN_FLIGHT,
-        },
-        "seconds": seconds,
-        "cpus": os.cpu_count(),
-        "results": [
-            {
-                "jobs": jobs,
-                "size_per_job": plan.size_for(jobs),
-                "median": (summary := medians(results[jobs])),
-                "targets": [
-                    {**asdict(target), "verdict": target.verdict}
-                    for target in targets(jobs, plan.mode, summary)
-                ],
-                "rss_limit_mib": rss_limit(jobs, plan.mode),
-                "runs": [figures(run) | {"pids": run.pids} for run in results[jobs]],
-            }
-            for jobs in plan.jobs
-        ],
-    }
+def machine() -> str:
+    """The machine in one phrase, for every report's first line."""
+    return f"{os.cpu_count()} CPU(s), Python {sys.version.split()[0]}"
+
+
+def write(reports: dict[str, Report], json_path: Path | None) -> None:
+    """Every report's markdown on stdout, and with `json_path` every figure there."""
+    print("\n\n".join(report.markdown() for report in reports.values()))
+    if json_path is not None:
+        everything = {name: report.figures for name, report in reports.items()}
+        json_path.write_text(json.dumps(everything, indent=2) + "\n")

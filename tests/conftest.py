@@ -10,7 +10,6 @@ import asyncio
 import dataclasses
 import hashlib
 import importlib.util
-import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ import aiohttp
 import httpx
 import pytest
 
-from service.config import Settings, environment_of
+from service.config import Settings
 from service.local.browser import chunk_form
 from service.local.discord_api import DiscordStandIn
 from service.local.loopback import loopback_settings
@@ -46,16 +45,6 @@ def deploy_script(name: str) -> ModuleType:
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
-
-
-async def spawn_service(
-    settings: Settings, *, stderr: int | None = None, **environment: str
-) -> asyncio.subprocess.Process:
-    """`python -m service run` as its own process, configured by the environment alone."""
-    env = {"PATH": os.environ["PATH"], **environment_of(settings), **environment}
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "service", "run", env=env, stderr=stderr
-    )
 
 
 async def stopped_stderr(process: asyncio.subprocess.Process) -> str:
@@ -116,19 +105,6 @@ async def post_chunk(
 ) -> httpx.Response:
     """POST one chunk with httpx, as the browser does."""
     return await client.post(url, files=chunk_files(upload_id, index, data))
-
-
-def raw_chunk_body(upload_id: str, index: int, data: bytes) -> tuple[str, bytes]:
-    """The same form written out by hand: (Content-Type, body), for tests that cut it."""
-    boundary = "----chunk-boundary-7MA4YWxkTrZu0gW"
-    head = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="id"\r\n\r\n{upload_id}\r\n'
-        f'--{boundary}\r\nContent-Disposition: form-data; name="chunk"\r\n\r\n{index}\r\n'
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="blob"\r\n'
-        "Content-Type: application/octet-stream\r\n\r\n"
-    ).encode()
-    tail = f"\r\n--{boundary}--\r\n".encode()
-    return f"multipart/form-data; boundary={boundary}", head + data + tail
 
 
 def expected_hash(data: bytes, chunk_size: int) -> str:

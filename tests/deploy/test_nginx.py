@@ -21,12 +21,12 @@ from conftest import (
     TOKEN,
     deploy_script,
     reassembled,
-    spawn_service,
 )
 
 from service.jobs.layout import MANAGER_CHUNK_SIZE
 from service.local.browser import upload
 from service.local.discord_api import DiscordStandIn
+from service.local.driver import spawn_service
 from service.local.loopback import free_port, loopback_settings
 from service.local.manager import ManagerStandIn
 

@@ -13,11 +13,12 @@ from typing import Any
 import aiohttp
 import httpx
 import pytest
-from conftest import SMALL_CHUNK, Harness, post_chunk, raw_chunk_body
+from conftest import SMALL_CHUNK, Harness, post_chunk
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service.jobs.job import Job
+from service.local.driver import raw_chunk_body
 from service.manager import packets
 
 HYPOTHESIS = settings(

@@ -22,10 +22,10 @@ from conftest import (
     HarnessFactory,
     chunk_files,
     post_chunk,
-    raw_chunk_body,
 )
 
 from service.local.discord_api import Fault
+from service.local.driver import raw_chunk_body
 
 MiB = 1024 * 1024
 

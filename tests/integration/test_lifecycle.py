@@ -9,11 +9,12 @@ import signal
 from asyncio.subprocess import PIPE
 
 import aiohttp
-from conftest import CHANNEL, KEY, SMALL_CHUNK, TOKEN, spawn_service
+from conftest import CHANNEL, KEY, SMALL_CHUNK, TOKEN
 
 from service.config import Settings
 from service.local.browser import chunk_form
 from service.local.discord_api import DiscordStandIn, Fault
+from service.local.driver import spawn_service
 from service.local.manager import ManagerStandIn
 
 

@@ -8,9 +8,10 @@ from asyncio.subprocess import PIPE
 
 import httpx
 import pytest
-from conftest import CHANNEL, KEY, SMALL_CHUNK, TOKEN, post_chunk, spawn_service, stopped_stderr
+from conftest import CHANNEL, KEY, SMALL_CHUNK, TOKEN, post_chunk, stopped_stderr
 
 from service.config import Settings
+from service.local.driver import spawn_service
 from service.local.manager import ManagerStandIn
 
 FORGED_TIME = "2030-01-01T00:00:00.000Z"

@@ -9,11 +9,12 @@ import socket
 import time
 from collections.abc import Callable
 
-from conftest import CHANNEL, KEY, TOKEN, Harness, HarnessFactory, raw_chunk_body
+from conftest import CHANNEL, KEY, TOKEN, Harness, HarnessFactory
 
 from service.chunks.sealing import buffer_size
 from service.local.browser import chunk_form
 from service.local.discord_api import DiscordStandIn, Fault
+from service.local.driver import raw_chunk_body, request_head, trickle
 from service.local.manager import ManagerStandIn
 
 CHUNK = 400 * 1024  # two chunk buffers fit in CHUNK_MEMORY_MIB=1
@@ -34,33 +35,15 @@ async def memory_reserved(harness: Harness, size: int) -> None:
     await until(lambda: harness.service.memory.reserved == size)
 
 
-async def trickle(harness: Harness, upload_id: str, index: int, stop: asyncio.Event) -> bytes:
-    """Send a chunk's head, then one byte every 0.1 s until the service answers (its raw
-    answer) or `stop` is set (the client goes away: b"")."""
-    content_type, body = raw_chunk_body(upload_id, index, os.urandom(CHUNK))
-    port = harness.service.port
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    head = (
-        f"POST /upload HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {content_type}\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    ).encode()
-    sent = body.index(b"application/octet-stream\r\n\r\n") + 28
-    writer.write(head + body[:sent])
-    answer = asyncio.create_task(reader.read(4096))
-    while not stop.is_set() and not answer.done():
-        writer.write(body[sent : sent + 1])
-        sent += 1
-        await asyncio.wait([answer], timeout=0.1)
-    writer.close()
-    if not answer.done():
-        answer.cancel()
-        return b""
-    return await answer
-
-
 async def hold_all_memory(harness: Harness, upload_id: str, stop: asyncio.Event) -> list:
-    """Two trickling claims: the whole budget of two chunks."""
-    trickles = [asyncio.create_task(trickle(harness, upload_id, i, stop)) for i in (0, 1)]
+    """Two clients trickling a byte every 0.1 s (until `stop`): the whole budget of two chunks."""
+    port, path = harness.service.port, harness.service.settings.own_path
+    trickles = [
+        asyncio.create_task(
+            trickle(port, path, upload_id, i, os.urandom(CHUNK), interval=0.1, stop=stop)
+        )
+        for i in (0, 1)
+    ]
     await memory_reserved(harness, 2 * BUFFER)
     return trickles
 
@@ -110,11 +93,7 @@ async def test_a_chunk_waiting_for_memory_leaves_its_body_unread(
     client = socket.create_connection(("127.0.0.1", harness.service.port))
     client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 256 * 1024)
     reader, writer = await asyncio.open_connection(sock=client)
-    head = (
-        f"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    )
-    writer.write(head.encode() + body)
+    writer.write(request_head(harness.service.port, "/upload", len(body), content_type) + body)
     answer = await reader.readline()  # after 0.5 s waiting for memory
     assert answer.startswith(b"HTTP/1.1 503")
     assert writer.transport.get_write_buffer_size() > 0  # the client still holds its body
@@ -140,7 +119,8 @@ async def test_a_trickling_client_is_cut_off_and_its_memory_freed(
     )
     await harness.configure()
     upload_id = await harness.start(4 * CHUNK, chunk_size=CHUNK)
-    answers = await asyncio.gather(*await hold_all_memory(harness, upload_id, asyncio.Event()))
+    trickled = await asyncio.gather(*await hold_all_memory(harness, upload_id, asyncio.Event()))
+    answers = [client.answer for client in trickled]
     assert all(answer.startswith(b"HTTP/1.1 408") for answer in answers), answers
     assert all(b"bytes per second" in answer for answer in answers)
     assert harness.service.memory.reserved == 0

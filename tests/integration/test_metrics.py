@@ -8,10 +8,10 @@ from __future__ import annotations
 import os
 
 from conftest import SMALL_CHUNK, Harness, HarnessFactory
-from test_slots import parse_metrics
 
 from service.config import Settings
 from service.intake.answers import REFUSAL_REASONS
+from service.local.driver import parse_metrics
 from service.uploads.outcome import Outcome
 
 

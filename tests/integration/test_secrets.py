@@ -20,13 +20,13 @@ from conftest import (
     SMALL_CHUNK,
     TOKEN,
     HarnessFactory,
-    spawn_service,
     stopped_stderr,
 )
 
 from service.config import Settings
 from service.local.browser import upload
 from service.local.discord_api import DiscordStandIn, Fault
+from service.local.driver import spawn_service
 from service.local.loopback import free_port
 from service.local.manager import ManagerStandIn
 from service.manager.link import travels_in_clear

@@ -13,6 +13,7 @@ from conftest import KEY, SMALL_CHUNK, TOKEN, Harness, HarnessFactory, reassembl
 
 from service.local.browser import chunk_form, upload
 from service.local.discord_api import DiscordStandIn, Fault
+from service.local.driver import parse_metrics
 from service.local.manager import ManagerStandIn, ServiceConnection
 from service.logs import JsonFormatter
 
@@ -127,15 +128,6 @@ async def test_health_readiness_and_metrics(
     assert metrics[f"upload_discord_request_duration_seconds_count{{{route}}}"] >= 4
     assert metrics["upload_slots_connected"] == 1
     assert metrics["upload_slots_busy"] == 0
-
-
-def parse_metrics(text: str) -> dict[str, float]:
-    samples = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            samples[name] = float(value)
-    return samples
 
 
 async def test_log_lines_carry_slot_upload_and_chunk(

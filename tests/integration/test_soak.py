@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 
 import aiohttp
 import pytest
-from conftest import CHANNEL, KEY, PASSWORD, TOKEN, expected_hash, raw_chunk_body, reassembled
+from conftest import CHANNEL, KEY, PASSWORD, TOKEN, expected_hash, reassembled
 
 from service.chunks.sealing import open_attachment
 from service.local.browser import UploadFailed, chunk_form, upload
 from service.local.discord_api import DiscordStandIn, Fault
+from service.local.driver import raw_chunk_body
 from service.local.loopback import loopback_settings
 from service.local.manager import ManagerStandIn, ServiceConnection
 from service.server import UploadService

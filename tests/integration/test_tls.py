@@ -12,13 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import PASSWORD, spawn_service
+from conftest import PASSWORD
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from service.config import Settings
+from service.local.driver import spawn_service
 from service.local.manager import ManagerStandIn
 from service.server import UploadService
 

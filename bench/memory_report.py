@@ -1,4 +1,4 @@
-"""The memory benchmark's figures and its report: one table of targets per scenario."""
+"""The memory scenario's figures and its report: one table of targets per case."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from measure import MIB
-from report import table
-from targets import Target
+from browsers import JobRun
+from report import MIB, TARGET_HEADER, Report, Target, table
 
-RSS_SLACK = 16 * MIB  # issue 13: peak RSS within idle + CHUNK_MEMORY_MIB + 16 MiB
-MAX_SIDE_RATIO = 1.2  # issue 13: the other slot's job within 1.2 x its idle time
-MAX_RELEASE_SECONDS = 1.0  # issue 13: a cut-off trickler's memory back within a second
+from service.local.driver import Trickled
+
+RSS_SLACK = 16 * MIB  # peak RSS within idle + CHUNK_MEMORY_MIB + 16 MiB
+MAX_SIDE_RATIO = 1.2  # the other slot's job within 1.2 x its idle time
+MAX_RELEASE_SECONDS = 1.0  # a cut-off trickler's memory back within a second
 # Seconds between /metrics reads of the chunk memory held. Each read costs the service a few
 # ms of its loop, so reading every 0.1 s (twice) took a tenth of it in (b), 150 times what a
 # Prometheus scraping every 15 s asks, and that tenth was taken from the job being timed.
@@ -20,63 +21,31 @@ SAMPLE = 0.25
 
 
 @dataclass
-class JobRun:
-    """One browser-like job: its chunks' answers and whether its finish verified."""
+class Case:
+    """One case of the memory scenario, (a) to (d), on a service of its own."""
 
-    chunks: int
-    concurrency: int
-    tries: int
-    seconds: float = 0.0  # the first POST to the finish packet
-    attempts: int = 0
-    statuses: Counter[int] = field(default_factory=Counter)
-    problems: list[str] = field(default_factory=list)  # [] once completed and verified
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def outcome(self) -> str:
-        if not self.ok:
-            return "NO: " + "; ".join(self.problems)[:300]
-        answers = ", ".join(f"{n} x {s}" for s, n in sorted(self.statuses.items()))
-        return (
-            f"yes: {self.chunks} chunks in {self.seconds:.1f} s, {self.attempts} POSTs ({answers})"
-        )
-
-
-@dataclass(frozen=True)
-class Trickle:
-    """One trickling client: the status it was answered (None: none) and when, in seconds
-    after its claim (its fields and first bytes sent)."""
-
-    status: int | None
-    seconds: float
-
-
-@dataclass
-class Scenario:
     key: str
     title: str
     budget: int
     idle_rss: int = 0
     peak_rss: int = 0
-    jobs: list[JobRun] = field(default_factory=list)  # the scenario's honest jobs
+    jobs: list[JobRun] = field(default_factory=list)  # the case's honest jobs
     side_idle: JobRun | None = None
     side_loaded: JobRun | None = None
     side_runs: int = 1  # the side times are the median of this many runs each
-    trickles: list[Trickle] = field(default_factory=list)
+    trickles: list[Trickled] = field(default_factory=list)
     most_memory: float = 0.0  # upload_chunk_memory_bytes, sampled
     most_waiting: int = 0  # upload_chunks_waiting_for_memory, sampled
     cutoff_limit: float = 0.0  # seconds a trickler may hold its claim
     release_seconds: float | None = None  # (d): its 408 to no chunk in flight at the service
     memory_after: float | None = None  # (d): upload_chunk_memory_bytes then
     rss_after: int | None = None  # (d): VmRSS then
-    # The runs of the same scenario, each on a fresh service, that this one is the run of
+    # The runs of the same case, each on a fresh service, that this one is the run of
     # median other-slot ratio of; empty: it ran once.
-    repeats: list[Scenario] = field(default_factory=list)
+    repeats: list[Case] = field(default_factory=list)
 
     @property
-    def runs(self) -> list[Scenario]:
+    def runs(self) -> list[Case]:
         return self.repeats or [self]
 
     @property
@@ -158,7 +127,7 @@ class Scenario:
         runs = f"; median of {self.side_runs} runs" if self.side_runs > 1 else ""
         every = ""
         if self.repeats:
-            runs = f"; the median of {len(self.repeats)} runs of the scenario"
+            runs = f"; the median of {len(self.repeats)} runs of the case"
             ratios = sorted(run.side_ratio or float("inf") for run in self.repeats)
             every = "; runs " + ", ".join(f"{r:.2f}" for r in ratios)
         return Target(
@@ -190,20 +159,34 @@ class Scenario:
             lines.append(f"other slot's job under load: {answers}")
         return lines
 
+    def section(self) -> list[str]:
+        return [
+            f"### ({self.key}) {self.title}",
+            "",
+            *table(TARGET_HEADER, [target.row() for target in self.targets()]),
+            "",
+            *(f"- {line}" for line in self.details()),
+        ]
 
-def scenario_section(scenario: Scenario) -> list[str]:
-    rows = [[t.name, t.value, t.limit, t.verdict] for t in scenario.targets()]
-    return [
-        f"### ({scenario.key}) {scenario.title}",
-        "",
-        *table(["target", "measured", "limit", "verdict"], rows),
-        "",
-        *(f"- {line}" for line in scenario.details()),
-    ]
+    def figures(self) -> dict[str, object]:
+        return {
+            "title": self.title,
+            "targets": [target.json() for target in self.targets()],
+            "idle_rss_mib": self.idle_rss / MIB,
+            "peak_rss_mib": self.peak_rss / MIB,
+            "most_chunk_memory_mib": self.most_memory / MIB,
+            "most_waiting_for_memory": self.most_waiting,
+            "side_ratio": self.side_ratio,
+            "side_ratios": [run.side_ratio for run in self.repeats],
+            "release_seconds": self.release_seconds,
+        }
 
 
-def memory_report(header: Sequence[str], scenarios: Sequence[Scenario]) -> str:
-    lines = ["## Memory benchmark (issue 13: the chunk memory budget)", "", *header]
-    for scenario in scenarios:
-        lines += ["", *scenario_section(scenario)]
-    return "\n".join(lines)
+def memory_report(header: str, cases: Sequence[Case]) -> Report:
+    lines = [header]
+    for case in cases:
+        lines += ["", *case.section()]
+    failed = any(case.failed for case in cases)
+    return Report(
+        "Memory (the chunk memory budget)", lines, {c.key: c.figures() for c in cases}, failed
+    )

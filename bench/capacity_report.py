@@ -1,0 +1,179 @@
+"""The capacity scenario's figures, targets and report (every figure: bench/README.md)."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from measure import ProcessTimes, percentile
+from report import GIB, MIB, TARGET_HEADER, Column, Report, Target, figures_table, machine, table
+
+from service.jobs.layout import BROWSER_CHUNKS_IN_FLIGHT, MANAGER_CHUNK_SIZE
+from service.uploads.memory import default_budget
+
+# The targets, defined for 1 job of 256 MiB on a 2-core machine, shown for every row.
+MIN_THROUGHPUT_RATIO = 0.8
+RSS_BASE_MIB = 60  # the interpreter; each job adds 2.5 x chunk size x 5 (its buffers)
+RSS_PER_CHUNK_IN_FLIGHT = 2.5
+MAX_CPU_VS_FLOOR = 2.0
+MAX_LOOP_LAG_MS = 100.0
+
+
+@dataclass
+class RunResult:
+    """One run at one number of jobs: the direct baseline, then the service."""
+
+    jobs: int
+    size_per_job: int
+    service_seconds: float
+    direct_seconds: float
+    service_latencies: list[float]
+    direct_latencies: list[float]
+    service_times: ProcessTimes  # the service process's, during the upload
+    service_peak_rss: int  # bytes, VmHWM
+    service_idle_rss: int  # bytes, VmRSS once configured and started, before any chunk
+    probe_seconds: list[float]  # /healthz response times
+    probe_failures: int
+    floor_per_gib: float  # crypto floor, CPU seconds per GiB
+    socket_floor_per_gib: float  # loopback send + receive alone, per GiB
+    bench_cpu_service: float  # the benchmark process's own CPU seconds in each phase
+    bench_cpu_direct: float
+    bench_loop_lag: float  # the benchmark process's worst loop lag in the service phase
+
+    def figures(self) -> dict[str, float]:
+        """The reported figures (times in ms, sizes in MiB, rates in MiB/s)."""
+        total = self.jobs * self.size_per_job
+        cpu = self.service_times.cpu
+        chunks = self.jobs * -(-self.size_per_job // MANAGER_CHUNK_SIZE)
+        growth = self.service_peak_rss - self.service_idle_rss
+        return {
+            "jobs": self.jobs,
+            "mib_per_job": self.size_per_job / MIB,
+            "service_mib_s": total / MIB / self.service_seconds,
+            "direct_mib_s": total / MIB / self.direct_seconds,
+            "throughput_ratio": self.direct_seconds / self.service_seconds,
+            "chunk_p50_ms": percentile(self.service_latencies, 0.50) * 1000,
+            "chunk_p99_ms": percentile(self.service_latencies, 0.99) * 1000,
+            "direct_chunk_p50_ms": percentile(self.direct_latencies, 0.50) * 1000,
+            "direct_chunk_p99_ms": percentile(self.direct_latencies, 0.99) * 1000,
+            "peak_rss_mib": self.service_peak_rss / MIB,
+            "idle_rss_mib": self.service_idle_rss / MIB,
+            "rss_per_job_mib": growth / self.jobs / MIB,
+            # against each slot's default CHUNK_MEMORY_MIB (no cgroup limit in the benchmark)
+            "rss_vs_budget": growth / (self.jobs * default_budget(slots=1, limit=None)),
+            "cpu_s": cpu,
+            "cpu_s_per_gib": cpu / (total / GIB),
+            "cpu_system_pct": 100 * self.service_times.system / cpu if cpu else 0.0,
+            "minor_faults_per_chunk": self.service_times.minor_faults / chunks,
+            "floor_s_per_gib": self.floor_per_gib,
+            "cpu_vs_floor": cpu / (total / GIB) / self.floor_per_gib,
+            "socket_floor_s_per_gib": self.socket_floor_per_gib,
+            "loop_lag_max_ms": max(self.probe_seconds, default=0.0) * 1000,
+            "loop_lag_p99_ms": percentile(self.probe_seconds, 0.99) * 1000,
+            "probe_samples": float(len(self.probe_seconds)),
+            "probe_failures": float(self.probe_failures),
+            "bench_cpu_s_service_phase": self.bench_cpu_service,
+            "bench_cpu_s_direct_phase": self.bench_cpu_direct,
+            "bench_loop_lag_max_ms": self.bench_loop_lag * 1000,
+        }
+
+    def summary(self) -> str:
+        f = self.figures()
+        return (
+            f"service {f['service_mib_s']:.0f} MiB/s, direct {f['direct_mib_s']:.0f} MiB/s, "
+            f"CPU {f['cpu_s']:.2f} s, peak RSS {f['peak_rss_mib']:.0f} MiB, "
+            f"{f['rss_per_job_mib']:.0f} MiB/job over idle"
+        )
+
+
+def medians(runs: Sequence[RunResult]) -> dict[str, float]:
+    """Each figure's median over the runs (each figure on its own)."""
+    per_run = [run.figures() for run in runs]
+    return {key: statistics.median(f[key] for f in per_run) for key in per_run[0]}
+
+
+COLUMNS: list[Column] = [
+    ("jobs", "jobs", "g"),
+    ("MiB/job", "mib_per_job", "g"),
+    ("service MiB/s", "service_mib_s", ".0f"),
+    ("direct MiB/s", "direct_mib_s", ".0f"),
+    ("ratio", "throughput_ratio", ".2f"),
+    ("chunk p50 ms", "chunk_p50_ms", ".0f"),
+    ("chunk p99 ms", "chunk_p99_ms", ".0f"),
+    ("direct p50/p99 ms", ("direct_chunk_p50_ms", "direct_chunk_p99_ms"), ".0f"),
+    ("peak RSS MiB", "peak_rss_mib", ".0f"),
+    ("RSS/job MiB", "rss_per_job_mib", ".0f"),
+    ("RSS over idle / budget", "rss_vs_budget", ".2f"),
+    ("CPU s", "cpu_s", ".2f"),
+    ("CPU s/GiB", "cpu_s_per_gib", ".2f"),
+    ("sys %", "cpu_system_pct", ".0f"),
+    ("faults/chunk", "minor_faults_per_chunk", ".0f"),
+    ("floor s/GiB", "floor_s_per_gib", ".2f"),
+    ("CPU/floor", "cpu_vs_floor", ".2f"),
+    ("socket s/GiB", "socket_floor_s_per_gib", ".2f"),
+    ("lag max ms", "loop_lag_max_ms", ".0f"),
+    ("lag p99 ms", "loop_lag_p99_ms", ".0f"),
+]
+
+
+def rss_limit_mib(jobs: int) -> float:
+    """The peak-RSS target for `jobs` jobs in one process: the interpreter, and each job's
+    browser's chunks in flight 2.5 times over."""
+    buffers = RSS_PER_CHUNK_IN_FLIGHT * MANAGER_CHUNK_SIZE * BROWSER_CHUNKS_IN_FLIGHT / MIB
+    return RSS_BASE_MIB + jobs * buffers
+
+
+def targets(jobs: int, f: dict[str, float]) -> list[Target]:
+    ratio, rss, cpu, lag = (
+        f[key] for key in ("throughput_ratio", "peak_rss_mib", "cpu_vs_floor", "loop_lag_max_ms")
+    )
+    rss_limit = rss_limit_mib(jobs)
+    return [
+        Target(
+            "throughput vs direct",
+            f"{ratio:.2f}",
+            f">= {MIN_THROUGHPUT_RATIO}",
+            ratio >= MIN_THROUGHPUT_RATIO,
+        ),
+        Target("peak RSS (MiB)", f"{rss:.0f}", f"<= {rss_limit:.0f}", rss <= rss_limit),
+        Target(
+            "CPU per GiB vs crypto floor",
+            f"{cpu:.2f}",
+            f"<= {MAX_CPU_VS_FLOOR}",
+            cpu <= MAX_CPU_VS_FLOOR,
+        ),
+        Target(
+            "loop lag, health probe max (ms)",
+            f"{lag:.0f}",
+            f"< {MAX_LOOP_LAG_MS:.0f}",
+            lag < MAX_LOOP_LAG_MS,
+        ),
+    ]
+
+
+def capacity_report(runs: int, results: dict[int, list[RunResult]], seconds: float) -> Report:
+    summary = {jobs: medians(found) for jobs, found in results.items()}
+    checks = [[jobs, *t.row()] for jobs, f in summary.items() for t in targets(jobs, f)]
+    lines = [
+        f"One service process of N slots (UPLOAD_SLOTS=N), one job each, encryption on; "
+        f"chunks of {MANAGER_CHUNK_SIZE} bytes, {BROWSER_CHUNKS_IN_FLIGHT} in flight per job; "
+        f"medians of {runs} run(s); {machine()}; took {seconds:.0f} s. "
+        "Every figure and target: bench/README.md.",
+        "",
+        *figures_table(COLUMNS, list(summary.values())),
+        "",
+        f"Targets (for 1 job of 256 MiB; the RSS limit is {RSS_BASE_MIB} MiB + N x "
+        f"{RSS_PER_CHUNK_IN_FLIGHT} x chunk size x {BROWSER_CHUNKS_IN_FLIGHT}):",
+        "",
+        *table(["jobs", *TARGET_HEADER], checks),
+    ]
+    figures = {
+        str(jobs): {
+            "median": summary[jobs],
+            "targets": [t.json() for t in targets(jobs, summary[jobs])],
+            "runs": [run.figures() for run in results[jobs]],
+        }
+        for jobs in results
+    }
+    return Report("Capacity", lines, figures)
