@@ -22,19 +22,19 @@ from datetime import UTC, datetime
 from ..discord.store import DiscordStore
 from ..metrics import Metrics
 from .cleanup import Cleanup, Orphans, created_at
-from .journal import Journal, LeftUpload, State
+from .journal import Journal, JournaledUpload, State
 
 log = logging.getLogger(__name__)
 
 KEEP_FOR = 14 * 24 * 3600.0  # seconds an upload's messages are tried for, from its start
 
 
-def expires(left: LeftUpload) -> float:
+def expires(left: JournaledUpload) -> float:
     """When the journal gives up on `left` (Unix time)."""
     return created_at(str(left.record.began)) + KEEP_FOR
 
 
-def orphans(left: LeftUpload) -> Orphans:
+def orphans(left: JournaledUpload) -> Orphans:
     """What the clean-up is to delete of `left`."""
     search = left.search or left.state is State.RUNNING
     why = (
@@ -58,7 +58,7 @@ class Leftovers:
         others."""
         self._cleanup = cleanup
         self._metrics = metrics
-        self._waiting: dict[str, list[LeftUpload]] = {}  # by the token's SHA-256
+        self._waiting: dict[str, list[JournaledUpload]] = {}  # by the token's SHA-256
         self._told: set[str] = set()  # upload ids logged as of another token
         now = time.time()
         for left in journal.uploads():
@@ -72,7 +72,7 @@ class Leftovers:
                 self._wait(left)
         self._count()
 
-    def _keep(self, left: LeftUpload) -> None:
+    def _keep(self, left: JournaledUpload) -> None:
         log.info(
             "kept the %d messages of an upload whose process stopped as it reported its "
             "success: the manager may list them (channel %s)",
@@ -81,7 +81,7 @@ class Leftovers:
             extra={"upload_id": left.record.upload_id},
         )
 
-    def _give_up(self, left: LeftUpload) -> None:
+    def _give_up(self, left: JournaledUpload) -> None:
         self._metrics.journal_abandoned.inc(len(left.message_ids))
         log.warning(
             "gave up deleting the %d messages a stopped process left in channel %s: no slot "
@@ -93,7 +93,7 @@ class Leftovers:
             extra={"upload_id": left.record.upload_id},
         )
 
-    def _wait(self, left: LeftUpload) -> None:
+    def _wait(self, left: JournaledUpload) -> None:
         self._waiting.setdefault(left.record.token_sha256, []).append(left)
         log.info(
             "a stopped process left this upload unfinished: %d messages in channel %s%s; "
@@ -115,7 +115,7 @@ class Leftovers:
                 self._leave_alone(left)
         self._count()
 
-    def _leave_alone(self, left: LeftUpload) -> None:
+    def _leave_alone(self, left: JournaledUpload) -> None:
         """Say once that `left` is of another bot token than the slots' so far."""
         if left.record.upload_id in self._told:
             return
