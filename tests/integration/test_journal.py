@@ -18,11 +18,12 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from conftest import CHANNEL, KEY, SMALL_CHUNK, TOKEN, reassembled, spawn_service
+from conftest import CHANNEL, KEY, SMALL_CHUNK, TOKEN, reassembled
 
 from service.config import Settings
 from service.local.browser import chunk_form
 from service.local.discord_api import DiscordStandIn, Fault, Route
+from service.local.driver import spawn_service
 from service.local.manager import ManagerStandIn, ServiceConnection
 from service.uploads.cleanup import content_prefix, snowflake_at
 from service.uploads.journal import Journal, State, UploadRecord, journal_name
