@@ -20,7 +20,9 @@
 # check` (exit 0, or 2 naming every problem).
 #
 # The root filesystem may be read-only (`--read-only --tmpfs /tmp`): nothing is written
-# outside /tmp.
+# outside /tmp and STATE_DIR. To have a restarted container delete what a killed one left
+# on Discord, keep the journal on a volume:
+#   -v upload-state:/var/lib/upload-service -e STATE_DIR=/var/lib/upload-service
 
 # An exact version on Debian 13 (trixie, Debian's stable), pinned by digest too: a rebuild
 # gets the same image byte for byte, whatever the tag points to later. The digest is the
@@ -49,9 +51,11 @@ COPY service/ ./service/
 RUN pip install --no-deps . && pip check
 
 # An unprivileged user, named numerically below (Kubernetes' runAsNonRoot can check a
-# number); the installed code stays owned by root.
+# number); the installed code stays owned by root. STATE_DIR's usual place is the user's: a
+# Docker volume mounted there starts as a copy of it.
 RUN useradd --system --no-log-init --uid 10001 --user-group --no-create-home \
-        --shell /usr/sbin/nologin app
+        --shell /usr/sbin/nologin app \
+    && install --directory --owner=10001 --group=10001 --mode=0700 /var/lib/upload-service
 USER 10001:10001
 
 ENV PORT=8080 \

@@ -54,6 +54,7 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "text"
     metrics_port: int = 9102
+    state_dir: Path | None = None  # None: no journal
 
     @property
     def own_path(self) -> str:
@@ -268,6 +269,14 @@ OPTIONS = (
         _port,
         "the port of /metrics, on HOST, apart from the chunk port (which answers 404 there); "
         "0 picks a free one, the same value as PORT serves /metrics on the chunk port",
+    ),
+    Option(
+        "state_dir",
+        Path,
+        "a directory where the service journals its uploads in progress, so that the next start "
+        "deletes what a killed process left on Discord (docs/behaviour.md); it must survive a "
+        "restart of the process and be local to its host",
+        default_text="unset: no journal",
     ),
 )
 

@@ -127,6 +127,16 @@ class Metrics:
             "Messages of uploads that did not succeed that could not be deleted (logged with ids)",
             registry=r,
         )
+        self.journal_waiting = Gauge(
+            "upload_journal_uploads_waiting",
+            "Uploads a stopped process left unfinished whose bot token no slot has been given yet",
+            registry=r,
+        )
+        self.journal_abandoned = Counter(
+            "upload_journal_messages_abandoned",
+            "Messages a stopped process left that were given up after 14 days (logged with ids)",
+            registry=r,
+        )
         self.jobs = Counter("upload_jobs", "Jobs ended, by outcome", ["outcome"], registry=r)
         self.slots = Gauge("upload_slots", "Slots this process runs (UPLOAD_SLOTS)", registry=r)
         self.slots_connected = Gauge(

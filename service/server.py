@@ -27,6 +27,8 @@ from .manager.supervisor import LinkSupervisor
 from .metrics import Metrics
 from .uploads.cleanup import Cleanup
 from .uploads.directory import UploadDirectory
+from .uploads.journal import open_journal
+from .uploads.leftovers import Leftovers
 from .uploads.memory import ChunkMemory, cgroup_memory_limit, default_budget
 from .uploads.outcome import Outcome
 from .uploads.slot import Slot
@@ -48,10 +50,13 @@ class UploadService:
         self.directory = UploadDirectory()
         self.metrics = Metrics(REFUSAL_REASONS, Outcome)
         self.memory = ChunkMemory(chunk_memory_budget(settings), self.metrics)
-        self.cleanup = Cleanup(self.metrics)
+        self.journal = open_journal(settings.state_dir, settings.port)
+        self.cleanup = Cleanup(self.metrics, self.journal)
         self.shared = Shared(
             memory=self.memory,
             cleanup=self.cleanup,
+            journal=self.journal,
+            leftovers=Leftovers(self.journal, self.cleanup, self.metrics),
             metrics=self.metrics,
             memory_wait=settings.client_read_timeout,
             max_in_flight=settings.chunks_in_flight_per_upload,
@@ -218,6 +223,7 @@ class UploadService:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        self.journal.close()  # last: a chunk cut off above may still have written to it
 
     async def __aenter__(self) -> UploadService:
         await self.startup()

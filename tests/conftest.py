@@ -194,3 +194,10 @@ async def harness(start_service: HarnessFactory) -> Harness:
     harness = await start_service()
     assert await harness.configure() == {"success": True}
     return harness
+
+
+async def until(holds: Callable[[], bool]) -> None:
+    """Until `holds()`, for what offers no event to await; fail after 10 s."""
+    async with asyncio.timeout(10):
+        while not holds():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)

@@ -22,6 +22,7 @@ decides when a request goes out or what a 429 means:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
@@ -126,6 +127,7 @@ class DiscordClient:
         forget: Callable[[], None],
     ) -> None:
         self._token = token
+        self.token_sha256 = hashlib.sha256(token.encode()).hexdigest()  # names it in the journal
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._forget = forget
         self.gate = PaceGate(Pacer(global_rate))

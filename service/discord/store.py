@@ -90,6 +90,16 @@ class DiscordStore:
         self._max_wait = max_ratelimit_wait
         self._metrics = metrics
 
+    def in_channel(self, channel_id: str) -> DiscordStore:
+        """A store of the same client and settings for another channel (a clean-up's)."""
+        return DiscordStore(
+            client=self.client,
+            channel_id=channel_id,
+            retries=self._retries,
+            max_ratelimit_wait=self._max_wait,
+            metrics=self._metrics,
+        )
+
     async def open(self) -> None:
         """Make sure the token logs in (GET /users/@me, once per client); raise
         `DiscordRefused` for a bad token."""

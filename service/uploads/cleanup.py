@@ -18,6 +18,11 @@ A post that failed without a definite answer (the connection dropped, Discord an
 or oddly) may have stored its message all the same, and its id is unknown. For an upload
 with such a post, the clean-up also searches the channel for messages whose text names the
 upload (`content_prefix`), posted since the upload began, and deletes them too.
+
+Requests for one upload join one `Deletion`, so its messages are deleted once and its
+channel searched once (or once more, after a search already under way). The journal
+follows: deleted messages leave it, an upload with nothing left is forgotten, what could
+not be deleted (or was cut off by the shutdown) is kept for the next start.
 """
 
 from __future__ import annotations
@@ -26,11 +31,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from ..metrics import Metrics
 from ..refusals import DiscordBusy, DiscordFailed, StoreError
+from .journal import Journal
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -88,43 +94,88 @@ def batches(message_ids: Sequence[str], now: float) -> list[list[str]]:
     return [young[n : n + BULK_LIMIT] for n in range(0, len(young), BULK_LIMIT)] + old
 
 
-@dataclass
-class _Deletion:
-    """One upload's deletion as it goes: what it has not done yet."""
+@dataclass(eq=False)
+class Deletion:
+    """One upload's clean-up. One task works through it; a request for the same upload made
+    meanwhile joins it (its ids are added, a search is done once more after the one under
+    way, if any), so no message is deleted twice and no search is repeated for nothing."""
 
-    orphans: Orphans
-    left: list[str]  # ids not deleted (nor reported left) yet
-    unsearched: bool  # the channel search for ids nobody learned has not run yet
+    deleter: MessageDeleter
+    upload_id: str
+    whys: list[str] = field(default_factory=list)
+    left: list[str] = field(default_factory=list)  # ids known and not deleted yet
+    search_since: int | None = None  # a search asked for and not begun
+    deleted: list[str] = field(default_factory=list)
+    given_up: list[str] = field(default_factory=list)  # ids Discord would not delete
+    problems: list[str] = field(default_factory=list)  # why messages may be left
+    searching: bool = False
+    search_failed: bool = False
+
+    @classmethod
+    def of(cls, deleter: MessageDeleter, orphans: Orphans) -> Deletion:
+        deletion = cls(deleter, orphans.upload_id)
+        deletion.add(orphans)
+        return deletion
+
+    def add(self, orphans: Orphans) -> None:
+        if orphans.why not in self.whys:
+            self.whys.append(orphans.why)
+        self.add_ids(orphans.message_ids)
+        if orphans.search_since is not None:
+            since = self.search_since
+            self.search_since = (
+                orphans.search_since if since is None else min(since, orphans.search_since)
+            )
+
+    def add_ids(self, message_ids: Sequence[str]) -> None:
+        seen = {*self.left, *self.deleted, *self.given_up}
+        self.left += [i for i in dict.fromkeys(message_ids) if i not in seen]
+
+    @property
+    def unfinished(self) -> bool:
+        return bool(self.left) or self.search_since is not None
+
+    @property
+    def unsearched(self) -> bool:
+        """A search was asked for and has not been made."""
+        return self.searching or self.search_since is not None
 
 
 class Cleanup:
-    def __init__(self, metrics: Metrics, *, retry_delay: float = 1.0) -> None:
+    def __init__(self, metrics: Metrics, journal: Journal, *, retry_delay: float = 1.0) -> None:
         self._metrics = metrics
+        self._journal = journal
         self.retry_delay = retry_delay  # seconds before the first retry, doubling
-        self._pending: dict[asyncio.Task[None], _Deletion] = {}  # each deletion running
+        # each upload's deletion under way, with its task
+        self._pending: dict[str, tuple[Deletion, asyncio.Task[None]]] = {}
         self._finished = False  # past the shutdown's deadline: nothing more is deleted
 
     def delete(self, deleter: MessageDeleter, orphans: Orphans) -> None:
-        """Start deleting `orphans` in the background (after `finish`, log them as left)."""
-        if orphans.empty:
+        """Delete `orphans` in the background, with what is being deleted of its upload
+        (after `finish`, log them as left)."""
+        if (pending := self._pending.get(orphans.upload_id)) is not None:
+            pending[0].add(orphans)
             return
-        deletion = _Deletion(orphans, list(orphans.message_ids), orphans.search_since is not None)
+        if orphans.empty:
+            self._journal.forget(orphans.upload_id)
+            return
+        deletion = Deletion.of(deleter, orphans)
         if self._finished:
             self._give_up(deletion)
             return
-        task = asyncio.get_running_loop().create_task(self._delete(deleter, deletion))
-        self._pending[task] = deletion
-        task.add_done_callback(self._pending.pop)
+        task = asyncio.get_running_loop().create_task(self._delete(deletion))
+        self._pending[orphans.upload_id] = (deletion, task)
 
     @property
     def pending(self) -> int:
         """Messages of failed uploads not deleted yet."""
-        return sum(len(left) for _, left in self._pending.values())
+        return sum(len(deletion.left) for deletion, _ in self._pending.values())
 
     async def settled(self) -> None:
         """Return once no deletion is running (those started meanwhile included)."""
         while self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
+            tasks = [task for _, task in self._pending.values()]
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def finish(self, grace: float) -> None:
         """Shutdown: let the deletions end, those started meanwhile included, within `grace`
@@ -132,71 +183,94 @@ class Cleanup:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         while self._pending and (remaining := deadline - loop.time()) > 0:
-            await asyncio.wait(list(self._pending), timeout=remaining)
+            tasks = [task for _, task in self._pending.values()]
+            await asyncio.wait(tasks, timeout=remaining)
         self._finished = True
-        unfinished = list(self._pending.items())
-        for task, deletion in unfinished:
+        unfinished = list(self._pending.values())
+        for deletion, task in unfinished:
             task.cancel()
             self._give_up(deletion)
-        await asyncio.gather(*(task for task, _ in unfinished), return_exceptions=True)
+        self._pending.clear()  # what is asked for from now on is given up at once
+        await asyncio.gather(*(task for _, task in unfinished), return_exceptions=True)
 
-    def _give_up(self, deletion: _Deletion) -> None:
-        """Log (and count) what a deletion the shutdown cut off leaves on Discord."""
-        upload_id, left = deletion.orphans.upload_id, deletion.left
-        if left:
-            self._metrics.messages_left.inc(len(left))
+    def _give_up(self, deletion: Deletion) -> None:
+        """Log (and count) what a deletion the shutdown cut off leaves on Discord; the
+        journal keeps it for the next start."""
+        search = deletion.unsearched or deletion.search_failed
+        self._journal.left(deletion.upload_id, deletion.left + deletion.given_up, search=search)
+        kept = " (kept in the journal for the next start)" if self._journal.durable else ""
+        if deletion.left:
+            self._metrics.messages_left.inc(len(deletion.left))
             log.warning(
-                "left %d messages on Discord: the service stopped before deleting them: %s",
-                len(left),
-                " ".join(left),
-                extra={"upload_id": upload_id},
+                "left %d messages on Discord: the service stopped before deleting them%s: %s",
+                len(deletion.left),
+                kept,
+                " ".join(deletion.left),
+                extra={"upload_id": deletion.upload_id},
             )
         if deletion.unsearched:
             log.warning(
                 "upload %s may have left messages on Discord that it could not search for: the "
-                "service stopped first (a post of the upload had no definite answer)",
-                upload_id,
-                extra={"upload_id": upload_id},
+                "service stopped first (a post of the upload had no definite answer)%s",
+                deletion.upload_id,
+                kept,
+                extra={"upload_id": deletion.upload_id},
             )
 
-    async def _delete(self, deleter: MessageDeleter, deletion: _Deletion) -> None:
-        orphans, left = deletion.orphans, deletion.left
-        context = {"upload_id": orphans.upload_id}
-        problems: list[str] = []  # why messages may be left
-        if orphans.search_since is not None:
-            since, prefix = orphans.search_since, content_prefix(orphans.upload_id)
-            found, failed = await self._tried(lambda: deleter.find_messages(prefix, since))
-            deletion.unsearched = False
-            if failed:  # more may be left, under ids nobody knows
-                problems.append(f"the channel could not be searched for more: {failed}")
-            left += [i for i in found or [] if i not in left]
-        message_ids = tuple(left)
-        for batch in batches(message_ids, time.time()):
+    async def _delete(self, deletion: Deletion) -> None:
+        try:
+            while deletion.unfinished:
+                await self._search(deletion)
+                await self._delete_known(deletion)
+        finally:  # no await since the last check: a request from now on starts anew
+            self._pending.pop(deletion.upload_id, None)
+        self._report(deletion)
+
+    async def _search(self, deletion: Deletion) -> None:
+        if deletion.search_since is None:
+            return
+        since, deletion.search_since = deletion.search_since, None
+        prefix, deleter = content_prefix(deletion.upload_id), deletion.deleter
+        deletion.searching = True
+        found, failed = await self._tried(lambda: deleter.find_messages(prefix, since))
+        deletion.searching = False
+        if failed:  # more may be left, under ids nobody knows
+            deletion.problems.append(f"the channel could not be searched for more: {failed}")
+            deletion.search_failed = True
+        deletion.add_ids(found or [])
+
+    async def _delete_known(self, deletion: Deletion) -> None:
+        deleter = deletion.deleter
+        for batch in batches(list(deletion.left), time.time()):
             _, failed = await self._tried(lambda batch=batch: deleter.delete_messages(batch))
+            deletion.left = [i for i in deletion.left if i not in batch]
             if failed:
-                problems.append(failed)
+                deletion.problems.append(failed)
+                deletion.given_up += batch
                 continue
-            for message_id in batch:
-                left.remove(message_id)
+            deletion.deleted += batch
+            self._journal.deleted(deletion.upload_id, batch)
             self._metrics.messages_deleted.inc(len(batch))
-        deleted = len(message_ids) - len(left)
-        if not problems:
+
+    def _report(self, deletion: Deletion) -> None:
+        context = {"upload_id": deletion.upload_id}
+        if not deletion.problems:
+            self._journal.forget(deletion.upload_id)
             log.info(
                 "deleted the %d messages the upload left on Discord (%s)",
-                deleted,
-                orphans.why,
+                len(deletion.deleted),
+                "; ".join(deletion.whys),
                 extra=context,
             )
             return
-        self._metrics.messages_left.inc(len(left))
-        left_now = list(left)
-        left.clear()  # reported here: a shutdown must not report them again
+        self._journal.left(deletion.upload_id, deletion.given_up, search=deletion.search_failed)
+        self._metrics.messages_left.inc(len(deletion.given_up))
         log.warning(
             "deleted %d messages the upload left on Discord; %d are left (%s): %s",
-            deleted,
-            len(left_now),
-            "; ".join(problems),
-            " ".join(left_now),
+            len(deletion.deleted),
+            len(deletion.given_up),
+            "; ".join(deletion.problems),
+            " ".join(deletion.given_up),
             extra=context,
         )
 

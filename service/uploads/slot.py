@@ -96,6 +96,7 @@ class Slot:
             "on" if self.crypto_key else "off",
             extra=self._log,
         )
+        self._shared.leftovers.configured(store)
         return Answer(True)
 
     def _start(self, start: packets.UploadStart) -> Answer:

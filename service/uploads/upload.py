@@ -26,6 +26,8 @@ from ..manager import outgoing, packets
 from ..metrics import Metrics
 from ..refusals import ChunkConflict, DiscordRefused, ShuttingDown, StoreError, UploadEnded
 from .cleanup import Cleanup, Orphans, content_prefix, snowflake_at
+from .journal import Journal, State, UploadRecord
+from .leftovers import Leftovers
 from .memory import ChunkBuffer, ChunkMemory
 from .outcome import Outcome
 
@@ -50,6 +52,8 @@ class Shared:
 
     memory: ChunkMemory
     cleanup: Cleanup
+    journal: Journal
+    leftovers: Leftovers  # what a stopped process left, for the slots to hand to the clean-up
     metrics: Metrics
     memory_wait: float  # seconds a chunk may wait for memory (CLIENT_READ_TIMEOUT)
     max_in_flight: int  # CHUNKS_IN_FLIGHT_PER_UPLOAD
@@ -98,6 +102,9 @@ class Upload:
         self._background: set[asyncio.Task[None]] = set()
         self._began = snowflake_at(time.time() - CLOCK_MARGIN)  # to search the channel from
         self._unrecorded = False  # a post may have stored a message whose id we never learned
+        self._record = UploadRecord(
+            start.upload_id, store.channel_id, store.client.token_sha256, self._began
+        )
 
     @property
     def upload_id(self) -> str:
@@ -110,6 +117,7 @@ class Upload:
 
     def begin(self) -> None:
         self.shared.memory.begin(self.upload_id)
+        self.shared.journal.began(self._record)
         log.info(
             "upload started: %d bytes in %d chunks",
             self.start.size,
@@ -154,14 +162,18 @@ class Upload:
         except StoreError as error:
             if error.maybe_stored:
                 self._unrecorded = True
+                self.shared.journal.unsure(self._record)
                 if self.outcome not in (None, Outcome.SUCCEEDED):
-                    self._clean_up((), f"a post failed after the upload ended: {self.why}")
+                    why = f"a post failed after the upload ended: {self.why}"
+                    self._clean_up((), why, search=True)
             self._refuse_if_ended()
             if isinstance(error, DiscordRefused):
                 await self.end(Outcome.DISCORD_REFUSED, f"Discord refused the upload: {error}")
             raise
+        self.shared.journal.stored(self._record, message_id)  # before the 200
         if self.outcome is not None:  # it ended while Discord was busy: nobody will read it
-            self._clean_up((message_id,), f"stored after the upload ended: {self.why}")
+            why = f"stored after the upload ended: {self.why}"
+            self._clean_up((message_id,), why, search=False)
             self._refuse_if_ended()
         self.job.record(index, StoredChunk(message_id, sealed.digest), sealed.head)
         self.shared.metrics.chunks_stored.inc()
@@ -226,6 +238,8 @@ class Upload:
     def _stop(self, outcome: Outcome, why: str) -> None:
         """Take no more chunks: the timer stops, the slot and the memory kept are freed."""
         self.outcome, self.why = outcome, why
+        if outcome is Outcome.SUCCEEDED:  # before its finish packet: kept if the process dies
+            self.shared.journal.ended(self.upload_id, State.SUCCEEDED)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -239,13 +253,17 @@ class Upload:
         """Count how the upload ended, and clean up what the manager will never record."""
         self.outcome, self.why = outcome, why
         self.shared.metrics.jobs.labels(outcome).inc()
-        if outcome is not Outcome.SUCCEEDED:  # the manager records none of its messages
-            self._clean_up(tuple(c.message_id for c in self.job.stored.values()), why)
+        if outcome is Outcome.SUCCEEDED:
+            self.shared.journal.forget(self.upload_id)  # the manager has their ids
+        else:  # the manager records none of its messages (a success it was not sent included)
+            self.shared.journal.ended(self.upload_id, State.FAILED)
+            stored = tuple(c.message_id for c in self.job.stored.values())
+            self._clean_up(stored, why, search=self._unrecorded)
         level = logging.INFO if outcome is Outcome.SUCCEEDED else logging.WARNING
         log.log(level, "upload ended: %s", why, extra=self._log)
 
-    def _clean_up(self, message_ids: tuple[str, ...], why: str) -> None:
-        since = self._began if self._unrecorded else None
+    def _clean_up(self, message_ids: tuple[str, ...], why: str, *, search: bool) -> None:
+        since = self._began if search else None
         orphans = Orphans(self.upload_id, message_ids, why, search_since=since)
         self.shared.cleanup.delete(self.store, orphans)
 

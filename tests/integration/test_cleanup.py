@@ -5,18 +5,22 @@ run; a successful job's messages are never touched."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import time
 from datetime import UTC, datetime, timedelta
+from uuid import uuid4
 
 import pytest
-from conftest import CHANNEL, SMALL_CHUNK, TOKEN, Harness, HarnessFactory
+from conftest import CHANNEL, SMALL_CHUNK, TOKEN, Harness, HarnessFactory, until
 from discord import http as discord_http
 
 from service.discord.client import DiscordClients
 from service.discord.store import DiscordStore
 from service.local.discord_api import DiscordStandIn, Fault, Route
 from service.metrics import Metrics
-from service.uploads.cleanup import Cleanup, Orphans, batches, content_prefix
+from service.uploads.cleanup import Cleanup, Orphans, batches, content_prefix, snowflake_at
+from service.uploads.journal import Journal
 from service.uploads.outcome import Outcome
 
 CHUNKS = 3
@@ -110,6 +114,59 @@ async def test_a_chunk_stored_after_an_abort_is_deleted_too(
     assert (await late)[0] == 410
     assert await cleaned(harness, upload_id) == []
     assert harness.discord.deleted == 3
+
+
+LIST_ROUTE = "GET /channels/{channel_id}/messages"
+
+
+def searches(harness: Harness) -> float:
+    """Pages of the channel the service has listed."""
+    labels = {"route": LIST_ROUTE, "status": "200"}
+    registry = harness.service.metrics.registry
+    return registry.get_sample_value("upload_discord_requests_total", labels) or 0.0
+
+
+def unknown_messages(harness: Harness, upload_id: str, count: int) -> None:
+    """Messages of the upload stored under ids the service never learned."""
+    for index in range(count):
+        harness.discord.add_message(CHANNEL, f"{content_prefix(upload_id)} chunk {index}")
+
+
+async def test_requests_to_clean_one_upload_make_one_search_and_delete_each_message_once(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Several posts of an upload that ended fail without a definite answer: each asks for
+    a search of the channel, and they are one."""
+    upload_id, store = str(uuid4()), harness.service.slots[0].store
+    assert store is not None
+    unknown_messages(harness, upload_id, 3)
+    since = snowflake_at(time.time() - 300)
+    for _ in range(3):
+        orphans = Orphans(upload_id, (), "a post failed after the upload ended", since)
+        harness.service.cleanup.delete(store, orphans)
+    assert await cleaned(harness, upload_id) == []
+    assert searches(harness) == 1
+    assert metric(harness, "upload_discord_messages_deleted_total") == 3
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_a_search_asked_for_during_one_is_made_once_more_after_it(harness: Harness) -> None:
+    """A message stored after a search began may be missed by it: one more search follows,
+    however many ask for it meanwhile."""
+    upload_id, store = str(uuid4()), harness.service.slots[0].store
+    assert store is not None
+    unknown_messages(harness, upload_id, 2)
+    orphans = Orphans(upload_id, (), "a post failed", snowflake_at(time.time() - 300))
+    harness.discord.inject(Fault(hold=True), route=Route.LIST_MESSAGES)
+    harness.service.cleanup.delete(store, orphans)
+    await until(lambda: harness.discord.faults_served == 1)  # the first search is at Discord
+    unknown_messages(harness, upload_id, 1)  # stored meanwhile
+    for _ in range(2):
+        harness.service.cleanup.delete(store, orphans)
+    harness.discord.release_held()
+    assert await cleaned(harness, upload_id) == []
+    assert searches(harness) == 2
+    assert metric(harness, "upload_discord_messages_deleted_total") == 3
 
 
 async def test_a_successful_jobs_messages_stay(harness: Harness) -> None:
@@ -238,7 +295,7 @@ async def test_shutdown_waits_for_deletions_begun_while_it_waits_and_logs_what_i
     await discord.wait_for_posts(1)
     discord.inject(Fault(delay=0.2), route=Route.BULK_DELETE)  # slow
     discord.inject(Fault(hang=True), route=Route.DELETE_MESSAGE)  # never answers
-    cleanup = Cleanup(metrics)
+    cleanup = Cleanup(metrics, Journal.in_memory())
     cleanup.delete(store, Orphans(upload_id, tuple(m.id for m in stored), "it was aborted"))
 
     finishing = asyncio.create_task(cleanup.finish(grace=1.0))

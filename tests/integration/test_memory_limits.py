@@ -7,9 +7,8 @@ import asyncio
 import os
 import socket
 import time
-from collections.abc import Callable
 
-from conftest import CHANNEL, KEY, TOKEN, Harness, HarnessFactory
+from conftest import CHANNEL, KEY, TOKEN, Harness, HarnessFactory, until
 
 from service.chunks.sealing import buffer_size
 from service.local.browser import chunk_form
@@ -21,13 +20,6 @@ CHUNK = 400 * 1024  # two chunk buffers fit in CHUNK_MEMORY_MIB=1
 BUFFER = buffer_size(CHUNK)
 OTHER_CHANNEL = "1100000000000000002"
 THIRD_CHANNEL = "1100000000000000003"
-
-
-async def until(holds: Callable[[], bool]) -> None:
-    """Until `holds()`, for what the service offers no event for; fail after 10 s."""
-    async with asyncio.timeout(10):
-        while not holds():  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
 
 
 async def memory_reserved(harness: Harness, size: int) -> None:

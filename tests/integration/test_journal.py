@@ -1,0 +1,272 @@
+"""The journal (STATE_DIR) of a real process killed with SIGKILL: what it left on Discord is
+deleted by the next start once a slot has the same bot token, what a success reported is
+kept, a journal of another token is left alone, and one SQLite cannot read is set aside."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import os
+import socket
+import time
+from asyncio.subprocess import PIPE
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+from conftest import CHANNEL, KEY, SMALL_CHUNK, TOKEN, reassembled
+
+from service.config import Settings
+from service.local.browser import chunk_form
+from service.local.discord_api import DiscordStandIn, Fault, Route
+from service.local.driver import spawn_service
+from service.local.manager import ManagerStandIn, ServiceConnection
+from service.uploads.cleanup import content_prefix, snowflake_at
+from service.uploads.journal import Journal, State, UploadRecord, journal_name
+
+LOG_TIMEOUT = 30.0  # seconds a log line may take to come (the machine may be loaded)
+
+
+class ServiceLog:
+    """A process's log lines as they arrive, to be awaited."""
+
+    def __init__(self, stream: asyncio.StreamReader) -> None:
+        self.lines: list[str] = []
+        self._arrived = asyncio.Condition()
+        self._reader = asyncio.create_task(self._read(stream))
+
+    async def _read(self, stream: asyncio.StreamReader) -> None:
+        while line := await stream.readline():
+            async with self._arrived:
+                self.lines.append(line.decode())
+                self._arrived.notify_all()
+
+    def _find(self, words: tuple[str, ...]) -> str | None:
+        return next((line for line in self.lines if all(w in line for w in words)), None)
+
+    async def line(self, *words: str) -> str:
+        """The first line holding every one of `words`, once it is logged."""
+        try:
+            async with asyncio.timeout(LOG_TIMEOUT), self._arrived:
+                await self._arrived.wait_for(lambda: self._find(words) is not None)
+        except TimeoutError:
+            pytest.fail(f"no log line with {words} in:\n{''.join(self.lines)}")
+        return self._find(words) or ""
+
+
+@dataclass
+class Life:
+    """One run of the service process, and its manager link."""
+
+    process: asyncio.subprocess.Process
+    link: ServiceConnection
+    log: ServiceLog
+
+    async def configure(self) -> None:
+        reply = await self.link.configure(token=TOKEN, channel_id=CHANNEL, crypto_key=KEY)
+        assert reply == {"success": True}
+
+    async def kill(self) -> None:
+        self.process.kill()
+        await self.process.wait()
+
+
+@asynccontextmanager
+async def life(settings: Settings, manager: ManagerStandIn, state_dir: Path) -> AsyncIterator[Life]:
+    """The service as its own process with STATE_DIR, connected to the manager stand-in."""
+    process = await spawn_service(settings, stderr=PIPE, STATE_DIR=str(state_dir))
+    assert process.stderr is not None
+    log = ServiceLog(process.stderr)
+    try:
+        yield Life(process, await manager.next_service(), log)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def post(life: Life, http: aiohttp.ClientSession, upload_id: str, index: int) -> int:
+    form = chunk_form(upload_id, index, os.urandom(SMALL_CHUNK))
+    async with http.post(life.link.own_address, data=form) as response:
+        return response.status
+
+
+async def store_some(life: Life, http: aiohttp.ClientSession, stored: int, chunks: int) -> str:
+    """Start an upload of `chunks` chunks and store the first `stored`; its id."""
+    upload_id, reply = await life.link.start_upload(
+        size=chunks * SMALL_CHUNK, chunk_size=SMALL_CHUNK
+    )
+    assert reply == {"success": True}
+    for index in range(stored):
+        assert await post(life, http, upload_id, index) == 200
+    return upload_id
+
+
+def messages_of(discord: DiscordStandIn, upload_id: str) -> list[str]:
+    prefix = content_prefix(upload_id)
+    return [m.id for m in discord.messages(CHANNEL) if m.content.startswith(prefix)]
+
+
+def set_aside(state_dir: Path, name: str) -> list[bytes]:
+    """What the journal files set aside as unreadable hold."""
+    return [path.read_bytes() for path in state_dir.glob(f"{name}.sqlite.corrupt-*")]
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+async def test_what_a_killed_process_stored_is_deleted_once_a_slot_has_its_token(
+    settings: Settings,
+    discord: DiscordStandIn,
+    manager: ManagerStandIn,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    async with life(settings, manager, tmp_path) as first:
+        await first.configure()
+        upload_id = await store_some(first, http, stored=2, chunks=3)
+        await first.kill()
+    assert len(messages_of(discord, upload_id)) == 2
+
+    async with life(settings, manager, tmp_path) as second:
+        await second.log.line("left this upload unfinished", upload_id)
+        await second.configure()
+        await second.log.line("deleted the 2 messages", upload_id)
+        assert messages_of(discord, upload_id) == []
+
+
+async def test_a_message_whose_answer_was_lost_is_found_and_deleted_by_the_next_start(
+    settings: Settings,
+    discord: DiscordStandIn,
+    manager: ManagerStandIn,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    settings = dataclasses.replace(settings, discord_retries=1)
+    async with life(settings, manager, tmp_path) as first:
+        await first.configure()
+        upload_id = await store_some(first, http, stored=1, chunks=3)
+        discord.inject(Fault(store_then_drop=True))  # stored, the answer lost
+        assert await post(first, http, upload_id, 1) != 200
+        await first.kill()
+    assert len(messages_of(discord, upload_id)) == 2  # one under an id the service never learned
+
+    async with life(settings, manager, tmp_path) as second:
+        await second.configure()
+        await second.log.line("deleted the 2 messages", upload_id)
+        assert messages_of(discord, upload_id) == []
+
+
+async def test_a_search_discord_refused_is_made_again_by_the_next_start(
+    settings: Settings,
+    discord: DiscordStandIn,
+    manager: ManagerStandIn,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    settings = dataclasses.replace(settings, discord_retries=1)
+    async with life(settings, manager, tmp_path) as first:
+        await first.configure()
+        upload_id = await store_some(first, http, stored=1, chunks=3)
+        discord.inject(Fault(store_then_drop=True))
+        assert await post(first, http, upload_id, 1) != 200
+        discord.inject(Fault(status=403), route=Route.LIST_MESSAGES)
+        assert await first.link.abort() == {"success": True}
+        await first.log.line("could not be searched", upload_id)
+        assert len(messages_of(discord, upload_id)) == 1  # the one whose id it never learned
+        await first.kill()
+
+    async with life(settings, manager, tmp_path) as second:
+        await second.configure()
+        await second.log.line("deleted the 1 messages", upload_id)
+        assert messages_of(discord, upload_id) == []
+
+
+async def test_a_success_reported_before_the_kill_keeps_every_message(
+    settings: Settings,
+    discord: DiscordStandIn,
+    manager: ManagerStandIn,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    async with life(settings, manager, tmp_path) as first:
+        await first.configure()
+        data = os.urandom(2 * SMALL_CHUNK)
+        done, _ = await first.link.start_upload(size=len(data), chunk_size=SMALL_CHUNK)
+        for index in range(2):
+            piece = data[index * SMALL_CHUNK : (index + 1) * SMALL_CHUNK]
+            async with http.post(
+                first.link.own_address, data=chunk_form(done, index, piece)
+            ) as response:
+                assert response.status == 200
+        finish = await first.link.next_finish()
+        assert finish["success"] is True
+        running = await store_some(first, http, stored=1, chunks=2)
+        await first.kill()
+
+    async with life(settings, manager, tmp_path) as second:
+        await second.configure()
+        await second.log.line("deleted the 1 messages", running)
+    assert reassembled(discord, finish) == data
+    assert messages_of(discord, running) == []
+
+
+async def test_a_journal_of_another_bot_token_is_left_alone(
+    settings: Settings,
+    discord: DiscordStandIn,
+    manager: ManagerStandIn,
+    tmp_path: Path,
+) -> None:
+    """A journal another process left (under another name: it is taken over) holds an upload
+    of another bot token and one of this token: only the second is deleted."""
+    theirs, ours = "0f1e2d3c-4b5a-4678-9abc-def012345678", "1a2b3c4d-5e6f-4a0b-8c1d-2e3f4a5b6c7d"
+    journal = Journal.open(tmp_path, "journal-elsewhere-8080")
+    began = snowflake_at(time.time() - 300)
+    for upload_id, token in ((theirs, "another-bot-token"), (ours, TOKEN)):
+        record = UploadRecord(upload_id, CHANNEL, sha256(token), began)
+        journal.began(record)
+        message = discord.add_message(CHANNEL, f"{content_prefix(upload_id)} chunk 0")
+        journal.stored(record, message.id)
+        journal.ended(upload_id, State.FAILED)
+    journal.close()
+
+    async with life(settings, manager, tmp_path) as service:
+        await service.log.line("took over the journal", "journal-elsewhere-8080")
+        await service.configure()
+        await service.log.line("left alone", "another bot token", theirs)
+        await service.log.line("deleted the 1 messages", ours)
+        service.process.terminate()
+        assert await service.process.wait() == 0
+    assert len(messages_of(discord, theirs)) == 1
+    assert messages_of(discord, ours) == []
+    kept = Journal.open(tmp_path, journal_name(socket.gethostname(), settings.port))
+    assert [left.record.upload_id for left in kept.uploads()] == [theirs]  # for the next start
+    kept.close()
+
+
+async def test_a_journal_sqlite_cannot_read_is_set_aside_and_the_service_starts(
+    settings: Settings,
+    discord: DiscordStandIn,
+    manager: ManagerStandIn,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    name = journal_name(socket.gethostname(), settings.port)
+    garbage = b"not a database, whatever wrote it\n" * 200
+    (tmp_path / f"{name}.sqlite").write_bytes(garbage)
+    async with life(settings, manager, tmp_path) as service:
+        await service.configure()
+        upload_id = await store_some(service, http, stored=1, chunks=2)
+        line = await service.log.line("cannot be read", "set aside")
+        assert [line for line in service.log.lines if "journal" in line] == [line]
+        assert "Traceback" not in "".join(service.log.lines)
+        await service.kill()
+    assert set_aside(tmp_path, name) == [garbage]
+    fresh = Journal.open(tmp_path, name)  # the new journal recorded the upload
+    assert [left.record.upload_id for left in fresh.uploads()] == [upload_id]
+    fresh.close()
