@@ -43,6 +43,7 @@ class Settings:
     discord_attachment_limit: int = 10 * 1024 * 1024
     discord_request_timeout: float = 60.0
     discord_retries: int = 3
+    discord_retry_backoff: float = 0.5
     discord_max_ratelimit_wait: float = 30.0
     discord_global_rate: int = 50
     client_read_timeout: float = 30.0
@@ -206,6 +207,12 @@ OPTIONS = (
         _positive_int,
         "tries for a post that fails (5xx, a reset connection, a timeout, an answer that is not "
         "a stored message), each paced and with the same nonce",
+    ),
+    Option(
+        "discord_retry_backoff",
+        _positive_seconds,
+        "seconds before the second try of a failed request to Discord (a post, a delete, a "
+        "channel search), doubling before each try after it",
     ),
     Option(
         "discord_max_ratelimit_wait",

@@ -70,7 +70,11 @@ async def manager() -> AsyncIterator[ManagerStandIn]:
 
 @pytest.fixture
 def settings(discord: DiscordStandIn, manager: ManagerStandIn) -> Settings:
-    return loopback_settings(discord, manager, PASSWORD, discord_request_timeout=5.0)
+    """The service's settings for a test: its own defaults but for the times a test would
+    otherwise wait out on the real clock (a request timeout, the backoff between tries)."""
+    return loopback_settings(
+        discord, manager, PASSWORD, discord_request_timeout=5.0, discord_retry_backoff=0.05
+    )
 
 
 @pytest.fixture

@@ -1,9 +1,9 @@
 """Storing chunks as Discord messages in one channel, through the bot's shared client.
 
-The `DiscordClient` paces each post and waits out rate limits (429). A failed post (a 5xx,
-a reset connection, a timeout, or a 2xx that does not show the message stored) is retried
-here a bounded number of times. Every post carries a nonce that Discord de-duplicates, so
-a retry after a lost response never leaves two messages for one chunk.
+The `DiscordClient` paces each request and waits out rate limits (429). A request that fails
+(a 5xx, a reset connection, a timeout, or a 2xx that does not show the message stored) is
+tried again as the store's `RetryPolicy` says. Every post carries a nonce that Discord
+de-duplicates, so a retry after a lost response never leaves two messages for one chunk.
 
 Failures are raised as the `StoreError`s of `refusals.py`: `DiscordFailed` (the client
 may retry), `DiscordBusy` (a longer wait than a client is held for) and `DiscordRefused`
@@ -12,12 +12,12 @@ may retry), `DiscordBusy` (a longer wait than a client is held for) and `Discord
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import re
 import secrets
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import discord
 from discord.http import handle_message_parameters
@@ -26,6 +26,7 @@ from ..chunks.memory_file import MemoryReader
 from ..metrics import Metrics
 from ..refusals import DiscordFailed, DiscordRefused, StoreError
 from .client import BAD_TOKEN, TRANSIENT, DiscordClient, discord_failure
+from .retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +81,13 @@ class DiscordStore:
         *,
         client: DiscordClient,
         channel_id: str,
-        retries: int,
+        retry: RetryPolicy,
         max_ratelimit_wait: float,
         metrics: Metrics,
     ) -> None:
         self.client = client
         self.channel_id = channel_id
-        self._retries = retries
+        self.retry = retry
         self._max_wait = max_ratelimit_wait
         self._metrics = metrics
 
@@ -95,7 +96,7 @@ class DiscordStore:
         return DiscordStore(
             client=self.client,
             channel_id=channel_id,
-            retries=self._retries,
+            retry=self.retry,
             max_ratelimit_wait=self._max_wait,
             metrics=self._metrics,
         )
@@ -109,34 +110,32 @@ class DiscordStore:
         """Post one message with `payload` as its only attachment; return the message id."""
         nonce = secrets.token_hex(12)
         unsure = False  # a try went out without a definite answer: it may have stored
-        try:
-            for attempt in range(1, self._retries + 1):
-                # Retried even when the upload has ended meanwhile: an earlier try may have
-                # stored the message, and only the same nonce tells its id, for the clean-up.
-                try:
-                    return await self._post_once(content, filename, payload, nonce)
-                except discord.HTTPException as error:
-                    if error.status < 500:
-                        raise self._refusal(error, len(payload)) from None
-                    failure: BaseException = error
-                # ValueError: discord.py could not decode the answer (not UTF-8, not JSON)
-                except (*TRANSIENT, BadAnswer, ValueError) as error:
-                    failure = error
-                unsure = True
-                log.warning(
-                    "posting chunk %s to Discord failed (attempt %d of %d): %s",
-                    filename,
-                    attempt,
-                    self._retries,
-                    discord_failure(failure),
-                )
-                if attempt < self._retries:
-                    self._metrics.discord_retries.inc()
-                    await asyncio.sleep(0.25 * 2**attempt)
-            raise DiscordFailed(
-                f"Discord could not store the chunk after {self._retries} attempts: "
-                + discord_failure(failure)
+
+        def failed(attempt: int, failure: DiscordFailed) -> None:
+            nonlocal unsure
+            unsure = True
+            log.warning(
+                "posting chunk %s to Discord failed (attempt %d of %d): %s",
+                filename,
+                attempt,
+                self.retry.tries,
+                failure,
             )
+            if attempt < self.retry.tries:
+                self._metrics.discord_retries.inc()
+
+        try:
+            # Tried again even when the upload has ended meanwhile: an earlier try may have
+            # stored the message, and only the same nonce tells its id, for the clean-up.
+            return await self.retry.run(
+                lambda: self._post_once(content, filename, payload, nonce), failed=failed
+            )
+        except DiscordFailed as failure:
+            given_up = DiscordFailed(
+                f"Discord could not store the chunk after {self.retry.tries} attempts: {failure}"
+            )
+            given_up.maybe_stored = unsure
+            raise given_up from None
         except StoreError as error:
             error.maybe_stored = unsure
             raise
@@ -152,10 +151,17 @@ class DiscordStore:
             answer = await self.client.post_message(
                 self.channel_id, params, max_wait=self._max_wait
             )
+            return stored_message_id(answer, len(payload))
+        except discord.HTTPException as error:
+            if error.status < 500:
+                raise self._refusal(error, len(payload)) from None
+            raise DiscordFailed(discord_failure(error)) from None
+        # ValueError: discord.py could not decode the answer (not UTF-8, not JSON)
+        except (*TRANSIENT, BadAnswer, ValueError) as error:
+            raise DiscordFailed(discord_failure(error)) from None
         except RuntimeError:  # aiohttp's "Session is closed", when shut down mid-request
             self._refuse_if_closed()
             raise
-        return stored_message_id(answer, len(payload))
 
     async def find_messages(self, content_prefix: str, since: int) -> list[str]:
         """The ids of this channel's messages whose text begins with `content_prefix`, among
@@ -164,10 +170,7 @@ class DiscordStore:
         found: list[str] = []
         before: str | None = None
         while True:
-            with _as_store_errors("list messages"):
-                page = await self.client.list_messages(
-                    self.channel_id, before=before, limit=PAGE, max_wait=self._max_wait
-                )
+            page = await self.retry.run(lambda before=before: self._page(before), patient=True)
             messages = [m for m in page if isinstance(m, dict) and _is_snowflake(m.get("id"))]
             found += [m["id"] for m in messages if str(m.get("content")).startswith(content_prefix)]
             if len(page) < PAGE or not messages or int(messages[-1]["id"]) <= since:
@@ -178,6 +181,16 @@ class DiscordStore:
         """Delete messages this store posted (a failed upload's clean-up may outlive its
         slot's configuration: the client lives until shutdown). Raise `DiscordFailed` when
         retrying may help, `DiscordRefused` when not, `DiscordBusy` for a long rate limit."""
+        await self.retry.run(lambda: self._delete(message_ids), patient=True)
+
+    async def _page(self, before: str | None) -> Any:
+        self._refuse_if_closed()
+        with _as_store_errors("list messages"):
+            return await self.client.list_messages(
+                self.channel_id, before=before, limit=PAGE, max_wait=self._max_wait
+            )
+
+    async def _delete(self, message_ids: Sequence[str]) -> None:
         self._refuse_if_closed()
         with _as_store_errors("delete"):
             await self.client.delete_messages(self.channel_id, message_ids, max_wait=self._max_wait)

@@ -5,9 +5,9 @@ upload that timed out, was aborted, refused, voided or stopped by a shutdown is 
 nobody will ever read. `Cleanup` deletes them in the background, through the same client
 and pacing as the posts, so it never delays a chunk's answer, a finish packet or the next
 upload: several at once with Discord's bulk delete (2 to 100 messages younger than 14
-days), one alone (or an older one) with a single delete. Transient failures are retried a
-bounded number of times; what cannot be deleted is logged with its ids and why, so an
-operator can act.
+days), one alone (or an older one) with a single delete. The store tries each request again
+as its `RetryPolicy` says (`discord/retry.py`; the clean-up also waits out long rate limits);
+what cannot be deleted is logged with its ids and why, so an operator can act.
 
 At shutdown, `finish` waits for every deletion, those started while it waits included, until
 its deadline; what is still pending then, and every deletion asked for afterwards (the
@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from ..metrics import Metrics
-from ..refusals import DiscordBusy, DiscordFailed, StoreError
+from ..refusals import StoreError
 from .journal import Journal
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,6 @@ BULK_LIMIT = 100  # ids in one bulk delete
 BULK_MAX_AGE = 14 * 24 * 3600.0  # seconds: older messages cannot be bulk-deleted
 AGE_MARGIN = 3600.0  # treat messages this close to the limit as too old
 DISCORD_EPOCH = 1420070400.0  # seconds; a snowflake's top bits count milliseconds since it
-TRIES = 4
-LONGEST_WAIT = 60.0  # seconds a rate limit is waited out between tries
 
 
 class MessageDeleter(Protocol):
@@ -142,10 +140,9 @@ class Deletion:
 
 
 class Cleanup:
-    def __init__(self, metrics: Metrics, journal: Journal, *, retry_delay: float = 1.0) -> None:
+    def __init__(self, metrics: Metrics, journal: Journal) -> None:
         self._metrics = metrics
         self._journal = journal
-        self.retry_delay = retry_delay  # seconds before the first retry, doubling
         # each upload's deletion under way, with its task
         self._pending: dict[str, tuple[Deletion, asyncio.Task[None]]] = {}
         self._finished = False  # past the shutdown's deadline: nothing more is deleted
@@ -275,18 +272,9 @@ class Cleanup:
         )
 
     async def _tried(self, action: Callable[[], Awaitable[T]]) -> tuple[T | None, str]:
-        """`action`'s result, retrying transient failures; (None, why) if it failed."""
-        for attempt in range(1, TRIES + 1):
-            try:
-                return await action(), ""
-            except DiscordBusy as busy:
-                problem = str(busy)
-                delay = min(busy.retry_after or self.retry_delay, LONGEST_WAIT)
-            except DiscordFailed as failure:
-                problem = str(failure)
-                delay = self.retry_delay * 2 ** (attempt - 1)
-            except StoreError as refusal:  # Discord refuses: retrying cannot help
-                return None, str(refusal)
-            if attempt < TRIES:
-                await asyncio.sleep(delay)
-        return None, f"{problem} (after {TRIES} tries)"
+        """`action`'s result, or (None, why) if Discord would not do it; the store has tried
+        it again as its `RetryPolicy` says."""
+        try:
+            return await action(), ""
+        except StoreError as error:
+            return None, str(error)

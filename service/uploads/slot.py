@@ -15,6 +15,7 @@ import aiohttp
 from ..chunks.sealing import HEADER_SIZE
 from ..config import Settings
 from ..discord.client import BAD_TOKEN, DiscordClients
+from ..discord.retry import RetryPolicy
 from ..discord.store import DiscordStore
 from ..manager import packets
 from ..manager.link import Answer, ManagerLink
@@ -78,7 +79,7 @@ class Slot:
         store = DiscordStore(
             client=self._clients.client(configuration.bot_token),
             channel_id=configuration.channel_id,
-            retries=self._settings.discord_retries,
+            retry=RetryPolicy(self._settings.discord_retries, self._settings.discord_retry_backoff),
             max_ratelimit_wait=self._settings.discord_max_ratelimit_wait,
             metrics=self._shared.metrics,
         )

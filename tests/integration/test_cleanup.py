@@ -16,6 +16,7 @@ from conftest import CHANNEL, SMALL_CHUNK, TOKEN, Harness, HarnessFactory, until
 from discord import http as discord_http
 
 from service.discord.client import DiscordClients
+from service.discord.retry import RetryPolicy
 from service.discord.store import DiscordStore
 from service.local.discord_api import DiscordStandIn, Fault, Route
 from service.metrics import Metrics
@@ -177,7 +178,6 @@ async def test_a_successful_jobs_messages_stay(harness: Harness) -> None:
 
 
 async def test_transient_delete_failures_are_retried(harness: Harness) -> None:
-    harness.service.cleanup.retry_delay = 0.01  # keep the test quick
     upload_id = await store_some(harness)
     harness.discord.inject(Fault(status=500), Fault(status=503), route=Route.BULK_DELETE)
     assert await harness.link.abort() == {"success": True}
@@ -279,7 +279,7 @@ async def test_shutdown_waits_for_deletions_begun_while_it_waits_and_logs_what_i
     store = DiscordStore(
         client=clients.client(TOKEN),
         channel_id=CHANNEL,
-        retries=3,
+        retry=RetryPolicy(),
         max_ratelimit_wait=5.0,
         metrics=metrics,
     )
