@@ -53,6 +53,7 @@ class Settings:
     slots: int = 1
     log_level: str = "INFO"
     log_format: str = "text"
+    redis_url: str | None = field(default=None, repr=False)  # may hold a password
 
     @property
     def own_path(self) -> str:
@@ -209,8 +210,9 @@ OPTIONS = (
     Option(
         "discord_global_rate",
         _positive_int,
-        "requests per second this process may make with one bot token (Discord allows 50 per "
-        "token across every process using it: divide 50 among them)",
+        "requests per second one bot token may make (Discord allows 50 per token across every "
+        "process using it): with REDIS_URL, the one budget every process using that Redis "
+        "shares; without, this process's own (then divide 50 among the processes)",
     ),
     Option(
         "client_read_timeout",
@@ -252,6 +254,14 @@ OPTIONS = (
     ),
     Option("log_level", _log_level, "DEBUG, INFO, WARNING or ERROR"),
     Option("log_format", _log_format, "text, or json for one JSON object a line"),
+    Option(
+        "redis_url",
+        _url("redis", "rediss"),
+        "a redis:// or rediss:// (TLS) URL, with user and password if needed, of the Redis or "
+        "Valkey through which every process shares each bot token's DISCORD_GLOBAL_RATE; unset: "
+        "each process keeps to DISCORD_GLOBAL_RATE alone",
+        default_text="unset",
+    ),
 )
 
 

@@ -2,7 +2,9 @@
 
 The requests of one bot token wait in one queue, first come first served. Whenever an
 answer or the clock may have made room, the queue is walked in order and every request that
-fits now goes; a request for a full channel does not hold up one for another channel.
+fits now goes; a request for a full channel does not hold up one for another channel. The
+requests that only the global limit holds back are what it is asked for (`want`): a limit
+shared through Redis asks Redis for that many places, and calls back when it has news.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class PaceGate:
         self._loop = asyncio.get_running_loop()
         self._queue: list[_Waiter] = []
         self._timer: asyncio.TimerHandle | None = None
+        pacer.global_limit.watch(self._pump)
 
     async def enter(self, channel: str | None, max_wait: float) -> None:
         """Return once a request to `channel` may go out, its place taken; raise `DiscordBusy`
@@ -52,17 +55,33 @@ class PaceGate:
         self.pacer.untake(channel)
         self._pump()
 
+    def written(self) -> bool:
+        """A request that went out has written its last byte; whether its global place is
+        released from waiting for the answer (say so to `answered`)."""
+        released = self.pacer.written(self._loop.time())
+        self._pump()
+        return released
+
     def answered(
-        self, channel: str | None, headers: RateHeaders | None, *, counted: bool = True
+        self,
+        channel: str | None,
+        headers: RateHeaders | None,
+        *,
+        counted: bool = True,
+        released: bool = False,
     ) -> None:
         """A request that went out has its answer (or none will come)."""
-        self.pacer.answered(channel, self._loop.time(), headers, counted=counted)
+        self.pacer.answered(channel, self._loop.time(), headers, counted=counted, released=released)
         self._pump()
 
     def hold(self, channel: str | None, seconds: float) -> None:
         """Let nothing go to `channel` (None: nothing at all) for `seconds`."""
         self.pacer.hold(channel, self._loop.time() + seconds)
         self._pump()
+
+    def be_careful(self, seconds: float) -> None:
+        """Hold every request's global place until its answer for `seconds`."""
+        self.pacer.global_limit.be_careful(self._loop.time() + seconds)
 
     def close(self) -> None:
         if self._timer is not None:
@@ -79,6 +98,7 @@ class PaceGate:
     def _pump(self) -> None:
         now = self._loop.time()
         waiting: list[_Waiter] = []
+        wanted = 0  # requests only the global limit holds back
         for waiter in self._queue:
             if waiter.future.done():
                 continue
@@ -86,7 +106,9 @@ class PaceGate:
                 waiter.future.set_result(None)
             else:
                 waiting.append(waiter)
+                wanted += self.pacer.waits_for_global(waiter.channel, now)
         self._queue = waiting
+        self.pacer.global_limit.want(wanted, now)
         self.close()
         wakes = [self.pacer.wake_at(waiter.channel, now) for waiter in waiting]
         wake = min((t for t in wakes if t is not None), default=None)
