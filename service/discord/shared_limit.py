@@ -25,8 +25,9 @@ Redis away does not stop the service: a call gets `CALL_TIMEOUT`, and once Redis
 answered for `FALLBACK_AFTER` seconds the process keeps to its own share of the rate (the rate
 divided by the processes it last saw alive), until Redis answers again. For `STALE` seconds
 after Redis came back empty (every process has called again by then) a process also keeps to
-that share, so the first second after an outage cannot be over-granted. The per-channel
-buckets stay in each process: a channel belongs to one slot.
+that share, and one that never saw the fleet before waits, so the first second after an
+outage cannot be over-granted (a new fleet's first requests wait those seconds too). The
+per-channel buckets stay in each process: a channel belongs to one slot.
 """
 
 from __future__ import annotations
@@ -168,7 +169,8 @@ class SharedGlobalLimit:
         self._pool = 0  # places Redis granted that no request has taken yet
         self._wanted = 0
         self._careful_until = -math.inf
-        self._warm_until = -math.inf  # Redis came back empty: keep to the share till then
+        self._warm_until = -math.inf  # the state in Redis is young until then
+        self._known = False  # this process has seen the fleet in a state that was not young
         self._changed: Callable[[], None] = lambda: None
         self._loop = asyncio.get_running_loop()
         self._last_answer = self._loop.time()
@@ -238,11 +240,19 @@ class SharedGlobalLimit:
         with contextlib.suppress(Exception):
             await self._call(leaving=True)
 
+    def warming(self, now: float) -> bool:
+        """Whether the state in Redis is younger than `STALE`: Redis came back empty (or the
+        fleet just began), and not every process has put its requests back yet."""
+        return now < self._warm_until
+
     def _own_room(self, now: float) -> int:
         """The places this process may take by its own count: all but those it holds, or
-        its share of them while Redis is away or came back empty."""
+        its share of them while Redis is away or young; none while Redis is young and this
+        process does not know how many others there were."""
         room = self.local.room(now)
-        if self.shared is not True or now < self._warm_until:
+        if self.shared is None or (self.warming(now) and not self._known):
+            return 0  # Redis has not answered yet, or Redis is young and the fleet unknown
+        if self.shared is not True or self.warming(now):
             room -= self.rate - self.share
         return room
 
@@ -279,7 +289,7 @@ class SharedGlobalLimit:
             wanted,
             self.rate,
             _ms(STALE),
-            max(0, _ms(self._careful_until - now)),
+            _ms(max(0.0, self._careful_until - now)),
             int(leaving),
             _ms(KEEP),
         ]
@@ -321,17 +331,21 @@ class SharedGlobalLimit:
         self._last_answer = now
         if granted < 0:  # a late call: Redis ignored it
             return
-        self.alive = max(1, alive)
         self.local.be_careful(now + careful / 1000)
-        if age < _ms(STALE):
+        if age < _ms(STALE):  # processes may be missing yet: never count fewer than before
             self._warm_until = now + (_ms(STALE) - age) / 1000
+            self.alive = max(self.alive, alive)
+        else:
+            self._known = True
+            self.alive = max(1, alive)
         self._pool += granted
         later = TICK if wait < 0 else min(TICK, wait / 1000)
         self._grant_at = now if granted >= wanted else now + later
         if self.shared is not True:
             log.info(
-                "the global limit of bot token %s is shared through Redis at %s: %d requests/s "
-                "for every process using it (%d alive)",
+                "%s: the global limit of bot token %s is shared through Redis at %s, %d "
+                "requests/s for every process using it (%d alive)",
+                "Redis answers again" if self.shared is False else "joined",
                 self._name,
                 self._where,
                 self.rate,

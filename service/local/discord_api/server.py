@@ -6,6 +6,7 @@ fault, then the route's own rules.
 """
 
 import asyncio
+import bisect
 from datetime import UTC, datetime
 from typing import Self
 
@@ -34,6 +35,8 @@ class DiscordStandIn:
     Discord; 0: at once).
 
     Counters: `posts` (every POST reaching the messages route, counted on arrival),
+    `busiest_second()` (the most requests the token's global limit counted within any one
+    second: a sliding window, stricter than Discord's own; counted with or without a limit),
     `posts_stored` (messages those posts created), `faults_served` (injected faults consumed),
     `rate_limited_by_scope` ({"user": n, "global": n}, 429s from the real limits, not injected
     ones) and their sum `rate_limited`, `wasted_bytes` (body bytes of requests answered with
@@ -136,6 +139,13 @@ class DiscordStandIn:
     def rate_limited(self) -> int:
         """429s from the real limits, both scopes."""
         return sum(self._gate.rate_limited_by_scope.values())
+
+    def busiest_second(self) -> int:
+        """The most requests counted against the token's global limit within one second."""
+        counted = self._gate.counted
+        return max(
+            (bisect.bisect_left(counted, t + 1.0) - i for i, t in enumerate(counted)), default=0
+        )
 
     @property
     def wasted_bytes(self) -> int:
