@@ -31,8 +31,8 @@ class DiscordStandIn:
     Limits: `messages_per_window` posts per `window` seconds per channel (None: unlimited),
     `delete_limit` and `bulk_delete_limit` per channel, `global_limit` per token across all
     routes (Discord's is Limit(50, 1.0)); None means unlimited. `answer_delay`: seconds every
-    admitted message post takes to be stored and answered once its body has arrived (a slow
-    Discord; 0: at once).
+    admitted message post takes to be stored and answered once its body has arrived and was
+    counted (Discord storing the attachment; 0: at once; cut short, unanswered, by `close`).
 
     Counters: `posts` (every POST reaching the messages route, counted on arrival),
     `busiest_second()` (the most requests the token's global limit counted within any one
@@ -254,7 +254,8 @@ class DiscordStandIn:
         if isinstance(entered, web.Response):
             return entered
         fault, headers = entered
-        await asyncio.sleep(self._answer_delay)
+        if await self._closing_within(self._answer_delay):
+            return drop(request)
         if post.too_large:
             return error(413, headers=headers)
         if post.invalid_json:
@@ -270,6 +271,15 @@ class DiscordStandIn:
         if answer is None:
             return json_answer(body, headers=headers)
         return odd_answer(answer, body, headers)
+
+    async def _closing_within(self, seconds: float) -> bool:
+        """Wait `seconds` (storing an attachment); True if the stand-in closes meanwhile."""
+        try:
+            async with asyncio.timeout(seconds):
+                await self._gate.closing.wait()
+        except TimeoutError:
+            return False
+        return True
 
     async def _delete_message(self, request: web.Request) -> web.Response:
         """204, or 404 Unknown Message."""
