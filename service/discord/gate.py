@@ -1,8 +1,9 @@
 """Holding requests until the pacer has room: the `Pacer`'s decisions, on the event loop.
 
-The requests of one bot token wait in one queue, first come first served. Whenever an
-answer or the clock may have made room, the queue is walked in order and every request that
-fits now goes; a request for a full channel does not hold up one for another channel. The
+The requests of one bot token wait in one queue. Whenever an answer or the clock may have
+made room, every request that fits now goes, earliest deadline first (`Pacer.deadline`: one
+that opens a channel's window before one that fills a window already open), in order of
+arrival among equals; a request for a full channel does not hold up one for another. The
 requests that only the global limit holds back are what it is asked for (`want`): a limit
 shared through Redis asks Redis for that many places, and calls back when it has news.
 """
@@ -10,6 +11,7 @@ shared through Redis asks Redis for that many places, and calls back when it has
 from __future__ import annotations
 
 import asyncio
+import heapq
 from dataclasses import dataclass
 
 from ..refusals import DiscordBusy
@@ -97,20 +99,28 @@ class PaceGate:
 
     def _pump(self) -> None:
         now = self._loop.time()
-        waiting: list[_Waiter] = []
+        turns = [
+            (self.pacer.deadline(waiter.channel, now), arrival, waiter)
+            for arrival, waiter in enumerate(self._queue)
+            if not waiter.future.done()
+        ]
+        heapq.heapify(turns)
+        waiting: list[tuple[int, _Waiter]] = []
         wanted = 0  # requests only the global limit holds back
-        for waiter in self._queue:
-            if waiter.future.done():
-                continue
-            if self.pacer.try_take(waiter.channel, now):
+        while turns:
+            deadline, arrival, waiter = heapq.heappop(turns)
+            if (now_due := self.pacer.deadline(waiter.channel, now)) != deadline:
+                # One of its channel went first: it no longer opens the window.
+                heapq.heappush(turns, (now_due, arrival, waiter))
+            elif self.pacer.try_take(waiter.channel, now):
                 waiter.future.set_result(None)
             else:
-                waiting.append(waiter)
+                waiting.append((arrival, waiter))
                 wanted += self.pacer.waits_for_global(waiter.channel, now)
-        self._queue = waiting
+        self._queue = [waiter for _, waiter in sorted(waiting, key=lambda turn: turn[0])]
         self.pacer.global_limit.want(wanted, now)
         self.close()
-        wakes = [self.pacer.wake_at(waiter.channel, now) for waiter in waiting]
+        wakes = [self.pacer.wake_at(waiter.channel, now) for waiter in self._queue]
         wake = min((t for t in wakes if t is not None), default=None)
         if wake is not None:
             self._timer = self._loop.call_at(wake, self._pump)

@@ -382,3 +382,13 @@ def test_rate_headers_are_parsed_or_refused() -> None:
     assert RateHeaders.parse({}) is None
     assert RateHeaders.parse({**headers, "X-RateLimit-Remaining": "-1"}) is None
     assert RateHeaders.parse({**headers, "X-RateLimit-Reset-After": "nan"}) is None
+
+
+def test_a_request_that_opens_a_window_comes_before_one_that_fills_an_open_window() -> None:
+    pacer = Pacer(GlobalLimit(50))
+    assert pacer.deadline(CHANNEL, 0.0) == -math.inf  # nothing known: it would open one
+    assert pacer.try_take(CHANNEL, 0.0)
+    assert pacer.deadline(CHANNEL, 0.0) == math.inf  # in the window it opened, end unknown
+    pacer.answered(CHANNEL, 0.1, RateHeaders(5, 4, 5.0, 100.0))
+    assert pacer.deadline(CHANNEL, 0.2) == pytest.approx(5.1)  # by the window's end
+    assert pacer.deadline(CHANNEL, 5.1) == -math.inf  # the window ended: the next opens one
