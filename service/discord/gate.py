@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+from collections import deque
 from dataclasses import dataclass
 
 from ..refusals import DiscordBusy
@@ -99,28 +100,33 @@ class PaceGate:
 
     def _pump(self) -> None:
         now = self._loop.time()
+        channels: dict[str | None, deque[_Waiter]] = {}  # each channel's waiters, in order
+        for waiter in self._queue:
+            if not waiter.future.done():
+                channels.setdefault(waiter.channel, deque()).append(waiter)
         turns = [
-            (self.pacer.deadline(waiter.channel, now), arrival, waiter)
-            for arrival, waiter in enumerate(self._queue)
-            if not waiter.future.done()
+            (self.pacer.deadline(channel, now), n, channel) for n, channel in enumerate(channels)
         ]
         heapq.heapify(turns)
-        waiting: list[tuple[int, _Waiter]] = []
-        wanted = 0  # requests only the global limit holds back
-        while turns:
-            deadline, arrival, waiter = heapq.heappop(turns)
-            if (now_due := self.pacer.deadline(waiter.channel, now)) != deadline:
+        while turns and self.pacer.global_limit.room(now) > 0:
+            deadline, order, channel = heapq.heappop(turns)
+            if (due := self.pacer.deadline(channel, now)) != deadline:
                 # One of its channel went first: it no longer opens the window.
-                heapq.heappush(turns, (now_due, arrival, waiter))
-            elif self.pacer.try_take(waiter.channel, now):
-                waiter.future.set_result(None)
-            else:
-                waiting.append((arrival, waiter))
-                wanted += self.pacer.waits_for_global(waiter.channel, now)
-        self._queue = [waiter for _, waiter in sorted(waiting, key=lambda turn: turn[0])]
+                heapq.heappush(turns, (due, order, channel))
+            elif self.pacer.try_take(channel, now):
+                channels[channel].popleft().future.set_result(None)
+                if channels[channel]:
+                    heapq.heappush(turns, (self.pacer.deadline(channel, now), order, channel))
+        self._queue = [waiter for waiter in self._queue if not waiter.future.done()]
+        wanted = sum(  # requests only the global limit holds back
+            len(waiting) for channel, waiting in channels.items()
+            if waiting and self.pacer.waits_for_global(channel, now)
+        )  # fmt: skip
         self.pacer.global_limit.want(wanted, now)
         self.close()
-        wakes = [self.pacer.wake_at(waiter.channel, now) for waiter in self._queue]
+        wakes = [
+            self.pacer.wake_at(channel, now) for channel, waiting in channels.items() if waiting
+        ]
         wake = min((t for t in wakes if t is not None), default=None)
         if wake is not None:
             self._timer = self._loop.call_at(wake, self._pump)

@@ -11,6 +11,7 @@ from conftest import CHANNEL, KEY, PASSWORD, SMALL_CHUNK, TOKEN, HarnessFactory
 
 from service.local.browser import upload
 from service.local.discord_api import Fault
+from service.local.loopback import free_port
 
 
 async def test_a_full_run_with_failures_shows_no_secret(
@@ -41,3 +42,23 @@ async def test_a_full_run_with_failures_shows_no_secret(
     text += "\n".join(map(str, answers))
     for secret in (TOKEN, PASSWORD, base64.b64encode(KEY).decode(), KEY.hex()):
         assert secret not in text
+
+
+async def test_the_redis_password_never_reaches_a_log(
+    start_service: HarnessFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """REDIS_URL may hold a user and password: the logs name its host only, also when Redis
+    refuses or does not answer (here nothing listens there: the service does without)."""
+    caplog.set_level(logging.DEBUG)
+    secret = "redis-pass-" + os.urandom(6).hex()
+    port = free_port()
+    harness = await start_service(redis_url=f"rediss://uploader:{secret}@127.0.0.1:{port}/0")
+    await harness.configure()
+    data = os.urandom(SMALL_CHUNK)
+    upload_id = await harness.start(len(data))
+    assert (await harness.post(upload_id, 0, data))[0] == 200
+    await harness.service.shutdown()
+
+    text = "\n".join(f"{r.getMessage()} {r.exc_text or ''}" for r in caplog.records)
+    assert f"127.0.0.1:{port}" in text
+    assert secret not in text and "uploader" not in text

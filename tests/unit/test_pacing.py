@@ -259,7 +259,8 @@ WRITTEN, ANSWERED = 0, 1  # a last byte written comes before an answer at the sa
 def play(limit: GlobalLimit, calls: list[Call]) -> list[float]:
     """Send `calls` in order of their starts as `limit` allows; when Discord counted each:
     at the latest when its last byte has arrived (COUNT_MARGIN after it was written), or
-    when it was answered, or, while the limit is careful, at any moment before its answer."""
+    when it was answered, or, if the limit was careful when it was written, at any moment
+    before its answer."""
     calls = sorted(calls, key=lambda call: call.start)
     events: list[tuple[float, int, int]] = []  # (time, WRITTEN or ANSWERED, order)
     released: dict[int, bool] = {}
@@ -285,9 +286,9 @@ def play(limit: GlobalLimit, calls: list[Call]) -> list[float]:
             else:
                 assert wake is not None
                 now = wake
-        careful = now < limit.careful_until
         limit.take(now)
         written, answered = now + call.written * call.duration, now + call.duration
+        careful = written < limit.careful_until  # when its last byte goes, the rule it gets
         latest = answered if careful else min(answered, written + COUNT_MARGIN)
         counted.append(now + call.judged * (latest - now))
         heapq.heappush(events, (written, WRITTEN, order))
