@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
+from collections.abc import Sequence
 from typing import Self
 
 from .loopback import free_port
@@ -20,15 +21,17 @@ def redis_server_path() -> str | None:
 
 
 class RedisServer:
-    """`redis-server` in a directory of its own; `stop` and `start` again keep the port."""
+    """`redis-server` in a directory of its own; `stop` and `start` again keep the port.
+    `options` are more of its command-line options (TLS, users)."""
 
-    def __init__(self, executable: str | None = None) -> None:
+    def __init__(self, executable: str | None = None, options: Sequence[str] = ()) -> None:
         found = executable or redis_server_path()
         if found is None:
             raise FileNotFoundError("redis-server is not installed (apt install redis-server)")
         self._executable = found
         self.port = free_port()
         self._directory = tempfile.TemporaryDirectory(prefix="redis-")
+        self._options = list(options)
         self._process: asyncio.subprocess.Process | None = None
         self._drainer: asyncio.Task[None] | None = None
 
@@ -42,6 +45,7 @@ class RedisServer:
             self._executable,
             *("--port", str(self.port), "--bind", "127.0.0.1", "--dir", self._directory.name),
             *("--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", ""),
+            *self._options,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )

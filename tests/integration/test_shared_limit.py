@@ -11,15 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import os
 import secrets
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import redis.asyncio
 from conftest import CHANNEL, SMALL_CHUNK, TOKEN, HarnessFactory
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from discord import File
 from discord.http import Route, handle_message_parameters
 
@@ -27,7 +34,8 @@ from service.chunks.memory_file import MemoryReader
 from service.discord.client import DiscordClient, DiscordClients
 from service.discord.shared_limit import SCRIPT, SharedGlobalLimit, SharedLimits, token_keys
 from service.local.discord_api import DiscordStandIn, Limit
-from service.local.redis_server import RedisServer
+from service.local.loopback import free_port
+from service.local.redis_server import RedisServer, redis_server_path
 from service.metrics import Metrics
 
 RATE = 20  # the token's global limit, in the stand-in and the service alike
@@ -319,3 +327,66 @@ async def test_the_service_shares_through_redis_and_does_without_it(
     finish = await harness.link.next_finish()
     assert finish["success"] is True
     assert len(harness.discord.messages(CHANNEL)) == 2
+
+
+def tls_files(directory: Path) -> tuple[Path, Path, Path]:
+    """A certificate authority and a certificate it signed for 127.0.0.1: (ca, cert, key)."""
+    now = datetime.now(UTC)
+    authority_key, key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(2))
+    authority_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test authority")])
+
+    def signed(
+        subject: x509.Name, public_key: ec.EllipticCurvePublicKey
+    ) -> x509.CertificateBuilder:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(authority_name)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(hours=1))
+        )
+
+    authority = (
+        signed(authority_name, authority_key.public_key())
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(authority_key, hashes.SHA256())
+    )
+    address = x509.IPAddress(ipaddress.ip_address("127.0.0.1"))
+    server = (
+        signed(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "redis")]), key.public_key())
+        .add_extension(x509.SubjectAlternativeName([address]), critical=False)
+        .sign(authority_key, hashes.SHA256())
+    )
+    paths = directory / "ca.pem", directory / "server.pem", directory / "server.key"
+    paths[0].write_bytes(authority.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    pem = serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8
+    paths[2].write_bytes(key.private_bytes(*pem, serialization.NoEncryption()))
+    return paths
+
+
+async def test_a_redis_behind_tls_with_a_user_and_password_shares_the_limit(
+    tmp_path: Path,
+) -> None:
+    """rediss:// with an ACL user and its password in REDIS_URL, as a managed Redis asks;
+    a wrong password is Redis not answering (each process keeps to its share)."""
+    if redis_server_path() is None:
+        pytest.skip("redis-server is not installed (apt install redis-server; .ci/run does)")
+    ca, cert, key = tls_files(tmp_path)
+    secret, port = secrets.token_hex(12), free_port()
+    options = [
+        *("--port", "0", "--tls-port", str(port), "--tls-auth-clients", "no"),
+        *("--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file", str(ca)),
+        *("--user", "default", "off", "--user", "uploader", "on", f">{secret}", "~*", "+@all"),
+    ]
+    async with RedisServer(options=options):
+        url = f"rediss://uploader:{secret}@127.0.0.1:{port}/0?ssl_ca_certs={ca}"
+        for password, shared in ((secret, True), ("wrong", False)):
+            limits = SharedLimits(url.replace(secret, password), rate=RATE, metrics=Metrics([], []))
+            try:
+                limit = limits.limit(TOKEN)
+                await until(lambda: limit.shared is shared)  # noqa: B023 - awaited here
+            finally:
+                await limits.close()
