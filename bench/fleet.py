@@ -60,6 +60,7 @@ class Scenario:
 
 SCENARIOS = [
     Scenario("one process, 12 slots, 3 x the limit", (12,), 20, 5, 1.0, 0.5, 30, 0.9),
+    Scenario("one process, 12 slots, answers 1 s late", (12,), 20, 5, 1.0, 1.0, 30, 0.9),
     Scenario("3 processes, jobs on one", (8, 0, 0), 20, 5, 1.0, 0.5, 30, 0.9, slots=8),
     Scenario("3 processes, 6 x the limit", (8, 8, 8), 20, 5, 1.0, 0.5, 15, 0.9),
     Scenario("3 processes, Redis away 3 s", (8, 8, 8), 20, 5, 1.0, 0.5, 20, 0.9, redis_outage=3),
@@ -153,9 +154,8 @@ class Child:
             sys.executable, *args, env=environ, stdin=pipe, stdout=pipe, stderr=pipe
         )
         child = cls(process)
-        logged = env is not None
         async with asyncio.timeout(60):
-            while ready not in (line := await child.line(logged)):
+            while ready not in (line := await child.line(from_stderr=env is not None)):
                 if not line:
                     raise RuntimeError(f"{args[:2]} did not start:\n" + "\n".join(child.tail))
         child.ready = line

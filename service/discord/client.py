@@ -371,7 +371,9 @@ class DiscordClients:
     def client(self, token: str) -> DiscordClient:
         if (client := self._clients.get(token)) is None:
             global_limit: GlobalBudget = (
-                self._shared.limit(token) if self._shared else GlobalLimit(self._global_rate)
+                GlobalLimit(self._global_rate)
+                if self._shared is None
+                else self._shared.limit(token)
             )
             client = self._clients[token] = DiscordClient(
                 token,
