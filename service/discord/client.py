@@ -92,7 +92,7 @@ class _Exchange:
     channel: str | None
     sent: bool = False
     unwritten: int | None = None  # body bytes still to write; None: not known
-    released: bool = False  # its last byte was written and the pacer let its place go
+    released: float | None = None  # its last byte was written: when its global place frees
     answered: bool = False
 
 

@@ -58,9 +58,9 @@ class PaceGate:
         self.pacer.untake(channel)
         self._pump()
 
-    def written(self) -> bool:
-        """A request that went out has written its last byte; whether its global place is
-        released from waiting for the answer (say so to `answered`)."""
+    def written(self) -> float | None:
+        """A request that went out has written its last byte: when its global place frees
+        (None: only after its answer); give it to `answered`."""
         released = self.pacer.written(self._loop.time())
         self._pump()
         return released
@@ -71,7 +71,7 @@ class PaceGate:
         headers: RateHeaders | None,
         *,
         counted: bool = True,
-        released: bool = False,
+        released: float | None = None,
     ) -> None:
         """A request that went out has its answer (or none will come)."""
         self.pacer.answered(channel, self._loop.time(), headers, counted=counted, released=released)

@@ -183,15 +183,14 @@ class Bucket:
 
 class GlobalBudget(Protocol):
     """The bot token's global limit as the `Pacer` sees it. Every `take` is followed by one
-    `untake` (never sent), or by `written` (its last byte went out; None when that does not
-    free its place yet) and then `answered` (`released`: what `written` returned was not
-    None)."""
+    `untake` (never sent), or by `written` (its last byte went out: when that frees its place,
+    None while it does not) and then `answered`, given what `written` returned."""
 
     def room(self, now: float) -> int: ...
     def take(self, now: float) -> None: ...
     def untake(self) -> None: ...
     def written(self, now: float) -> float | None: ...
-    def answered(self, now: float, *, released: bool) -> float | None: ...
+    def answered(self, now: float, *, released: float | None) -> float | None: ...
     def hold(self, until: float) -> None: ...
     def be_careful(self, until: float) -> None: ...
     def want(self, places: int, now: float) -> None: ...
@@ -230,9 +229,18 @@ class GlobalLimit:
             return None
         return self._release(now + COUNT_MARGIN + GLOBAL_PERIOD)
 
-    def answered(self, now: float, *, released: bool) -> float | None:
-        """The request has its answer (or none will come); when its place frees."""
-        return None if released else self._release(now + GLOBAL_PERIOD)
+    def answered(self, now: float, *, released: float | None) -> float | None:
+        """The request has its answer (or none will come), its place freeing at `released`
+        since its last byte (None: not yet); when its place frees now, if that changed.
+        Discord counted it by its answer: an answer sooner than the margin frees it sooner."""
+        if released is None:
+            return self._release(now + GLOBAL_PERIOD)
+        if now + GLOBAL_PERIOD >= released:
+            return None
+        self.releases.remove(released)
+        self.releases.append(now + GLOBAL_PERIOD)
+        heapq.heapify(self.releases)
+        return now + GLOBAL_PERIOD
 
     def hold(self, until: float) -> None:
         self.held_until = max(self.held_until, until)
@@ -299,10 +307,10 @@ class Pacer:
         if (bucket := self._bucket(channel)) is not None:
             bucket.untake()
 
-    def written(self, now: float) -> bool:
-        """A request's last byte was written; whether that freed its global place's hold
-        (then `answered` must say `released`)."""
-        return self.global_limit.written(now) is not None
+    def written(self, now: float) -> float | None:
+        """A request's last byte was written: when its global place frees (None: only after
+        its answer); give it to `answered`."""
+        return self.global_limit.written(now)
 
     def answered(
         self,
@@ -311,7 +319,7 @@ class Pacer:
         headers: RateHeaders | None,
         *,
         counted: bool = True,
-        released: bool = False,
+        released: float | None = None,
     ) -> None:
         self.global_limit.answered(now, released=released)
         if (bucket := self._bucket(channel)) is not None:

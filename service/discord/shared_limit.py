@@ -199,8 +199,13 @@ class SharedGlobalLimit:
     def written(self, now: float) -> float | None:
         return self._holds(self.local.written(now))
 
-    def answered(self, now: float, *, released: bool) -> float | None:
-        return self._holds(self.local.answered(now, released=released))
+    def answered(self, now: float, *, released: float | None) -> float | None:
+        frees = self.local.answered(now, released=released)
+        if released is None:
+            return self._holds(frees)
+        if frees is not None:  # sooner: Redis keeps the later time if it has it already
+            self._holding = [(frees if at == released else at, m) for at, m in self._holding]
+        return frees
 
     def hold(self, until: float) -> None:
         self.local.hold(until)

@@ -263,14 +263,14 @@ def play(limit: GlobalLimit, calls: list[Call]) -> list[float]:
     before its answer."""
     calls = sorted(calls, key=lambda call: call.start)
     events: list[tuple[float, int, int]] = []  # (time, WRITTEN or ANSWERED, order)
-    released: dict[int, bool] = {}
+    released: dict[int, float | None] = {}
     counted: list[float] = []
     now = 0.0
 
     def handle(event: tuple[float, int, int]) -> None:
         at, what, order = event
         if what == WRITTEN:
-            released[order] = limit.written(at) is not None
+            released[order] = limit.written(at)
         else:
             limit.answered(at, released=released.pop(order))
 
@@ -341,8 +341,9 @@ def test_a_place_frees_a_second_after_the_last_byte_not_after_the_answer() -> No
     limit = GlobalLimit(1)
     limit.take(0.0)
     assert limit.room(0.0) == 0
-    assert limit.written(0.2) == pytest.approx(0.2 + COUNT_MARGIN + 1.0)
-    limit.answered(2.0, released=True)  # answered 1.8 s after its last byte
+    frees = limit.written(0.2)
+    assert frees == pytest.approx(0.2 + COUNT_MARGIN + 1.0)
+    assert limit.answered(2.0, released=frees) is None  # answered 1.8 s after its last byte
     assert limit.wake_at(0.5) == pytest.approx(1.2 + COUNT_MARGIN)
     assert limit.room(1.2 + COUNT_MARGIN) == 1
 
@@ -352,7 +353,7 @@ def test_while_careful_a_place_frees_only_a_second_after_the_answer() -> None:
     limit.be_careful(60.0)
     limit.take(0.0)
     assert limit.written(0.2) is None
-    limit.answered(2.0, released=False)
+    limit.answered(2.0, released=None)
     assert limit.room(2.9) == 0
     assert limit.room(3.0) == 1
     # Once careful counting is over, the last byte frees the place again.
@@ -360,11 +361,22 @@ def test_while_careful_a_place_frees_only_a_second_after_the_answer() -> None:
     assert limit.written(61.1) is not None
 
 
-def test_a_pacer_tells_whether_the_last_byte_released_the_place() -> None:
+def test_an_answer_sooner_than_the_margin_frees_the_place_a_second_after_the_answer() -> None:
+    """Discord counted the request by its answer at the latest."""
+    limit = GlobalLimit(1)
+    limit.take(0.0)
+    frees = limit.written(0.2)
+    assert limit.answered(0.21, released=frees) == pytest.approx(1.21)
+    assert limit.room(1.2) == 0
+    assert limit.room(1.21) == 1
+
+
+def test_a_pacer_tells_when_the_last_byte_frees_the_place() -> None:
     pacer = Pacer(GlobalLimit(2))
     assert pacer.try_take(CHANNEL, 0.0)
-    assert pacer.written(0.1) is True
-    pacer.answered(CHANNEL, 0.5, RateHeaders(5, 4, 5.0, 100.0), released=True)
+    frees = pacer.written(0.1)
+    assert frees == pytest.approx(0.1 + COUNT_MARGIN + 1.0)
+    pacer.answered(CHANNEL, 0.5, RateHeaders(5, 4, 5.0, 100.0), released=frees)
     assert pacer.global_limit.room(0.5) == 1  # type: ignore[attr-defined]
     assert pacer.global_limit.room(1.15) == 2  # type: ignore[attr-defined]
 
