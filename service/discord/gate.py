@@ -1,9 +1,9 @@
 """Holding requests until the pacer has room: the `Pacer`'s decisions, on the event loop.
 
 The requests of one bot token wait in one queue. Whenever an answer or the clock may have
-made room, every request that fits now goes, earliest deadline first (`Pacer.deadline`: one
-that opens a channel's window before one that fills a window already open), in order of
-arrival among equals; a request for a full channel does not hold up one for another. The
+made room, every request that fits now goes: those that open a channel's window first
+(`Pacer.opens_window`), then the others, each in order of arrival; a request for a full
+channel does not hold up one for another. The
 requests that only the global limit holds back are what it is asked for (`want`): a limit
 shared through Redis asks Redis for that many places, and calls back when it has news.
 """
@@ -14,6 +14,7 @@ import asyncio
 import heapq
 from collections import deque
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..refusals import DiscordBusy
 from .pacing import Pacer, RateHeaders
@@ -23,6 +24,15 @@ from .pacing import Pacer, RateHeaders
 class _Waiter:
     channel: str | None
     future: asyncio.Future[None]
+    arrival: int
+
+
+class _Turn(NamedTuple):
+    """A channel's place in a pump: first those whose next request opens a window."""
+
+    fills: bool
+    arrival: int  # of the channel's first waiting request
+    channel: str | None
 
 
 class PaceGate:
@@ -31,6 +41,7 @@ class PaceGate:
         self._loop = asyncio.get_running_loop()
         self._queue: list[_Waiter] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._arrivals = 0
         pacer.global_limit.watch(self._pump)
 
     async def enter(self, channel: str | None, max_wait: float) -> None:
@@ -40,7 +51,8 @@ class PaceGate:
         delay = self.pacer.delay(channel, self._loop.time())
         if delay > max_wait:
             raise DiscordBusy(delay)
-        waiter = _Waiter(channel, self._loop.create_future())
+        self._arrivals += 1
+        waiter = _Waiter(channel, self._loop.create_future(), self._arrivals)
         self._queue.append(waiter)
         self._pump()
         try:
@@ -91,6 +103,10 @@ class PaceGate:
             self._timer.cancel()
             self._timer = None
 
+    def _turn(self, waiter: _Waiter, now: float) -> _Turn:
+        opens = self.pacer.opens_window(waiter.channel, now)
+        return _Turn(not opens, waiter.arrival, waiter.channel)
+
     def _abandon(self, waiter: _Waiter) -> None:
         if waiter.future.done() and not waiter.future.cancelled():
             self.untake(waiter.channel)  # let through just as its caller gave up
@@ -104,19 +120,17 @@ class PaceGate:
         for waiter in self._queue:
             if not waiter.future.done():
                 channels.setdefault(waiter.channel, deque()).append(waiter)
-        turns = [
-            (self.pacer.deadline(channel, now), n, channel) for n, channel in enumerate(channels)
-        ]
+        turns = [self._turn(waiting[0], now) for waiting in channels.values()]
         heapq.heapify(turns)
         while turns and self.pacer.global_limit.room(now) > 0:
-            deadline, order, channel = heapq.heappop(turns)
-            if (due := self.pacer.deadline(channel, now)) != deadline:
-                # One of its channel went first: it no longer opens the window.
-                heapq.heappush(turns, (due, order, channel))
-            elif self.pacer.try_take(channel, now):
-                channels[channel].popleft().future.set_result(None)
-                if channels[channel]:
-                    heapq.heappush(turns, (self.pacer.deadline(channel, now), order, channel))
+            turn = heapq.heappop(turns)
+            waiting = channels[turn.channel]
+            if (current := self._turn(waiting[0], now)) != turn:
+                heapq.heappush(turns, current)  # one of its channel went first
+            elif self.pacer.try_take(turn.channel, now):
+                waiting.popleft().future.set_result(None)
+                if waiting:
+                    heapq.heappush(turns, self._turn(waiting[0], now))
         self._queue = [waiter for waiter in self._queue if not waiter.future.done()]
         wanted = sum(  # requests only the global limit holds back
             len(waiting) for channel, waiting in channels.items()

@@ -136,14 +136,10 @@ class Bucket:
     def hold(self, until: float) -> None:
         self.held_until = max(self.held_until, until)
 
-    def deadline(self, now: float) -> float:
-        """By when a request here should go for the channel to lose nothing: at once (-inf)
-        if it opens a window, whose time runs from then; else by the end of the window it
-        fills (inf while that is unknown)."""
+    def opens_window(self, now: float) -> bool:
+        """Whether the next request here opens a window (nothing counts in one yet)."""
         self._roll(now)
-        if self.spent == 0:
-            return -math.inf
-        return math.inf if self.ends is None else self.ends
+        return self.spent == 0
 
     def wake_at(self, now: float) -> float | None:
         """When the clock alone may give this bucket room; None if only an answer can."""
@@ -294,13 +290,13 @@ class Pacer:
         bucket = self._bucket(channel)
         return bucket is None or bucket.room(now) > 0
 
-    def deadline(self, channel: str | None, now: float) -> float:
-        """Requests with earlier deadlines should go first when the global limit is short:
-        those that open a channel's window, then those whose windows end soonest. Sent in
-        their order of arrival instead, each channel's posts would go in a burst at its
-        window's start, and the last channels' windows would open late."""
+    def opens_window(self, channel: str | None, now: float) -> bool:
+        """Whether a request to `channel` would open its window, whose time runs from then:
+        when the global limit is short, such requests should go before those that fill a
+        window already open. In order of arrival alone, each channel's posts go in a burst
+        at its window's start, and the last channels' windows open late."""
         bucket = self._bucket(channel)
-        return -math.inf if bucket is None else bucket.deadline(now)
+        return bucket is None or bucket.opens_window(now)
 
     def untake(self, channel: str | None) -> None:
         self.global_limit.untake()

@@ -397,11 +397,12 @@ def test_rate_headers_are_parsed_or_refused() -> None:
     assert RateHeaders.parse({**headers, "X-RateLimit-Reset-After": "nan"}) is None
 
 
-def test_a_request_that_opens_a_window_comes_before_one_that_fills_an_open_window() -> None:
+def test_a_request_that_opens_a_window_is_told_from_one_that_fills_an_open_window() -> None:
     pacer = Pacer(GlobalLimit(50))
-    assert pacer.deadline(CHANNEL, 0.0) == -math.inf  # nothing known: it would open one
+    assert pacer.opens_window(CHANNEL, 0.0)  # nothing known: it would open one
     assert pacer.try_take(CHANNEL, 0.0)
-    assert pacer.deadline(CHANNEL, 0.0) == math.inf  # in the window it opened, end unknown
+    assert not pacer.opens_window(CHANNEL, 0.0)  # in the window it opened
     pacer.answered(CHANNEL, 0.1, RateHeaders(5, 4, 5.0, 100.0))
-    assert pacer.deadline(CHANNEL, 0.2) == pytest.approx(5.1)  # by the window's end
-    assert pacer.deadline(CHANNEL, 5.1) == -math.inf  # the window ended: the next opens one
+    assert not pacer.opens_window(CHANNEL, 5.0)
+    assert pacer.opens_window(CHANNEL, 5.1)  # the window ended: the next opens one
+    assert pacer.opens_window(None, 0.0)  # the login fills no channel's window
