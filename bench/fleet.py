@@ -174,7 +174,9 @@ class Child:
         """Tell it to finish; the last line it prints before it exits."""
         assert self.process.stdin is not None and self.process.stdout is not None
         self.process.stdin.write(b"\n")
-        return (await self.process.stdout.read()).splitlines()[-1]
+        output = await self.process.stdout.read()
+        await self.process.wait()  # before `stop` could signal it: Popen would reap it first
+        return output.splitlines()[-1]
 
     async def _drain_log(self) -> None:
         while await self.line():
@@ -220,12 +222,9 @@ async def run_scenario(s: Scenario, redis: RedisServer | None) -> Result:
                     discord_global_rate=s.rate, chunk_memory_mib=MEMORY_MIB,
                     redis_url=None if redis is None else redis.url,
                 )  # fmt: skip
-                ready = "accepting chunks on port"
-                children.append(
-                    await Child.start(
-                        "-m", "service", "run", ready=ready, env=environment_of(settings)
-                    )
-                )
+                run = ("-m", "service", "run")
+                ready, env = "accepting chunks on port", environment_of(settings)
+                children.append(await Child.start(*run, ready=ready, env=env))
                 addresses.append(settings.own_address)
             result = await load(s, children[1:], addresses, manager, redis, token, key)
         posts, scopes, busiest = json.loads(await discord.ask())
