@@ -56,6 +56,7 @@ class Settings:
     log_format: str = "text"
     metrics_port: int = 9102
     state_dir: Path | None = None  # None: no journal
+    redis_url: str | None = field(default=None, repr=False)  # may hold a password
 
     @property
     def own_path(self) -> str:
@@ -223,8 +224,9 @@ OPTIONS = (
     Option(
         "discord_global_rate",
         _positive_int,
-        "requests per second this process may make with one bot token (Discord allows 50 per "
-        "token across every process using it: divide 50 among them)",
+        "requests per second one bot token may make (Discord allows 50 per token across every "
+        "process using it): with REDIS_URL, the one budget every process using that Redis "
+        "shares; without, this process's own (then divide 50 among the processes)",
     ),
     Option(
         "client_read_timeout",
@@ -284,6 +286,14 @@ OPTIONS = (
         "deletes what a killed process left on Discord (docs/behaviour.md); it must survive a "
         "restart of the process and be local to its host",
         default_text="unset: no journal",
+    ),
+    Option(
+        "redis_url",
+        _url("redis", "rediss"),
+        "a redis:// or rediss:// (TLS) URL, with user and password if needed, of the Redis or "
+        "Valkey through which every process shares each bot token's DISCORD_GLOBAL_RATE; unset: "
+        "each process keeps to DISCORD_GLOBAL_RATE alone",
+        default_text="unset",
     ),
 )
 

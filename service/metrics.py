@@ -148,6 +148,18 @@ class Metrics:
         self.slots_busy = Gauge("upload_slots_busy", "Slots running a job", registry=r)
         self._reconnects = _Reconnects()
         r.register(self._reconnects)
+        self.discord_global_429s = Counter(
+            "upload_discord_global_rate_limited",
+            "Global 429s from Discord: each holds the token's places until answers for 60 s",
+            registry=r,
+        )
+        self.global_limit_shared = Gauge(
+            "upload_discord_global_limit_shared",
+            "1 while the global limit is shared through Redis (REDIS_URL), 0 while this "
+            "process keeps to its own share because Redis does not answer",
+            ["redis"],
+            registry=r,
+        )
 
         self.chunk_seconds.labels("stored")
         for reason in refusal_reasons:

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from .config import Settings
 from .discord.client import DiscordClients
+from .discord.shared_limit import SharedLimits
 from .intake.answers import REFUSAL_REASONS
 from .intake.endpoint import ChunkEndpoint, cors, preflight, request_ids
 from .manager.link import warn_if_in_clear
@@ -178,6 +179,7 @@ class UploadService:
             global_rate=self.settings.discord_global_rate,
             request_timeout=self.settings.discord_request_timeout,
             metrics=self.metrics,
+            shared=self._shared_limits(),
         )
         self.slots = [
             Slot(
@@ -199,6 +201,16 @@ class UploadService:
         )
         for slot in self.slots:
             self.links.start(slot.name, slot.link.run)
+
+    def _shared_limits(self) -> SharedLimits | None:
+        """The global limits shared through Redis, with REDIS_URL (only its host is logged)."""
+        if self.settings.redis_url is None:
+            return None
+        limits = SharedLimits(
+            self.settings.redis_url, rate=self.settings.discord_global_rate, metrics=self.metrics
+        )
+        log.info("sharing each bot token's global limit through Redis at %s", limits.where)
+        return limits
 
     async def shutdown(self) -> None:
         """Refuse new chunks, let those being stored finish within the grace period, fail

@@ -26,6 +26,7 @@ from service.local.browser import chunk_form
 from service.local.discord_api import DiscordStandIn
 from service.local.loopback import loopback_settings
 from service.local.manager import ManagerStandIn, ServiceConnection
+from service.local.redis_server import RedisServer, redis_server_path
 from service.local.verify import attachments_in, opened
 from service.server import UploadService
 
@@ -205,3 +206,12 @@ async def until(holds: Callable[[], bool]) -> None:
     async with asyncio.timeout(10):
         while not holds():  # noqa: ASYNC110
             await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def redis_server() -> AsyncIterator[RedisServer]:
+    """A real redis-server on a free port (no persistence: a restart comes back empty)."""
+    if redis_server_path() is None:
+        pytest.skip("redis-server is not installed (apt install redis-server; .ci/run does)")
+    async with RedisServer() as server:
+        yield server

@@ -10,13 +10,14 @@ decides when a request goes out or what a 429 means:
   from its own header though other requests went out since (`Ratelimit.update`, lines
   397-404); and the request that empties a bucket sleeps a whole window before `request()`
   returns (`Ratelimit.__aexit__`, lines 490-497, calling `_refresh`, lines 439-447).
-- Every send is paced by the gate before `request()` is called, and its answer is seen in an
-  aiohttp trace (`_on_request_end`) before discord.py sees it. A 429 or a 5xx is taken out of
-  discord.py's hands there: in `request()` it would send again on its own, unpaced, after
-  sleeping (429: lines 711-764; 500, 502, 504, 524: lines 766-768); it keeps a global limit
-  per `HTTPClient` and only reacts to a global 429 (lines 748-761); a 429 without Via is an
-  `HTTPException` (lines 712-714), and so is the fifth 429 in a row (lines 789-793), which
-  the service took for refusals that end the job.
+- Every send is paced by the gate before `request()` is called; the trace sees its last byte
+  written (`_on_request_chunk_sent`, counted against Content-Length), by when Discord can
+  have counted it, and its answer (`_on_request_end`) before discord.py sees it. A 429 or a
+  5xx is taken out of discord.py's hands there: in `request()` it would send again on its
+  own, unpaced, after sleeping (429: lines 711-764; 500, 502, 504, 524: lines 766-768); it
+  keeps a global limit per `HTTPClient` and only reacts to a global 429 (lines 748-761); a
+  429 without Via is an `HTTPException` (lines 712-714), and so is the fifth 429 in a row
+  (lines 789-793), which the service took for refusals that end the job.
 """
 
 from __future__ import annotations
@@ -33,12 +34,14 @@ from typing import Any
 
 import aiohttp
 import discord
+from aiohttp import hdrs
 from discord.http import HTTPClient, MultipartParameters, Ratelimit, Route, json_or_text
 
 from ..metrics import Metrics
 from ..refusals import DiscordBusy, DiscordFailed, DiscordRefused, StoreError
 from .gate import PaceGate
-from .pacing import Pacer, RateHeaders
+from .pacing import GlobalBudget, GlobalLimit, Pacer, RateHeaders
+from .shared_limit import SharedLimits
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,7 @@ TRANSIENT = (OSError, aiohttp.ClientError)
 BAD_TOKEN = "Discord rejected the bot token (401 Unauthorized)"
 RATE_LIMIT_TRIES = 5  # 429s in a row for one request before its client is told to come back
 CLOUDFLARE_HOLD = 60.0  # seconds nothing goes out after a Cloudflare 429 that says no more
+CAREFUL_SECONDS = 60.0  # after a global 429: requests hold their place until their answer
 
 
 class UnpacedResend(aiohttp.ClientError):
@@ -88,6 +92,8 @@ class _Exchange:
 
     channel: str | None
     sent: bool = False
+    unwritten: int | None = None  # body bytes still to write; None: not known
+    released: float | None = None  # its last byte was written: when its global place frees
     answered: bool = False
 
 
@@ -121,7 +127,7 @@ class DiscordClient:
         self,
         token: str,
         *,
-        global_rate: int,
+        global_limit: GlobalBudget,
         request_timeout: float,
         metrics: Metrics,
         forget: Callable[[], None],
@@ -130,9 +136,12 @@ class DiscordClient:
         self.token_sha256 = hashlib.sha256(token.encode()).hexdigest()  # names it in the journal
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._forget = forget
-        self.gate = PaceGate(Pacer(global_rate))
+        self._metrics = metrics
+        self.gate = PaceGate(Pacer(global_limit))
         trace = metrics.discord_trace()
         trace.on_request_start.append(self._on_request_start)
+        trace.on_request_headers_sent.append(self._on_request_headers_sent)
+        trace.on_request_chunk_sent.append(self._on_request_chunk_sent)
         trace.on_request_end.append(self._on_request_end)
         self._http = _UnpacedHTTPClient(asyncio.get_running_loop(), http_trace=trace)
         self._login: asyncio.Task[None] | None = None
@@ -234,7 +243,7 @@ class DiscordClient:
                 if not exchange.sent:
                     self.gate.untake(channel)
                 elif not exchange.answered:  # no answer: it may have counted all the same
-                    self.gate.answered(channel, None)
+                    self.gate.answered(channel, None, released=exchange.released)
         raise DiscordBusy(
             limited.retry_after or 1.0,
             f"Discord rate-limited this chunk {RATE_LIMIT_TRIES} times in a row",
@@ -262,6 +271,15 @@ class DiscordClient:
             self.gate.hold(None, wait)
             raise DiscordBusy(wait, "Discord's network refuses this service for now (Cloudflare)")
         wait = answer.retry_after if answer.retry_after is not None else 1.0
+        if answer.is_global:
+            self._metrics.discord_global_429s.inc()
+            log.warning(
+                "Discord answered a global 429 that the pacing did not expect: every request "
+                "of this bot token now holds its place in the global limit until its answer "
+                "for %.0f s",
+                CAREFUL_SECONDS,
+            )
+            self.gate.be_careful(CAREFUL_SECONDS)
         scope = None if answer.is_global else channel
         log.warning(
             "Discord rate-limited a request %s for %.3f s",
@@ -280,6 +298,40 @@ class DiscordClient:
             raise UnpacedResend("discord.py tried to send a request again on its own")
         exchange.sent = True
 
+    async def _on_request_headers_sent(
+        self,
+        session: aiohttp.ClientSession,
+        context: SimpleNamespace,
+        params: aiohttp.TraceRequestHeadersSentParams,
+    ) -> None:
+        exchange = _EXCHANGE.get()
+        if exchange is None or exchange.answered:
+            return
+        length = params.headers.get(hdrs.CONTENT_LENGTH)
+        if length is not None:
+            exchange.unwritten = int(length)
+        elif hdrs.TRANSFER_ENCODING not in params.headers:  # no body: the head is all of it
+            exchange.unwritten = 0
+        self._check_written(exchange)
+
+    async def _on_request_chunk_sent(
+        self,
+        session: aiohttp.ClientSession,
+        context: SimpleNamespace,
+        params: aiohttp.TraceRequestChunkSentParams,
+    ) -> None:
+        exchange = _EXCHANGE.get()
+        if exchange is None or exchange.answered or not exchange.unwritten:
+            return
+        # aiohttp calls this just before it hands the piece to the transport.
+        exchange.unwritten -= memoryview(params.chunk).nbytes
+        self._check_written(exchange)
+
+    def _check_written(self, exchange: _Exchange) -> None:
+        if exchange.unwritten is not None and exchange.unwritten <= 0:
+            exchange.unwritten = None  # once
+            exchange.released = self.gate.written()
+
     async def _on_request_end(
         self,
         session: aiohttp.ClientSession,
@@ -292,10 +344,11 @@ class DiscordClient:
         exchange.answered = True
         response = params.response
         headers = RateHeaders.parse(response.headers)
+        released = exchange.released
         if response.status == 429:
-            self.gate.answered(exchange.channel, headers, counted=False)
+            self.gate.answered(exchange.channel, headers, counted=False, released=released)
             raise await RateLimited.read(response)
-        self.gate.answered(exchange.channel, headers)
+        self.gate.answered(exchange.channel, headers, released=released)
         if response.status >= 500:
             raise discord.DiscordServerError(response, await json_or_text(response))
 
@@ -315,20 +368,34 @@ class DiscordClients:
     slot's reconfiguration. A client whose token Discord refused (401, on any request) is
     forgotten at once: the next configuration with the token gets a new client, which logs
     in. The stores and clean-ups still holding the old one keep it until the registry closes
-    it with the rest."""
+    it with the rest. Each token's global limit is this process's own (`GlobalLimit`), or
+    with `shared` the one every process using the same Redis shares."""
 
-    def __init__(self, *, global_rate: int, request_timeout: float, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        *,
+        global_rate: int,
+        request_timeout: float,
+        metrics: Metrics,
+        shared: SharedLimits | None = None,
+    ) -> None:
         self._global_rate = global_rate
         self._request_timeout = request_timeout
         self._metrics = metrics
+        self._shared = shared
         self._clients: dict[str, DiscordClient] = {}
         self._forgotten: list[DiscordClient] = []
 
     def client(self, token: str) -> DiscordClient:
         if (client := self._clients.get(token)) is None:
+            global_limit: GlobalBudget = (
+                GlobalLimit(self._global_rate)
+                if self._shared is None
+                else self._shared.limit(token)
+            )
             client = self._clients[token] = DiscordClient(
                 token,
-                global_rate=self._global_rate,
+                global_limit=global_limit,
                 request_timeout=self._request_timeout,
                 metrics=self._metrics,
                 forget=lambda: self._forget(token, client),
@@ -343,6 +410,8 @@ class DiscordClients:
         self._forgotten = []
         for client in clients:
             await client.close()
+        if self._shared is not None:
+            await self._shared.close()
 
     def _forget(self, token: str, client: DiscordClient) -> None:
         if self._clients.get(token) is client:

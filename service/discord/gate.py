@@ -1,14 +1,20 @@
 """Holding requests until the pacer has room: the `Pacer`'s decisions, on the event loop.
 
-The requests of one bot token wait in one queue, first come first served. Whenever an
-answer or the clock may have made room, the queue is walked in order and every request that
-fits now goes; a request for a full channel does not hold up one for another channel.
+The requests of one bot token wait in one queue. Whenever an answer or the clock may have
+made room, every request that fits now goes: those that open a channel's window first
+(`Pacer.opens_window`), then the others, each in order of arrival; a request for a full
+channel does not hold up one for another. The
+requests that only the global limit holds back are what it is asked for (`want`): a limit
+shared through Redis asks Redis for that many places, and calls back when it has news.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+from collections import deque
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..refusals import DiscordBusy
 from .pacing import Pacer, RateHeaders
@@ -18,6 +24,15 @@ from .pacing import Pacer, RateHeaders
 class _Waiter:
     channel: str | None
     future: asyncio.Future[None]
+    arrival: int
+
+
+class _Turn(NamedTuple):
+    """A channel's place in a pump: first those whose next request opens a window."""
+
+    fills: bool
+    arrival: int  # of the channel's first waiting request
+    channel: str | None
 
 
 class PaceGate:
@@ -26,6 +41,8 @@ class PaceGate:
         self._loop = asyncio.get_running_loop()
         self._queue: list[_Waiter] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._arrivals = 0
+        pacer.global_limit.watch(self._pump)
 
     async def enter(self, channel: str | None, max_wait: float) -> None:
         """Return once a request to `channel` may go out, its place taken; raise `DiscordBusy`
@@ -34,7 +51,8 @@ class PaceGate:
         delay = self.pacer.delay(channel, self._loop.time())
         if delay > max_wait:
             raise DiscordBusy(delay)
-        waiter = _Waiter(channel, self._loop.create_future())
+        self._arrivals += 1
+        waiter = _Waiter(channel, self._loop.create_future(), self._arrivals)
         self._queue.append(waiter)
         self._pump()
         try:
@@ -52,11 +70,23 @@ class PaceGate:
         self.pacer.untake(channel)
         self._pump()
 
+    def written(self) -> float | None:
+        """A request that went out has written its last byte: when its global place frees
+        (None: only after its answer); give it to `answered`."""
+        released = self.pacer.written(self._loop.time())
+        self._pump()
+        return released
+
     def answered(
-        self, channel: str | None, headers: RateHeaders | None, *, counted: bool = True
+        self,
+        channel: str | None,
+        headers: RateHeaders | None,
+        *,
+        counted: bool = True,
+        released: float | None = None,
     ) -> None:
         """A request that went out has its answer (or none will come)."""
-        self.pacer.answered(channel, self._loop.time(), headers, counted=counted)
+        self.pacer.answered(channel, self._loop.time(), headers, counted=counted, released=released)
         self._pump()
 
     def hold(self, channel: str | None, seconds: float) -> None:
@@ -64,10 +94,18 @@ class PaceGate:
         self.pacer.hold(channel, self._loop.time() + seconds)
         self._pump()
 
+    def be_careful(self, seconds: float) -> None:
+        """Hold every request's global place until its answer for `seconds`."""
+        self.pacer.global_limit.be_careful(self._loop.time() + seconds)
+
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    def _turn(self, waiter: _Waiter, now: float) -> _Turn:
+        opens = self.pacer.opens_window(waiter.channel, now)
+        return _Turn(not opens, waiter.arrival, waiter.channel)
 
     def _abandon(self, waiter: _Waiter) -> None:
         if waiter.future.done() and not waiter.future.cancelled():
@@ -78,17 +116,31 @@ class PaceGate:
 
     def _pump(self) -> None:
         now = self._loop.time()
-        waiting: list[_Waiter] = []
+        channels: dict[str | None, deque[_Waiter]] = {}  # each channel's waiters, in order
         for waiter in self._queue:
-            if waiter.future.done():
-                continue
-            if self.pacer.try_take(waiter.channel, now):
-                waiter.future.set_result(None)
-            else:
-                waiting.append(waiter)
-        self._queue = waiting
+            if not waiter.future.done():
+                channels.setdefault(waiter.channel, deque()).append(waiter)
+        turns = [self._turn(waiting[0], now) for waiting in channels.values()]
+        heapq.heapify(turns)
+        while turns and self.pacer.global_limit.room(now) > 0:
+            turn = heapq.heappop(turns)
+            waiting = channels[turn.channel]
+            if (current := self._turn(waiting[0], now)) != turn:
+                heapq.heappush(turns, current)  # one of its channel went first
+            elif self.pacer.try_take(turn.channel, now):
+                waiting.popleft().future.set_result(None)
+                if waiting:
+                    heapq.heappush(turns, self._turn(waiting[0], now))
+        self._queue = [waiter for waiter in self._queue if not waiter.future.done()]
+        wanted = sum(  # requests only the global limit holds back
+            len(waiting) for channel, waiting in channels.items()
+            if waiting and self.pacer.waits_for_global(channel, now)
+        )  # fmt: skip
+        self.pacer.global_limit.want(wanted, now)
         self.close()
-        wakes = [self.pacer.wake_at(waiter.channel, now) for waiter in waiting]
+        wakes = [
+            self.pacer.wake_at(channel, now) for channel, waiting in channels.items() if waiting
+        ]
         wake = min((t for t in wakes if t is not None), default=None)
         if wake is not None:
             self._timer = self._loop.call_at(wake, self._pump)

@@ -15,21 +15,29 @@ requests it has in flight, and it never over-grants:
   plus its Reset-After, never before Discord's own reset. The requests still in flight then
   are charged to the next window too, since Discord may yet count them there; an answer
   that shows its request counted in an earlier window gives that place back.
-- A request counts against the global limit at some moment between its start and its
-  answer, so it holds one of the `rate` places per second from its start until a second
-  after its answer: no second of Discord's clock can then see more than `rate` of them.
+- A request counts against the global limit at some moment between its first byte and the
+  arrival of its last, so it holds one of the `rate` places per second from its start until
+  a second after its last byte was written (plus `COUNT_MARGIN` for the network), or after
+  its answer if that comes first: no second of Discord's clock can then see more than `rate`
+  of them, whatever the time Discord takes to answer (a post is answered only once its
+  attachment is stored). While `careful`, after a global 429 this rule did not prevent, a
+  request holds its place until its answer, as Discord may count later than it seems.
 
+The global limit is an interface (`GlobalBudget`): `GlobalLimit` here keeps it within one
+process; `shared_limit.SharedGlobalLimit` shares one budget among processes through Redis.
 Callers pass `now` (the event loop's monotonic clock) so that tests can drive time.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
-from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 GLOBAL_PERIOD = 1.0  # Discord's global limit counts requests per second
+COUNT_MARGIN = 0.05  # seconds from the last byte written until Discord has it all, at most
 SAME_WINDOW = 0.05  # X-RateLimit-Reset values this close name the same window (ms precision)
 
 
@@ -128,6 +136,11 @@ class Bucket:
     def hold(self, until: float) -> None:
         self.held_until = max(self.held_until, until)
 
+    def opens_window(self, now: float) -> bool:
+        """Whether the next request here opens a window (nothing counts in one yet)."""
+        self._roll(now)
+        return self.spent == 0
+
     def wake_at(self, now: float) -> float | None:
         """When the clock alone may give this bucket room; None if only an answer can."""
         times = [t for t in (self.held_until, self.ends) if t is not None and t > now]
@@ -164,37 +177,78 @@ class Bucket:
         self.spent = self.in_flight  # what is still in flight may count in the new window
 
 
+class GlobalBudget(Protocol):
+    """The bot token's global limit as the `Pacer` sees it. Every `take` is followed by one
+    `untake` (never sent), or by `written` (its last byte went out: when that frees its place,
+    None while it does not) and then `answered`, given what `written` returned."""
+
+    def room(self, now: float) -> int: ...
+    def take(self, now: float) -> None: ...
+    def untake(self) -> None: ...
+    def written(self, now: float) -> float | None: ...
+    def answered(self, now: float, *, released: float | None) -> float | None: ...
+    def hold(self, until: float) -> None: ...
+    def be_careful(self, until: float) -> None: ...
+    def want(self, places: int, now: float) -> None: ...
+    def wake_at(self, now: float) -> float | None: ...
+    def delay(self, now: float) -> float: ...
+    def watch(self, changed: Callable[[], None]) -> None: ...
+
+
 @dataclass
 class GlobalLimit:
-    """The bot token's global limit, as far as this process's share of it (`rate`) goes."""
+    """The bot token's global limit kept by this process alone: `rate` places per second."""
 
     rate: int  # requests per second
-    in_flight: int = 0
-    recent: deque[float] = field(default_factory=deque)  # answers within the last second
+    in_flight: int = 0  # requests whose place is held until their last byte or answer
+    releases: list[float] = field(default_factory=list)  # a heap: when each held place frees
     held_until: float = -math.inf
+    careful_until: float = -math.inf  # until then, a place is held until the answer
 
     def room(self, now: float) -> int:
-        while self.recent and self.recent[0] + GLOBAL_PERIOD <= now:  # as `wake_at` adds
-            self.recent.popleft()
+        while self.releases and self.releases[0] <= now:  # as `wake_at` adds
+            heapq.heappop(self.releases)
         if now < self.held_until:
             return 0
-        return self.rate - self.in_flight - len(self.recent)
+        return self.rate - self.in_flight - len(self.releases)
 
-    def take(self) -> None:
+    def take(self, now: float) -> None:
         self.in_flight += 1
 
     def untake(self) -> None:
         self.in_flight -= 1
 
-    def answered(self, now: float) -> None:
-        self.in_flight -= 1
-        self.recent.append(now)
+    def written(self, now: float) -> float | None:
+        """The request's last byte was written: when its place frees, or None while careful
+        (it then frees a second after the answer)."""
+        if now < self.careful_until:
+            return None
+        return self._release(now + COUNT_MARGIN + GLOBAL_PERIOD)
+
+    def answered(self, now: float, *, released: float | None) -> float | None:
+        """The request has its answer (or none will come), its place freeing at `released`
+        since its last byte (None: not yet); when its place frees now, if that changed.
+        Discord counted it by its answer: an answer sooner than the margin frees it sooner."""
+        if released is None:
+            return self._release(now + GLOBAL_PERIOD)
+        if now + GLOBAL_PERIOD >= released:
+            return None
+        self.releases.remove(released)
+        self.releases.append(now + GLOBAL_PERIOD)
+        heapq.heapify(self.releases)
+        return now + GLOBAL_PERIOD
 
     def hold(self, until: float) -> None:
         self.held_until = max(self.held_until, until)
 
+    def be_careful(self, until: float) -> None:
+        self.careful_until = max(self.careful_until, until)
+
+    def want(self, places: int, now: float) -> None:
+        """Only the clock frees places here: nothing to ask for."""
+
     def wake_at(self, now: float) -> float | None:
-        times = [self.held_until] + ([self.recent[0] + GLOBAL_PERIOD] if self.recent else [])
+        times = [self.held_until, *self.releases[:1]]
         return min((t for t in times if t > now), default=None)
 
     def delay(self, now: float) -> float:
@@ -202,36 +256,68 @@ class GlobalLimit:
             return 0.0
         return max(0.0, self.held_until - now)
 
+    def watch(self, changed: Callable[[], None]) -> None:
+        """Only the clock and answers change the room here: the gate watches those."""
+
+    def _release(self, at: float) -> float:
+        self.in_flight -= 1
+        heapq.heappush(self.releases, at)
+        return at
+
 
 class Pacer:
     """The global limit of one bot token and the buckets of the channels it posts to.
 
     A request names its channel, or None for one that only the global limit paces (the
-    login). Every `try_take` that returns True must be followed by exactly one `answered`
-    (the request went out) or `untake` (it did not)."""
+    login). Every `try_take` that returns True must be followed by exactly one `untake` (the
+    request did not go out), or by at most one `written` and then one `answered`."""
 
-    def __init__(self, global_rate: int) -> None:
-        self.global_limit = GlobalLimit(global_rate)
+    def __init__(self, global_limit: GlobalBudget) -> None:
+        self.global_limit = global_limit
         self.buckets: dict[str, Bucket] = {}
 
     def try_take(self, channel: str | None, now: float) -> bool:
         bucket = self._bucket(channel)
-        if self.global_limit.room(now) <= 0 or (bucket is not None and bucket.room(now) <= 0):
+        if (bucket is not None and bucket.room(now) <= 0) or self.global_limit.room(now) <= 0:
             return False
-        self.global_limit.take()
+        self.global_limit.take(now)
         if bucket is not None:
             bucket.take()
         return True
+
+    def waits_for_global(self, channel: str | None, now: float) -> bool:
+        """Whether only the global limit holds a request to `channel` back."""
+        bucket = self._bucket(channel)
+        return bucket is None or bucket.room(now) > 0
+
+    def opens_window(self, channel: str | None, now: float) -> bool:
+        """Whether a request to `channel` would open its window, whose time runs from then:
+        when the global limit is short, such requests should go before those that fill a
+        window already open. In order of arrival alone, each channel's posts go in a burst
+        at its window's start, and the last channels' windows open late."""
+        bucket = self._bucket(channel)
+        return bucket is None or bucket.opens_window(now)
 
     def untake(self, channel: str | None) -> None:
         self.global_limit.untake()
         if (bucket := self._bucket(channel)) is not None:
             bucket.untake()
 
+    def written(self, now: float) -> float | None:
+        """A request's last byte was written: when its global place frees (None: only after
+        its answer); give it to `answered`."""
+        return self.global_limit.written(now)
+
     def answered(
-        self, channel: str | None, now: float, headers: RateHeaders | None, *, counted: bool = True
+        self,
+        channel: str | None,
+        now: float,
+        headers: RateHeaders | None,
+        *,
+        counted: bool = True,
+        released: float | None = None,
     ) -> None:
-        self.global_limit.answered(now)
+        self.global_limit.answered(now, released=released)
         if (bucket := self._bucket(channel)) is not None:
             bucket.answered(now, headers, counted=counted)
 

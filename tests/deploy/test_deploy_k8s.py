@@ -1,12 +1,13 @@
 """deploy/k8s: scaling is one number, the output is valid Kubernetes, and the router routes.
 
-The manifests are rendered with `kubectl kustomize` for 2 and for 5 instances after changing
+The manifests are rendered with `kubectl kustomize` for 2, 5 and 12 instances after changing
 only the `count` in a copy of kustomization.yaml, validated with kubernetes-validate
 (--strict) and, for the HTTPRoute, against the vendored Gateway API CRD's schema
 (deploy/crd_schema.py, strict), and the router's nginx configuration taken from that output
 is run by real nginx in front of N stand-in pods on loopback addresses, with a stand-in DNS
 server playing the cluster's: every /u/upload-K/ reaches pod K, and a pod that does not
 exist is a JSON 503.
+Whatever the count, the pods share one Redis and so one budget of the token's global limit.
 """
 
 from __future__ import annotations
@@ -142,7 +143,7 @@ def pod_specs(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]
             yield doc["metadata"]["name"], doc["spec"]["template"]["spec"]
 
 
-@pytest.mark.parametrize("replicas", [2, 5])
+@pytest.mark.parametrize("replicas", [2, 5, 12])
 async def test_one_number_scales_and_the_router_reaches_every_pod(
     tmp_path: Path, replicas: int
 ) -> None:
@@ -150,7 +151,7 @@ async def test_one_number_scales_and_the_router_reaches_every_pod(
     assert one(docs, "StatefulSet", "upload")["spec"]["replicas"] == replicas
     # Nothing per pod: the Services are the headless one (DNS names) and the router's.
     services = sorted(d["metadata"]["name"] for d in docs if d["kind"] == "Service")
-    assert services == ["upload", "upload-router"]
+    assert services == ["upload", "upload-redis", "upload-router"]
     public = kustomize_settings()
     assert one(docs, "ConfigMap", "upload-public")["data"] == {"PUBLIC_HOST": public["PUBLIC_HOST"]}
     route = one(docs, "HTTPRoute", "upload")["spec"]
@@ -258,7 +259,8 @@ def test_pods_meet_the_restricted_pod_security_standard(tmp_path: Path) -> None:
             assert context["readOnlyRootFilesystem"] is True, name
             # An exact version, never a moving tag.
             image = container["image"]
-            assert re.search(r":[0-9][0-9A-Za-z.-]*$", image), f"{name}: {image} is not pinned"
+            pinned = r":[0-9][0-9A-Za-z.-]*(@sha256:[0-9a-f]{64})?$"
+            assert re.search(pinned, image), f"{name}: {image} is not pinned"
     # Every workload has a disruption budget selecting its pods.
     budgets = [
         d["spec"]["selector"]["matchLabels"] for d in docs if d["kind"] == "PodDisruptionBudget"
@@ -288,6 +290,75 @@ def test_replicas_spread_across_nodes_without_blocking_scheduling(tmp_path: Path
             selector = constraint["labelSelector"]["matchLabels"].items()
             assert selector <= template["metadata"]["labels"].items(), name
             assert selector == workload["spec"]["selector"]["matchLabels"].items(), name
+
+
+DISCORDS_GLOBAL_LIMIT = 50  # requests per second per bot token, every process together
+
+
+def requests_per_second_at_most(docs: list[dict[str, Any]]) -> int:
+    """What all the upload pods together may send with one bot token: each pod's
+    DISCORD_GLOBAL_RATE times the pods, unless REDIS_URL names the one Redis of this
+    output, through which every pod shares a single DISCORD_GLOBAL_RATE."""
+    statefulset = one(docs, "StatefulSet", "upload")
+    env = {
+        e["name"]: e.get("value")
+        for e in statefulset["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    rate = int(env["DISCORD_GLOBAL_RATE"])
+    url = env.get("REDIS_URL")
+    if url is None:
+        return rate * statefulset["spec"]["replicas"]
+    match = re.fullmatch(r"redis://([a-z0-9-]+):(\d+)/\d+", url)
+    assert match, f"REDIS_URL {url!r} is not a Service of this output"
+    service = one(docs, "Service", match[1])
+    assert [p["port"] for p in service["spec"]["ports"]] == [int(match[2])]
+    [redis] = [
+        d
+        for d in docs
+        if d["kind"] == "Deployment"
+        and service["spec"]["selector"].items()
+        <= d["spec"]["template"]["metadata"]["labels"].items()
+    ]
+    assert redis["spec"]["replicas"] == 1, "two Redis would be two budgets"
+    return rate
+
+
+@pytest.mark.parametrize("replicas", [2, 5, 12])
+def test_no_number_of_pods_can_exceed_the_tokens_global_limit(
+    tmp_path: Path, replicas: int
+) -> None:
+    docs = render(tmp_path, replicas)
+    assert one(docs, "StatefulSet", "upload")["spec"]["replicas"] == replicas
+    assert requests_per_second_at_most(docs) == DISCORDS_GLOBAL_LIMIT
+
+
+def test_only_the_upload_pods_reach_redis_and_it_keeps_nothing(tmp_path: Path) -> None:
+    docs = render(tmp_path, 3)
+    redis = one(docs, "Deployment", "upload-redis")["spec"]["template"]
+    labels = redis["metadata"]["labels"]
+    assert labels["app.kubernetes.io/name"] == "upload-redis"
+    [container] = redis["spec"]["containers"]
+    args = container["args"]
+    assert args[args.index("--save") + 1] == "" and args[args.index("--appendonly") + 1] == "no"
+    assert container["image"].startswith("redis:")
+    assert [m["mountPath"] for m in container["volumeMounts"]] == ["/data"]
+    [volume] = redis["spec"]["volumes"]
+    assert "emptyDir" in volume
+
+    [policy] = [
+        d["spec"]
+        for d in docs
+        if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "upload-redis"
+    ]
+    assert policy["podSelector"]["matchLabels"].items() <= labels.items()
+    assert policy["policyTypes"] == ["Ingress"]
+    [rule] = policy["ingress"]
+    upload_pods = one(docs, "StatefulSet", "upload")["spec"]["template"]["metadata"]["labels"]
+    [source] = rule["from"]
+    assert set(source) == {"podSelector"}  # no namespaces, no address blocks
+    assert source["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "upload-service"}
+    assert source["podSelector"]["matchLabels"].items() <= upload_pods.items()
+    assert rule["ports"] == [{"protocol": "TCP", "port": 6379}]
 
 
 # --- the router in front of stand-ins for the pods and the cluster's DNS --------------------

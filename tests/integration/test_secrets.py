@@ -180,3 +180,23 @@ async def test_a_ws_address_to_another_machine_is_warned_about_once_at_start(
     warning = "WARNING service.manager.link: MANAGER_ADDRESS ws://192.0.2.1:9/upload-service"
     assert any(warning in line and "unencrypted" in line for line in lines)
     assert ("".join(lines) + stderr).count("unencrypted") == 1
+
+
+async def test_the_redis_password_never_reaches_a_log(
+    start_service: HarnessFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """REDIS_URL may hold a user and password: the logs name its host only, also when Redis
+    refuses or does not answer (here nothing listens there: the service does without)."""
+    caplog.set_level(logging.DEBUG)
+    secret = "redis-pass-" + os.urandom(6).hex()
+    port = free_port()
+    harness = await start_service(redis_url=f"rediss://uploader:{secret}@127.0.0.1:{port}/0")
+    await harness.configure()
+    data = os.urandom(SMALL_CHUNK)
+    upload_id = await harness.start(len(data))
+    assert (await harness.post(upload_id, 0, data))[0] == 200
+    await harness.service.shutdown()
+
+    text = "\n".join(f"{r.getMessage()} {r.exc_text or ''}" for r in caplog.records)
+    assert f"127.0.0.1:{port}" in text
+    assert secret not in text and "uploader" not in text

@@ -151,6 +151,28 @@ async def test_a_post_is_judged_once_its_whole_body_has_arrived() -> None:
         assert api.standin.wasted_bytes == len(body)
 
 
+async def test_a_slow_discord_counts_a_post_first_and_answers_it_later() -> None:
+    """With `answer_delay` (Discord storing the attachment), a post counts against the global
+    limit when its body has arrived, long before its answer."""
+    async with running(global_limit=Limit(1, 60.0), answer_delay=60.0) as api:
+        first = asyncio.create_task(api.post())
+        await api.standin.wait_for_posts(1)
+        refused = await api.post(channel=OTHER_CHANNEL)
+
+        assert refused.json()["global"] is True
+        assert not first.done()
+        assert api.standin.busiest_second() == 1
+        first.cancel()
+
+
+async def test_the_busiest_second_is_counted_over_any_second() -> None:
+    async with running() as api:
+        for _ in range(3):
+            assert (await api.post()).status == 200
+        await api.request("GET", "/users/@me")  # the login counts as well
+        assert api.standin.busiest_second() == 4
+
+
 async def test_every_route_has_its_own_bucket() -> None:
     limit = Limit(1, 5.0)
     async with running(delete_limit=limit, bulk_delete_limit=limit) as api:

@@ -8,6 +8,7 @@ simulated time, with whatever latencies hypothesis picks.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.discord.pacing import Bucket, GlobalLimit, Pacer, RateHeaders
+from service.discord.pacing import COUNT_MARGIN, Bucket, GlobalLimit, Pacer, RateHeaders
 
 CHANNEL = "1100000000000000001"
 
@@ -67,7 +68,7 @@ def simulate(
     """Play `requests` in order, `concurrency` at a time, through a pacer and `discord`.
 
     A refused request is held for the retry_after of its 429, then sent again."""
-    pacer = pacer or Pacer(50)
+    pacer = pacer or Pacer(GlobalLimit(50))
     run = Run()
     events: list[tuple[float, int, str, int]] = []  # (time, order, what, request index)
     order = 0
@@ -132,7 +133,7 @@ def test_answers_without_headers_never_hold_a_channel_for_ever(
     limit: int, window: float, requests: list[Request]
 ) -> None:
     # Headers at first (the limit is learnt), then none: the pacer still finishes.
-    pacer = Pacer(50)
+    pacer = Pacer(GlobalLimit(50))
     assert pacer.try_take(CHANNEL, -window)
     pacer.answered(CHANNEL, -window, RateHeaders(limit, limit - 1, window, 1000.0))
     discord = Discord(limit, window)
@@ -200,7 +201,7 @@ def test_a_new_window_seen_before_the_old_one_was_thought_over_starts_the_count_
 
 
 def test_a_429_holds_the_channel_for_its_retry_after() -> None:
-    pacer = Pacer(50)
+    pacer = Pacer(GlobalLimit(50))
     assert pacer.try_take(CHANNEL, 0.0)
     pacer.answered(CHANNEL, 0.1, None, counted=False)
     pacer.hold(CHANNEL, 2.1)
@@ -212,7 +213,7 @@ def test_a_429_holds_the_channel_for_its_retry_after() -> None:
 
 
 def test_a_429_with_the_buckets_headers_holds_for_its_own_wait_not_the_windows() -> None:
-    pacer = Pacer(50)
+    pacer = Pacer(GlobalLimit(50))
     assert pacer.try_take(CHANNEL, 0.0)
     pacer.answered(CHANNEL, 0.1, RateHeaders(10_000, 9_999, 5.0, 100.0), counted=False)
     pacer.hold(CHANNEL, 0.9)
@@ -220,7 +221,7 @@ def test_a_429_with_the_buckets_headers_holds_for_its_own_wait_not_the_windows()
 
 
 def test_a_full_window_with_nothing_in_flight_waits_for_its_end() -> None:
-    pacer = Pacer(50)
+    pacer = Pacer(GlobalLimit(50))
     assert pacer.try_take(CHANNEL, 0.0)
     pacer.answered(CHANNEL, 0.1, RateHeaders(1, 0, 4.0, 100.0))
     assert pacer.delay(CHANNEL, 0.1) == pytest.approx(4.0)
@@ -228,7 +229,7 @@ def test_a_full_window_with_nothing_in_flight_waits_for_its_end() -> None:
 
 
 def test_a_global_429_holds_every_channel() -> None:
-    pacer = Pacer(50)
+    pacer = Pacer(GlobalLimit(50))
     pacer.hold(None, 1.0)
     assert not pacer.try_take(CHANNEL, 0.5)
     assert not pacer.try_take(None, 0.5)
@@ -237,7 +238,7 @@ def test_a_global_429_holds_every_channel() -> None:
 
 
 def test_a_request_granted_but_not_sent_gives_its_place_back() -> None:
-    pacer = Pacer(1)
+    pacer = Pacer(GlobalLimit(1))
     assert pacer.try_take(CHANNEL, 0.0)
     assert not pacer.try_take(None, 0.0)
     pacer.untake(CHANNEL)
@@ -247,51 +248,137 @@ def test_a_request_granted_but_not_sent_gives_its_place_back() -> None:
 @dataclass(frozen=True)
 class Call:
     start: float  # when the caller wants to send it
-    judged: float  # where, between its start and its answer, Discord counts it (0..1)
-    duration: float
+    written: float  # when, between its start and its answer, its last byte is written (0..1)
+    judged: float  # where, between its start and the last moment it can, Discord counts it
+    duration: float  # from its start to its answer
 
 
-@settings(max_examples=300, deadline=None)
-@given(
-    rate=st.integers(1, 12),
-    calls=st.lists(
-        st.builds(
-            Call,
-            start=st.floats(min_value=0.0, max_value=3.0),
-            judged=st.floats(min_value=0.0, max_value=1.0),
-            duration=st.floats(min_value=0.0, max_value=1.5),
-        ),
-        max_size=60,
-    ),
-)
-def test_no_second_of_discords_clock_sees_more_than_the_global_rate(
-    rate: int, calls: list[Call]
-) -> None:
-    """Requests to many channels, wherever between start and answer Discord counts them."""
-    limit = GlobalLimit(rate)
+WRITTEN, ANSWERED = 0, 1  # a last byte written comes before an answer at the same moment
+
+
+def play(limit: GlobalLimit, calls: list[Call]) -> list[float]:
+    """Send `calls` in order of their starts as `limit` allows; when Discord counted each:
+    at the latest when its last byte has arrived (COUNT_MARGIN after it was written), or
+    when it was answered, or, if the limit was careful when it was written, at any moment
+    before its answer."""
     calls = sorted(calls, key=lambda call: call.start)
-    answers: list[float] = []  # a heap of the answers still to come
+    events: list[tuple[float, int, int]] = []  # (time, WRITTEN or ANSWERED, order)
+    released: dict[int, float | None] = {}
     counted: list[float] = []
     now = 0.0
-    for call in calls:
+
+    def handle(event: tuple[float, int, int]) -> None:
+        at, what, order = event
+        if what == WRITTEN:
+            released[order] = limit.written(at)
+        else:
+            limit.answered(at, released=released.pop(order))
+
+    for order, call in enumerate(calls):
         now = max(now, call.start)
-        while answers and answers[0] <= now:
-            limit.answered(heapq.heappop(answers))
+        while events and events[0][0] <= now:
+            handle(heapq.heappop(events))
         while limit.room(now) <= 0:
             wake = limit.wake_at(now)
-            if answers and (wake is None or answers[0] <= wake):
-                now = heapq.heappop(answers)
-                limit.answered(now)
+            if events and (wake is None or events[0][0] <= wake):
+                now = events[0][0]
+                handle(heapq.heappop(events))
             else:
                 assert wake is not None
                 now = wake
-        limit.take()
-        counted.append(now + call.judged * call.duration)
-        heapq.heappush(answers, now + call.duration)
-    counted.sort()
-    for first, moment in enumerate(counted):
-        within = [t for t in counted[first:] if t < moment + 1.0]
-        assert len(within) <= rate
+        limit.take(now)
+        written, answered = now + call.written * call.duration, now + call.duration
+        careful = written < limit.careful_until  # when its last byte goes, the rule it gets
+        latest = answered if careful else min(answered, written + COUNT_MARGIN)
+        counted.append(now + call.judged * (latest - now))
+        heapq.heappush(events, (written, WRITTEN, order))
+        heapq.heappush(events, (answered, ANSWERED, order))
+    return sorted(counted)
+
+
+fraction = st.floats(min_value=0.0, max_value=1.0)
+calls = st.lists(
+    st.builds(
+        Call,
+        start=st.floats(min_value=0.0, max_value=3.0),
+        written=fraction,
+        judged=fraction,
+        duration=st.floats(min_value=0.0, max_value=1.5),
+    ),
+    max_size=60,
+)
+
+
+def busiest_second(counted: list[float]) -> int:
+    """The most requests counted within any one second (a sliding window: stricter than
+    Discord's fixed windows, wherever they start)."""
+    return max((bisect.bisect_left(counted, t + 1.0) - i for i, t in enumerate(counted)), default=0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(rate=st.integers(1, 12), calls=calls)
+def test_no_second_of_discords_clock_sees_more_than_the_global_rate(
+    rate: int, calls: list[Call]
+) -> None:
+    """Requests to many channels, wherever before their last byte arrives Discord counts
+    them, however long it takes to answer."""
+    assert busiest_second(play(GlobalLimit(rate), calls)) <= rate
+
+
+@settings(max_examples=200, deadline=None)
+@given(rate=st.integers(1, 12), calls=calls, careful_for=st.floats(0.0, 4.0))
+def test_while_careful_the_rate_holds_wherever_before_the_answer_discord_counts(
+    rate: int, calls: list[Call], careful_for: float
+) -> None:
+    limit = GlobalLimit(rate)
+    limit.be_careful(careful_for)
+    assert busiest_second(play(limit, calls)) <= rate
+
+
+def test_a_place_frees_a_second_after_the_last_byte_not_after_the_answer() -> None:
+    """Discord answers a post once it has stored its attachment, U seconds after counting
+    it: the place is free again a second after the post's last byte, whatever U."""
+    limit = GlobalLimit(1)
+    limit.take(0.0)
+    assert limit.room(0.0) == 0
+    frees = limit.written(0.2)
+    assert frees == pytest.approx(0.2 + COUNT_MARGIN + 1.0)
+    assert limit.answered(2.0, released=frees) is None  # answered 1.8 s after its last byte
+    assert limit.wake_at(0.5) == pytest.approx(1.2 + COUNT_MARGIN)
+    assert limit.room(1.2 + COUNT_MARGIN) == 1
+
+
+def test_while_careful_a_place_frees_only_a_second_after_the_answer() -> None:
+    limit = GlobalLimit(1)
+    limit.be_careful(60.0)
+    limit.take(0.0)
+    assert limit.written(0.2) is None
+    limit.answered(2.0, released=None)
+    assert limit.room(2.9) == 0
+    assert limit.room(3.0) == 1
+    # Once careful counting is over, the last byte frees the place again.
+    limit.take(61.0)
+    assert limit.written(61.1) is not None
+
+
+def test_an_answer_sooner_than_the_margin_frees_the_place_a_second_after_the_answer() -> None:
+    """Discord counted the request by its answer at the latest."""
+    limit = GlobalLimit(1)
+    limit.take(0.0)
+    frees = limit.written(0.2)
+    assert limit.answered(0.21, released=frees) == pytest.approx(1.21)
+    assert limit.room(1.2) == 0
+    assert limit.room(1.21) == 1
+
+
+def test_a_pacer_tells_when_the_last_byte_frees_the_place() -> None:
+    pacer = Pacer(GlobalLimit(2))
+    assert pacer.try_take(CHANNEL, 0.0)
+    frees = pacer.written(0.1)
+    assert frees == pytest.approx(0.1 + COUNT_MARGIN + 1.0)
+    pacer.answered(CHANNEL, 0.5, RateHeaders(5, 4, 5.0, 100.0), released=frees)
+    assert pacer.global_limit.room(0.5) == 1  # type: ignore[attr-defined]
+    assert pacer.global_limit.room(1.15) == 2  # type: ignore[attr-defined]
 
 
 def test_rate_headers_are_parsed_or_refused() -> None:
@@ -308,3 +395,14 @@ def test_rate_headers_are_parsed_or_refused() -> None:
     assert RateHeaders.parse({}) is None
     assert RateHeaders.parse({**headers, "X-RateLimit-Remaining": "-1"}) is None
     assert RateHeaders.parse({**headers, "X-RateLimit-Reset-After": "nan"}) is None
+
+
+def test_a_request_that_opens_a_window_is_told_from_one_that_fills_an_open_window() -> None:
+    pacer = Pacer(GlobalLimit(50))
+    assert pacer.opens_window(CHANNEL, 0.0)  # nothing known: it would open one
+    assert pacer.try_take(CHANNEL, 0.0)
+    assert not pacer.opens_window(CHANNEL, 0.0)  # in the window it opened
+    pacer.answered(CHANNEL, 0.1, RateHeaders(5, 4, 5.0, 100.0))
+    assert not pacer.opens_window(CHANNEL, 5.0)
+    assert pacer.opens_window(CHANNEL, 5.1)  # the window ended: the next opens one
+    assert pacer.opens_window(None, 0.0)  # the login fills no channel's window

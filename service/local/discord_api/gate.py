@@ -35,6 +35,7 @@ class Gate:
         self.closing = asyncio.Event()
         self.faults_served = 0
         self.rate_limited_by_scope: dict[str, int] = {Scope.USER: 0, Scope.GLOBAL: 0}
+        self.counted: list[float] = []  # when the global limit counted each request
         self.wasted_bytes = 0
 
     def authorized(self, request: web.Request) -> bool:
@@ -77,7 +78,10 @@ class Gate:
         self, route: Route | None, channel_id: str, size: int
     ) -> web.Response | dict[str, str]:
         """A real 429, or the bucket headers for the answer (none for a route without one)."""
-        verdict = self._limits.judge(self._token, route, channel_id, time.monotonic())
+        now = time.monotonic()
+        verdict = self._limits.judge(self._token, route, channel_id, now)
+        if verdict.refused_by is not Scope.GLOBAL:
+            self.counted.append(now)
         headers = {}
         if route is not None and verdict.bucket is not None:
             headers = bucket_headers(verdict.bucket, BUCKETS[route])

@@ -6,6 +6,7 @@ fault, then the route's own rules.
 """
 
 import asyncio
+import bisect
 from datetime import UTC, datetime
 from typing import Self
 
@@ -30,10 +31,12 @@ class DiscordStandIn:
     Limits: `messages_per_window` posts per `window` seconds per channel (None: unlimited),
     `delete_limit` and `bulk_delete_limit` per channel, `global_limit` per token across all
     routes (Discord's is Limit(50, 1.0)); None means unlimited. `answer_delay`: seconds every
-    admitted message post takes to be stored and answered once its body has arrived (a slow
-    Discord; 0: at once).
+    admitted message post takes to be stored and answered once its body has arrived and was
+    counted (Discord storing the attachment; 0: at once; cut short, unanswered, by `close`).
 
     Counters: `posts` (every POST reaching the messages route, counted on arrival),
+    `busiest_second()` (the most requests the token's global limit counted within any one
+    second: a sliding window, stricter than Discord's own; counted with or without a limit),
     `posts_stored` (messages those posts created), `faults_served` (injected faults consumed),
     `rate_limited_by_scope` ({"user": n, "global": n}, 429s from the real limits, not injected
     ones) and their sum `rate_limited`, `wasted_bytes` (body bytes of requests answered with
@@ -136,6 +139,13 @@ class DiscordStandIn:
     def rate_limited(self) -> int:
         """429s from the real limits, both scopes."""
         return sum(self._gate.rate_limited_by_scope.values())
+
+    def busiest_second(self) -> int:
+        """The most requests counted against the token's global limit within one second."""
+        counted = self._gate.counted
+        return max(
+            (bisect.bisect_left(counted, t + 1.0) - i for i, t in enumerate(counted)), default=0
+        )
 
     @property
     def wasted_bytes(self) -> int:
@@ -249,7 +259,8 @@ class DiscordStandIn:
         if isinstance(entered, web.Response):
             return entered
         fault, headers = entered
-        await asyncio.sleep(self._answer_delay)
+        if await self._closing_within(self._answer_delay):
+            return drop(request)
         if post.too_large:
             return error(413, headers=headers)
         if post.invalid_json:
@@ -265,6 +276,15 @@ class DiscordStandIn:
         if answer is None:
             return json_answer(body, headers=headers)
         return odd_answer(answer, body, headers)
+
+    async def _closing_within(self, seconds: float) -> bool:
+        """Wait `seconds` (storing an attachment); True if the stand-in closes meanwhile."""
+        try:
+            async with asyncio.timeout(seconds):
+                await self._gate.closing.wait()
+        except TimeoutError:
+            return False
+        return True
 
     async def _delete_message(self, request: web.Request) -> web.Response:
         """204, or 404 Unknown Message."""

@@ -1,0 +1,102 @@
+"""The token's global limit in one process, over real sockets against the Discord stand-in.
+
+A request holds its place in the global limit until a second after its last byte was written
+(Discord has counted it by then), not until a second after its answer, which a Discord
+storing an attachment sends later. A global 429 nevertheless puts every request back on
+holding its place until its answer. No test measures time: each proves its point by the
+order of what the stand-in saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+from collections.abc import AsyncIterator
+
+import pytest
+from conftest import TOKEN
+from discord import File
+from discord.http import Route, handle_message_parameters
+
+from service.chunks.memory_file import MemoryReader
+from service.discord.client import DiscordClient, DiscordClients
+from service.local.discord_api import DiscordStandIn, Fault
+from service.metrics import Metrics
+
+CHANNELS = ("1100000000000000001", "1100000000000000002", "1100000000000000003")
+WAIT = 30.0
+
+
+@pytest.fixture
+async def discord(request: pytest.FixtureRequest) -> AsyncIterator[DiscordStandIn]:
+    async with DiscordStandIn(token=TOKEN, answer_delay=getattr(request, "param", 0.0)) as standin:
+        base, Route.BASE = Route.BASE, standin.base_url
+        yield standin
+        Route.BASE = base
+
+
+@pytest.fixture
+async def metrics() -> Metrics:
+    return Metrics([], [])
+
+
+@pytest.fixture
+async def client(discord: DiscordStandIn, metrics: Metrics) -> AsyncIterator[DiscordClient]:
+    """The token's client, keeping to 1 request a second."""
+    registry = DiscordClients(global_rate=1, request_timeout=120.0, metrics=metrics)
+    client = registry.client(TOKEN)
+    await client.login(WAIT)
+    yield client
+    await registry.close()
+
+
+async def post(client: DiscordClient, channel: str, size: int = 256 * 1024) -> None:
+    data = memoryview(bytearray(os.urandom(size)))
+    params = handle_message_parameters(
+        content="chunk", file=File(MemoryReader(data), filename="0"), nonce=secrets.token_hex(8)
+    )
+    await client.post_message(channel, params, max_wait=WAIT)
+
+
+@pytest.mark.parametrize("discord", [60.0], indirect=True)
+async def test_the_next_request_goes_a_second_after_the_last_byte_not_after_the_answer(
+    client: DiscordClient, discord: DiscordStandIn
+) -> None:
+    """Discord answers each post a minute after counting it: the next post does not wait
+    for that answer (it would not come within the test's time)."""
+    first = asyncio.create_task(post(client, CHANNELS[0]))
+    second = asyncio.create_task(post(client, CHANNELS[1]))
+    async with asyncio.timeout(WAIT):
+        await discord.wait_for_posts(2)
+    assert not first.done()
+    assert discord.rate_limited == 0
+    assert discord.busiest_second() == 1  # the login and the two posts: a second apart
+    for task in (first, second):
+        task.cancel()
+
+
+async def test_a_global_429_holds_every_place_until_its_answer_for_a_while(
+    client: DiscordClient,
+    discord: DiscordStandIn,
+    metrics: Metrics,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A global 429 that the pacing did not expect (Discord counted later than it seemed).
+    discord.inject(Fault(status=429, is_global=True, retry_after=0.05))
+    with caplog.at_level(logging.WARNING):
+        await post(client, CHANNELS[0])
+    assert metrics.registry.get_sample_value("upload_discord_global_rate_limited_total") == 1
+    assert any("global 429" in record.getMessage() for record in caplog.records)
+
+    # Now Discord answers the next post 2 s after counting it: the one after that waits
+    # for the answer (and a second), where its last byte alone would have let it go.
+    discord.inject(Fault(delay=2.0))
+    slow = asyncio.create_task(post(client, CHANNELS[1]))
+    following = asyncio.create_task(post(client, CHANNELS[2]))
+    async with asyncio.timeout(WAIT):
+        await discord.wait_for_posts(4)  # the refused post, its retry, the slow one, the next
+    assert slow.done()
+    await asyncio.gather(slow, following)
+    assert discord.busiest_second() == 1
