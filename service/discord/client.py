@@ -1,23 +1,12 @@
 """One Discord client per bot token, shared by every slot configured with that token.
 
-A `DiscordClient` holds the token's discord.py `HTTPClient` (one login, one connection pool)
-and its `PaceGate`, so that every slot sees the same global limit and the same bucket for a
-channel. discord.py builds and sends the requests and decodes the answers; it no longer
-decides when a request goes out or what a 429 means:
-
-- Its buckets are inert (`_InertRatelimit`). In 2.7.1 (discord/http.py), after a window
-  resets (`Ratelimit.reset`, lines 391-395) the first answer of the new one sets `remaining`
-  from its own header though other requests went out since (`Ratelimit.update`, lines
-  397-404); and the request that empties a bucket sleeps a whole window before `request()`
-  returns (`Ratelimit.__aexit__`, lines 490-497, calling `_refresh`, lines 439-447).
-- Every send is paced by the gate before `request()` is called; the trace sees its last byte
-  written (`_on_request_chunk_sent`, counted against Content-Length), by when Discord can
-  have counted it, and its answer (`_on_request_end`) before discord.py sees it. A 429 or a
-  5xx is taken out of discord.py's hands there: in `request()` it would send again on its
-  own, unpaced, after sleeping (429: lines 711-764; 500, 502, 504, 524: lines 766-768); it
-  keeps a global limit per `HTTPClient` and only reacts to a global 429 (lines 748-761); a
-  429 without Via is an `HTTPException` (lines 712-714), and so is the fifth 429 in a row
-  (lines 789-793), which the service took for refusals that end the job.
+A `DiscordClient` holds the token's discord.py client (`adapter.PacedHTTPClient`: one login,
+one connection pool) and its `PaceGate`, so that every slot sees the same global limit and
+the same bucket for a channel. discord.py builds and sends the requests and decodes the
+answers; it no longer decides when a request goes out or what a 429 means (`adapter.py`).
+Every send is paced by the gate before discord.py is called; an aiohttp trace then sees its
+last byte written (counted against Content-Length: by then Discord can have counted it) and
+its answer, before discord.py does.
 """
 
 from __future__ import annotations
@@ -35,10 +24,11 @@ from typing import Any
 import aiohttp
 import discord
 from aiohttp import hdrs
-from discord.http import HTTPClient, MultipartParameters, Ratelimit, Route, json_or_text
+from discord.http import MultipartParameters, Route
 
 from ..metrics import Metrics
 from ..refusals import DiscordBusy, DiscordFailed, DiscordRefused, StoreError
+from .adapter import PacedHTTPClient, RateLimited, UnpacedResend, server_error
 from .gate import PaceGate
 from .pacing import GlobalBudget, GlobalLimit, Pacer, RateHeaders
 from .shared_limit import SharedLimits
@@ -53,39 +43,6 @@ CLOUDFLARE_HOLD = 60.0  # seconds nothing goes out after a Cloudflare 429 that s
 CAREFUL_SECONDS = 60.0  # after a global 429: requests hold their place until their answer
 
 
-class UnpacedResend(aiohttp.ClientError):
-    """discord.py tried to send a request again on its own (after a connection reset on
-    BSD or Windows, http.py lines 781-785): the service retries it, paced, instead."""
-
-
-@dataclass(eq=False)
-class RateLimited(Exception):
-    """A 429, as Discord (with Via and a JSON body) or Cloudflare (without) sent it."""
-
-    retry_after: float | None
-    is_global: bool
-    cloudflare: bool
-
-    @classmethod
-    async def read(cls, response: aiohttp.ClientResponse) -> RateLimited:
-        try:
-            body = await json_or_text(response)
-        except ValueError:
-            body = ""
-        fields = body if isinstance(body, dict) else {}
-        retry_after = fields.get("retry_after", response.headers.get("Retry-After"))
-        try:
-            seconds: float | None = float(retry_after) if retry_after is not None else None
-        except (TypeError, ValueError):
-            seconds = None
-        return cls(
-            retry_after=seconds,
-            is_global=fields.get("global") is True
-            or response.headers.get("X-RateLimit-Global", "").lower() == "true",
-            cloudflare=not response.headers.get("Via") or not isinstance(body, dict),
-        )
-
-
 @dataclass
 class _Exchange:
     """One send through the gate, as the trace sees it (the task's current exchange)."""
@@ -98,26 +55,6 @@ class _Exchange:
 
 
 _EXCHANGE: ContextVar[_Exchange | None] = ContextVar("discord_exchange", default=None)
-
-
-class _InertRatelimit(Ratelimit):
-    """A discord.py bucket that never holds a request: the `Pacer` does that."""
-
-    async def acquire(self) -> None:
-        return None
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        return None
-
-    def update(self, response: aiohttp.ClientResponse, *, use_clock: bool = False) -> None:
-        return None
-
-
-class _UnpacedHTTPClient(HTTPClient):
-    """discord.py's REST client with every bucket inert (`get_ratelimit`, lines 581-587)."""
-
-    def get_ratelimit(self, key: str) -> Ratelimit:
-        return _InertRatelimit(None)
 
 
 class DiscordClient:
@@ -143,7 +80,7 @@ class DiscordClient:
         trace.on_request_headers_sent.append(self._on_request_headers_sent)
         trace.on_request_chunk_sent.append(self._on_request_chunk_sent)
         trace.on_request_end.append(self._on_request_end)
-        self._http = _UnpacedHTTPClient(asyncio.get_running_loop(), http_trace=trace)
+        self._http = PacedHTTPClient(asyncio.get_running_loop(), http_trace=trace)
         self._login: asyncio.Task[None] | None = None
         self.closed = False
         self.token_refused = False  # Discord answered 401: only a new configuration helps
@@ -350,7 +287,7 @@ class DiscordClient:
             raise await RateLimited.read(response)
         self.gate.answered(exchange.channel, headers, released=released)
         if response.status >= 500:
-            raise discord.DiscordServerError(response, await json_or_text(response))
+            raise await server_error(response)
 
 
 def discord_failure(error: BaseException) -> str:

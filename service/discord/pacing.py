@@ -10,7 +10,7 @@ requests it has in flight, and it never over-grants:
   for more than the least `remaining` its answers reported less the requests still in
   flight (which that figure may not include). The first answer of a window therefore
   cannot raise the count above what the service itself has spent, which is where
-  discord.py 2.7.1 over-grants (`Ratelimit.update`, http.py lines 397-404).
+  discord.py's own buckets over-grant (`adapter.py`).
 - A window ends at the earliest time one of its answers said it would: the answer's arrival
   plus its Reset-After, never before Discord's own reset. The requests still in flight then
   are charged to the next window too, since Discord may yet count them there; an answer
