@@ -20,6 +20,7 @@ from aiohttp import web
 
 from .config import Settings
 from .discord.client import DiscordClients
+from .discord.retry import RetryPolicy
 from .discord.shared_limit import SharedLimits
 from .intake.answers import REFUSAL_REASONS
 from .intake.endpoint import ChunkEndpoint, cors, preflight, request_ids
@@ -179,6 +180,7 @@ class UploadService:
             global_rate=self.settings.discord_global_rate,
             request_timeout=self.settings.discord_request_timeout,
             metrics=self.metrics,
+            retry=RetryPolicy(self.settings.discord_retries, self.settings.discord_retry_backoff),
             shared=self._shared_limits(),
         )
         self.slots = [

@@ -31,6 +31,7 @@ from ..refusals import DiscordBusy, DiscordFailed, DiscordRefused, StoreError
 from .adapter import PacedHTTPClient, RateLimited, UnpacedResend, server_error
 from .gate import PaceGate
 from .pacing import GlobalBudget, GlobalLimit, Pacer, RateHeaders
+from .retry import RetryPolicy
 from .shared_limit import SharedLimits
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,6 @@ log = logging.getLogger(__name__)
 # Connection errors discord.py lets through; TimeoutError is an OSError too.
 TRANSIENT = (OSError, aiohttp.ClientError)
 BAD_TOKEN = "Discord rejected the bot token (401 Unauthorized)"
-RATE_LIMIT_TRIES = 5  # 429s in a row for one request before its client is told to come back
 CLOUDFLARE_HOLD = 60.0  # seconds nothing goes out after a Cloudflare 429 that says no more
 CAREFUL_SECONDS = 60.0  # after a global 429: requests hold their place until their answer
 
@@ -66,9 +66,11 @@ class DiscordClient:
         *,
         global_limit: GlobalBudget,
         request_timeout: float,
+        retry: RetryPolicy,
         metrics: Metrics,
         forget: Callable[[], None],
     ) -> None:
+        self.retry = retry  # how every request of the token is tried again
         self._token = token
         self.token_sha256 = hashlib.sha256(token.encode()).hexdigest()  # names it in the journal
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
@@ -162,7 +164,7 @@ class DiscordClient:
     async def _send(
         self, channel: str | None, request: Callable[[], Awaitable[Any]], max_wait: float
     ) -> Any:
-        for _ in range(RATE_LIMIT_TRIES):
+        for _ in range(self.retry.rate_limited_tries):
             await self.gate.enter(channel, max_wait)
             exchange = _Exchange(channel)
             context = _EXCHANGE.set(exchange)
@@ -183,7 +185,7 @@ class DiscordClient:
                     self.gate.answered(channel, None, released=exchange.released)
         raise DiscordBusy(
             limited.retry_after or 1.0,
-            f"Discord rate-limited this chunk {RATE_LIMIT_TRIES} times in a row",
+            f"Discord rate-limited this chunk {self.retry.rate_limited_tries} times in a row",
         )
 
     def _token_refused(self) -> None:
@@ -314,8 +316,10 @@ class DiscordClients:
         global_rate: int,
         request_timeout: float,
         metrics: Metrics,
+        retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen
         shared: SharedLimits | None = None,
     ) -> None:
+        self._retry = retry
         self._global_rate = global_rate
         self._request_timeout = request_timeout
         self._metrics = metrics
@@ -334,6 +338,7 @@ class DiscordClients:
                 token,
                 global_limit=global_limit,
                 request_timeout=self._request_timeout,
+                retry=self._retry,
                 metrics=self._metrics,
                 forget=lambda: self._forget(token, client),
             )

@@ -2,7 +2,7 @@
 
 The `DiscordClient` paces each request and waits out rate limits (429). A request that fails
 (a 5xx, a reset connection, a timeout, or a 2xx that does not show the message stored) is
-tried again as the store's `RetryPolicy` says. Every post carries a nonce that Discord
+tried again as the client's `RetryPolicy` says. Every post carries a nonce that Discord
 de-duplicates, so a retry after a lost response never leaves two messages for one chunk.
 
 Failures are raised as the `StoreError`s of `refusals.py`: `DiscordFailed` (the client
@@ -81,22 +81,24 @@ class DiscordStore:
         *,
         client: DiscordClient,
         channel_id: str,
-        retry: RetryPolicy,
         max_ratelimit_wait: float,
         metrics: Metrics,
     ) -> None:
         self.client = client
         self.channel_id = channel_id
-        self.retry = retry
         self._max_wait = max_ratelimit_wait
         self._metrics = metrics
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """How the store's requests are tried again: its bot token's client's policy."""
+        return self.client.retry
 
     def in_channel(self, channel_id: str) -> DiscordStore:
         """A store of the same client and settings for another channel (a clean-up's)."""
         return DiscordStore(
             client=self.client,
             channel_id=channel_id,
-            retry=self.retry,
             max_ratelimit_wait=self._max_wait,
             metrics=self._metrics,
         )

@@ -15,7 +15,6 @@ import aiohttp
 from ..chunks.sealing import HEADER_SIZE
 from ..config import Settings
 from ..discord.client import BAD_TOKEN, DiscordClients
-from ..discord.retry import RetryPolicy
 from ..discord.store import DiscordStore
 from ..manager import packets
 from ..manager.link import Answer, ManagerLink
@@ -79,7 +78,6 @@ class Slot:
         store = DiscordStore(
             client=self._clients.client(configuration.bot_token),
             channel_id=configuration.channel_id,
-            retry=RetryPolicy(self._settings.discord_retries, self._settings.discord_retry_backoff),
             max_ratelimit_wait=self._settings.discord_max_ratelimit_wait,
             metrics=self._shared.metrics,
         )

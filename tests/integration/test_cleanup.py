@@ -16,7 +16,6 @@ from conftest import CHANNEL, SMALL_CHUNK, TOKEN, Harness, HarnessFactory, until
 from discord import http as discord_http
 
 from service.discord.client import DiscordClients
-from service.discord.retry import RetryPolicy
 from service.discord.store import DiscordStore
 from service.local.discord_api import DiscordStandIn, Fault, Route
 from service.metrics import Metrics
@@ -279,7 +278,6 @@ async def test_shutdown_waits_for_deletions_begun_while_it_waits_and_logs_what_i
     store = DiscordStore(
         client=clients.client(TOKEN),
         channel_id=CHANNEL,
-        retry=RetryPolicy(),
         max_ratelimit_wait=5.0,
         metrics=metrics,
     )
