@@ -68,6 +68,9 @@ class Orphans:
     message_ids: tuple[str, ...]
     why: str  # why they will never be read, for the log
     search_since: int | None = None  # a snowflake: search the channel for more posted since
+    # The messages a success finish named, never deleted: set for the stray copies of a
+    # successful upload (the journal no longer holds it, so nothing is kept there either).
+    kept: frozenset[str] = frozenset()
 
     @property
     def empty(self) -> bool:
@@ -103,6 +106,7 @@ class Deletion:
     whys: list[str] = field(default_factory=list)
     left: list[str] = field(default_factory=list)  # ids known and not deleted yet
     search_since: int | None = None  # a search asked for and not begun
+    kept: frozenset[str] = frozenset()  # named by a success finish: never deleted
     deleted: list[str] = field(default_factory=list)
     given_up: list[str] = field(default_factory=list)  # ids Discord would not delete
     problems: list[str] = field(default_factory=list)  # why messages may be left
@@ -118,6 +122,7 @@ class Deletion:
     def add(self, orphans: Orphans) -> None:
         if orphans.why not in self.whys:
             self.whys.append(orphans.why)
+        self.kept |= orphans.kept
         self.add_ids(orphans.message_ids)
         if orphans.search_since is not None:
             since = self.search_since
@@ -126,7 +131,7 @@ class Deletion:
             )
 
     def add_ids(self, message_ids: Sequence[str]) -> None:
-        seen = {*self.left, *self.deleted, *self.given_up}
+        seen = {*self.left, *self.deleted, *self.given_up, *self.kept}
         self.left += [i for i in dict.fromkeys(message_ids) if i not in seen]
 
     @property

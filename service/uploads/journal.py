@@ -63,6 +63,11 @@ ADD_UPLOAD = (
     "VALUES (:upload_id, :channel_id, :token_sha256, :began)"
 )
 ADD_MESSAGE = "INSERT OR IGNORE INTO messages (upload_id, message_id) VALUES (?, ?)"
+# Only for an upload the journal still holds (not a successful one's stray copies).
+KEEP_MESSAGE = (
+    "INSERT OR IGNORE INTO messages (upload_id, message_id) "
+    "SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM uploads WHERE upload_id = ?1)"
+)
 SET_STATE = "UPDATE uploads SET state = ? WHERE upload_id = ?"
 SET_SEARCH = "UPDATE uploads SET search = ? WHERE upload_id = ?"
 DROP_MESSAGE = "DELETE FROM messages WHERE upload_id = ? AND message_id = ?"
@@ -193,7 +198,7 @@ class Journal:
         """The clean-up could not delete `message_ids` (or search the channel): kept for the
         next start."""
         with self._db:
-            self._db.executemany(ADD_MESSAGE, [(upload_id, i) for i in message_ids])
+            self._db.executemany(KEEP_MESSAGE, [(upload_id, i) for i in message_ids])
             self._db.execute(SET_SEARCH, (int(search), upload_id))
 
     def forget(self, upload_id: str) -> None:

@@ -42,6 +42,7 @@ UNREPORTABLE = (
 
 UNSENT = "the link to the manager was lost before the success finish could be sent"
 ALL_STORED = "all chunks are stored"
+STRAYS = "a chunk sent again after a post without a definite answer may have left a copy"
 
 Report = Callable[[str], Awaitable[bool]]  # sends a packet to the manager; False if it could not
 
@@ -255,6 +256,9 @@ class Upload:
         self.shared.metrics.jobs.labels(outcome).inc()
         if outcome is Outcome.SUCCEEDED:
             self.shared.journal.forget(self.upload_id)  # the manager has their ids
+            if self._unrecorded:  # a chunk sent again may have left a copy the post stored
+                kept = frozenset(c.message_id for c in self.job.stored.values())
+                self._clean_up((), STRAYS, search=True, kept=kept)
         else:  # the manager records none of its messages (a success it was not sent included)
             self.shared.journal.ended(self.upload_id, State.FAILED)
             stored = tuple(c.message_id for c in self.job.stored.values())
@@ -262,9 +266,16 @@ class Upload:
         level = logging.INFO if outcome is Outcome.SUCCEEDED else logging.WARNING
         log.log(level, "upload ended: %s", why, extra=self._log)
 
-    def _clean_up(self, message_ids: tuple[str, ...], why: str, *, search: bool) -> None:
+    def _clean_up(
+        self,
+        message_ids: tuple[str, ...],
+        why: str,
+        *,
+        search: bool,
+        kept: frozenset[str] = frozenset(),
+    ) -> None:
         since = self._began if search else None
-        orphans = Orphans(self.upload_id, message_ids, why, search_since=since)
+        orphans = Orphans(self.upload_id, message_ids, why, search_since=since, kept=kept)
         self.shared.cleanup.delete(self.store, orphans)
 
     # --- the inactivity timer --------------------------------------------------------------

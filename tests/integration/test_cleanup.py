@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
 import pytest
-from conftest import CHANNEL, SMALL_CHUNK, TOKEN, Harness, HarnessFactory, until
+from conftest import CHANNEL, SMALL_CHUNK, TOKEN, Harness, HarnessFactory, reassembled, until
 from discord import http as discord_http
 
 from service.discord.client import DiscordClients
@@ -347,3 +347,26 @@ async def test_a_success_finish_the_closed_link_never_sent_voids_the_job_and_cle
     assert registry.get_sample_value("upload_jobs_total", {"outcome": Outcome.VOIDED}) == 1
     assert registry.get_sample_value("upload_jobs_total", {"outcome": Outcome.SUCCEEDED}) == 0
     assert harness.service.slots[0].upload is None
+
+
+async def test_a_copy_a_successful_upload_left_behind_its_retried_chunk_is_deleted(
+    start_service: HarnessFactory,
+) -> None:
+    """A post whose answer was lost stored its message, the browser sent the chunk again
+    and the upload succeeded: the first copy is deleted, every message the finish names
+    stays."""
+    harness = await start_service(discord_retries=1)
+    assert await harness.configure() == {"success": True}
+    data = os.urandom(2 * SMALL_CHUNK)
+    upload_id = await harness.start(len(data))
+    harness.discord.inject(Fault(store_then_drop=True))  # stored, the answer lost
+    assert (await harness.post(upload_id, 0, data[:SMALL_CHUNK]))[0] == 502
+    for index in (0, 1):
+        chunk = data[index * SMALL_CHUNK :][:SMALL_CHUNK]
+        assert (await harness.post(upload_id, index, chunk))[0] == 200
+    finish = await harness.link.next_finish()
+    assert finish["success"] is True
+
+    assert sorted(await cleaned(harness, upload_id)) == sorted(finish["messages"])
+    assert harness.discord.deleted == 1
+    assert reassembled(harness.discord, finish) == data
