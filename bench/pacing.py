@@ -13,17 +13,15 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-from browsers import upload_jobs
+from clients import upload_jobs
 from measure import Source
 from report import MIB, BenchFailure, Column, Report, figures_table, log, machine
-from scenario import POSITIVE_INT, POSITIVE_SECONDS, Scenario, counts
+from scenario import POSITIVE_INT, POSITIVE_SECONDS, Scenario, counts, planned
 from services import stage
 
 from service.jobs.layout import BROWSER_CHUNKS_IN_FLIGHT
 from service.local.browser import TRIES
 from service.local.discord_api import DISCORD_EPOCH_MS, Limit
-from service.local.driver import scrape_metrics
 
 CHANNEL_BASE = 1400000000000000000
 RUN_TIMEOUT_BASE = 60.0  # seconds a run may take beyond twice its ideal
@@ -31,41 +29,32 @@ RUN_TIMEOUT_BASE = 60.0  # seconds a run may take beyond twice its ideal
 
 @dataclass(frozen=True)
 class PacingPlan:
-    slots: tuple[int, ...]
-    chunks: int  # per job
-    chunk_size: int
-    runs: int
-    per_channel: int  # posts per window in one channel
-    window: float  # seconds
-    global_per_second: int  # the token's global limit, in the stand-in and the service
+    slots: tuple[int, ...] = (1, 2, 4, 8)
+    chunks: int = 40  # per job
+    chunk_kib: int = 64
+    runs: int = 1
+    limit: int = 5  # posts per window in one channel
+    window: float = 1.0  # seconds
+    global_limit: int = 20  # the token's requests per second, in the stand-in and the service
 
     def ideal(self) -> float:
         """Seconds a perfect pacer needs for one job (bench/README.md, "The ideal")."""
-        return (math.ceil(self.chunks / self.per_channel) - 1) * self.window
+        return (math.ceil(self.chunks / self.limit) - 1) * self.window
 
 
 def add_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--slots", type=counts, help="numbers of slots (default 1,2,4,8; smoke 1,2)")
     group.add_argument("--chunks", type=POSITIVE_INT, help="chunks per job (default 40; smoke 20)")
-    group.add_argument("--chunk-kib", type=POSITIVE_INT, default=64, help="default 64")
-    group.add_argument("--limit", type=POSITIVE_INT, default=5, help="posts per window (5)")
-    group.add_argument("--window", type=POSITIVE_SECONDS, default=1.0, help="seconds (1)")
-    group.add_argument(
-        "--global-limit", type=POSITIVE_INT, default=20, help="requests per second (20)"
-    )
+    group.add_argument("--chunk-kib", type=POSITIVE_INT, help="default 64")
+    group.add_argument("--limit", type=POSITIVE_INT, help="posts per window (5)")
+    group.add_argument("--window", type=POSITIVE_SECONDS, help="seconds (1)")
+    group.add_argument("--global-limit", type=POSITIVE_INT, help="requests per second (20)")
 
 
 def plan_from(args: argparse.Namespace) -> PacingPlan:
-    plan = PacingPlan(
-        slots=args.slots or ((1, 2) if args.smoke else (1, 2, 4, 8)),
-        chunks=args.chunks or (20 if args.smoke else 40),
-        chunk_size=args.chunk_kib * 1024,
-        runs=args.runs or 1,
-        per_channel=args.limit,
-        window=args.window,
-        global_per_second=args.global_limit,
-    )
-    if plan.chunks <= plan.per_channel:
+    flags = ("slots", "chunks", "chunk_kib", "runs", "limit", "window", "global_limit")
+    plan = planned(args, PacingPlan(), PacingPlan(slots=(1, 2), chunks=20), *flags)
+    if plan.chunks <= plan.limit:
         raise SystemExit("pacing: --chunks must exceed --limit, or no job waits for a window")
     return plan
 
@@ -78,15 +67,14 @@ def stored_at(message_id: str) -> float:
 async def run_once(plan: PacingPlan, slots: int, source: Source) -> dict[str, Any]:
     """One run's figures (bench/README.md says what each means)."""
     limits = {
-        "messages_per_window": plan.per_channel,
+        "messages_per_window": plan.limit,
         "window": plan.window,
-        "global_limit": Limit(plan.global_per_second, 1.0),
+        "global_limit": Limit(plan.global_limit, 1.0),
     }
     channels = [str(CHANNEL_BASE + slot) for slot in range(slots)]
-    async with stage(channels, discord=limits, discord_global_rate=plan.global_per_second) as on:
+    async with stage(channels, discord=limits, discord_global_rate=plan.global_limit) as on:
         jobs = await upload_jobs(on, on.slots, source, BROWSER_CHUNKS_IN_FLIGHT, TRIES)
-        async with aiohttp.ClientSession() as session:
-            metrics = await scrape_metrics(session, on.service.metrics_port)
+        metrics = await on.metrics()
         problems = [f"slot {i}: {p}" for i, job in enumerate(jobs) for p in job.problems]
         if problems := problems + on.dropped():
             raise BenchFailure("\n".join(problems))
@@ -108,7 +96,7 @@ async def run_once(plan: PacingPlan, slots: int, source: Source) -> dict[str, An
         "job_vs_ideal_max": max(seconds) / ideal,
         "last_post_vs_ideal_max": (max(last) - began) / ideal,
         "posts_per_s": rate,
-        "posts_per_s_vs_global": rate / plan.global_per_second,
+        "posts_per_s_vs_global": rate / plan.global_limit,
         "posts": discord.posts,
         "channel_429s": discord.rate_limited_by_scope["user"],
         "global_429s": discord.rate_limited_by_scope["global"],
@@ -144,7 +132,7 @@ COLUMNS: list[Column] = [
 
 async def run(plan: PacingPlan) -> Report:
     started = time.perf_counter()
-    source = Source.random(plan.chunks * plan.chunk_size, plan.chunk_size)
+    source = Source.random(plan.chunks * plan.chunk_kib * 1024, plan.chunk_kib * 1024)
     figures = []
     for slots in plan.slots:
         for run_index in range(plan.runs):
@@ -157,9 +145,9 @@ async def run(plan: PacingPlan) -> Report:
             )
     lines = [
         f"One service process of N slots, one job each in its own channel, one bot token; "
-        f"{plan.chunks} chunks of {plan.chunk_size // 1024} KiB per job, "
-        f"{BROWSER_CHUNKS_IN_FLIGHT} in flight; per-channel limit {plan.per_channel} posts "
-        f"per {plan.window:g} s (fixed window); global limit {plan.global_per_second} per s "
+        f"{plan.chunks} chunks of {plan.chunk_kib} KiB per job, "
+        f"{BROWSER_CHUNKS_IN_FLIGHT} in flight; per-channel limit {plan.limit} posts "
+        f"per {plan.window:g} s (fixed window); global limit {plan.global_limit} per s "
         f"for the token. Ideal per job: (ceil(chunks / limit) - 1) x window = "
         f"{plan.ideal():.2f} s. {plan.runs} run(s) per N; {machine()}; took "
         f"{time.perf_counter() - started:.0f} s. Every figure: bench/README.md.",

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import operator
 import os
 import sys
 from collections.abc import Sequence
@@ -40,13 +41,10 @@ def figures_table(columns: Sequence[Column], rows: Sequence[dict[str, Any]]) -> 
     """One row per dict of figures, one column per `Column`."""
 
     def cell(figures: dict[str, Any], keys: str | tuple[str, ...], spec: str) -> str:
-        return "/".join(
-            format(figures[key], spec) for key in ([keys] if isinstance(keys, str) else keys)
-        )
+        keys = (keys,) if isinstance(keys, str) else keys
+        return "/".join(format(figures[key], spec) for key in keys)
 
-    return table(
-        [header for header, _, _ in columns], [[cell(f, k, s) for _, k, s in columns] for f in rows]
-    )
+    return table([c[0] for c in columns], [[cell(f, k, s) for _, k, s in columns] for f in rows])
 
 
 @dataclass(frozen=True)
@@ -68,14 +66,21 @@ class Target:
 
 
 TARGET_HEADER = ["target", "measured", "limit", "verdict"]
+_COMPARISONS = {"<": operator.lt, "<=": operator.le, ">=": operator.ge}
+
+
+def target(
+    name: str, value: float, spec: str, compare: str, limit: float, limit_spec: str = ""
+) -> Target:
+    """The target `value compare limit` (say `<=`), each shown in its format."""
+    passed = _COMPARISONS[compare](value, limit)
+    return Target(name, format(value, spec), f"{compare} {limit:{limit_spec}}", passed)
 
 
 @dataclass
 class Report:
     """One scenario's report: its markdown below a `## title` line, and its figures.
-
-    `failed`: an upload that should have completed did not (exit status 1); a missed target
-    is reported, not a failure: this is a benchmark, not a test."""
+    `failed`: an upload that should have completed did not (exit status 1)."""
 
     title: str
     lines: list[str] = field(default_factory=list)

@@ -1,15 +1,9 @@
 """The upload service's benchmark: named scenarios of one plan, one report.
 
-    python bench/run.py [--scenario capacity|pacing|memory|all] [--smoke] [--runs N]
-                        [--json FILE] [each scenario's own flags]
+    python bench/run.py [--scenario capacity|pacing|memory|all] [--smoke] [--json FILE] ...
 
-Each scenario starts the real service in a process of its own between a Discord and a
-manager stand-in (bench/services.py), drives it as browsers and hostile clients do, verifies
-every finished upload as the manager would, and reports its figures and targets as markdown
-on stdout (progress on stderr) and, with --json, every figure. The exit status is 1 when an
-upload failed or did not verify, or the benchmark broke down; a missed target is reported,
-not an error: this is a benchmark, not a test. What each scenario does and what every figure
-means: bench/README.md.
+Markdown on stdout, progress on stderr; exit status 1 when an upload failed or did not
+verify, or the benchmark broke down. Every scenario, flag and figure: bench/README.md.
 """
 
 from __future__ import annotations

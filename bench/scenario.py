@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 from report import Report
 
 from service.config import _positive_int, _positive_seconds
+
+Plan = TypeVar("Plan")
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,14 @@ class Scenario:
     add_arguments: Callable[[argparse._ArgumentGroup], None]
     plan: Callable[[argparse.Namespace], Any]
     run: Callable[[Any], Awaitable[Report]]
+
+
+def planned(args: argparse.Namespace, full: Plan, smoke: Plan, *flags: str) -> Plan:
+    """`smoke` with --smoke, else `full` (dataclasses), with the field named after each of
+    `flags` (their argparse dests) replaced by the flag's value where it was given."""
+    given = {name: getattr(args, name) for name in flags}
+    chosen: Any = smoke if args.smoke else full
+    return replace(chosen, **{name: value for name, value in given.items() if value is not None})
 
 
 def flag(parse: Callable[[str], Any]) -> Callable[[str], Any]:
