@@ -4,7 +4,6 @@ crypto and socket floors; every figure and target: bench/README.md, "Capacity"."
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import functools
 import json
@@ -16,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from capacity_report import Phase, Run, capacity_report, summary
+from capacity_report import COLUMNS, Phase, Run, capacity_report
 from clients import health_probed
 from measure import (
     Source,
@@ -28,7 +27,7 @@ from measure import (
     socket_floor,
 )
 from report import MIB, BenchFailure, Report, log
-from scenario import Scenario, counts, planned
+from scenario import Scenario, counts, measured
 from services import Slot, Stage, stage
 
 from service.chunks.memory_file import MemoryReader
@@ -51,19 +50,6 @@ class CapacityPlan:
     def size_for(self, jobs: int) -> int:
         mib = self.size if jobs == 1 else (self.multi_size or min(self.size, 64))
         return max(int(mib * MIB), 1)
-
-
-def add_arguments(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--size", type=float, help="MiB for 1 job (default 256; smoke 12)")
-    group.add_argument(
-        "--multi-size", type=float, help="MiB per job with 2+ jobs (default: --size, at most 64)"
-    )
-    group.add_argument("--jobs", type=counts, help="numbers of jobs (default 1,2,4,8; smoke 1,2)")
-
-
-def plan_from(args: argparse.Namespace) -> CapacityPlan:
-    smoke = CapacityPlan(size=12, runs=1, jobs=(1, 2))
-    return planned(args, CapacityPlan(), smoke, "size", "multi_size", "runs", "jobs")
 
 
 def bench_cpu() -> float:
@@ -161,13 +147,13 @@ async def run_once(jobs: int, source: Source) -> dict[str, float]:
             service, finishes = await run_service(on, upload_ids, source)
         spent, peak = process_times(on.pid) - before, peak_rss(on.pid)
         ends = {0, len(source.chunks) - 1}  # decrypting every chunk would double the wait
-        problems = [
-            f"job {job}: {problem}"
-            for job, (slot, finish) in enumerate(zip(on.slots, finishes, strict=True))
-            for problem in on.problems(slot, finish, source, ends)
-        ]
-        if problems := problems + on.dropped():
-            raise BenchFailure("\n".join(problems))
+        on.check(
+            [
+                f"job {job}: {problem}"
+                for job, (slot, finish) in enumerate(zip(on.slots, finishes, strict=True))
+                for problem in on.problems(slot, finish, source, ends)
+            ]
+        )
     return Run(
         jobs, source.size, direct, service, spent, peak, idle_rss, *floors, probes, lag
     ).figures()
@@ -175,24 +161,23 @@ async def run_once(jobs: int, source: Source) -> dict[str, float]:
 
 async def run(plan: CapacityPlan) -> Report:
     started = time.perf_counter()
-    results: dict[int, list[dict[str, float]]] = {jobs: [] for jobs in plan.jobs}
-    sources: dict[int, Source] = {}
+    sources = {size: Source.random(size) for size in {plan.size_for(jobs) for jobs in plan.jobs}}
+    results: dict[int, list[dict[str, float]]] = {}
     for jobs in plan.jobs:
-        size = plan.size_for(jobs)
-        if size not in sources:
-            sources[size] = Source.random(size)
-        source = sources[size]
-        for run_index in range(plan.runs):
-            async with asyncio.timeout(RUN_TIMEOUT_BASE + 2 * jobs * size / MIB / SLOWEST_MIB_S):
-                results[jobs].append(figures := await run_once(jobs, source))
-            log(f"capacity, jobs={jobs} run {run_index + 1}/{plan.runs}: {summary(figures)}")
+        source = sources[plan.size_for(jobs)]
+        limit = RUN_TIMEOUT_BASE + 2 * jobs * source.size / MIB / SLOWEST_MIB_S
+        once = functools.partial(run_once, jobs, source)
+        results[jobs] = await measured(f"capacity, jobs={jobs}", plan.runs, limit, once, COLUMNS)
     return capacity_report(plan.runs, results, time.perf_counter() - started)
 
 
-SCENARIO = Scenario(
-    name="capacity",
-    summary="throughput, latency, memory and CPU against Discord directly",
-    add_arguments=add_arguments,
-    plan=plan_from,
-    run=run,
+SCENARIO = Scenario.of(
+    "capacity",
+    "throughput, latency, memory and CPU against Discord directly",
+    run,
+    CapacityPlan(),
+    CapacityPlan(size=12, runs=1, jobs=(1, 2)),
+    ("--size", float, "MiB for 1 job (default 256; smoke 12)"),
+    ("--multi-size", float, "MiB per job with 2+ jobs (default: --size, at most 64)"),
+    ("--jobs", counts, "numbers of jobs (default 1,2,4,8; smoke 1,2)"),
 )

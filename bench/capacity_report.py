@@ -95,14 +95,6 @@ class Run:
         }
 
 
-def summary(f: dict[str, float]) -> str:
-    return (
-        f"service {f['service_mib_s']:.0f} MiB/s, direct {f['direct_mib_s']:.0f} MiB/s, "
-        f"CPU {f['cpu_s']:.2f} s, peak RSS {f['peak_rss_mib']:.0f} MiB, "
-        f"{f['rss_per_job_mib']:.0f} MiB/job over idle"
-    )
-
-
 def medians(runs: Sequence[dict[str, float]]) -> dict[str, float]:
     """Each figure's median over the runs (each figure on its own)."""
     return {key: statistics.median(f[key] for f in runs) for key in runs[0]}

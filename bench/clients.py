@@ -150,19 +150,21 @@ class JobRun:
         )
 
 
-def upload_in_child(pipe: Connection, file: str, chunk_size: int, how: dict, uploads: list) -> None:
-    """(In a child) upload `file` to each (address, upload id) at once, `how` being the
-    browser's concurrency and tries; then (attempts, statuses, problems) per upload."""
+def upload_in_child(pipe: Connection, file: str, size: int, uploads: list, job: JobRun) -> None:
+    """(In a child) upload `file` in chunks of `size` to each (address, upload id) at once,
+    as `job` says; then each upload's JobRun, untimed and unverified."""
 
-    async def one(session: aiohttp.ClientSession, address: str, upload_id: str) -> tuple:
-        problems: list[str] = []
+    async def one(session: aiohttp.ClientSession, address: str, upload_id: str) -> JobRun:
+        run = JobRun(job.chunks, job.concurrency, job.tries)
+        how = {"concurrency": job.concurrency, "tries": job.tries}
         try:
-            sent = await upload(session, address, upload_id, Path(file), chunk_size, **how)
+            sent = await upload(session, address, upload_id, Path(file), size, **how)
+            run.attempts, run.statuses = sent.attempts, sent.statuses
         except* UploadFailed as failed:
-            problems = [str(error) for error in failed.exceptions]
-        return (sent.attempts, sent.statuses, []) if not problems else (0, Counter(), problems)
+            run.problems = [str(error) for error in failed.exceptions]
+        return run
 
-    async def every() -> list[tuple]:
+    async def every() -> list[JobRun]:
         async with aiohttp.ClientSession() as session:
             pipe.send(READY)  # the first POSTs go out now
             return await asyncio.gather(*(one(session, *pair) for pair in uploads))
@@ -186,28 +188,20 @@ async def upload_jobs(
         return await slot.connection.next_finish(), time.perf_counter(), time.time()
 
     finishes = [asyncio.create_task(finished(slot)) for slot in slots]
-    runs = []
     try:
         uploads = [
             (slot.address, upload_id) for slot, upload_id in zip(slots, upload_ids, strict=True)
         ]
-        how = {"concurrency": concurrency, "tries": tries}
-        file = str(on.file_of(source))
-        async with Child(
-            "the browsers", upload_in_child, file, source.chunk_size, how, uploads
-        ) as child:
+        job = JobRun(len(source.chunks), concurrency, tries)
+        how = (str(on.file_of(source)), source.chunk_size, uploads, job)
+        async with Child("the browsers", upload_in_child, *how) as child:
             began = time.perf_counter()
-            reports = await child.receive(UPLOAD_TIMEOUT)
-        for slot, waiting, (attempts, statuses, problems) in zip(
-            slots, finishes, reports, strict=True
-        ):
-            run = JobRun(len(source.chunks), concurrency, tries)
-            run.attempts, run.statuses, run.problems = attempts, statuses, problems
+            runs: list[JobRun] = await child.receive(UPLOAD_TIMEOUT)
+        for run, slot, waiting in zip(runs, slots, finishes, strict=True):
             if run.ok:
                 finish, arrived, run.finished_at = await waiting
                 run.seconds = arrived - began
                 run.problems = on.problems(slot, finish, source)
-            runs.append(run)
     finally:
         for waiting in finishes:
             waiting.cancel()

@@ -1,13 +1,11 @@
 """What the benchmark measures with: a process's CPU and RSS (now and peak) from /proc,
-percentiles, the crypto and socket floors (with the service's sealed layout), the service's
-loop lag as a health prober in a process of its own sees it, the benchmark's own loop lag,
-and the random file every job uploads."""
+percentiles, the crypto and socket floors, the benchmark's own loop lag, and the random file
+every job uploads."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import math
 import os
 import socket
@@ -18,15 +16,12 @@ from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from report import GIB
 
-from service.chunks.sealing import HEADER_SIZE, IV_SIZE, buffer_size
+from service.chunks.sealing import ChunkSealer, buffer_size
 from service.jobs.layout import MANAGER_CHUNK_SIZE
 from service.local.verify import chunks_of
 
-PROBE_INTERVAL = 0.02  # seconds between two GET /healthz on one port
-PROBE_TIMEOUT = 10.0
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _SOCKET_PIECE = 256 * 1024  # bytes per send and per receive, as asyncio reads
 
@@ -54,9 +49,7 @@ def process_times(pid: int) -> ProcessTimes:
     # minflt, utime and stime are fields 10, 14 and 15.
     fields = stat.rsplit(")", 1)[1].split()
     return ProcessTimes(
-        user=int(fields[11]) / _CLOCK_TICKS,
-        system=int(fields[12]) / _CLOCK_TICKS,
-        minor_faults=int(fields[7]),
+        int(fields[11]) / _CLOCK_TICKS, int(fields[12]) / _CLOCK_TICKS, int(fields[7])
     )
 
 
@@ -90,26 +83,21 @@ def percentile(values: Sequence[float], fraction: float) -> float:
 
 
 def crypto_floor(chunks: Sequence[memoryview], key: bytes) -> float:
-    """CPU seconds per GiB for SHA-256 plus AES-256-GCM over `chunks`, in this one thread."""
-    largest = max((len(chunk) for chunk in chunks), default=0)
-    out = memoryview(bytearray(buffer_size(largest)))  # iv | tag | ciphertext, as sealed
-    total = sum(len(chunk) for chunk in chunks)
+    """CPU seconds per GiB for the service's sealing (SHA-256 plus AES-256-GCM) of `chunks`
+    into one buffer, in this one thread."""
+    buffer = bytearray(buffer_size(max(len(chunk) for chunk in chunks)))
     started = time.thread_time()
     for chunk in chunks:
-        hashlib.sha256(chunk).hexdigest()
-        encryptor = Cipher(algorithms.AES(key), modes.GCM(os.urandom(IV_SIZE))).encryptor()
-        encryptor.update_into(chunk, out[HEADER_SIZE:])
-        encryptor.finalize()
-        out[IV_SIZE:HEADER_SIZE] = encryptor.tag
-    seconds = time.thread_time() - started
-    return seconds / (total / GIB) if total else math.nan
+        sealer = ChunkSealer(len(chunk), key, buffer=buffer)
+        sealer.write(chunk)
+        sealer.seal()
+    return (time.thread_time() - started) / (sum(map(len, chunks)) / GIB)
 
 
 def socket_floor(chunks: Sequence[memoryview]) -> float:
     """CPU seconds per GiB for sending `chunks` once and receiving them once over a loopback
     TCP connection with blocking calls in two threads: what the kernel alone charges for
     moving the bytes in and out of a process, with no HTTP and no Python per byte."""
-    total = sum(len(chunk) for chunk in chunks)
     receiver_seconds: list[float] = []
     with socket.create_server(("127.0.0.1", 0)) as listener:
 
@@ -131,7 +119,7 @@ def socket_floor(chunks: Sequence[memoryview]) -> float:
                     sender.sendall(chunk[offset : offset + _SOCKET_PIECE])
             sender_seconds = time.thread_time() - started
         receiver.join()
-    return (sender_seconds + receiver_seconds[0]) / (total / GIB) if total else math.nan
+    return (sender_seconds + receiver_seconds[0]) / (sum(map(len, chunks)) / GIB)
 
 
 @contextlib.asynccontextmanager

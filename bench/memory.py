@@ -1,7 +1,5 @@
-"""The memory scenario: the chunk memory budget against (a) a claim flood, (b) a burst while
-Discord answers slowly, (c) a backlog behind a slow channel and (d) a lone trickler, each on a
-fresh service, with (e) another slot's job timed beside them; what each case does and its
-targets: bench/README.md, "Memory"."""
+"""The memory scenario: the chunk memory budget against a claim flood, a burst, a backlog and a
+lone trickler, another slot's job timed beside them (bench/README.md, "Memory")."""
 
 from __future__ import annotations
 
@@ -9,15 +7,15 @@ import argparse
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from clients import JobRun, upload_jobs
 from measure import Source, current_rss, meanwhile, peak_rss
-from memory_report import SAMPLE, Case, memory_report
+from memory_report import SAMPLE, Case, median_run, memory_report
 from report import MIB, BenchFailure, Report, log, machine
-from scenario import POSITIVE_INT, Scenario, planned
+from scenario import POSITIVE_INT, Scenario
 from services import Slot, Stage, stage
 
 from service.jobs.layout import BROWSER_CHUNKS_IN_FLIGHT, MANAGER_CHUNK_SIZE
@@ -76,24 +74,9 @@ def case_keys(text: str) -> str:
     return text.replace(",", "")
 
 
-def add_arguments(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--cases", type=case_keys, help="which of a,b,c,d (default all)")
-    group.add_argument("--in-flight", type=POSITIVE_INT, help="CHUNKS_IN_FLIGHT_PER_UPLOAD")
-    group.add_argument("--tries", type=POSITIVE_INT, help=f"tries per chunk (default {TRIES})")
-    group.add_argument(
-        "--burst-answer", type=float, help="seconds Discord takes per post in (b); 0: at once"
-    )
-
-
-def plan_from(args: argparse.Namespace) -> MemoryPlan:
-    flags = ("cases", "in_flight", "tries", "burst_answer", "runs")
-    return planned(args, MemoryPlan(), SMOKE, *flags)
-
-
 @dataclass
 class Bench:
-    """A fresh service for one case: the case's slots sharing one channel, and the other slot
-    with a channel of its own."""
+    """A case's service: its slots sharing one channel, and the other slot."""
 
     on: Stage
     plan: MemoryPlan
@@ -110,8 +93,7 @@ class Bench:
         return [found[name] for name in names]
 
     async def until(self, gauge: str, holds: Callable[[float], bool]) -> None:
-        """Until `holds(gauge)`, for what only /metrics show, which offer no event to await:
-        read every POLL seconds, for at most CLIENT_READ_TIMEOUT."""
+        """Until `holds(gauge)`: /metrics offer no event, so read every POLL seconds."""
         async with asyncio.timeout(self.plan.read_timeout):
             while not holds((await self.gauges(gauge))[0]):  # noqa: ASYNC110
                 await asyncio.sleep(POLL)
@@ -141,14 +123,10 @@ class Bench:
         )
 
     async def jobs(
-        self,
-        slots: list[Slot],
-        source: Source,
-        at_once: int = BROWSER_CHUNKS_IN_FLIGHT,
-        upload_ids: list[str] | None = None,
+        self, slots: list[Slot], source: Source, at_once: int, ids: list[str] | None = None
     ) -> list[JobRun]:
         """A browser's job on each of `slots`, `at_once` chunks at once."""
-        runs = await upload_jobs(self.on, slots, source, at_once, self.plan.tries, upload_ids)
+        runs = await upload_jobs(self.on, slots, source, at_once, self.plan.tries, ids)
         for channel in {slot.channel for slot in slots}:
             self.on.discord.forget(channel)
         return runs
@@ -156,32 +134,28 @@ class Bench:
     async def side_job(self, side: Source, runs: int = 1) -> JobRun:
         """The other slot's job `runs` times in a row; the run of median time (a job of a few
         tenths of a second is at the mercy of the scheduler's noise on a shared machine)."""
-        done = [(await self.jobs(self.on.slots[-1:], side))[0] for _ in range(runs)]
+        done = [
+            (await self.jobs(self.on.slots[-1:], side, BROWSER_CHUNKS_IN_FLIGHT))[0]
+            for _ in range(runs)
+        ]
         failed = [run for run in done if not run.ok]
         return failed[0] if failed else sorted(done, key=lambda run: run.seconds)[runs // 2]
 
-    @contextlib.asynccontextmanager
-    async def measured(
-        self, case: Case, side: Source | None, side_runs: int = 1
-    ) -> AsyncIterator[None]:
-        """The idle RSS and, given `side`, the other slot's job on the idle service (a warm-up,
-        then the baseline); inside, /metrics sampled; after, the peak RSS."""
-        case.idle_rss = current_rss(self.on.pid)
-        if side is not None:
-            await self.side_job(side)
-            case.side_idle = await self.side_job(side, side_runs)
-        async with self.sampled(case):
-            yield
-        case.peak_rss = peak_rss(self.on.pid)
-
 
 @contextlib.asynccontextmanager
-async def fresh(
-    plan: MemoryPlan, case_slots: int = 1, window: float | None = None, answer: float = 0.0
+async def serving(
+    plan: MemoryPlan,
+    case: Case,
+    side: Source | None = None,
+    side_runs: int = 1,
+    case_slots: int = 1,
+    window: float | None = None,
+    answer: float = 0.0,
 ) -> AsyncIterator[Bench]:
-    """A service of its own with `case_slots` slots sharing the case's channel and the other
-    slot. With `window`, Discord stores one post per `window` seconds per channel; it answers
-    each post `answer` seconds after its body arrives."""
+    """A service of its own with `case_slots` slots and the other: its idle RSS and, given
+    `side`, the other slot's job on it idle (a warm-up, then the baseline); inside, /metrics
+    sampled; after, its peak RSS. Discord stores a post per `window` s per channel, if given,
+    and answers each post `answer` s after its body arrives."""
     discord: dict[str, Any] = {"answer_delay": answer}
     if window is not None:
         discord |= {"messages_per_window": 1, "window": window}
@@ -191,15 +165,21 @@ async def fresh(
         settings["chunks_in_flight_per_upload"] = plan.in_flight
     channels = [CHANNELS[0]] * case_slots + [CHANNELS[1]]
     async with stage(channels, discord=discord, **settings) as on:
-        yield Bench(on, plan)
+        bench = Bench(on, plan)
+        case.idle_rss = current_rss(on.pid)
+        if side is not None:
+            await bench.side_job(side)
+            case.side_idle = await bench.side_job(side, side_runs)
+        async with bench.sampled(case):
+            yield bench
+        case.peak_rss = peak_rss(on.pid)
 
 
 async def claim_flood(plan: MemoryPlan, side: Source) -> Case:
-    """(a) Trickling claims of one job's chunks: the other slot's job while they hold on,
-    then that job uploaded by a browser."""
+    """(a) Trickling claims of a job's chunks; the other slot's job; then that job's upload."""
     case = plan.case("a", f"claim flood: {plan.tricklers} trickling claims")
     source = Source.random(plan.flood_chunks * MANAGER_CHUNK_SIZE)
-    async with fresh(plan) as bench, bench.measured(case, side, SHORT_SIDE_RUNS):
+    async with serving(plan, case, side, SHORT_SIDE_RUNS) as bench:
         slot = bench.case_slots[0]
         upload_id = await bench.on.start_job(slot, source)
         claimed = [i % len(source.chunks) for i in range(plan.tricklers)]
@@ -214,7 +194,7 @@ async def claim_flood(plan: MemoryPlan, side: Source) -> Case:
         log(f"  flood established: {sum(t.done() for t in trickles)} claims answered at once")
         case.side_loaded = await bench.side_job(side, SHORT_SIDE_RUNS)
         case.side_runs = SHORT_SIDE_RUNS
-        case.jobs = await bench.jobs([slot], source, upload_ids=[upload_id])
+        case.jobs = await bench.jobs([slot], source, BROWSER_CHUNKS_IN_FLIGHT, [upload_id])
         case.trickles = list(await asyncio.gather(*trickles))
     return case
 
@@ -222,9 +202,9 @@ async def claim_flood(plan: MemoryPlan, side: Source) -> Case:
 async def under_load(
     plan: MemoryPlan, case: Case, side: Source, source: Source, at_once: int, **service: Any
 ) -> Case:
-    """(b), (c): a job of `source` on each case slot, `at_once` chunks at once, and the other
+    """(b), (c): a job of `source` on each case slot, `at_once` chunks at once; the other
     slot's job once the first chunk is at Discord."""
-    async with fresh(plan, **service) as bench, bench.measured(case, side):
+    async with serving(plan, case, side, **service) as bench:
         main = asyncio.create_task(bench.jobs(bench.case_slots, source, at_once))
         discord = bench.on.discord
         under_way = asyncio.ensure_future(discord.wait_for_posts(discord.posts + 1))
@@ -238,8 +218,7 @@ async def under_load(
 
 
 async def burst(plan: MemoryPlan, side: Source) -> Case:
-    """(b) Every chunk of one job POSTed at once, retried as the browser does, while Discord
-    answers each post slowly."""
+    """(b) Every chunk of one job at once, while Discord answers each post slowly."""
     chunks, answer = plan.burst_chunks, plan.burst_answer
     title = f"{chunks} concurrent honest chunks of one job, Discord answering each post in"
     case = plan.case("b", f"{title} {answer:g} s")
@@ -248,8 +227,7 @@ async def burst(plan: MemoryPlan, side: Source) -> Case:
 
 
 async def backlog(plan: MemoryPlan, side: Source) -> Case:
-    """(c) Browsers on several slots sharing one channel that stores a post a second: their
-    chunks wait for Discord, and for memory."""
+    """(c) Browsers on several slots sharing a slow channel: chunks wait for it, and memory."""
     jobs, chunks, window = plan.backlog_jobs, plan.backlog_chunks, plan.backlog_window
     case = plan.case(
         "c",
@@ -266,10 +244,9 @@ async def lone_trickle(plan: MemoryPlan) -> Case:
     """(d) One trickling client: its claim to its 408, then to no chunk held."""
     case = plan.case("d", f"one client trickling a byte every {plan.trickle_interval:g} s")
     source = Source.random(MANAGER_CHUNK_SIZE)
-    async with fresh(plan) as bench:
-        async with bench.measured(case, side=None):
-            upload_id = await bench.on.start_job(bench.case_slots[0], source)
-            case.trickles = [await bench.trickle(upload_id, 0, source.chunks[0])]
+    async with serving(plan, case) as bench:
+        upload_id = await bench.on.start_job(bench.case_slots[0], source)
+        case.trickles = [await bench.trickle(upload_id, 0, source.chunks[0])]
         answered = time.perf_counter()
         # The buffer is given back as the claim ends, before the endpoint stops counting the
         # POST in upload_chunks_in_flight (endpoint.py): its 0 is the release, seen outside.
@@ -277,20 +254,7 @@ async def lone_trickle(plan: MemoryPlan) -> Case:
         case.release_seconds = time.perf_counter() - answered
         (case.memory_after,) = await bench.gauges("upload_chunk_memory_bytes")
         case.rss_after = current_rss(bench.on.pid)
-        case.peak_rss = peak_rss(bench.on.pid)
     return case
-
-
-async def repeated(plan: MemoryPlan, once: Callable[[], Awaitable[Case]]) -> Case:
-    """`plan.runs` runs of a case whose other-slot job is timed once per run; the run of
-    median ratio, holding them all (a job of two seconds, timed once on a shared machine, is
-    at the mercy of its noise)."""
-    runs = [await once() for _ in range(plan.runs)]
-    if len(runs) == 1:
-        return runs[0]
-    median = sorted(runs, key=lambda run: run.side_ratio or float("inf"))[len(runs) // 2]
-    median.repeats = runs
-    return median
 
 
 async def run(plan: MemoryPlan) -> Report:
@@ -298,8 +262,8 @@ async def run(plan: MemoryPlan) -> Report:
     side = Source.random(plan.side_chunks * MANAGER_CHUNK_SIZE)
     cases = {
         "a": lambda: claim_flood(plan, side),
-        "b": lambda: repeated(plan, lambda: burst(plan, side)),
-        "c": lambda: repeated(plan, lambda: backlog(plan, side)),
+        "b": lambda: median_run(plan.runs, lambda: burst(plan, side)),
+        "c": lambda: median_run(plan.runs, lambda: backlog(plan, side)),
         "d": lambda: lone_trickle(plan),
     }
     done = []
@@ -323,10 +287,14 @@ async def run(plan: MemoryPlan) -> Report:
     return memory_report(header, done)
 
 
-SCENARIO = Scenario(
-    name="memory",
-    summary="the chunk memory budget against floods, bursts, backlogs and trickles",
-    add_arguments=add_arguments,
-    plan=plan_from,
-    run=run,
+SCENARIO = Scenario.of(
+    "memory",
+    "the chunk memory budget against floods, bursts, backlogs and trickles",
+    run,
+    MemoryPlan(),
+    SMOKE,
+    ("--cases", case_keys, "which of a,b,c,d (default all)"),
+    ("--in-flight", POSITIVE_INT, "CHUNKS_IN_FLIGHT_PER_UPLOAD"),
+    ("--tries", POSITIVE_INT, f"tries per chunk (default {TRIES})"),
+    ("--burst-answer", float, "seconds Discord takes per post in (b); 0: at once"),
 )

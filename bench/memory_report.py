@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from clients import JobRun
@@ -165,6 +165,17 @@ class Case:
             "side_ratios": [run.side_ratio for run in self.repeats],
             "release_seconds": self.release_seconds,
         }
+
+
+async def median_run(runs: int, once: Callable[[], Awaitable[Case]]) -> Case:
+    """`runs` runs of a case; the run of median other-slot ratio, holding them all (a job of
+    two seconds, timed once on a shared machine, is at the mercy of its noise)."""
+    done = [await once() for _ in range(runs)]
+    if len(done) == 1:
+        return done[0]
+    median = sorted(done, key=lambda run: run.side_ratio or float("inf"))[len(done) // 2]
+    median.repeats = done
+    return median
 
 
 def memory_report(header: str, cases: Sequence[Case]) -> Report:

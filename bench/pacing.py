@@ -4,8 +4,7 @@ and the targets: bench/README.md, "Pacing"."""
 
 from __future__ import annotations
 
-import argparse
-import asyncio
+import functools
 import math
 import statistics
 import time
@@ -15,8 +14,8 @@ from typing import Any
 
 from clients import upload_jobs
 from measure import Source
-from report import MIB, BenchFailure, Column, Report, figures_table, log, machine
-from scenario import POSITIVE_INT, POSITIVE_SECONDS, Scenario, counts, planned
+from report import MIB, Column, Report, figures_table, machine
+from scenario import POSITIVE_INT, POSITIVE_SECONDS, Scenario, counts, measured
 from services import stage
 
 from service.jobs.layout import BROWSER_CHUNKS_IN_FLIGHT
@@ -37,26 +36,13 @@ class PacingPlan:
     window: float = 1.0  # seconds
     global_limit: int = 20  # the token's requests per second, in the stand-in and the service
 
+    def __post_init__(self) -> None:
+        if self.chunks <= self.limit:
+            raise SystemExit("pacing: --chunks must exceed --limit, or no job waits for a window")
+
     def ideal(self) -> float:
         """Seconds a perfect pacer needs for one job (bench/README.md, "The ideal")."""
         return (math.ceil(self.chunks / self.limit) - 1) * self.window
-
-
-def add_arguments(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--slots", type=counts, help="numbers of slots (default 1,2,4,8; smoke 1,2)")
-    group.add_argument("--chunks", type=POSITIVE_INT, help="chunks per job (default 40; smoke 20)")
-    group.add_argument("--chunk-kib", type=POSITIVE_INT, help="default 64")
-    group.add_argument("--limit", type=POSITIVE_INT, help="posts per window (5)")
-    group.add_argument("--window", type=POSITIVE_SECONDS, help="seconds (1)")
-    group.add_argument("--global-limit", type=POSITIVE_INT, help="requests per second (20)")
-
-
-def plan_from(args: argparse.Namespace) -> PacingPlan:
-    flags = ("slots", "chunks", "chunk_kib", "runs", "limit", "window", "global_limit")
-    plan = planned(args, PacingPlan(), PacingPlan(slots=(1, 2), chunks=20), *flags)
-    if plan.chunks <= plan.limit:
-        raise SystemExit("pacing: --chunks must exceed --limit, or no job waits for a window")
-    return plan
 
 
 def stored_at(message_id: str) -> float:
@@ -75,9 +61,7 @@ async def run_once(plan: PacingPlan, slots: int, source: Source) -> dict[str, An
     async with stage(channels, discord=limits, discord_global_rate=plan.global_limit) as on:
         jobs = await upload_jobs(on, on.slots, source, BROWSER_CHUNKS_IN_FLIGHT, TRIES)
         metrics = await on.metrics()
-        problems = [f"slot {i}: {p}" for i, job in enumerate(jobs) for p in job.problems]
-        if problems := problems + on.dropped():
-            raise BenchFailure("\n".join(problems))
+        on.check([f"slot {i}: {p}" for i, job in enumerate(jobs) for p in job.problems])
         stored = [on.discord.messages(slot.channel) for slot in on.slots]
         discord = on.discord
     last = [stored_at(messages[-1].id) for messages in stored]  # each job's last stored post
@@ -133,16 +117,10 @@ COLUMNS: list[Column] = [
 async def run(plan: PacingPlan) -> Report:
     started = time.perf_counter()
     source = Source.random(plan.chunks * plan.chunk_kib * 1024, plan.chunk_kib * 1024)
-    figures = []
+    figures, limit = [], RUN_TIMEOUT_BASE + 2 * plan.ideal()
     for slots in plan.slots:
-        for run_index in range(plan.runs):
-            async with asyncio.timeout(RUN_TIMEOUT_BASE + 2 * plan.ideal()):
-                figures.append(f := await run_once(plan, slots, source))
-            log(
-                f"pacing, slots={slots} run {run_index + 1}/{plan.runs}: jobs "
-                f"{f['job_s_max']:.2f} s (ideal {f['ideal_s']:.2f} s), {f['channel_429s']} "
-                f"channel and {f['global_429s']} global 429s, {f['posts']} posts"
-            )
+        once = functools.partial(run_once, plan, slots, source)
+        figures += await measured(f"pacing, slots={slots}", plan.runs, limit, once, COLUMNS)
     lines = [
         f"One service process of N slots, one job each in its own channel, one bot token; "
         f"{plan.chunks} chunks of {plan.chunk_kib} KiB per job, "
@@ -157,10 +135,16 @@ async def run(plan: PacingPlan) -> Report:
     return Report("Pacing (Discord's rate limits)", lines, {"runs": figures})
 
 
-SCENARIO = Scenario(
-    name="pacing",
-    summary="N slots' jobs against Discord's per-channel and global rate limits",
-    add_arguments=add_arguments,
-    plan=plan_from,
-    run=run,
+SCENARIO = Scenario.of(
+    "pacing",
+    "N slots' jobs against Discord's per-channel and global rate limits",
+    run,
+    PacingPlan(),
+    PacingPlan(slots=(1, 2), chunks=20),
+    ("--slots", counts, "numbers of slots (default 1,2,4,8; smoke 1,2)"),
+    ("--chunks", POSITIVE_INT, "chunks per job (default 40; smoke 20)"),
+    ("--chunk-kib", POSITIVE_INT, "default 64"),
+    ("--limit", POSITIVE_INT, "posts per window (5)"),
+    ("--window", POSITIVE_SECONDS, "seconds (1)"),
+    ("--global-limit", POSITIVE_INT, "requests per second (20)"),
 )

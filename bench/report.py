@@ -37,14 +37,24 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
 Column = tuple[str, str | tuple[str, ...], str]
 
 
-def figures_table(columns: Sequence[Column], rows: Sequence[dict[str, Any]]) -> list[str]:
-    """One row per dict of figures, one column per `Column`."""
-
-    def cell(figures: dict[str, Any], keys: str | tuple[str, ...], spec: str) -> str:
+def cells(columns: Sequence[Column], figures: dict[str, Any]) -> list[str]:
+    def cell(keys: str | tuple[str, ...], spec: str) -> str:
         keys = (keys,) if isinstance(keys, str) else keys
         return "/".join(format(figures[key], spec) for key in keys)
 
-    return table([c[0] for c in columns], [[cell(f, k, s) for _, k, s in columns] for f in rows])
+    return [cell(keys, spec) for _, keys, spec in columns]
+
+
+def figures_table(columns: Sequence[Column], rows: Sequence[dict[str, Any]]) -> list[str]:
+    """One row per dict of figures, one column per `Column`."""
+    return table([column[0] for column in columns], [cells(columns, f) for f in rows])
+
+
+def row_text(columns: Sequence[Column], figures: dict[str, Any]) -> str:
+    """One row of figures as `header value` pairs, for progress lines."""
+    return ", ".join(
+        f"{c[0]} {cell}" for c, cell in zip(columns, cells(columns, figures), strict=True)
+    )
 
 
 @dataclass(frozen=True)

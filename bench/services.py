@@ -11,7 +11,7 @@ import os
 import secrets
 import tempfile
 import time
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,13 +75,7 @@ class Stage:
             raise BenchFailure(f"upload-start was refused: {reply.get('message')}")
         return upload_id
 
-    def problems(
-        self,
-        slot: Slot,
-        finish: dict[str, Any],
-        source: Source,
-        compared: Collection[int] | None = None,
-    ) -> list[str]:
+    def problems(self, slot: Slot, finish: dict, source: Source, compared: Any = None) -> list[str]:
         """What is wrong with a job's finish packet, as the manager checks it
         (`service.local.verify`); with `compared`, only those chunks are decrypted."""
         stored = attachments_in(self.discord, slot.channel)
@@ -89,8 +83,13 @@ class Stage:
             finish, source.chunks, slot.channel, self.key, stored, compared=compared
         )
 
-    def dropped(self) -> list[str]:
-        return [f"the manager dropped a packet: {packet.why}" for packet in self.manager.dropped]
+    def check(self, problems: list[str]) -> None:
+        """BenchFailure naming `problems` and the packets the manager dropped, if any."""
+        problems = problems + [
+            f"the manager dropped a packet: {p.why}" for p in self.manager.dropped
+        ]
+        if problems:
+            raise BenchFailure("\n".join(problems))
 
     async def metrics(self) -> dict[str, float]:
         """The service's /metrics, read once."""
@@ -119,9 +118,8 @@ class Stage:
                     connection = await self.manager.next_service()
                     self.slots.append(Slot(connection, channels[len(self.slots)]))
         for slot in self.slots:
-            reply = await slot.connection.configure(
-                token=self.token, channel_id=slot.channel, crypto_key=self.key
-            )
+            config = {"token": self.token, "channel_id": slot.channel, "crypto_key": self.key}
+            reply = await slot.connection.configure(**config)
             if not reply.get("success"):
                 raise BenchFailure(f"the configuration was refused: {reply.get('message')}")
 
