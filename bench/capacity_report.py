@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from clients import Probes
 from measure import ProcessTimes, percentile
@@ -29,7 +28,7 @@ MIN_THROUGHPUT_RATIO = 0.8
 RSS_BASE_MIB = 60  # the interpreter; each job adds 2.5 x chunk size x 5 (its buffers)
 RSS_PER_CHUNK_IN_FLIGHT = 2.5
 MAX_CPU_VS_FLOOR = 2.0
-MAX_LOOP_LAG_MS = 100.0
+MAX_LAG_MS = 100.0
 
 
 @dataclass
@@ -95,11 +94,6 @@ class Run:
         }
 
 
-def medians(runs: Sequence[dict[str, float]]) -> dict[str, float]:
-    """Each figure's median over the runs (each figure on its own)."""
-    return {key: statistics.median(f[key] for f in runs) for key in runs[0]}
-
-
 COLUMNS: list[Column] = [
     ("jobs", "jobs", "g"),
     ("MiB/job", "mib_per_job", "g"),
@@ -124,38 +118,31 @@ COLUMNS: list[Column] = [
 ]
 
 
-def rss_limit_mib(jobs: int) -> float:
-    """The peak-RSS target for `jobs` jobs in one process: the interpreter, and each job's
-    browser's chunks in flight 2.5 times over."""
-    buffers = RSS_PER_CHUNK_IN_FLIGHT * MANAGER_CHUNK_SIZE * BROWSER_CHUNKS_IN_FLIGHT / MIB
-    return RSS_BASE_MIB + jobs * buffers
-
-
 def targets(jobs: int, f: dict[str, float]) -> list[Target]:
+    # Peak RSS: the interpreter, and each job's browser's chunks in flight 2.5 times over.
+    buffers = RSS_PER_CHUNK_IN_FLIGHT * MANAGER_CHUNK_SIZE * BROWSER_CHUNKS_IN_FLIGHT / MIB
+    rss_limit = RSS_BASE_MIB + jobs * buffers
     return [
         target("throughput vs direct", f["throughput_ratio"], ".2f", ">=", MIN_THROUGHPUT_RATIO),
-        target("peak RSS (MiB)", f["peak_rss_mib"], ".0f", "<=", rss_limit_mib(jobs), ".0f"),
+        target("peak RSS (MiB)", f["peak_rss_mib"], ".0f", "<=", rss_limit, ".0f"),
         target("CPU per GiB vs crypto floor", f["cpu_vs_floor"], ".2f", "<=", MAX_CPU_VS_FLOOR),
         target(
-            "loop lag, health probe max (ms)",
-            f["loop_lag_max_ms"],
-            ".0f",
-            "<",
-            MAX_LOOP_LAG_MS,
-            ".0f",
+            "loop lag, health probe max (ms)", f["loop_lag_max_ms"], ".0f", "<", MAX_LAG_MS, ".0f"
         ),
     ]
 
 
-def capacity_report(
-    runs: int, results: dict[int, list[dict[str, float]]], seconds: float
-) -> Report:
-    median = {jobs: medians(found) for jobs, found in results.items()}
+def capacity_report(runs: int, results: dict[int, list[dict[str, float]]], took: float) -> Report:
+    # Each figure's median over the runs, each figure on its own.
+    median = {
+        jobs: {key: statistics.median(run[key] for run in found) for key in found[0]}
+        for jobs, found in results.items()
+    }
     checks = [[jobs, *t.row()] for jobs, f in median.items() for t in targets(jobs, f)]
     lines = [
         f"One service process of N slots (UPLOAD_SLOTS=N), one job each, encryption on; "
         f"chunks of {MANAGER_CHUNK_SIZE} bytes, {BROWSER_CHUNKS_IN_FLIGHT} in flight per job; "
-        f"medians of {runs} run(s); {machine()}; took {seconds:.0f} s. "
+        f"medians of {runs} run(s); {machine()}; took {took:.0f} s. "
         "Every figure and target: bench/README.md.",
         "",
         *figures_table(COLUMNS, list(median.values())),
@@ -168,7 +155,7 @@ def capacity_report(
     figures = {
         str(jobs): {
             "median": median[jobs],
-            "targets": [t.json() for t in targets(jobs, median[jobs])],
+            "targets": [asdict(t) for t in targets(jobs, median[jobs])],
             "runs": results[jobs],
         }
         for jobs in results

@@ -71,9 +71,6 @@ class Target:
     def row(self) -> list[str]:
         return [self.name, self.value, self.limit, self.verdict]
 
-    def json(self) -> dict[str, Any]:
-        return {"name": self.name, "value": self.value, "limit": self.limit, "passed": self.passed}
-
 
 TARGET_HEADER = ["target", "measured", "limit", "verdict"]
 _COMPARISONS = {"<": operator.lt, "<=": operator.le, ">=": operator.ge}

@@ -22,7 +22,7 @@ from report import BenchFailure, log
 
 from service.config import Settings
 from service.local.discord_api import DiscordStandIn
-from service.local.driver import scrape_metrics, spawn_service
+from service.local.driver import scrape_metrics, spawn_service, stop_service
 from service.local.loopback import loopback_settings
 from service.local.manager import ManagerStandIn, ServiceConnection
 from service.local.verify import attachments_in, finish_problems
@@ -50,8 +50,8 @@ class Stage:
     settings: Settings  # the service's
     process: asyncio.subprocess.Process  # the service
     files: Path  # the service's output, and the browsers' files (one per source)
-    token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
-    key: bytes = field(default_factory=lambda: os.urandom(32))
+    token: str  # the bot token the stand-in takes
+    key: bytes = field(default_factory=lambda: os.urandom(32))  # each slot's AES key
     slots: list[Slot] = field(default_factory=list)  # in the order they connected
 
     @property
@@ -123,17 +123,6 @@ class Stage:
             if not reply.get("success"):
                 raise BenchFailure(f"the configuration was refused: {reply.get('message')}")
 
-    async def stop(self) -> None:
-        """SIGTERM (the service's cue to shut down), then SIGKILL after STOP_TIMEOUT s."""
-        if self.process.returncode is None:
-            self.process.terminate()
-        try:
-            async with asyncio.timeout(STOP_TIMEOUT):
-                await self.process.wait()
-        except TimeoutError:
-            self.process.kill()
-            await self.process.wait()
-
 
 @contextlib.asynccontextmanager
 async def stage(
@@ -165,4 +154,4 @@ async def stage(
                     log(on.summary())
                 raise
             finally:
-                await on.stop()
+                await stop_service(process, STOP_TIMEOUT)
