@@ -4,31 +4,30 @@ crypto and socket floors; every figure and target: bench/README.md, "Capacity"."
 
 from __future__ import annotations
 
-import argparse
 import asyncio
+import functools
 import json
 import os
 import resource
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from capacity_report import RunResult, capacity_report
+from capacity_report import COLUMNS, Phase, Run, capacity_report
+from clients import health_probed
 from measure import (
-    LoopLag,
-    Probes,
     Source,
     crypto_floor,
     current_rss,
-    health_probed,
+    loop_lag,
     peak_rss,
     process_times,
     socket_floor,
 )
 from report import MIB, BenchFailure, Report, log
-from scenario import Scenario, counts
+from scenario import Scenario, counts, measured
 from services import Slot, Stage, stage
 
 from service.chunks.memory_file import MemoryReader
@@ -43,31 +42,14 @@ SLOWEST_MIB_S = 10.0
 
 @dataclass(frozen=True)
 class CapacityPlan:
-    size: int  # bytes per job with 1 job
-    multi_size: int  # bytes per job with several jobs
-    runs: int
-    jobs: tuple[int, ...]
+    size: float = 256  # MiB per job with 1 job
+    multi_size: float | None = None  # MiB per job with several jobs; None: size, at most 64
+    runs: int = 3
+    jobs: tuple[int, ...] = (1, 2, 4, 8)
 
     def size_for(self, jobs: int) -> int:
-        return self.size if jobs == 1 else self.multi_size
-
-
-def add_arguments(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--size", type=float, help="MiB for 1 job (default 256; smoke 12)")
-    group.add_argument(
-        "--multi-size", type=float, help="MiB per job with 2+ jobs (default: --size, at most 64)"
-    )
-    group.add_argument("--jobs", type=counts, help="numbers of jobs (default 1,2,4,8; smoke 1,2)")
-
-
-def plan_from(args: argparse.Namespace) -> CapacityPlan:
-    size_mib = args.size or (12 if args.smoke else 256)
-    return CapacityPlan(
-        size=max(int(size_mib * MIB), 1),
-        multi_size=max(int((args.multi_size or min(size_mib, 64)) * MIB), 1),
-        runs=args.runs or (1 if args.smoke else 3),
-        jobs=args.jobs or ((1, 2) if args.smoke else (1, 2, 4, 8)),
-    )
+        mib = self.size if jobs == 1 else (self.multi_size or min(self.size, 64))
+        return max(int(mib * MIB), 1)
 
 
 def bench_cpu() -> float:
@@ -76,15 +58,25 @@ def bench_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def send_all(count: int, post: Callable[[int], Awaitable[None]]) -> list[float]:
-    """`post` chunks 0..count-1, 5 at once; each one's seconds, POST sent to 200."""
-    pending = iter(range(count))
+async def send_all(
+    session: aiohttp.ClientSession,
+    url: str,
+    chunks: Sequence[memoryview],
+    form: Callable[[int, memoryview], aiohttp.FormData],
+) -> list[float]:
+    """POST each chunk to `url` as `form(index, chunk)`, 5 at once; each one's seconds, POST
+    sent to 200."""
+    pending = iter(range(len(chunks)))
     latencies: list[float] = []
 
     async def worker() -> None:
         for index in pending:
             started = time.perf_counter()
-            await post(index)
+            async with session.post(url, data=form(index, chunks[index])) as response:
+                body = await response.read()
+            if response.status != 200:
+                text = body[:300].decode("utf-8", "replace")
+                raise BenchFailure(f"POST {url}: HTTP {response.status}: {text}")
             latencies.append(time.perf_counter() - started)
 
     async with asyncio.TaskGroup() as group:
@@ -93,14 +85,12 @@ async def send_all(count: int, post: Callable[[int], Awaitable[None]]) -> list[f
     return latencies
 
 
-async def post_form(
-    session: aiohttp.ClientSession, url: str, form: aiohttp.FormData, **headers: str
-) -> None:
-    async with session.post(url, data=form, headers=headers) as response:
-        body = await response.read()
-        if response.status != 200:
-            text = body[:300].decode("utf-8", "replace")
-            raise BenchFailure(f"POST {url}: HTTP {response.status}: {text}")
+async def timed(jobs: Sequence[Awaitable[list[float]]]) -> Phase:
+    """The jobs at once, each giving its chunks' latencies."""
+    cpu, started = bench_cpu(), time.perf_counter()
+    done = await asyncio.gather(*jobs)
+    seconds, cpu = time.perf_counter() - started, bench_cpu() - cpu
+    return Phase(seconds, [latency for latencies in done for latency in latencies], cpu)
 
 
 def message_form(index: int, chunk: memoryview) -> aiohttp.FormData:
@@ -115,126 +105,79 @@ def message_form(index: int, chunk: memoryview) -> aiohttp.FormData:
     return form
 
 
-async def run_direct(on: Stage, jobs: int, source: Source) -> tuple[float, list[float], float]:
-    """Wall seconds, chunk latencies and this process's CPU seconds for the direct baseline."""
-    auth = f"Bot {on.credentials.token}"
+async def run_direct(on: Stage, jobs: int, source: Source) -> Phase:
+    """Every job's chunks straight to the Discord stand-in, each job in a channel of its own."""
     channels = [str(DIRECT_CHANNEL_BASE + job) for job in range(jobs)]
-    cpu, started = bench_cpu(), time.perf_counter()
-    async with aiohttp.ClientSession() as session:
-
-        def poster(channel: str) -> Callable[[int], Awaitable[None]]:
-            url = f"{on.discord.base_url}/channels/{channel}/messages"
-            return lambda i: post_form(
-                session, url, message_form(i, source.chunks[i]), Authorization=auth
-            )
-
-        results = await asyncio.gather(
-            *(send_all(len(source.chunks), poster(channel)) for channel in channels)
-        )
-    seconds, cpu = time.perf_counter() - started, bench_cpu() - cpu
+    urls = [f"{on.discord.base_url}/channels/{channel}/messages" for channel in channels]
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bot {on.token}"}) as session:
+        phase = await timed([send_all(session, url, source.chunks, message_form) for url in urls])
     for channel in channels:  # kept, they would make the service phase's stand-in use fresh
         on.discord.forget(channel)  # memory, which costs this process (bench/README.md)
-    return seconds, [latency for result in results for latency in result], cpu
+    return phase
 
 
-@dataclass
-class ServicePhase:
-    seconds: float
-    latencies: list[float]
-    finishes: list[dict[str, Any]]  # each job's finish packet, in the order of the slots
-    probes: Probes
-    bench_cpu: float
-    bench_lag: float
+async def run_service(
+    on: Stage, upload_ids: list[str], source: Source
+) -> tuple[Phase, list[dict[str, Any]]]:
+    """Every job's chunks to the service at once, each job to its finish packet; the finish
+    packets in the order of the slots."""
+    finishes: dict[str, dict[str, Any]] = {}
 
-
-async def run_service_phase(on: Stage, upload_ids: list[str], source: Source) -> ServicePhase:
-    """Every job's chunks to the service at once, each job to its finish packet."""
-
-    async def upload(session: aiohttp.ClientSession, slot: Slot, upload_id: str) -> list[float]:
-        async def post(i: int) -> None:
-            await post_form(session, slot.address, chunk_form(upload_id, i, source.chunks[i]))
-
-        latencies = await send_all(len(source.chunks), post)
+    async def job(slot: Slot, upload_id: str) -> list[float]:
+        form = functools.partial(chunk_form, upload_id)
+        latencies = await send_all(on.session, slot.address, source.chunks, form)
         finishes[slot.channel] = await slot.connection.next_finish()
         return latencies
 
-    finishes: dict[str, dict[str, Any]] = {}
-    async with health_probed(on.service.port) as probes, LoopLag() as lag:
-        cpu, started = bench_cpu(), time.perf_counter()
-        async with aiohttp.ClientSession() as session:
-            jobs = [
-                upload(session, slot, upload_id)
-                for slot, upload_id in zip(on.slots, upload_ids, strict=True)
-            ]
-            results = await asyncio.gather(*jobs)
-        seconds, cpu = time.perf_counter() - started, bench_cpu() - cpu
-    latencies = [latency for result in results for latency in result]
-    in_order = [finishes[slot.channel] for slot in on.slots]
-    return ServicePhase(seconds, latencies, in_order, probes, cpu, lag.worst)
-
-
-async def run_once(jobs: int, source: Source) -> RunResult:
-    floors = crypto_floor(source.chunks, os.urandom(32)), socket_floor(source.chunks)
-    channels = [str(SERVICE_CHANNEL_BASE + job) for job in range(jobs)]
-    async with stage(channels) as on:
-        upload_ids = [await on.start_job(slot, source) for slot in on.slots]
-        pid = on.service.pid
-        idle_rss = current_rss(pid)
-        log(f"  pid {pid}, {jobs} job(s) started, idle RSS {idle_rss / MIB:.1f} MiB")
-        direct_seconds, direct_latencies, direct_cpu = await run_direct(on, jobs, source)
-        before = process_times(pid)
-        phase = await run_service_phase(on, upload_ids, source)
-        spent, peak = process_times(pid) - before, peak_rss(pid)
-        ends = {0, len(source.chunks) - 1}  # decrypting every chunk would double the wait
-        problems = [
-            f"job {job}: {problem}"
-            for job, (slot, finish) in enumerate(zip(on.slots, phase.finishes, strict=True))
-            for problem in on.problems(slot, finish, source, ends)
-        ]
-        problems += on.dropped()
-    if problems:
-        raise BenchFailure("\n".join(problems))
-    return RunResult(
-        jobs=jobs,
-        size_per_job=source.size,
-        service_seconds=phase.seconds,
-        direct_seconds=direct_seconds,
-        service_latencies=phase.latencies,
-        direct_latencies=direct_latencies,
-        service_times=spent,
-        service_peak_rss=peak,
-        service_idle_rss=idle_rss,
-        probe_seconds=phase.probes.seconds,
-        probe_failures=phase.probes.failures,
-        floor_per_gib=floors[0],
-        socket_floor_per_gib=floors[1],
-        bench_cpu_service=phase.bench_cpu,
-        bench_cpu_direct=direct_cpu,
-        bench_loop_lag=phase.bench_lag,
+    phase = await timed(
+        [job(slot, upload_id) for slot, upload_id in zip(on.slots, upload_ids, strict=True)]
     )
+    return phase, [finishes[slot.channel] for slot in on.slots]
+
+
+async def run_once(jobs: int, source: Source) -> dict[str, float]:
+    floors = crypto_floor(source.chunks, os.urandom(32)), socket_floor(source.chunks)
+    async with stage([str(SERVICE_CHANNEL_BASE + job) for job in range(jobs)]) as on:
+        upload_ids = [await on.start_job(slot, source) for slot in on.slots]
+        idle_rss = current_rss(on.pid)
+        log(f"  pid {on.pid}, {jobs} job(s) started, idle RSS {idle_rss / MIB:.1f} MiB")
+        direct = await run_direct(on, jobs, source)
+        before = process_times(on.pid)
+        async with health_probed(on.settings.port) as probes, loop_lag() as lag:
+            service, finishes = await run_service(on, upload_ids, source)
+        spent, peak = process_times(on.pid) - before, peak_rss(on.pid)
+        ends = {0, len(source.chunks) - 1}  # decrypting every chunk would double the wait
+        on.check(
+            [
+                f"job {job}: {problem}"
+                for job, (slot, finish) in enumerate(zip(on.slots, finishes, strict=True))
+                for problem in on.problems(slot, finish, source, ends)
+            ]
+        )
+    return Run(
+        jobs, source.size, direct, service, spent, peak, idle_rss, *floors, probes, lag
+    ).figures()
 
 
 async def run(plan: CapacityPlan) -> Report:
     started = time.perf_counter()
-    results: dict[int, list[RunResult]] = {jobs: [] for jobs in plan.jobs}
-    sources: dict[int, Source] = {}
+    sources = {size: Source.random(size) for size in {plan.size_for(jobs) for jobs in plan.jobs}}
+    results: dict[int, list[dict[str, float]]] = {}
     for jobs in plan.jobs:
-        size = plan.size_for(jobs)
-        if size not in sources:
-            sources[size] = Source.random(size)
-        source = sources[size]
-        for run_index in range(plan.runs):
-            async with asyncio.timeout(RUN_TIMEOUT_BASE + 2 * jobs * size / MIB / SLOWEST_MIB_S):
-                result = await run_once(jobs, source)
-            results[jobs].append(result)
-            log(f"capacity, jobs={jobs} run {run_index + 1}/{plan.runs}: {result.summary()}")
+        source = sources[plan.size_for(jobs)]
+        limit = RUN_TIMEOUT_BASE + 2 * jobs * source.size / MIB / SLOWEST_MIB_S
+        once = functools.partial(run_once, jobs, source)
+        results[jobs] = await measured(f"capacity, jobs={jobs}", plan.runs, limit, once, COLUMNS)
     return capacity_report(plan.runs, results, time.perf_counter() - started)
 
 
-SCENARIO = Scenario(
-    name="capacity",
-    summary="throughput, latency, memory and CPU against Discord directly",
-    add_arguments=add_arguments,
-    plan=plan_from,
-    run=run,
+SCENARIO = Scenario.of(
+    "capacity",
+    "throughput, latency, memory and CPU against Discord directly",
+    run,
+    CapacityPlan(),
+    CapacityPlan(size=12, runs=1, jobs=(1, 2)),
+    ("--size", float, "MiB for 1 job (default 256; smoke 12)"),
+    ("--multi-size", float, "MiB per job with 2+ jobs (default: --size, at most 64)"),
+    ("--jobs", counts, "numbers of jobs (default 1,2,4,8; smoke 1,2)"),
 )

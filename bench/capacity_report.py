@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
+from clients import Probes
 from measure import ProcessTimes, percentile
-from report import GIB, MIB, TARGET_HEADER, Column, Report, Target, figures_table, machine, table
+from report import (
+    GIB,
+    MIB,
+    TARGET_HEADER,
+    Column,
+    Report,
+    Target,
+    figures_table,
+    machine,
+    table,
+    target,
+)
 
 from service.jobs.layout import BROWSER_CHUNKS_IN_FLIGHT, MANAGER_CHUNK_SIZE
 from service.uploads.memory import default_budget
@@ -17,80 +28,70 @@ MIN_THROUGHPUT_RATIO = 0.8
 RSS_BASE_MIB = 60  # the interpreter; each job adds 2.5 x chunk size x 5 (its buffers)
 RSS_PER_CHUNK_IN_FLIGHT = 2.5
 MAX_CPU_VS_FLOOR = 2.0
-MAX_LOOP_LAG_MS = 100.0
+MAX_LAG_MS = 100.0
 
 
 @dataclass
-class RunResult:
+class Phase:
+    """All jobs' chunks sent at once, straight to Discord (direct) or to the service."""
+
+    seconds: float
+    latencies: list[float]  # each chunk's POST sent to its 200
+    bench_cpu: float  # this process's CPU seconds meanwhile (the clients, the stand-in)
+
+
+@dataclass
+class Run:
     """One run at one number of jobs: the direct baseline, then the service."""
 
     jobs: int
     size_per_job: int
-    service_seconds: float
-    direct_seconds: float
-    service_latencies: list[float]
-    direct_latencies: list[float]
-    service_times: ProcessTimes  # the service process's, during the upload
-    service_peak_rss: int  # bytes, VmHWM
-    service_idle_rss: int  # bytes, VmRSS once configured and started, before any chunk
-    probe_seconds: list[float]  # /healthz response times
-    probe_failures: int
+    direct: Phase
+    service: Phase
+    times: ProcessTimes  # the service process's, during the service phase
+    peak_rss: int  # bytes, VmHWM
+    idle_rss: int  # bytes, VmRSS once configured and started, before any chunk
     floor_per_gib: float  # crypto floor, CPU seconds per GiB
     socket_floor_per_gib: float  # loopback send + receive alone, per GiB
-    bench_cpu_service: float  # the benchmark process's own CPU seconds in each phase
-    bench_cpu_direct: float
-    bench_loop_lag: float  # the benchmark process's worst loop lag in the service phase
+    probes: Probes  # /healthz response times during the service phase
+    bench_lag: list[float]  # this process's loop lag during the service phase
 
     def figures(self) -> dict[str, float]:
         """The reported figures (times in ms, sizes in MiB, rates in MiB/s)."""
-        total = self.jobs * self.size_per_job
-        cpu = self.service_times.cpu
-        chunks = self.jobs * -(-self.size_per_job // MANAGER_CHUNK_SIZE)
-        growth = self.service_peak_rss - self.service_idle_rss
+        total, cpu = self.jobs * self.size_per_job, self.times.cpu
+        growth = self.peak_rss - self.idle_rss
+        probed = self.probes.seconds
         return {
             "jobs": self.jobs,
             "mib_per_job": self.size_per_job / MIB,
-            "service_mib_s": total / MIB / self.service_seconds,
-            "direct_mib_s": total / MIB / self.direct_seconds,
-            "throughput_ratio": self.direct_seconds / self.service_seconds,
-            "chunk_p50_ms": percentile(self.service_latencies, 0.50) * 1000,
-            "chunk_p99_ms": percentile(self.service_latencies, 0.99) * 1000,
-            "direct_chunk_p50_ms": percentile(self.direct_latencies, 0.50) * 1000,
-            "direct_chunk_p99_ms": percentile(self.direct_latencies, 0.99) * 1000,
-            "peak_rss_mib": self.service_peak_rss / MIB,
-            "idle_rss_mib": self.service_idle_rss / MIB,
+            "service_mib_s": total / MIB / self.service.seconds,
+            "direct_mib_s": total / MIB / self.direct.seconds,
+            "throughput_ratio": self.direct.seconds / self.service.seconds,
+            "chunk_p50_ms": percentile(self.service.latencies, 0.50) * 1000,
+            "chunk_p99_ms": percentile(self.service.latencies, 0.99) * 1000,
+            "direct_chunk_p50_ms": percentile(self.direct.latencies, 0.50) * 1000,
+            "direct_chunk_p99_ms": percentile(self.direct.latencies, 0.99) * 1000,
+            "peak_rss_mib": self.peak_rss / MIB,
+            "idle_rss_mib": self.idle_rss / MIB,
             "rss_per_job_mib": growth / self.jobs / MIB,
             # against each slot's default CHUNK_MEMORY_MIB (no cgroup limit in the benchmark)
             "rss_vs_budget": growth / (self.jobs * default_budget(slots=1, limit=None)),
             "cpu_s": cpu,
             "cpu_s_per_gib": cpu / (total / GIB),
-            "cpu_system_pct": 100 * self.service_times.system / cpu if cpu else 0.0,
-            "minor_faults_per_chunk": self.service_times.minor_faults / chunks,
+            "cpu_system_pct": 100 * self.times.system / cpu if cpu else 0.0,
+            "minor_faults_per_chunk": self.times.minor_faults
+            / (self.jobs * -(-self.size_per_job // MANAGER_CHUNK_SIZE)),
             "floor_s_per_gib": self.floor_per_gib,
             "cpu_vs_floor": cpu / (total / GIB) / self.floor_per_gib,
             "socket_floor_s_per_gib": self.socket_floor_per_gib,
-            "loop_lag_max_ms": max(self.probe_seconds, default=0.0) * 1000,
-            "loop_lag_p99_ms": percentile(self.probe_seconds, 0.99) * 1000,
-            "probe_samples": float(len(self.probe_seconds)),
-            "probe_failures": float(self.probe_failures),
-            "bench_cpu_s_service_phase": self.bench_cpu_service,
-            "bench_cpu_s_direct_phase": self.bench_cpu_direct,
-            "bench_loop_lag_max_ms": self.bench_loop_lag * 1000,
+            "loop_lag_max_ms": max(probed, default=0.0) * 1000,
+            "loop_lag_p99_ms": percentile(probed, 0.99) * 1000,
+            "probe_samples": float(len(probed)),
+            "probe_failures": float(self.probes.failures),
+            "bench_cpu_s_service_phase": self.service.bench_cpu,
+            "bench_cpu_s_direct_phase": self.direct.bench_cpu,
+            "bench_loop_lag_max_ms": max(self.bench_lag, default=0.0) * 1000,
         }
-
-    def summary(self) -> str:
-        f = self.figures()
-        return (
-            f"service {f['service_mib_s']:.0f} MiB/s, direct {f['direct_mib_s']:.0f} MiB/s, "
-            f"CPU {f['cpu_s']:.2f} s, peak RSS {f['peak_rss_mib']:.0f} MiB, "
-            f"{f['rss_per_job_mib']:.0f} MiB/job over idle"
-        )
-
-
-def medians(runs: Sequence[RunResult]) -> dict[str, float]:
-    """Each figure's median over the runs (each figure on its own)."""
-    per_run = [run.figures() for run in runs]
-    return {key: statistics.median(f[key] for f in per_run) for key in per_run[0]}
 
 
 COLUMNS: list[Column] = [
@@ -117,51 +118,34 @@ COLUMNS: list[Column] = [
 ]
 
 
-def rss_limit_mib(jobs: int) -> float:
-    """The peak-RSS target for `jobs` jobs in one process: the interpreter, and each job's
-    browser's chunks in flight 2.5 times over."""
-    buffers = RSS_PER_CHUNK_IN_FLIGHT * MANAGER_CHUNK_SIZE * BROWSER_CHUNKS_IN_FLIGHT / MIB
-    return RSS_BASE_MIB + jobs * buffers
-
-
 def targets(jobs: int, f: dict[str, float]) -> list[Target]:
-    ratio, rss, cpu, lag = (
-        f[key] for key in ("throughput_ratio", "peak_rss_mib", "cpu_vs_floor", "loop_lag_max_ms")
-    )
-    rss_limit = rss_limit_mib(jobs)
+    # Peak RSS: the interpreter, and each job's browser's chunks in flight 2.5 times over.
+    buffers = RSS_PER_CHUNK_IN_FLIGHT * MANAGER_CHUNK_SIZE * BROWSER_CHUNKS_IN_FLIGHT / MIB
+    rss_limit = RSS_BASE_MIB + jobs * buffers
     return [
-        Target(
-            "throughput vs direct",
-            f"{ratio:.2f}",
-            f">= {MIN_THROUGHPUT_RATIO}",
-            ratio >= MIN_THROUGHPUT_RATIO,
-        ),
-        Target("peak RSS (MiB)", f"{rss:.0f}", f"<= {rss_limit:.0f}", rss <= rss_limit),
-        Target(
-            "CPU per GiB vs crypto floor",
-            f"{cpu:.2f}",
-            f"<= {MAX_CPU_VS_FLOOR}",
-            cpu <= MAX_CPU_VS_FLOOR,
-        ),
-        Target(
-            "loop lag, health probe max (ms)",
-            f"{lag:.0f}",
-            f"< {MAX_LOOP_LAG_MS:.0f}",
-            lag < MAX_LOOP_LAG_MS,
+        target("throughput vs direct", f["throughput_ratio"], ".2f", ">=", MIN_THROUGHPUT_RATIO),
+        target("peak RSS (MiB)", f["peak_rss_mib"], ".0f", "<=", rss_limit, ".0f"),
+        target("CPU per GiB vs crypto floor", f["cpu_vs_floor"], ".2f", "<=", MAX_CPU_VS_FLOOR),
+        target(
+            "loop lag, health probe max (ms)", f["loop_lag_max_ms"], ".0f", "<", MAX_LAG_MS, ".0f"
         ),
     ]
 
 
-def capacity_report(runs: int, results: dict[int, list[RunResult]], seconds: float) -> Report:
-    summary = {jobs: medians(found) for jobs, found in results.items()}
-    checks = [[jobs, *t.row()] for jobs, f in summary.items() for t in targets(jobs, f)]
+def capacity_report(runs: int, results: dict[int, list[dict[str, float]]], took: float) -> Report:
+    # Each figure's median over the runs, each figure on its own.
+    median = {
+        jobs: {key: statistics.median(run[key] for run in found) for key in found[0]}
+        for jobs, found in results.items()
+    }
+    checks = [[jobs, *t.row()] for jobs, f in median.items() for t in targets(jobs, f)]
     lines = [
         f"One service process of N slots (UPLOAD_SLOTS=N), one job each, encryption on; "
         f"chunks of {MANAGER_CHUNK_SIZE} bytes, {BROWSER_CHUNKS_IN_FLIGHT} in flight per job; "
-        f"medians of {runs} run(s); {machine()}; took {seconds:.0f} s. "
+        f"medians of {runs} run(s); {machine()}; took {took:.0f} s. "
         "Every figure and target: bench/README.md.",
         "",
-        *figures_table(COLUMNS, list(summary.values())),
+        *figures_table(COLUMNS, list(median.values())),
         "",
         f"Targets (for 1 job of 256 MiB; the RSS limit is {RSS_BASE_MIB} MiB + N x "
         f"{RSS_PER_CHUNK_IN_FLIGHT} x chunk size x {BROWSER_CHUNKS_IN_FLIGHT}):",
@@ -170,9 +154,9 @@ def capacity_report(runs: int, results: dict[int, list[RunResult]], seconds: flo
     ]
     figures = {
         str(jobs): {
-            "median": summary[jobs],
-            "targets": [t.json() for t in targets(jobs, summary[jobs])],
-            "runs": [run.figures() for run in results[jobs]],
+            "median": median[jobs],
+            "targets": [asdict(t) for t in targets(jobs, median[jobs])],
+            "runs": results[jobs],
         }
         for jobs in results
     }

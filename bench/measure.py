@@ -1,34 +1,27 @@
 """What the benchmark measures with: a process's CPU and RSS (now and peak) from /proc,
-percentiles, the crypto and socket floors (with the service's sealed layout), the service's
-loop lag as a health prober in a process of its own sees it, the benchmark's own loop lag,
-and the random file every job uploads."""
+percentiles, the crypto and socket floors, the benchmark's own loop lag, and the random file
+every job uploads."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import http.client
 import math
 import os
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from dataclasses import astuple, dataclass
 from pathlib import Path
+from typing import Any
 
-from children import READY, STOP_TIMEOUT, Child, stopped
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from report import GIB
 
-from service.chunks.sealing import HEADER_SIZE, IV_SIZE, buffer_size
+from service.chunks.sealing import ChunkSealer, buffer_size
 from service.jobs.layout import MANAGER_CHUNK_SIZE
 from service.local.verify import chunks_of
 
-PROBE_INTERVAL = 0.02  # seconds between two GET /healthz on one port
-PROBE_TIMEOUT = 10.0
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _SOCKET_PIECE = 256 * 1024  # bytes per send and per receive, as asyncio reads
 
@@ -46,11 +39,7 @@ class ProcessTimes:
         return self.user + self.system
 
     def __sub__(self, other: ProcessTimes) -> ProcessTimes:
-        return ProcessTimes(
-            self.user - other.user,
-            self.system - other.system,
-            self.minor_faults - other.minor_faults,
-        )
+        return ProcessTimes(*(a - b for a, b in zip(astuple(self), astuple(other), strict=True)))
 
 
 def process_times(pid: int) -> ProcessTimes:
@@ -60,9 +49,7 @@ def process_times(pid: int) -> ProcessTimes:
     # minflt, utime and stime are fields 10, 14 and 15.
     fields = stat.rsplit(")", 1)[1].split()
     return ProcessTimes(
-        user=int(fields[11]) / _CLOCK_TICKS,
-        system=int(fields[12]) / _CLOCK_TICKS,
-        minor_faults=int(fields[7]),
+        int(fields[11]) / _CLOCK_TICKS, int(fields[12]) / _CLOCK_TICKS, int(fields[7])
     )
 
 
@@ -96,26 +83,21 @@ def percentile(values: Sequence[float], fraction: float) -> float:
 
 
 def crypto_floor(chunks: Sequence[memoryview], key: bytes) -> float:
-    """CPU seconds per GiB for SHA-256 plus AES-256-GCM over `chunks`, in this one thread."""
-    largest = max((len(chunk) for chunk in chunks), default=0)
-    out = memoryview(bytearray(buffer_size(largest)))  # iv | tag | ciphertext, as sealed
-    total = sum(len(chunk) for chunk in chunks)
+    """CPU seconds per GiB for the service's sealing (SHA-256 plus AES-256-GCM) of `chunks`
+    into one buffer, in this one thread."""
+    buffer = bytearray(buffer_size(max(len(chunk) for chunk in chunks)))
     started = time.thread_time()
     for chunk in chunks:
-        hashlib.sha256(chunk).hexdigest()
-        encryptor = Cipher(algorithms.AES(key), modes.GCM(os.urandom(IV_SIZE))).encryptor()
-        encryptor.update_into(chunk, out[HEADER_SIZE:])
-        encryptor.finalize()
-        out[IV_SIZE:HEADER_SIZE] = encryptor.tag
-    seconds = time.thread_time() - started
-    return seconds / (total / GIB) if total else math.nan
+        sealer = ChunkSealer(len(chunk), key, buffer=buffer)
+        sealer.write(chunk)
+        sealer.seal()
+    return (time.thread_time() - started) / (sum(map(len, chunks)) / GIB)
 
 
 def socket_floor(chunks: Sequence[memoryview]) -> float:
     """CPU seconds per GiB for sending `chunks` once and receiving them once over a loopback
     TCP connection with blocking calls in two threads: what the kernel alone charges for
     moving the bytes in and out of a process, with no HTTP and no Python per byte."""
-    total = sum(len(chunk) for chunk in chunks)
     receiver_seconds: list[float] = []
     with socket.create_server(("127.0.0.1", 0)) as listener:
 
@@ -137,91 +119,34 @@ def socket_floor(chunks: Sequence[memoryview]) -> float:
                     sender.sendall(chunk[offset : offset + _SOCKET_PIECE])
             sender_seconds = time.thread_time() - started
         receiver.join()
-    return (sender_seconds + receiver_seconds[0]) / (total / GIB) if total else math.nan
-
-
-class LoopLag:
-    """Samples this process's own event-loop lag (how late a short sleep wakes up)."""
-
-    def __init__(self, interval: float = 0.02) -> None:
-        self.interval = interval
-        self.samples: list[float] = []
-        self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> LoopLag:
-        self._task = asyncio.create_task(self._run())
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    @property
-    def worst(self) -> float:
-        return max(self.samples, default=0.0)
-
-    async def _run(self) -> None:
-        while True:
-            started = time.perf_counter()
-            await asyncio.sleep(self.interval)
-            self.samples.append(max(time.perf_counter() - started - self.interval, 0.0))
-
-
-def _probe(connection: http.client.HTTPConnection) -> float:
-    """One GET /healthz; its response time in seconds. Raise on any failure."""
-    started = time.perf_counter()
-    connection.request("GET", "/healthz")
-    response = connection.getresponse()
-    response.read()
-    if response.status != 200:
-        raise http.client.HTTPException(f"HTTP {response.status}")
-    return time.perf_counter() - started
-
-
-def _probe_until(port: int, stop: threading.Event, seconds: list[float], failed: list[str]) -> None:
-    """Probe `port` every PROBE_INTERVAL until `stop`: each response time, or why it failed."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=PROBE_TIMEOUT)
-    while not stop.wait(PROBE_INTERVAL):
-        try:
-            seconds.append(_probe(connection))
-        except (OSError, http.client.HTTPException) as error:
-            failed.append(str(error))
-            connection.close()
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=PROBE_TIMEOUT)
-    connection.close()
-
-
-def probe_health(pipe: Connection, port: int) -> None:
-    """(In a child) GET /healthz every PROBE_INTERVAL, from a thread, until the parent says
-    stop; then (response times, failed probes). A loop that stalls for 200 ms answers a probe
-    sent during the stall up to 200 ms late: the service's loop lag, seen from outside."""
-    _probe(http.client.HTTPConnection("127.0.0.1", port, timeout=PROBE_TIMEOUT))  # warm-up
-    stop, seconds, failed = threading.Event(), [], []
-    thread = threading.Thread(target=_probe_until, args=(port, stop, seconds, failed))
-    thread.start()
-    pipe.send(READY)
-    stopped(pipe)
-    stop.set()
-    thread.join()
-    pipe.send((seconds, len(failed)))
-
-
-@dataclass
-class Probes:
-    seconds: list[float] = field(default_factory=list)  # each GET /healthz's response time
-    failures: int = 0
+    return (sender_seconds + receiver_seconds[0]) / (sum(map(len, chunks)) / GIB)
 
 
 @contextlib.asynccontextmanager
-async def health_probed(port: int) -> AsyncIterator[Probes]:
-    """`probe_health` on the service's `port` in a child while inside; its probes after."""
-    probes = Probes()
-    async with Child("the health prober", probe_health, port) as prober:
-        yield probes
-        prober.send("stop")
-        probes.seconds, probes.failures = await prober.receive(STOP_TIMEOUT)
+async def meanwhile(work: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
+    """`work` as a task while inside, cancelled on leaving."""
+    task = asyncio.create_task(work)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@contextlib.asynccontextmanager
+async def loop_lag(interval: float = 0.02) -> AsyncIterator[list[float]]:
+    """This process's own event-loop lag (how late a short sleep wakes up), sampled inside."""
+    samples: list[float] = []
+
+    async def sample() -> None:
+        while True:
+            started = time.perf_counter()
+            await asyncio.sleep(interval)
+            samples.append(max(time.perf_counter() - started - interval, 0.0))
+
+    async with meanwhile(sample()):
+        yield samples
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, field
 
-from browsers import JobRun
-from report import MIB, TARGET_HEADER, Report, Target, table
+from clients import JobRun
+from report import MIB, TARGET_HEADER, Report, Target, table, target
 
 from service.local.driver import Trickled
 
@@ -64,41 +64,14 @@ class Case:
 
     def targets(self) -> list[Target]:
         growth = max(run.peak_rss - run.idle_rss for run in self.runs) / MIB
-        limit = (self.budget + RSS_SLACK) / MIB
         worst = f"; the most of {len(self.runs)} runs" if self.repeats else ""
-        rows = [
-            Target(
-                f"peak RSS - idle (MiB{worst})", f"{growth:.1f}", f"<= {limit:.0f}", growth <= limit
-            )
-        ]
+        limit = (self.budget + RSS_SLACK) / MIB
+        rows = [target(f"peak RSS - idle (MiB{worst})", growth, ".1f", "<=", limit, ".0f")]
         if self.jobs:
-            first = self.jobs[0]
-            what = "job" if len(self.jobs) == 1 else f"{len(self.jobs)} jobs"
-            others = [job for run in self.runs if run is not self for job in run.jobs]
-            shown = "; ".join(job.outcome() for job in self.jobs)
-            if others:  # the other runs' jobs only where they failed
-                failed = [job for job in others if not job.ok]
-                shown += "; " + ("; ".join(job.outcome() for job in failed) or "other runs: yes")
-            rows.append(
-                Target(
-                    f"honest {what}: all 200, hash verified (tries {first.tries}, "
-                    f"{first.concurrency} at once{', every run' if self.repeats else ''})",
-                    shown,
-                    "yes",
-                    all(job.ok for job in (*self.jobs, *others)),
-                )
-            )
-        rows.extend(self._trickle_targets())
-        if self.side_idle is not None and self.side_loaded is not None:
-            rows.append(self._side_target(self.side_idle, self.side_loaded))
-        return rows
-
-    def _trickle_targets(self) -> list[Target]:
-        cut = [t.seconds for t in self.trickles if t.status == 408]
-        rows: list[Target] = []
+            rows.append(self._honest_target())
         if self.trickles:
-            held = len(cut) or 1
-            late = [s for s in cut if s > self.cutoff_limit]
+            cut = [t.seconds for t in self.trickles if t.status == 408]
+            late = [seconds for seconds in cut if seconds > self.cutoff_limit]
             unanswered = sum(t.status is None for t in self.trickles)
             rows.append(
                 Target(
@@ -106,19 +79,31 @@ class Case:
                     f"{len(cut)} x 408 at {min(cut, default=0):.1f}-{max(cut, default=0):.1f} s; "
                     f"{unanswered} unanswered",
                     f"<= {self.cutoff_limit:g}",
-                    not late and not unanswered and held > 0,
+                    not late and not unanswered,
                 )
             )
         if self.release_seconds is not None:
-            rows.append(
-                Target(
-                    "408 to its memory given back (s)",
-                    f"{self.release_seconds:.2f}",
-                    f"<= {MAX_RELEASE_SECONDS:g}",
-                    self.release_seconds <= MAX_RELEASE_SECONDS,
-                )
-            )
+            name, seconds = "408 to its memory given back (s)", self.release_seconds
+            rows.append(target(name, seconds, ".2f", "<=", MAX_RELEASE_SECONDS, "g"))
+        if self.side_idle is not None and self.side_loaded is not None:
+            rows.append(self._side_target(self.side_idle, self.side_loaded))
         return rows
+
+    def _honest_target(self) -> Target:
+        first = self.jobs[0]
+        what = "job" if len(self.jobs) == 1 else f"{len(self.jobs)} jobs"
+        others = [job for run in self.runs if run is not self for job in run.jobs]
+        shown = "; ".join(job.outcome() for job in self.jobs)
+        if others:  # the other runs' jobs only where they failed
+            failed = [job for job in others if not job.ok]
+            shown += "; " + ("; ".join(job.outcome() for job in failed) or "other runs: yes")
+        return Target(
+            f"honest {what}: all 200, hash verified (tries {first.tries}, "
+            f"{first.concurrency} at once{', every run' if self.repeats else ''})",
+            shown,
+            "yes",
+            all(job.ok for job in (*self.jobs, *others)),
+        )
 
     def _side_target(self, idle: JobRun, loaded: JobRun) -> Target:
         ratio = self.side_ratio
@@ -171,7 +156,7 @@ class Case:
     def figures(self) -> dict[str, object]:
         return {
             "title": self.title,
-            "targets": [target.json() for target in self.targets()],
+            "targets": [asdict(target) for target in self.targets()],
             "idle_rss_mib": self.idle_rss / MIB,
             "peak_rss_mib": self.peak_rss / MIB,
             "most_chunk_memory_mib": self.most_memory / MIB,
@@ -180,6 +165,17 @@ class Case:
             "side_ratios": [run.side_ratio for run in self.repeats],
             "release_seconds": self.release_seconds,
         }
+
+
+async def median_run(runs: int, once: Callable[[], Awaitable[Case]]) -> Case:
+    """`runs` runs of a case; the run of median other-slot ratio, holding them all (a job of
+    two seconds, timed once on a shared machine, is at the mercy of its noise)."""
+    done = [await once() for _ in range(runs)]
+    if len(done) == 1:
+        return done[0]
+    median = sorted(done, key=lambda run: run.side_ratio or float("inf"))[len(done) // 2]
+    median.repeats = done
+    return median
 
 
 def memory_report(header: str, cases: Sequence[Case]) -> Report:

@@ -4,8 +4,7 @@ and the targets: bench/README.md, "Pacing"."""
 
 from __future__ import annotations
 
-import argparse
-import asyncio
+import functools
 import math
 import statistics
 import time
@@ -13,17 +12,15 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-from browsers import upload_jobs
+from clients import upload_jobs
 from measure import Source
-from report import MIB, BenchFailure, Column, Report, figures_table, log, machine
-from scenario import POSITIVE_INT, POSITIVE_SECONDS, Scenario, counts
+from report import MIB, Column, Report, figures_table, machine
+from scenario import POSITIVE_INT, POSITIVE_SECONDS, Scenario, counts, measured
 from services import stage
 
 from service.jobs.layout import BROWSER_CHUNKS_IN_FLIGHT
 from service.local.browser import TRIES
 from service.local.discord_api import DISCORD_EPOCH_MS, Limit
-from service.local.driver import scrape_metrics
 
 CHANNEL_BASE = 1400000000000000000
 RUN_TIMEOUT_BASE = 60.0  # seconds a run may take beyond twice its ideal
@@ -31,43 +28,21 @@ RUN_TIMEOUT_BASE = 60.0  # seconds a run may take beyond twice its ideal
 
 @dataclass(frozen=True)
 class PacingPlan:
-    slots: tuple[int, ...]
-    chunks: int  # per job
-    chunk_size: int
-    runs: int
-    per_channel: int  # posts per window in one channel
-    window: float  # seconds
-    global_per_second: int  # the token's global limit, in the stand-in and the service
+    slots: tuple[int, ...] = (1, 2, 4, 8)
+    chunks: int = 40  # per job
+    chunk_kib: int = 64
+    runs: int = 1
+    limit: int = 5  # posts per window in one channel
+    window: float = 1.0  # seconds
+    global_limit: int = 20  # the token's requests per second, in the stand-in and the service
+
+    def __post_init__(self) -> None:
+        if self.chunks <= self.limit:
+            raise SystemExit("pacing: --chunks must exceed --limit, or no job waits for a window")
 
     def ideal(self) -> float:
         """Seconds a perfect pacer needs for one job (bench/README.md, "The ideal")."""
-        return (math.ceil(self.chunks / self.per_channel) - 1) * self.window
-
-
-def add_arguments(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--slots", type=counts, help="numbers of slots (default 1,2,4,8; smoke 1,2)")
-    group.add_argument("--chunks", type=POSITIVE_INT, help="chunks per job (default 40; smoke 20)")
-    group.add_argument("--chunk-kib", type=POSITIVE_INT, default=64, help="default 64")
-    group.add_argument("--limit", type=POSITIVE_INT, default=5, help="posts per window (5)")
-    group.add_argument("--window", type=POSITIVE_SECONDS, default=1.0, help="seconds (1)")
-    group.add_argument(
-        "--global-limit", type=POSITIVE_INT, default=20, help="requests per second (20)"
-    )
-
-
-def plan_from(args: argparse.Namespace) -> PacingPlan:
-    plan = PacingPlan(
-        slots=args.slots or ((1, 2) if args.smoke else (1, 2, 4, 8)),
-        chunks=args.chunks or (20 if args.smoke else 40),
-        chunk_size=args.chunk_kib * 1024,
-        runs=args.runs or 1,
-        per_channel=args.limit,
-        window=args.window,
-        global_per_second=args.global_limit,
-    )
-    if plan.chunks <= plan.per_channel:
-        raise SystemExit("pacing: --chunks must exceed --limit, or no job waits for a window")
-    return plan
+        return (math.ceil(self.chunks / self.limit) - 1) * self.window
 
 
 def stored_at(message_id: str) -> float:
@@ -78,18 +53,15 @@ def stored_at(message_id: str) -> float:
 async def run_once(plan: PacingPlan, slots: int, source: Source) -> dict[str, Any]:
     """One run's figures (bench/README.md says what each means)."""
     limits = {
-        "messages_per_window": plan.per_channel,
+        "messages_per_window": plan.limit,
         "window": plan.window,
-        "global_limit": Limit(plan.global_per_second, 1.0),
+        "global_limit": Limit(plan.global_limit, 1.0),
     }
     channels = [str(CHANNEL_BASE + slot) for slot in range(slots)]
-    async with stage(channels, discord=limits, discord_global_rate=plan.global_per_second) as on:
+    async with stage(channels, discord=limits, discord_global_rate=plan.global_limit) as on:
         jobs = await upload_jobs(on, on.slots, source, BROWSER_CHUNKS_IN_FLIGHT, TRIES)
-        async with aiohttp.ClientSession() as session:
-            metrics = await scrape_metrics(session, on.service.metrics_port)
-        problems = [f"slot {i}: {p}" for i, job in enumerate(jobs) for p in job.problems]
-        if problems := problems + on.dropped():
-            raise BenchFailure("\n".join(problems))
+        metrics = await on.metrics()
+        on.check([f"slot {i}: {p}" for i, job in enumerate(jobs) for p in job.problems])
         stored = [on.discord.messages(slot.channel) for slot in on.slots]
         discord = on.discord
     last = [stored_at(messages[-1].id) for messages in stored]  # each job's last stored post
@@ -108,7 +80,7 @@ async def run_once(plan: PacingPlan, slots: int, source: Source) -> dict[str, An
         "job_vs_ideal_max": max(seconds) / ideal,
         "last_post_vs_ideal_max": (max(last) - began) / ideal,
         "posts_per_s": rate,
-        "posts_per_s_vs_global": rate / plan.global_per_second,
+        "posts_per_s_vs_global": rate / plan.global_limit,
         "posts": discord.posts,
         "channel_429s": discord.rate_limited_by_scope["user"],
         "global_429s": discord.rate_limited_by_scope["global"],
@@ -144,22 +116,16 @@ COLUMNS: list[Column] = [
 
 async def run(plan: PacingPlan) -> Report:
     started = time.perf_counter()
-    source = Source.random(plan.chunks * plan.chunk_size, plan.chunk_size)
-    figures = []
+    source = Source.random(plan.chunks * plan.chunk_kib * 1024, plan.chunk_kib * 1024)
+    figures, limit = [], RUN_TIMEOUT_BASE + 2 * plan.ideal()
     for slots in plan.slots:
-        for run_index in range(plan.runs):
-            async with asyncio.timeout(RUN_TIMEOUT_BASE + 2 * plan.ideal()):
-                figures.append(f := await run_once(plan, slots, source))
-            log(
-                f"pacing, slots={slots} run {run_index + 1}/{plan.runs}: jobs "
-                f"{f['job_s_max']:.2f} s (ideal {f['ideal_s']:.2f} s), {f['channel_429s']} "
-                f"channel and {f['global_429s']} global 429s, {f['posts']} posts"
-            )
+        once = functools.partial(run_once, plan, slots, source)
+        figures += await measured(f"pacing, slots={slots}", plan.runs, limit, once, COLUMNS)
     lines = [
         f"One service process of N slots, one job each in its own channel, one bot token; "
-        f"{plan.chunks} chunks of {plan.chunk_size // 1024} KiB per job, "
-        f"{BROWSER_CHUNKS_IN_FLIGHT} in flight; per-channel limit {plan.per_channel} posts "
-        f"per {plan.window:g} s (fixed window); global limit {plan.global_per_second} per s "
+        f"{plan.chunks} chunks of {plan.chunk_kib} KiB per job, "
+        f"{BROWSER_CHUNKS_IN_FLIGHT} in flight; per-channel limit {plan.limit} posts "
+        f"per {plan.window:g} s (fixed window); global limit {plan.global_limit} per s "
         f"for the token. Ideal per job: (ceil(chunks / limit) - 1) x window = "
         f"{plan.ideal():.2f} s. {plan.runs} run(s) per N; {machine()}; took "
         f"{time.perf_counter() - started:.0f} s. Every figure: bench/README.md.",
@@ -169,10 +135,16 @@ async def run(plan: PacingPlan) -> Report:
     return Report("Pacing (Discord's rate limits)", lines, {"runs": figures})
 
 
-SCENARIO = Scenario(
-    name="pacing",
-    summary="N slots' jobs against Discord's per-channel and global rate limits",
-    add_arguments=add_arguments,
-    plan=plan_from,
-    run=run,
+SCENARIO = Scenario.of(
+    "pacing",
+    "N slots' jobs against Discord's per-channel and global rate limits",
+    run,
+    PacingPlan(),
+    PacingPlan(slots=(1, 2), chunks=20),
+    ("--slots", counts, "numbers of slots (default 1,2,4,8; smoke 1,2)"),
+    ("--chunks", POSITIVE_INT, "chunks per job (default 40; smoke 20)"),
+    ("--chunk-kib", POSITIVE_INT, "default 64"),
+    ("--limit", POSITIVE_INT, "posts per window (5)"),
+    ("--window", POSITIVE_SECONDS, "seconds (1)"),
+    ("--global-limit", POSITIVE_INT, "requests per second (20)"),
 )

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import operator
 import os
 import sys
 from collections.abc import Sequence
@@ -36,16 +37,23 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
 Column = tuple[str, str | tuple[str, ...], str]
 
 
+def cells(columns: Sequence[Column], figures: dict[str, Any]) -> list[str]:
+    def cell(keys: str | tuple[str, ...], spec: str) -> str:
+        keys = (keys,) if isinstance(keys, str) else keys
+        return "/".join(format(figures[key], spec) for key in keys)
+
+    return [cell(keys, spec) for _, keys, spec in columns]
+
+
 def figures_table(columns: Sequence[Column], rows: Sequence[dict[str, Any]]) -> list[str]:
     """One row per dict of figures, one column per `Column`."""
+    return table([column[0] for column in columns], [cells(columns, f) for f in rows])
 
-    def cell(figures: dict[str, Any], keys: str | tuple[str, ...], spec: str) -> str:
-        return "/".join(
-            format(figures[key], spec) for key in ([keys] if isinstance(keys, str) else keys)
-        )
 
-    return table(
-        [header for header, _, _ in columns], [[cell(f, k, s) for _, k, s in columns] for f in rows]
+def row_text(columns: Sequence[Column], figures: dict[str, Any]) -> str:
+    """One row of figures as `header value` pairs, for progress lines."""
+    return ", ".join(
+        f"{c[0]} {cell}" for c, cell in zip(columns, cells(columns, figures), strict=True)
     )
 
 
@@ -63,19 +71,23 @@ class Target:
     def row(self) -> list[str]:
         return [self.name, self.value, self.limit, self.verdict]
 
-    def json(self) -> dict[str, Any]:
-        return {"name": self.name, "value": self.value, "limit": self.limit, "passed": self.passed}
-
 
 TARGET_HEADER = ["target", "measured", "limit", "verdict"]
+_COMPARISONS = {"<": operator.lt, "<=": operator.le, ">=": operator.ge}
+
+
+def target(
+    name: str, value: float, spec: str, compare: str, limit: float, limit_spec: str = ""
+) -> Target:
+    """The target `value compare limit` (say `<=`), each shown in its format."""
+    passed = _COMPARISONS[compare](value, limit)
+    return Target(name, format(value, spec), f"{compare} {limit:{limit_spec}}", passed)
 
 
 @dataclass
 class Report:
     """One scenario's report: its markdown below a `## title` line, and its figures.
-
-    `failed`: an upload that should have completed did not (exit status 1); a missed target
-    is reported, not a failure: this is a benchmark, not a test."""
+    `failed`: an upload that should have completed did not (exit status 1)."""
 
     title: str
     lines: list[str] = field(default_factory=list)

@@ -1,15 +1,9 @@
 """The upload service's benchmark: named scenarios of one plan, one report.
 
-    python bench/run.py [--scenario capacity|pacing|memory|all] [--smoke] [--runs N]
-                        [--json FILE] [each scenario's own flags]
+    python bench/run.py [--scenario capacity|pacing|memory|all] [--smoke] [--json FILE] ...
 
-Each scenario starts the real service in a process of its own between a Discord and a
-manager stand-in (bench/services.py), drives it as browsers and hostile clients do, verifies
-every finished upload as the manager would, and reports its figures and targets as markdown
-on stdout (progress on stderr) and, with --json, every figure. The exit status is 1 when an
-upload failed or did not verify, or the benchmark broke down; a missed target is reported,
-not an error: this is a benchmark, not a test. What each scenario does and what every figure
-means: bench/README.md.
+Markdown on stdout, progress on stderr; exit status 1 when an upload failed or did not
+verify, or the benchmark broke down. Every scenario, flag and figure: bench/README.md.
 """
 
 from __future__ import annotations
@@ -42,9 +36,7 @@ SCENARIOS: dict[str, Scenario] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
         "--scenario",
         choices=[*SCENARIOS, "all"],
@@ -52,15 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="which scenario to run (default capacity): "
         + "; ".join(f"{s.name}: {s.summary}" for s in SCENARIOS.values()),
     )
-    parser.add_argument(
-        "--smoke", action="store_true", help="a few seconds per scenario, for CI (flags win)"
-    )
-    parser.add_argument(
-        "--runs",
-        type=POSITIVE_INT,
-        help="runs: capacity's medians are of N (default 3), pacing shows N rows per number "
-        "of slots (1), memory repeats (b) and (c) N times (3)",
-    )
+    parser.add_argument("--smoke", action="store_true", help="seconds per scenario, for CI")
+    parser.add_argument("--runs", type=POSITIVE_INT, help="runs of each measurement (README)")
     parser.add_argument("--json", type=Path, help="write every figure as JSON to this file")
     for scenario in SCENARIOS.values():
         scenario.add_arguments(parser.add_argument_group(f"{scenario.name} scenario"))
@@ -74,9 +59,7 @@ async def measure(scenario: Scenario, plan: object) -> Report:
     except* (BenchFailure, UploadFailed, aiohttp.ClientError, TimeoutError) as failures:
         for failure in failures.exceptions:
             log(f"{scenario.name} failed: {type(failure).__name__}: {failure}")
-    return Report(
-        scenario.name, ["The benchmark broke down: see its output on stderr."], failed=True
-    )
+    return Report(scenario.name, ["The benchmark broke down: see stderr."], failed=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
-from report import Report
+from report import Column, Report, log, row_text
 
 from service.config import _positive_int, _positive_seconds
 
@@ -25,6 +26,50 @@ class Scenario:
     add_arguments: Callable[[argparse._ArgumentGroup], None]
     plan: Callable[[argparse.Namespace], Any]
     run: Callable[[Any], Awaitable[Report]]
+
+    @classmethod
+    def of(
+        cls,
+        name: str,
+        summary: str,
+        run: Callable[[Any], Awaitable[Report]],
+        full: Any,
+        smoke: Any,
+        *flags: tuple[str, Callable[[str], Any], str],
+    ) -> Scenario:
+        """A scenario whose plan is a dataclass: `full`, or `smoke` with --smoke, where each
+        flag given, (name, type, help), replaces the field of its name (`--chunk-kib`:
+        `chunk_kib`), and so does `--runs`."""
+
+        def add_arguments(group: argparse._ArgumentGroup) -> None:
+            for flag, kind, help in flags:
+                group.add_argument(flag, type=kind, help=help)
+
+        def plan(args: argparse.Namespace) -> Any:
+            names = ["runs", *(flag[2:].replace("-", "_") for flag, _, _ in flags)]
+            given = {name: getattr(args, name) for name in names}
+            chosen = smoke if args.smoke else full
+            return replace(
+                chosen, **{key: value for key, value in given.items() if value is not None}
+            )
+
+        return cls(name, summary, add_arguments, plan, run)
+
+
+async def measured(
+    label: str,
+    runs: int,
+    seconds: float,
+    once: Callable[[], Awaitable[dict[str, Any]]],
+    columns: Sequence[Column],
+) -> list[dict[str, Any]]:
+    """`once()`'s figures `runs` times, each run within `seconds` and its figures logged."""
+    done = []
+    for index in range(runs):
+        async with asyncio.timeout(seconds):
+            done.append(await once())
+        log(f"{label}, run {index + 1}/{runs}: {row_text(columns, done[-1])}")
+    return done
 
 
 def flag(parse: Callable[[str], Any]) -> Callable[[str], Any]:

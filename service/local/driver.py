@@ -43,6 +43,19 @@ async def spawn_service(
     )
 
 
+async def stop_service(process: asyncio.subprocess.Process, patience: float = 15.0) -> None:
+    """SIGTERM (the service's cue to shut down), then SIGKILL if it has not exited after
+    `patience` seconds."""
+    if process.returncode is None:
+        process.terminate()
+    try:
+        async with asyncio.timeout(patience):
+            await process.wait()
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+
+
 def form_head(upload_id: str, index: int) -> bytes:
     """The browser's form up to the file part's bytes: the `id` and `chunk` fields, then the
     file part's headers (a file named `blob`). The file's bytes and FORM_TAIL follow."""
