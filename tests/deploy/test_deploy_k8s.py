@@ -13,6 +13,8 @@ Whatever the count, the pods share one Redis and so one budget of the token's gl
 from __future__ import annotations
 
 import asyncio
+import copy
+import functools
 import hashlib
 import os
 import re
@@ -74,28 +76,45 @@ def render(
     """kustomize's output for a copy of deploy/k8s whose only changes are the count, the
     `components` added, the `settings` (literals of kustomization.yaml's generators) changed
     and `appended` to kustomization.yaml, validated: kubernetes-validate, and the CRD
-    schemas for the rest."""
-    copy = tmp_path / "k8s"
-    shutil.copytree(K8S, copy)
-    kustomization = copy / "kustomization.yaml"
+    schemas for the rest. It is also written to `tmp_path`/rendered.yaml."""
+    key = (replicas, components, tuple(sorted((settings or {}).items())), appended)
+    if key not in _RENDERED:  # the same output for every test that asks for it
+        _RENDERED[key] = _rendered(tmp_path / "k8s", *key)
+    output, docs = _RENDERED[key]
+    (tmp_path / "rendered.yaml").write_text(output)
+    return copy.deepcopy(docs)
+
+
+_RENDERED: dict[tuple[Any, ...], tuple[str, list[dict[str, Any]]]] = {}
+
+
+def _rendered(
+    copy_to: Path,
+    replicas: int,
+    components: tuple[str, ...],
+    settings: tuple[tuple[str, str], ...],
+    appended: str,
+) -> tuple[str, list[dict[str, Any]]]:
+    shutil.copytree(K8S, copy_to)
+    kustomization = copy_to / "kustomization.yaml"
     text, changed = re.subn(
         r"(\n  - name: upload\n    count: )\d+\n", rf"\g<1>{replicas}\n", kustomization.read_text()
     )
     assert changed == 1, "kustomization.yaml no longer sets the count as `count: N`"
-    for name, value in (settings or {}).items():
+    for name, value in settings:
         text, changed = re.subn(rf"(\n      - {name}=)[^\n]*\n", rf"\g<1>{value}\n", text)
         assert changed == 1, f"kustomization.yaml has no literal {name}="
     if components:
         text += "components:\n" + "".join(f"  - {component}\n" for component in components)
     kustomization.write_text(text + appended)
     output = subprocess.run(
-        [tool("kubectl"), "kustomize", str(copy)],
+        [tool("kubectl"), "kustomize", str(copy_to)],
         capture_output=True,
         text=True,
         check=True,
         timeout=TOOL_TIMEOUT,
     ).stdout
-    rendered = tmp_path / "rendered.yaml"
+    rendered = copy_to.parent / "rendered.yaml"
     rendered.write_text(output)
     validated = subprocess.run(
         [tool("kubernetes-validate"), "--strict", "--quiet", str(rendered)],
@@ -107,7 +126,7 @@ def render(
     docs = [doc for doc in load_yaml().safe_load_all(output) if doc]
     problems = crd_problems(rendered)
     assert not problems, problems
-    return docs
+    return output, docs
 
 
 def kustomize_settings() -> dict[str, str]:
@@ -124,11 +143,17 @@ def kustomize_settings() -> dict[str, str]:
 def crd_problems(rendered: Path) -> list[str]:
     """What deploy/crd_schema.py (as .ci/run runs it) finds wrong in `rendered`'s custom
     resources, checked against the vendored Gateway API CRD."""
-    load_yaml()
+    crd_schema, schemas = _httproute_schemas()
+    _, problems = crd_schema.check([rendered], schemas, [])
+    return problems
+
+
+@functools.cache
+def _httproute_schemas() -> tuple[Any, Any]:
+    """deploy/crd_schema.py and the vendored CRD's schemas, read once."""
     crd_schema = deploy_script("crd_schema")
     crds = list(load_yaml().safe_load_all(HTTPROUTE_CRD.read_text()))
-    _, problems = crd_schema.check([rendered], crd_schema.crd_schemas(crds), [])
-    return problems
+    return crd_schema, crd_schema.crd_schemas(crds)
 
 
 def one(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
