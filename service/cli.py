@@ -16,21 +16,11 @@ from importlib.metadata import version
 from pathlib import Path
 
 from .config import OPTIONS, ConfigError, Option, Settings, load_settings
+from .exit_status import EXIT_CONFIG, EXIT_LISTEN, EXIT_STATUSES
 from .logs import configure_logging
-from .server import EXIT_CUT_SHORT, ListenError, serve
 
 PACKAGE = "discord-cloud-upload-service"
 DOCS_COMMAND = "upload-service settings --markdown > docs/configuration.md"
-EXIT_CONFIG = 2
-EXIT_LISTEN = 3
-EXIT_STATUSES = {
-    0: "stopped by SIGTERM or SIGINT",
-    EXIT_CUT_SHORT: "stopped at once by a second SIGTERM or SIGINT during the graceful stop "
-    "(the last log line says what was cut short)",
-    EXIT_CONFIG: "a setting is missing or invalid (the message names every problem)",
-    EXIT_LISTEN: "the service cannot listen on HOST:PORT or HOST:METRICS_PORT (port in use, "
-    "address not on this machine, no permission)",
-}
 
 
 def settings_text() -> str:
@@ -155,6 +145,8 @@ def run(config_file: Path | None) -> int:
     if settings is None:
         return EXIT_CONFIG
     configure_logging(settings.log_level, settings.log_format)
+    from .server import ListenError, serve  # the whole service: not for --help or check
+
     try:
         asyncio.run(serve(settings))
     except ListenError as error:

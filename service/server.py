@@ -22,6 +22,7 @@ from .config import Settings
 from .discord.client import DiscordClients
 from .discord.retry import RetryPolicy
 from .discord.shared_limit import SharedLimits
+from .exit_status import EXIT_CUT_SHORT
 from .intake.answers import REFUSAL_REASONS
 from .intake.endpoint import ChunkEndpoint, cors, preflight, request_ids
 from .manager.link import warn_if_in_clear
@@ -39,7 +40,6 @@ from .uploads.upload import Shared
 log = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-EXIT_CUT_SHORT = 1  # a second stop signal ended the graceful stop
 CLEANUP_FLOOR = 2.0  # seconds the clean-up gets at shutdown even when the grace is spent
 # What aiohttp buffers of a request body before it stops reading the socket (its default is
 # 64 KiB): a chunk waiting for memory holds 0.4 MiB of its body unread instead of 1.1 MiB.

@@ -20,14 +20,13 @@ import pytest
 from conftest import CHANNEL, KEY, SMALL_CHUNK, TOKEN
 from test_lifecycle import wait_for_line
 
-from service.cli import EXIT_CONFIG, EXIT_LISTEN
 from service.config import OPTIONS, Settings
+from service.exit_status import EXIT_CONFIG, EXIT_CUT_SHORT, EXIT_LISTEN
 from service.local.browser import chunk_form
 from service.local.discord_api import DiscordStandIn, Fault
 from service.local.driver import spawn_service
 from service.local.loopback import free_port
 from service.local.manager import ManagerStandIn
-from service.server import EXIT_CUT_SHORT
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
