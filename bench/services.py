@@ -1,7 +1,8 @@
 """The one place the benchmark starts services: a `Service` is the upload service in a process
 of its own (`python -m service run`, configured by the environment alone, so that its RSS and
-CPU are its own) with one slot per channel, each configured with encryption on; a `Stage` is
-one of them between a Discord and a manager stand-in in this process."""
+CPU are its own) with one slot per channel, each configured with encryption on; a `stage` is
+one between a Discord and a manager stand-in in this process; a `fleet`, several sharing a
+manager stand-in, a bot token and, through one redis-server, its global limit."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from service.local.discord_api import DiscordStandIn
 from service.local.driver import scrape_metrics, spawn_service, stop_service
 from service.local.loopback import free_ports, loopback_settings
 from service.local.manager import ManagerStandIn, ServiceConnection
+from service.local.redis_server import RedisServer
 from service.local.verify import attachments_in, finish_problems
 
 UNLIMITED_RATE = 1_000_000  # requests per second: no global limit to pace against
@@ -175,12 +177,15 @@ async def stage(
 @contextlib.asynccontextmanager
 async def fleet(
     discord_api_base: str, token: str, processes: Sequence[Sequence[str]], **settings: Any
-) -> AsyncIterator[list[Service]]:
+) -> AsyncIterator[tuple[list[Service], RedisServer | None]]:
     """A manager stand-in and a service process per entry of `processes` (its slots'
     channels), started one after the other, all using the Discord at `discord_api_base` with
-    one bot `token` and one key; `settings`: every process's (Settings fields)."""
+    one bot `token` and one key, and, if several, sharing the token's global limit through
+    one redis-server; `settings`: every process's (Settings fields)."""
     password, key = secrets.token_urlsafe(16), os.urandom(32)
     async with contextlib.AsyncExitStack() as stack:
+        redis = await stack.enter_async_context(RedisServer()) if len(processes) > 1 else None
+        settings["redis_url"] = None if redis is None else redis.url
         manager = await stack.enter_async_context(ManagerStandIn(password=password))
         session = await stack.enter_async_context(aiohttp.ClientSession())
         directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-fleet-")))
@@ -196,4 +201,4 @@ async def fleet(
             (files := directory / str(number)).mkdir()
             service = Service(manager, session, config, files, token, key)
             services.append(await stack.enter_async_context(service.running(channels)))
-        yield services
+        yield services, redis
