@@ -243,7 +243,7 @@ COLUMNS: list[Column] = [
 def targets(f: dict[str, Any]) -> list[Target]:
     growth = max(map(operator.sub, f["peak_rss_mib"], f["idle_rss_mib"]))
     return [
-        target("ideal / taken", f["ratio"], ".2f", ">=", f["target"], "g"),
+        target("ideal / taken", f["ratio"], ".3f", ">=", f["target"], "g"),
         target("global 429s", f["global_429s"], "d", "<=", f["global_429s_allowed"], "d"),
         target("channel 429s", f["channel_429s"], "d", "<=", 0, "d"),
         target("failed jobs", f["failed_jobs"], "d", "<=", 0, "d"),
