@@ -21,6 +21,7 @@ from measure import Source, current_rss, peak_rss, percentile
 from report import (
     MIB,
     TARGET_HEADER,
+    BenchFailure,
     Column,
     Report,
     Target,
@@ -36,7 +37,7 @@ from services import fleet
 from service.jobs.layout import BROWSER_CHUNKS_IN_FLIGHT
 from service.local.browser import TRIES
 from service.local.discord_api import DiscordStandIn, Limit
-from service.local.redis_server import RedisServer
+from service.local.redis_server import RedisServer, redis_server_path
 from service.local.verify import finish_problems
 
 CHUNK = 64 * 1024  # small chunks: the limits, not the bytes, set the pace
@@ -256,6 +257,10 @@ def targets(f: dict[str, Any]) -> list[Target]:
 
 async def run(plan: FleetPlan) -> Report:
     started, rows = time.perf_counter(), []
+    if redis_server_path() is None and any(len(CASES[key].busy) > 1 for key in plan.fleet_cases):
+        raise BenchFailure(
+            "redis-server is not installed (apt install redis-server): c, d, e need it"
+        )
     for key in plan.fleet_cases:
         case = CASES[key].scaled(plan.share)
         once = functools.partial(run_once, key, case)
