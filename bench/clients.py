@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 from measure import Source
 from report import BenchFailure
-from services import Slot, Stage
+from services import Service, Slot, Stage
 
 from service.local.browser import UploadFailed, upload
 
@@ -136,6 +136,7 @@ class JobRun:
     attempts: int = 0
     statuses: Counter[int] = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)  # [] once completed and verified
+    finish: dict[str, Any] = field(default_factory=dict)  # the job's finish packet
 
     @property
     def ok(self) -> bool:
@@ -165,7 +166,8 @@ def upload_in_child(pipe: Connection, file: str, size: int, uploads: list, job: 
         return run
 
     async def every() -> list[JobRun]:
-        async with aiohttp.ClientSession() as session:
+        # No cap on connections: 50 jobs keep 250 chunks in flight.
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
             pipe.send(READY)  # the first POSTs go out now
             return await asyncio.gather(*(one(session, *pair) for pair in uploads))
 
@@ -183,6 +185,24 @@ async def upload_jobs(
     """A job of `source` on each slot (started unless `upload_ids` are given), uploaded at
     once, each timed from the browsers' first POST to its finish packet, then verified."""
     upload_ids = upload_ids or [await on.start_job(slot, source) for slot in slots]
+    runs = await browse(on, slots, upload_ids, source, concurrency, tries)
+    for run, slot in zip(runs, slots, strict=True):
+        if run.ok:
+            run.problems = on.problems(slot, run.finish, source)
+    return runs
+
+
+async def browse(
+    on: Service,
+    slots: list[Slot],
+    upload_ids: list[str],
+    source: Source,
+    concurrency: int,
+    tries: int,
+) -> list[JobRun]:
+    """The jobs `upload_ids` of `source` on `slots` (of `on` or of services beside it),
+    uploaded at once by browsers in a child, each timed from the first POST to its finish
+    packet; unverified."""
 
     async def finished(slot: Slot) -> tuple[dict[str, Any], float, float]:
         return await slot.connection.next_finish(), time.perf_counter(), time.time()
@@ -197,11 +217,10 @@ async def upload_jobs(
         async with Child("the browsers", upload_in_child, *how) as child:
             began = time.perf_counter()
             runs: list[JobRun] = await child.receive(UPLOAD_TIMEOUT)
-        for run, slot, waiting in zip(runs, slots, finishes, strict=True):
+        for run, waiting in zip(runs, finishes, strict=True):
             if run.ok:
-                finish, arrived, run.finished_at = await waiting
+                run.finish, arrived, run.finished_at = await waiting
                 run.seconds = arrived - began
-                run.problems = on.problems(slot, finish, source)
     finally:
         for waiting in finishes:
             waiting.cancel()

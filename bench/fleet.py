@@ -1,298 +1,298 @@
-"""The fleet benchmark: one bot token's global limit across slots and processes (issue 20).
-
-    python bench/fleet.py [--smoke] [--scenario NAME-PREFIX ...]
-
-Each scenario: a Discord stand-in (in a process of its own) enforcing the token's global
-limit and each channel's window, answering every post `answer` s after counting it; service
-processes sharing the token through one real redis-server when there are several, every
-slot configured; jobs of small chunks (encryption on) uploaded by browser stand-ins (5 chunks
-in flight, retries) on the processes the scenario loads. Reported: the time the limits allow
-(the posts at the token's rate, or each channel's windows) against the time taken, the
-stand-in's 429s and busiest second (any second, not only its windows), failed jobs, each
-process's loop lag (GET /healthz timed from another process: p99/max) and its peak RSS
-against idle + CHUNK_MEMORY_MIB + 16 MiB.
-"""
+"""The fleet scenario: one bot token's global limit across the slots of one process and across
+processes sharing it through one real redis-server, against a Discord stand-in in a process of
+its own that counts as Discord does; every figure and target: bench/README.md, "Fleet"."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
+import contextlib
+import functools
+import itertools
 import math
-import os
+import operator
 import secrets
-import sys
 import time
-from collections import deque
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import asdict, dataclass, replace
+from multiprocessing.connection import Connection
+from typing import Any
 
-import aiohttp
+from clients import READY, READY_TIMEOUT, STOP_TIMEOUT, Child, browse, health_probed
+from measure import Source, current_rss, peak_rss, percentile
+from report import (
+    MIB,
+    TARGET_HEADER,
+    BenchFailure,
+    Column,
+    Report,
+    Target,
+    figures_table,
+    log,
+    machine,
+    table,
+    target,
+)
+from scenario import Scenario, letters, measured
+from services import fleet
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from service.jobs.layout import BROWSER_CHUNKS_IN_FLIGHT
+from service.local.browser import TRIES
+from service.local.discord_api import DiscordStandIn, Limit
+from service.local.redis_server import RedisServer, redis_server_path
+from service.local.verify import finish_problems
 
-from service.config import Settings, environment_of  # noqa: E402
-from service.local.browser import upload  # noqa: E402
-from service.local.loopback import free_port  # noqa: E402
-from service.local.manager import ManagerStandIn, ServiceConnection  # noqa: E402
-from service.local.redis_server import RedisServer  # noqa: E402
-
-CHUNK = 64 * 1024
+CHUNK = 64 * 1024  # small chunks: the limits, not the bytes, set the pace
 MEMORY_MIB = 32  # CHUNK_MEMORY_MIB of every process
-MIB = 1024 * 1024
-CHANNEL_BASE = 1500000000000000000
+RSS_OVER_IDLE = MEMORY_MIB + 16  # MiB: the peak RSS target, over the idle RSS
+MAX_LAG_MS = 100.0
+CHANNEL_BASE = 1600000000000000000
+RUN_TIMEOUT_BASE = 120.0  # seconds a run may take beyond twice its ideal
 
 
 @dataclass(frozen=True)
-class Scenario:
+class Case:
+    """`busy[i]` jobs of `chunks` chunks on process i (of `slots` slots, or one per job), one
+    token at `rate` requests per second, each channel at `per_window` posts per `window` s,
+    every post answered `answer` s after Discord counted it; with several processes, Redis
+    stopped for `redis_outage` s a third of the way in and started again empty."""
+
     name: str
-    busy: tuple[int, ...]  # jobs on each process
-    rate: int  # the token's global limit, requests per second
-    per_window: int  # each channel's posts per window
+    busy: tuple[int, ...]
+    rate: int
+    per_window: int
     window: float
-    answer: float  # seconds from counting a post to answering it
-    chunks: int  # per job
-    target: float  # ideal / taken
-    slots: int = 0  # slots per process, if more than its jobs
-    redis_outage: float = 0.0  # seconds Redis is stopped a third of the way in (back empty)
+    answer: float
+    chunks: int
+    target: float  # ideal / taken, at least
+    global_429s: float = 0.0  # global 429s at most, as a share of the posts
+    slots: int = 0
+    redis_outage: float = 0.0
 
+    def slots_of(self, jobs: int) -> int:
+        return max(jobs, self.slots, 1)
 
-SCENARIOS = [
-    Scenario("one process, 12 slots, 3 x the limit", (12,), 20, 5, 1.0, 0.5, 30, 0.9),
-    Scenario("one process, 12 slots, answers 1 s late", (12,), 20, 5, 1.0, 1.0, 30, 0.9),
-    Scenario("3 processes, jobs on one", (8, 0, 0), 20, 5, 1.0, 0.5, 30, 0.9, slots=8),
-    Scenario("3 processes, 6 x the limit", (8, 8, 8), 20, 5, 1.0, 0.5, 15, 0.9),
-    Scenario("3 processes, Redis away 3 s", (8, 8, 8), 20, 5, 1.0, 0.5, 20, 0.9, redis_outage=3),
-    Scenario("one process, 50 slots", (50,), 50, 5, 5.0, 0.2, 12, 0.85),
-]
+    def limits(self) -> dict[str, Any]:
+        """The Discord stand-in's options."""
+        return {
+            "messages_per_window": self.per_window,
+            "window": self.window,
+            "global_limit": Limit(self.rate, 1.0),
+            "answer_delay": self.answer,
+        }
 
-DISCORD = """
-import asyncio, json, sys
-from service.local.discord_api import DiscordStandIn, Limit
-async def main(token, rate, per_window, window, answer):
-    async with DiscordStandIn(
-        token=token, messages_per_window=int(per_window), window=float(window),
-        global_limit=Limit(int(rate), 1.0), answer_delay=float(answer),
-    ) as discord:
-        print(discord.base_url, flush=True)
-        await asyncio.to_thread(sys.stdin.readline)
-        counts = [discord.posts_stored, discord.rate_limited_by_scope, discord.busiest_second()]
-        print(json.dumps(counts), flush=True)
-asyncio.run(main(*sys.argv[1:]))
-"""
-PROBE = """
-import http.client, json, sys, threading, time
-ports, samples, stop = sys.argv[1:], {p: [] for p in sys.argv[1:]}, threading.Event()
-def probe(port):
-    connection = http.client.HTTPConnection("127.0.0.1", int(port), timeout=10)
-    while not stop.wait(0.05):
-        started = time.perf_counter()
-        connection.request("GET", "/healthz")
-        connection.getresponse().read()
-        samples[port].append(time.perf_counter() - started)
-threads = [threading.Thread(target=probe, args=(p,)) for p in ports]
-for thread in threads: thread.start()
-print("ready", flush=True); sys.stdin.readline(); stop.set()
-for thread in threads: thread.join()
-print(json.dumps(list(samples.values())), flush=True)
-"""
+    def channels(self) -> list[list[str]]:
+        """Each process's slots' channels."""
+        numbers = itertools.count(CHANNEL_BASE)
+        return [[str(next(numbers)) for _ in range(self.slots_of(n))] for n in self.busy]
 
+    def ideal(self) -> float:
+        """The seconds the limits allow together: every post at the token's rate, or each
+        channel's windows (bench/README.md, "Fleet")."""
+        windows = math.ceil(self.chunks / self.per_window) - 1
+        return max(sum(self.busy) * self.chunks / self.rate, windows * self.window)
 
-@dataclass
-class Result:
-    scenario: Scenario
-    ideal: float
-    taken: float
-    failed: int
-    lag: list[list[float]]  # per process: /healthz times (seconds)
-    rss: list[tuple[int, int]]  # per process: idle, peak (bytes)
-    posts: int = 0
-    scopes: dict[str, int] | None = None
-    busiest: int = 0
+    def scaled(self, share: float) -> Case:
+        """`share` of the chunks per job, at least a window's and one more."""
+        return replace(self, chunks=max(self.per_window + 1, round(self.chunks * share)))
 
-    def line(self) -> str:
-        s, ratio = self.scenario, self.ideal / self.taken
-        lags = ", ".join(f"{percentile(v, 0.99) * 1e3:.0f}/{max(v) * 1e3:.0f}" for v in self.lag)
-        rss = ", ".join(
-            f"{peak / MIB:.0f} of {idle / MIB + MEMORY_MIB + 16:.0f}" for idle, peak in self.rss
-        )
-        verdict = "ok" if ratio >= s.target and not self.failed else "BELOW TARGET"
+    def describe(self) -> str:
+        away = f", Redis away {self.redis_outage:g} s" if self.redis_outage else ""
         return (
-            f"{s.name}: {self.posts} posts in {self.taken:.1f} s, ideal {self.ideal:.1f} s: "
-            f"{ratio:.2f} (target {s.target}) {verdict}; 429 {self.scopes}; busiest second "
-            f"{self.busiest} (limit {s.rate}); failed jobs {self.failed}; loop lag p99/max ms "
-            f"{lags}; peak RSS MiB {rss}"
+            f"{self.name}: jobs {'+'.join(map(str, self.busy))} of {self.chunks} chunks on "
+            f"{'+'.join(str(self.slots_of(jobs)) for jobs in self.busy)} slots; token "
+            f"{self.rate}/s, channels {self.per_window} per {self.window:g} s, answers "
+            f"{self.answer:g} s after counting{away}"
         )
 
 
-def status_bytes(pid: int, field: str) -> int:
-    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-    return next(int(line.split()[1]) * 1024 for line in lines if line.startswith(field + ":"))
+CASES = {
+    "a": Case("one process, 3 x the limit", (12,), 20, 5, 1.0, 0.5, 30, 0.9),
+    "b": Case("one process, answers 1 s", (12,), 20, 5, 1.0, 1.0, 30, 0.9),
+    "c": Case("3 processes, jobs on one", (8, 0, 0), 20, 5, 1.0, 0.5, 30, 0.9, 0.01, slots=8),
+    "d": Case("3 processes, spread, 6 x the limit", (8, 8, 8), 20, 5, 1.0, 0.5, 15, 0.9, 0.01),
+    "e": Case("3 processes, Redis away", (8, 8, 8), 20, 5, 1.0, 0.5, 20, 0.9, 0.01, redis_outage=3),
+    "f": Case("one process, 50 slots", (50,), 50, 5, 5.0, 0.2, 12, 0.85),
+}
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values) or [math.nan]
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+@dataclass(frozen=True)
+class FleetPlan:
+    fleet_cases: str = "".join(CASES)
+    share: float = 1.0  # of each case's chunks per job
+    runs: int = 1
 
 
-class Child:
-    """`python ARGS` with its stdin and stdout piped; its stderr drained, the tail kept."""
+@dataclass(frozen=True)
+class Counted:
+    """What the Discord stand-in counted, and the attachments stored in the channels named."""
 
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-        self.tail: deque[str] = deque(maxlen=20)
-        self.ready = ""  # the line it was ready with
-        self._drain: asyncio.Task[None] | None = None
-
-    @classmethod
-    async def start(cls, *args: str, ready: str, env: dict[str, str] | None = None) -> Child:
-        """Return once it shows `ready` on stdout, or with `env` on stderr (the service's log)."""
-        pipe = asyncio.subprocess.PIPE
-        environ = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, *args, env=environ, stdin=pipe, stdout=pipe, stderr=pipe
-        )
-        child = cls(process)
-        async with asyncio.timeout(60):
-            while ready not in (line := await child.line(from_stderr=env is not None)):
-                if not line:
-                    raise RuntimeError(f"{args[:2]} did not start:\n" + "\n".join(child.tail))
-        child.ready = line
-        child._drain = asyncio.create_task(child._drain_log())
-        return child
-
-    async def line(self, from_stderr: bool = True) -> str:
-        stream = self.process.stderr if from_stderr else self.process.stdout
-        assert stream is not None
-        line = (await stream.readline()).decode(errors="replace").rstrip()
-        if line and from_stderr:
-            self.tail.append(line)
-        return line
-
-    async def ask(self) -> bytes:
-        """Tell it to finish; the last line it prints before it exits."""
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(b"\n")
-        output = await self.process.stdout.read()
-        await self.process.wait()  # before `stop` could signal it: Popen would reap it first
-        return output.splitlines()[-1]
-
-    async def _drain_log(self) -> None:
-        while await self.line():
-            pass
-
-    async def stop(self) -> None:
-        if self.process.returncode is None:
-            self.process.terminate()
-        await self.process.wait()
+    posts: int  # messages stored
+    rate_limited: dict[str, int]  # 429s by scope: "user" (a channel's window), "global"
+    busiest_second: int  # the most requests the global limit counted within one second
+    stored: dict[str, dict[str, bytes]]  # channel: message id: its attachment
 
 
-async def run_job(
-    session: aiohttp.ClientSession, link: ServiceConnection, upload_id: str, data: bytes
-) -> bool:
-    try:
-        await upload(session, link.own_address, upload_id, data, CHUNK)
-        return bool((await link.next_finish())["success"])
-    except Exception as error:  # a failed job is a figure, not the benchmark's end
-        print(f"  a job failed: {type(error).__name__}: {error}", file=sys.stderr)
-        return False
+def serve_discord(pipe: Connection, token: str, options: dict[str, Any]) -> None:
+    """(In a child: sharing the benchmark's loop, its counting lagged) the Discord stand-in
+    with `options`: READY, its base URL, then, once the parent names channels, `Counted`."""
+
+    async def serve() -> Counted:
+        async with DiscordStandIn(token=token, **options) as discord:
+            pipe.send(READY)
+            pipe.send(discord.base_url)
+            channels = await asyncio.to_thread(pipe.recv)
+            stored = {
+                channel: {m.id: m.attachments[0].data for m in discord.messages(channel)}
+                for channel in channels
+            }
+            scopes = dict(discord.rate_limited_by_scope)
+            return Counted(discord.posts_stored, scopes, discord.busiest_second(), stored)
+
+    with contextlib.suppress(EOFError, BrokenPipeError):  # the parent gave up
+        pipe.send(asyncio.run(serve()))
 
 
-async def outage(redis: RedisServer, after: float, seconds: float) -> None:
+async def away(redis: RedisServer | None, after: float, seconds: float) -> None:
+    """Redis (if any) stopped `after` s from now for `seconds` (if any), then started again
+    empty, as a Redis pod that was rescheduled comes back."""
+    if redis is None or not seconds:
+        return
     await asyncio.sleep(after)
     await redis.stop()
     await asyncio.sleep(seconds)
-    await redis.start()  # empty: no persistence
+    await redis.start()
 
 
-async def run_scenario(s: Scenario, redis: RedisServer | None) -> Result:
-    token, password, key = secrets.token_urlsafe(24), secrets.token_urlsafe(16), os.urandom(32)
-    limits = (str(s.rate), str(s.per_window), str(s.window), str(s.answer))
-    discord = await Child.start("-c", DISCORD, token, *limits, ready="http")
-    children = [discord]
-    try:
-        async with ManagerStandIn(password=password) as manager:
-            addresses = []
-            for jobs in s.busy:
-                port = free_port()
-                settings = Settings(
-                    manager.address, password, f"http://127.0.0.1:{port}/upload", port=port,
-                    host="127.0.0.1", discord_api_base=discord.ready, slots=max(jobs, s.slots, 1),
-                    discord_global_rate=s.rate, chunk_memory_mib=MEMORY_MIB,
-                    redis_url=None if redis is None else redis.url,
-                )  # fmt: skip
-                run = ("-m", "service", "run")
-                ready, env = "accepting chunks on port", environment_of(settings)
-                children.append(await Child.start(*run, ready=ready, env=env))
-                addresses.append(settings.own_address)
-            result = await load(s, children[1:], addresses, manager, redis, token, key)
-        posts, scopes, busiest = json.loads(await discord.ask())
-        return replace(result, posts=posts, scopes=scopes, busiest=busiest)
-    except BaseException:
-        for child in children:
-            print("--- " + "\n".join(child.tail), file=sys.stderr)
-        raise
-    finally:
-        await asyncio.gather(*(child.stop() for child in children))
+async def run_once(key: str, case: Case) -> dict[str, Any]:
+    """One run of a case: its figures (bench/README.md says what each means)."""
+    token, source = secrets.token_urlsafe(24), Source.random(case.chunks * CHUNK, CHUNK)
+    discord = Child("the Discord stand-in", serve_discord, token, case.limits())
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(discord)
+        base_url = await discord.receive(READY_TIMEOUT)
+        settings = {"discord_global_rate": case.rate, "chunk_memory_mib": MEMORY_MIB}
+        processes = fleet(base_url, token, case.channels(), **settings)
+        services, redis = await stack.enter_async_context(processes)
+        jobs = [
+            (on, slot) for on, n in zip(services, case.busy, strict=True) for slot in on.slots[:n]
+        ]
+        upload_ids = [await on.start_job(slot, source) for on, slot in jobs]
+        idle = [current_rss(on.pid) for on in services]
+        async with contextlib.AsyncExitStack() as probing:
+            probed = [health_probed(on.settings.port) for on in services]
+            probes = [await probing.enter_async_context(prober) for prober in probed]
+            slots = [slot for _, slot in jobs]
+            uploads = browse(
+                services[0], slots, upload_ids, source, BROWSER_CHUNKS_IN_FLIGHT, TRIES
+            )
+            outage = away(redis, case.ideal() / 3, case.redis_outage)
+            runs, _ = await asyncio.gather(uploads, outage)
+        peaks = [peak_rss(on.pid) for on in services]
+        discord.send([slot.channel for slot in slots])
+        counted: Counted = await discord.receive(STOP_TIMEOUT)
+    for run, (on, slot) in zip(runs, jobs, strict=True):
+        if run.ok:
+            stored = counted.stored[slot.channel].get
+            run.problems = finish_problems(run.finish, source.chunks, slot.channel, on.key, stored)
+        for problem in run.problems:
+            log(f"  the job in channel {slot.channel}: {problem}")
+    lags = [probe.seconds for probe in probes]
+    p99 = [percentile(lag, 0.99) * 1000 for lag in lags]
+    most = [max(lag, default=math.nan) * 1000 for lag in lags]
+    limits = [rss / MIB + RSS_OVER_IDLE for rss in idle]
+    taken = max(run.seconds for run in runs)
+    return {
+        "case": key,
+        "jobs": len(jobs),
+        "posts": counted.posts,
+        "seconds": taken,
+        "ideal_s": case.ideal(),
+        "ratio": case.ideal() / taken,
+        "target": case.target,
+        "global_429s": counted.rate_limited["global"],
+        "global_429s_allowed": math.floor(case.global_429s * counted.posts),
+        "channel_429s": counted.rate_limited["user"],
+        "busiest_second": counted.busiest_second,
+        "rate": case.rate,
+        "failed_jobs": sum(not run.ok for run in runs),
+        "loop_lag_p99_ms": p99,
+        "loop_lag_max_ms": most,
+        "lag_ms": ", ".join(f"{a:.0f}/{b:.0f}" for a, b in zip(p99, most, strict=True)),
+        "probe_failures": [probe.failures for probe in probes],
+        "idle_rss_mib": [rss / MIB for rss in idle],
+        "peak_rss_mib": [rss / MIB for rss in peaks],
+        "rss_limit_mib": limits,
+        "rss_mib": ", ".join(f"{p / MIB:.0f}/{b:.0f}" for p, b in zip(peaks, limits, strict=True)),
+    }
 
 
-async def load(
-    s: Scenario, services: list[Child], addresses: list[str], manager: ManagerStandIn,
-    redis: RedisServer | None, token: str, key: bytes,
-) -> Result:  # fmt: skip
-    links = [await manager.next_service() for _ in range(sum(max(j, s.slots, 1) for j in s.busy))]
-    for number, link in enumerate(links):  # every slot ready, busy or not
-        await link.configure(token=token, channel_id=str(CHANNEL_BASE + number), crypto_key=key)
-    data = os.urandom(s.chunks * CHUNK)
-    jobs: list[tuple[ServiceConnection, str]] = []
-    for address, count in zip(addresses, s.busy, strict=True):
-        for link in [link for link in links if link.own_address == address][:count]:
-            jobs.append((link, (await link.start_upload(size=len(data), chunk_size=CHUNK))[0]))
-    idle = [status_bytes(service.process.pid, "VmRSS") for service in services]
-    ports = [address.split(":")[2].split("/")[0] for address in addresses]
-    probe = await Child.start("-c", PROBE, *ports, ready="ready")
-    windows = math.ceil(s.chunks / s.per_window) - 1
-    ideal = max(len(jobs) * s.chunks / s.rate, windows * s.window)
-    outages = [outage(redis, ideal / 3, s.redis_outage)] if redis and s.redis_outage else []
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-        started = time.perf_counter()
-        done, *_ = await asyncio.gather(
-            asyncio.gather(*(run_job(session, link, upload_id, data) for link, upload_id in jobs)),
-            *outages,
+COLUMNS: list[Column] = [
+    ("case", "case", "s"),
+    ("jobs", "jobs", "d"),
+    ("posts", "posts", "d"),
+    ("s", "seconds", ".1f"),
+    ("ideal s", "ideal_s", ".1f"),
+    ("ideal/s", "ratio", ".2f"),
+    ("target", "target", "g"),
+    ("429 global/channel", ("global_429s", "channel_429s"), "d"),
+    ("busiest second/limit", ("busiest_second", "rate"), "d"),
+    ("failed jobs", "failed_jobs", "d"),
+    ("lag p99/max ms", "lag_ms", "s"),
+    ("peak RSS/limit MiB", "rss_mib", "s"),
+]
+
+
+def targets(f: dict[str, Any]) -> list[Target]:
+    growth = max(map(operator.sub, f["peak_rss_mib"], f["idle_rss_mib"]))
+    return [
+        target("ideal / taken", f["ratio"], ".3f", ">=", f["target"], "g"),
+        target("global 429s", f["global_429s"], "d", "<=", f["global_429s_allowed"], "d"),
+        target("channel 429s", f["channel_429s"], "d", "<=", 0, "d"),
+        target("failed jobs", f["failed_jobs"], "d", "<=", 0, "d"),
+        target(
+            "loop lag p99 ms, worst process", max(f["loop_lag_p99_ms"]), ".0f", "<", MAX_LAG_MS, "g"
+        ),
+        target("peak RSS - idle MiB, worst process", growth, ".0f", "<=", RSS_OVER_IDLE, "d"),
+    ]
+
+
+async def run(plan: FleetPlan) -> Report:
+    started, rows = time.perf_counter(), []
+    if redis_server_path() is None and any(len(CASES[key].busy) > 1 for key in plan.fleet_cases):
+        raise BenchFailure(
+            "redis-server is not installed (apt install redis-server): c, d, e need it"
         )
-        taken = time.perf_counter() - started
-    lag = json.loads(await probe.ask())
-    peaks = [status_bytes(service.process.pid, "VmHWM") for service in services]
-    return Result(s, ideal, taken, done.count(False), lag, list(zip(idle, peaks, strict=True)))
+    for key in plan.fleet_cases:
+        case = CASES[key].scaled(plan.share)
+        once = functools.partial(run_once, key, case)
+        seconds = RUN_TIMEOUT_BASE + 2 * case.ideal()
+        rows += await measured(f"fleet ({key}) {case.name}", plan.runs, seconds, once, COLUMNS)
+    checks = [[row["case"], *t.row()] for row in rows for t in targets(row)]
+    lines = [
+        "Each case: a Discord stand-in in a process of its own (each channel's window, the "
+        "token's global limit, each post answered a while after it is counted); service "
+        f"processes with CHUNK_MEMORY_MIB={MEMORY_MIB}, every slot configured, encryption on, "
+        "sharing the token through one redis-server when there are several; jobs of "
+        f"{CHUNK // 1024} KiB chunks uploaded by browsers ({BROWSER_CHUNKS_IN_FLIGHT} in "
+        f"flight per job, {TRIES} tries) from a process of their own. {plan.runs} run(s) per "
+        f"case; {machine()}; took {time.perf_counter() - started:.0f} s. Every figure and "
+        "target: bench/README.md.",
+        "",
+        *(f"- ({key}) {CASES[key].scaled(plan.share).describe()}" for key in plan.fleet_cases),
+        "",
+        *figures_table(COLUMNS, rows),
+        "",
+        *table(["case", *TARGET_HEADER], checks),
+    ]
+    figures = {"runs": [row | {"targets": [asdict(t) for t in targets(row)]} for row in rows]}
+    failed = any(row["failed_jobs"] for row in rows)
+    return Report("Fleet (one bot token, many slots and processes)", lines, figures, failed)
 
 
-async def run_fleet(scenarios: list[Scenario], smoke: bool = False) -> list[Result]:
-    """Run each scenario (a smoke run: a third of the chunks); print and return the results."""
-    results = []
-    for scenario in scenarios:
-        if smoke:
-            scenario = replace(scenario, chunks=max(scenario.per_window + 1, scenario.chunks // 3))
-        print(f"{scenario.name} ...", file=sys.stderr, flush=True)
-        if len(scenario.busy) > 1:
-            async with RedisServer() as redis:
-                result = await run_scenario(scenario, redis)
-        else:
-            result = await run_scenario(scenario, None)
-        print(result.line(), flush=True)
-        results.append(result)
-    return results
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="a third of the chunks")
-    parser.add_argument("--scenario", action="append", help="run those whose names start so")
-    args = parser.parse_args()
-    chosen = [s for s in SCENARIOS if any(s.name.startswith(n) for n in args.scenario or [""])]
-    results = asyncio.run(run_fleet(chosen, args.smoke))
-    return 0 if not any(result.failed for result in results) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+SCENARIO = Scenario.of(
+    "fleet",
+    "one token's global limit across slots and processes sharing it through Redis",
+    run,
+    FleetPlan(),
+    FleetPlan(fleet_cases="ae", share=1 / 3),
+    ("--fleet-cases", letters("".join(CASES)), "which of a-f (default all; smoke a,e)"),
+)

@@ -3,7 +3,6 @@ lone trickler, another slot's job timed beside them (bench/README.md, "Memory").
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import time
@@ -15,7 +14,7 @@ from clients import JobRun, upload_jobs
 from measure import Source, current_rss, meanwhile, peak_rss
 from memory_report import SAMPLE, Case, median_run, memory_report
 from report import MIB, BenchFailure, Report, log, machine
-from scenario import POSITIVE_INT, Scenario
+from scenario import POSITIVE_INT, Scenario, letters
 from services import Slot, Stage, stage
 
 from service.jobs.layout import BROWSER_CHUNKS_IN_FLIGHT, MANAGER_CHUNK_SIZE
@@ -66,12 +65,6 @@ SMOKE = MemoryPlan(
     side_chunks=3,
     runs=1,
 )
-
-
-def case_keys(text: str) -> str:
-    if not text or any(key not in CASES for key in text.split(",")):
-        raise argparse.ArgumentTypeError("cases are a, b, c, d separated by commas")
-    return text.replace(",", "")
 
 
 @dataclass
@@ -291,7 +284,7 @@ SCENARIO = Scenario.of(
     run,
     MemoryPlan(),
     SMOKE,
-    ("--cases", case_keys, "which of a,b,c,d (default all)"),
+    ("--cases", letters(CASES), "which of a,b,c,d (default all)"),
     ("--in-flight", POSITIVE_INT, "CHUNKS_IN_FLIGHT_PER_UPLOAD"),
     ("--tries", POSITIVE_INT, f"tries per chunk (default {TRIES})"),
     ("--burst-answer", float, "seconds Discord takes per post in (b); 0: at once"),

@@ -1,6 +1,6 @@
 """The upload service's benchmark: named scenarios of one plan, one report.
 
-    python bench/run.py [--scenario capacity|pacing|memory|all] [--smoke] [--json FILE] ...
+    python bench/run.py [--scenario capacity|pacing|memory|fleet|all] [--smoke] [--json FILE] ...
 
 Markdown on stdout, progress on stderr; exit status 1 when an upload failed or did not
 verify, or the benchmark broke down. Every scenario, flag and figure: bench/README.md.
@@ -16,6 +16,7 @@ from pathlib import Path
 
 import aiohttp
 import capacity
+import fleet
 import memory
 import pacing
 from report import BenchFailure, Report, log, write
@@ -31,6 +32,7 @@ SCENARIOS: dict[str, Scenario] = {
         capacity.SCENARIO,
         pacing.SCENARIO,
         memory.SCENARIO,
+        fleet.SCENARIO,
     )
 }
 

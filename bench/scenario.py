@@ -91,3 +91,16 @@ POSITIVE_SECONDS = flag(_positive_seconds)
 def counts(text: str) -> tuple[int, ...]:
     """Numbers of jobs or slots from the command line: "1,2,4,8"."""
     return tuple(POSITIVE_INT(part) for part in text.split(","))
+
+
+def letters(allowed: str) -> Callable[[str], str]:
+    """The parser of a scenario's cases from the command line: some of `allowed`, each one
+    letter, separated by commas ("a,c")."""
+
+    def parse(text: str) -> str:
+        keys = text.replace(",", "")
+        if not keys or any(key not in allowed for key in keys):
+            raise argparse.ArgumentTypeError(f"cases are {','.join(allowed)}, separated by commas")
+        return keys
+
+    return parse

@@ -1,7 +1,8 @@
-"""The one place the benchmark starts services: a `Stage` is a Discord and a manager stand-in
-in this process, and the upload service in a process of its own (`python -m service run`,
-configured by the environment alone, so that its RSS and CPU are its own), with one slot per
-channel, each configured with encryption on."""
+"""The one place the benchmark starts services: a `Service` is the upload service in a process
+of its own (`python -m service run`, configured by the environment alone, so that its RSS and
+CPU are its own) with one slot per channel, each configured with encryption on; a `stage` is
+one between a Discord and a manager stand-in in this process; a `fleet`, several sharing a
+manager stand-in, a bot token and, through one redis-server, its global limit."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 from measure import Source
@@ -23,8 +24,9 @@ from report import BenchFailure, log
 from service.config import Settings
 from service.local.discord_api import DiscordStandIn
 from service.local.driver import scrape_metrics, spawn_service, stop_service
-from service.local.loopback import loopback_settings
+from service.local.loopback import free_ports, loopback_settings
 from service.local.manager import ManagerStandIn, ServiceConnection
+from service.local.redis_server import RedisServer
 from service.local.verify import attachments_in, finish_problems
 
 UNLIMITED_RATE = 1_000_000  # requests per second: no global limit to pace against
@@ -43,16 +45,17 @@ class Slot:
 
 
 @dataclass
-class Stage:
-    discord: DiscordStandIn
+class Service:
+    """A service process (once `running`) whose slots use `manager` and the bot `token`."""
+
     manager: ManagerStandIn
     session: aiohttp.ClientSession  # for /metrics
     settings: Settings  # the service's
-    process: asyncio.subprocess.Process  # the service
     files: Path  # the service's output, and the browsers' files (one per source)
-    token: str  # the bot token the stand-in takes
+    token: str  # the bot token the Discord stand-in takes
     key: bytes = field(default_factory=lambda: os.urandom(32))  # each slot's AES key
     slots: list[Slot] = field(default_factory=list)  # in the order they connected
+    process: asyncio.subprocess.Process = field(init=False)
 
     @property
     def pid(self) -> int:
@@ -74,14 +77,6 @@ class Stage:
         if not reply.get("success"):
             raise BenchFailure(f"upload-start was refused: {reply.get('message')}")
         return upload_id
-
-    def problems(self, slot: Slot, finish: dict, source: Source, compared: Any = None) -> list[str]:
-        """What is wrong with a job's finish packet, as the manager checks it
-        (`service.local.verify`); with `compared`, only those chunks are decrypted."""
-        stored = attachments_in(self.discord, slot.channel)
-        return finish_problems(
-            finish, source.chunks, slot.channel, self.key, stored, compared=compared
-        )
 
     def check(self, problems: list[str]) -> None:
         """BenchFailure naming `problems` and the packets the manager dropped, if any."""
@@ -123,6 +118,39 @@ class Stage:
             if not reply.get("success"):
                 raise BenchFailure(f"the configuration was refused: {reply.get('message')}")
 
+    @contextlib.asynccontextmanager
+    async def running(self, channels: Sequence[str]) -> AsyncIterator[Self]:
+        """The process started, its slots connected and configured, while inside; its output
+        goes to a file, shown when something fails."""
+        with (self.files / "output.log").open("wb") as output:
+            self.process = await spawn_service(
+                self.settings, stdout=output, stderr=asyncio.subprocess.STDOUT
+            )
+        try:
+            await self.connect(channels)
+            yield self
+        except BaseException as error:
+            if not isinstance(error, BenchFailure):  # those name their cause already
+                log(self.summary())
+            raise
+        finally:
+            await stop_service(self.process, STOP_TIMEOUT)
+
+
+@dataclass
+class Stage(Service):
+    """A service with the Discord stand-in in this process, whose store verifies each job."""
+
+    discord: DiscordStandIn = field(kw_only=True)
+
+    def problems(self, slot: Slot, finish: dict, source: Source, compared: Any = None) -> list[str]:
+        """What is wrong with a job's finish packet, as the manager checks it
+        (`service.local.verify`); with `compared`, only those chunks are decrypted."""
+        stored = attachments_in(self.discord, slot.channel)
+        return finish_problems(
+            finish, source.chunks, slot.channel, self.key, stored, compared=compared
+        )
+
 
 @contextlib.asynccontextmanager
 async def stage(
@@ -131,7 +159,7 @@ async def stage(
     """The stand-ins and one service process with a slot per entry of `channels`. `discord`:
     the Discord stand-in's options (rate limits, answer delay); `settings`: the service's
     (Settings fields), the global rate lifted unless given (the stand-in does not limit
-    unless told). The service's output goes to a file, shown when something fails."""
+    unless told)."""
     token, password = secrets.token_urlsafe(24), secrets.token_urlsafe(16)
     chosen = {"discord_global_rate": UNLIMITED_RATE, "slots": len(channels), **settings}
     async with (
@@ -141,17 +169,36 @@ async def stage(
     ):
         config = loopback_settings(standin, manager, password, **chosen)
         with tempfile.TemporaryDirectory(prefix="bench-service-") as directory:
-            with (Path(directory) / "output.log").open("wb") as output:
-                process = await spawn_service(
-                    config, stdout=output, stderr=asyncio.subprocess.STDOUT
-                )
-            on = Stage(standin, manager, session, config, process, Path(directory), token)
-            try:
-                await on.connect(channels)
+            on = Stage(manager, session, config, Path(directory), token, discord=standin)
+            async with on.running(channels):
                 yield on
-            except BaseException as error:
-                if not isinstance(error, BenchFailure):  # those name their cause already
-                    log(on.summary())
-                raise
-            finally:
-                await stop_service(process, STOP_TIMEOUT)
+
+
+@contextlib.asynccontextmanager
+async def fleet(
+    discord_api_base: str, token: str, processes: Sequence[Sequence[str]], **settings: Any
+) -> AsyncIterator[tuple[list[Service], RedisServer | None]]:
+    """A manager stand-in and a service process per entry of `processes` (its slots'
+    channels), started one after the other, all using the Discord at `discord_api_base` with
+    one bot `token` and one key, and, if several, sharing the token's global limit through
+    one redis-server; `settings`: every process's (Settings fields)."""
+    password, key = secrets.token_urlsafe(16), os.urandom(32)
+    async with contextlib.AsyncExitStack() as stack:
+        redis = await stack.enter_async_context(RedisServer()) if len(processes) > 1 else None
+        settings["redis_url"] = None if redis is None else redis.url
+        manager = await stack.enter_async_context(ManagerStandIn(password=password))
+        session = await stack.enter_async_context(aiohttp.ClientSession())
+        directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-fleet-")))
+        services = []
+        for number, channels in enumerate(processes):
+            port, metrics_port = free_ports(2)
+            own_address = f"http://127.0.0.1:{port}/upload"
+            config = Settings(
+                manager.address, password, own_address, port=port, host="127.0.0.1",
+                metrics_port=metrics_port, discord_api_base=discord_api_base,
+                slots=len(channels), **settings,
+            )  # fmt: skip
+            (files := directory / str(number)).mkdir()
+            service = Service(manager, session, config, files, token, key)
+            services.append(await stack.enter_async_context(service.running(channels)))
+        yield services, redis
