@@ -50,10 +50,9 @@ RUN_TIMEOUT_BASE = 120.0  # seconds a run may take beyond twice its ideal
 
 @dataclass(frozen=True)
 class Case:
-    """`busy[i]` jobs of `chunks` chunks on process i (of `slots` slots, or one per job), one
-    token at `rate` requests per second, each channel at `per_window` posts per `window` s,
-    every post answered `answer` s after Discord counted it; with several processes, Redis
-    stopped for `redis_outage` s a third of the way in and started again empty."""
+    """`busy[i]` jobs of `chunks` chunks on process i (of `slots` slots, or one per job); one
+    token at `rate`/s, channels at `per_window` posts per `window` s, answers `answer` s after
+    counting; Redis stopped for `redis_outage` s a third of the way in, back empty."""
 
     name: str
     busy: tuple[int, ...]
