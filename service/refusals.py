@@ -21,7 +21,8 @@ refusal is the sentence the client reads.
     └── StoreError          storing on Discord failed
         ├── DiscordFailed   Discord or the way to it failed; retrying the chunk may help
         ├── DiscordBusy     Discord asks for a longer wait than a client is held for (retry_after)
-        └── DiscordRefused  Discord refuses this job's requests (token, channel, size): the job ends
+        ├── DiscordRefused  Discord refuses this job's requests (token, channel, size): the job ends
+        └── DiscordClosed   the service closed its Discord session, stopping   (retry_after)
 """
 
 from __future__ import annotations
@@ -110,3 +111,11 @@ class DiscordBusy(StoreError):
 
 class DiscordRefused(StoreError):
     pass
+
+
+class DiscordClosed(StoreError):
+    """The service closed its Discord session (it is stopping): the request was not sent, and
+    is not tried again."""
+
+    def __init__(self) -> None:
+        super().__init__("the Discord session was closed: the service is stopping", 5.0)

@@ -8,7 +8,7 @@ deletes and channel search.
   an answer that does not show what was asked for) is tried again after a backoff that
   doubles from `first_backoff`, `tries` times in all.
 - A refusal (`DiscordRefused`: any other 4xx) is never tried again: the same request would be
-  refused again.
+  refused again; nor is a request the service can no longer send (`DiscordClosed`).
 - Work nobody is waiting for (`patient`: the clean-up) also comes back after a `DiscordBusy`,
   within the same `tries`, waiting at most `longest_wait` each time.
 """

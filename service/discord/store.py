@@ -24,7 +24,7 @@ from discord.http import handle_message_parameters
 
 from ..chunks.memory_file import MemoryReader
 from ..metrics import Metrics
-from ..refusals import DiscordFailed, DiscordRefused, StoreError
+from ..refusals import DiscordClosed, DiscordFailed, DiscordRefused, StoreError
 from .client import BAD_TOKEN, TRANSIENT, DiscordClient, discord_failure
 from .retry import RetryPolicy
 
@@ -199,7 +199,7 @@ class DiscordStore:
 
     def _refuse_if_closed(self) -> None:
         if self.client.closed:
-            raise DiscordFailed("the Discord session was closed") from None
+            raise DiscordClosed() from None
 
     def _refusal(self, error: discord.HTTPException, size: int) -> DiscordRefused:
         """What a 4xx means for this job, said so that a person can act on it."""

@@ -35,6 +35,7 @@ CATALOGUE: dict[type[r.Refusal], Answer] = {
     r.DiscordFailed: Answer(502, "discord_failed"),
     r.DiscordRefused: Answer(502, "discord_failed"),
     r.DiscordBusy: Answer(503, "unavailable"),
+    r.DiscordClosed: Answer(503, "unavailable"),
     r.TooManyChunks: Answer(503, "too_many_chunks"),
     r.MemoryBusy: Answer(503, "memory_busy"),
     r.ShuttingDown: Answer(503, "unavailable"),

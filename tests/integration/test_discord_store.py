@@ -4,15 +4,22 @@ mangles its answers as a proxy in front of Discord might)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import aiohttp.payload
 import pytest
-from conftest import CHANNEL, SMALL_CHUNK, Harness, reassembled
+from conftest import CHANNEL, SMALL_CHUNK, TOKEN, Harness, reassembled
+from discord import http as discord_http
 
 from service.chunks.memory_file import MemoryReader
+from service.discord.client import DiscordClients
+from service.discord.retry import RetryPolicy
+from service.discord.store import DiscordStore
 from service.local.browser import chunk_form
-from service.local.discord_api import Fault, OddAnswer
+from service.local.discord_api import DiscordStandIn, Fault, OddAnswer
+from service.metrics import Metrics
+from service.refusals import DiscordClosed
 
 
 class Collect:
@@ -99,3 +106,26 @@ async def test_a_cloudflare_429_is_a_503_and_nothing_more_is_sent_for_a_while(
     # Not retried in a loop: the chunk sent again is answered without a request to Discord.
     assert (await harness.post(upload_id, 0, data))[0] == 503
     assert harness.discord.posts == 1
+
+
+async def test_a_post_after_the_session_closed_is_neither_tried_again_nor_maybe_stored(
+    discord: DiscordStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At shutdown the Discord clients close before the last posts give up: such a post was
+    never sent, so it is not tried again (a backoff would only hold up the shutdown) and its
+    upload's clean-up has no channel to search for it."""
+    monkeypatch.setattr(discord_http.Route, "BASE", discord.base_url)
+    metrics = Metrics([], [])
+    retry = RetryPolicy(first_backoff=60.0)  # a retry would hold the test for a minute
+    clients = DiscordClients(global_rate=50, request_timeout=5.0, metrics=metrics, retry=retry)
+    store = DiscordStore(
+        client=clients.client(TOKEN), channel_id=CHANNEL, max_ratelimit_wait=5.0, metrics=metrics
+    )
+    await store.open()
+    await clients.close()
+
+    with pytest.raises(DiscordClosed) as closed:
+        async with asyncio.timeout(10):
+            await store.post("chunk 0", "0", memoryview(bytes(1024)))
+    assert closed.value.maybe_stored is False
+    assert discord.posts == 0
