@@ -4,9 +4,8 @@ A `DiscordClient` holds the token's discord.py client (`adapter.PacedHTTPClient`
 one connection pool) and its `PaceGate`, so that every slot sees the same global limit and
 the same bucket for a channel. discord.py builds and sends the requests and decodes the
 answers; it no longer decides when a request goes out or what a 429 means (`adapter.py`).
-Every send is paced by the gate before discord.py is called; an aiohttp trace then sees its
-last byte written (counted against Content-Length: by then Discord can have counted it) and
-its answer, before discord.py does.
+Every send is paced by the gate before discord.py is called; `exchange.py` then follows it
+(its last byte written, its answer) and tells the gate.
 """
 
 from __future__ import annotations
@@ -15,22 +14,19 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from contextvars import ContextVar
-from dataclasses import dataclass
 from functools import partial
-from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
 import discord
-from aiohttp import hdrs
 from discord.http import MultipartParameters, Route
 
 from ..metrics import Metrics
 from ..refusals import DiscordBusy, DiscordFailed, DiscordRefused, StoreError
-from .adapter import PacedHTTPClient, RateLimited, UnpacedResend, server_error
+from .adapter import PacedHTTPClient, RateLimited
+from .exchange import ExchangeTrace
 from .gate import PaceGate
-from .pacing import GlobalBudget, GlobalLimit, Pacer, RateHeaders
+from .pacing import GlobalBudget, GlobalLimit, Pacer
 from .retry import RetryPolicy
 from .shared_limit import SharedLimits
 
@@ -41,20 +37,6 @@ TRANSIENT = (OSError, aiohttp.ClientError)
 BAD_TOKEN = "Discord rejected the bot token (401 Unauthorized)"
 CLOUDFLARE_HOLD = 60.0  # seconds nothing goes out after a Cloudflare 429 that says no more
 CAREFUL_SECONDS = 60.0  # after a global 429: requests hold their place until their answer
-
-
-@dataclass
-class _Exchange:
-    """One send through the gate, as the trace sees it (the task's current exchange)."""
-
-    channel: str | None
-    sent: bool = False
-    unwritten: int | None = None  # body bytes still to write; None: not known
-    released: float | None = None  # its last byte was written: when its global place frees
-    answered: bool = False
-
-
-_EXCHANGE: ContextVar[_Exchange | None] = ContextVar("discord_exchange", default=None)
 
 
 class DiscordClient:
@@ -78,10 +60,7 @@ class DiscordClient:
         self._metrics = metrics
         self.gate = PaceGate(Pacer(global_limit))
         trace = metrics.discord_trace()
-        trace.on_request_start.append(self._on_request_start)
-        trace.on_request_headers_sent.append(self._on_request_headers_sent)
-        trace.on_request_chunk_sent.append(self._on_request_chunk_sent)
-        trace.on_request_end.append(self._on_request_end)
+        self._exchanges = ExchangeTrace(self.gate, trace)
         self._http = PacedHTTPClient(asyncio.get_running_loop(), http_trace=trace)
         self._login: asyncio.Task[None] | None = None
         self.closed = False
@@ -166,10 +145,9 @@ class DiscordClient:
     ) -> Any:
         for _ in range(self.retry.rate_limited_tries):
             await self.gate.enter(channel, max_wait)
-            exchange = _Exchange(channel)
-            context = _EXCHANGE.set(exchange)
             try:
-                return await request()
+                with self._exchanges.exchange(channel):
+                    return await request()
             except RateLimited as answer:
                 limited = answer
                 self._hold(channel, answer)
@@ -177,12 +155,6 @@ class DiscordClient:
                 if error.status == 401:
                     self._token_refused()
                 raise
-            finally:
-                _EXCHANGE.reset(context)
-                if not exchange.sent:
-                    self.gate.untake(channel)
-                elif not exchange.answered:  # no answer: it may have counted all the same
-                    self.gate.answered(channel, None, released=exchange.released)
         raise DiscordBusy(
             limited.retry_after or 1.0,
             f"Discord rate-limited this chunk {self.retry.rate_limited_tries} times in a row",
@@ -226,70 +198,6 @@ class DiscordClient:
             wait,
         )
         self.gate.hold(scope, wait)
-
-    async def _on_request_start(
-        self, session: aiohttp.ClientSession, context: SimpleNamespace, params: object
-    ) -> None:
-        exchange = _EXCHANGE.get()
-        if exchange is None:
-            return
-        if exchange.sent:
-            raise UnpacedResend("discord.py tried to send a request again on its own")
-        exchange.sent = True
-
-    async def _on_request_headers_sent(
-        self,
-        session: aiohttp.ClientSession,
-        context: SimpleNamespace,
-        params: aiohttp.TraceRequestHeadersSentParams,
-    ) -> None:
-        exchange = _EXCHANGE.get()
-        if exchange is None or exchange.answered:
-            return
-        length = params.headers.get(hdrs.CONTENT_LENGTH)
-        if length is not None:
-            exchange.unwritten = int(length)
-        elif hdrs.TRANSFER_ENCODING not in params.headers:  # no body: the head is all of it
-            exchange.unwritten = 0
-        self._check_written(exchange)
-
-    async def _on_request_chunk_sent(
-        self,
-        session: aiohttp.ClientSession,
-        context: SimpleNamespace,
-        params: aiohttp.TraceRequestChunkSentParams,
-    ) -> None:
-        exchange = _EXCHANGE.get()
-        if exchange is None or exchange.answered or not exchange.unwritten:
-            return
-        # aiohttp calls this just before it hands the piece to the transport.
-        exchange.unwritten -= memoryview(params.chunk).nbytes
-        self._check_written(exchange)
-
-    def _check_written(self, exchange: _Exchange) -> None:
-        if exchange.unwritten is not None and exchange.unwritten <= 0:
-            exchange.unwritten = None  # once
-            exchange.released = self.gate.written()
-
-    async def _on_request_end(
-        self,
-        session: aiohttp.ClientSession,
-        context: SimpleNamespace,
-        params: aiohttp.TraceRequestEndParams,
-    ) -> None:
-        exchange = _EXCHANGE.get()
-        if exchange is None or exchange.answered:
-            return
-        exchange.answered = True
-        response = params.response
-        headers = RateHeaders.parse(response.headers)
-        released = exchange.released
-        if response.status == 429:
-            self.gate.answered(exchange.channel, headers, counted=False, released=released)
-            raise await RateLimited.read(response)
-        self.gate.answered(exchange.channel, headers, released=released)
-        if response.status >= 500:
-            raise await server_error(response)
 
 
 def discord_failure(error: BaseException) -> str:
