@@ -89,8 +89,10 @@ async def life(settings: Settings, manager: ManagerStandIn, state_dir: Path) -> 
             await process.wait()
 
 
-async def post(life: Life, http: aiohttp.ClientSession, upload_id: str, index: int) -> int:
-    form = chunk_form(upload_id, index, os.urandom(SMALL_CHUNK))
+async def post(
+    life: Life, http: aiohttp.ClientSession, upload_id: str, index: int, data: bytes | None = None
+) -> int:
+    form = chunk_form(upload_id, index, os.urandom(SMALL_CHUNK) if data is None else data)
     async with http.post(life.link.own_address, data=form) as response:
         return response.status
 
@@ -103,6 +105,16 @@ async def store_some(life: Life, http: aiohttp.ClientSession, stored: int, chunk
     assert reply == {"success": True}
     for index in range(stored):
         assert await post(life, http, upload_id, index) == 200
+    return upload_id
+
+
+async def lose_an_answer(life: Life, discord: DiscordStandIn, http: aiohttp.ClientSession) -> str:
+    """Configure, store chunk 0 of 3, then post chunk 1, which Discord stores and whose answer
+    is lost (one try only); the upload's id."""
+    await life.configure()
+    upload_id = await store_some(life, http, stored=1, chunks=3)
+    discord.inject(Fault(store_then_drop=True))
+    assert await post(life, http, upload_id, 1) != 200
     return upload_id
 
 
@@ -149,10 +161,7 @@ async def test_a_message_whose_answer_was_lost_is_found_and_deleted_by_the_next_
 ) -> None:
     settings = dataclasses.replace(settings, discord_retries=1)
     async with life(settings, manager, tmp_path) as first:
-        await first.configure()
-        upload_id = await store_some(first, http, stored=1, chunks=3)
-        discord.inject(Fault(store_then_drop=True))  # stored, the answer lost
-        assert await post(first, http, upload_id, 1) != 200
+        upload_id = await lose_an_answer(first, discord, http)
         await first.kill()
     assert len(messages_of(discord, upload_id)) == 2  # one under an id the service never learned
 
@@ -171,10 +180,7 @@ async def test_a_search_discord_refused_is_made_again_by_the_next_start(
 ) -> None:
     settings = dataclasses.replace(settings, discord_retries=1)
     async with life(settings, manager, tmp_path) as first:
-        await first.configure()
-        upload_id = await store_some(first, http, stored=1, chunks=3)
-        discord.inject(Fault(store_then_drop=True))
-        assert await post(first, http, upload_id, 1) != 200
+        upload_id = await lose_an_answer(first, discord, http)
         discord.inject(Fault(status=403), route=Route.LIST_MESSAGES)
         assert await first.link.abort() == {"success": True}
         await first.log.line("could not be searched", upload_id)
@@ -200,10 +206,7 @@ async def test_a_success_reported_before_the_kill_keeps_every_message(
         done, _ = await first.link.start_upload(size=len(data), chunk_size=SMALL_CHUNK)
         for index in range(2):
             piece = data[index * SMALL_CHUNK : (index + 1) * SMALL_CHUNK]
-            async with http.post(
-                first.link.own_address, data=chunk_form(done, index, piece)
-            ) as response:
-                assert response.status == 200
+            assert await post(first, http, done, index, piece) == 200
         finish = await first.link.next_finish()
         assert finish["success"] is True
         running = await store_some(first, http, stored=1, chunks=2)
