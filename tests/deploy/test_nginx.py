@@ -26,7 +26,7 @@ from conftest import (
 from service.jobs.layout import MANAGER_CHUNK_SIZE
 from service.local.browser import upload
 from service.local.discord_api import DiscordStandIn
-from service.local.driver import spawn_service
+from service.local.driver import spawn_service, stop_service
 from service.local.loopback import free_port, loopback_settings
 from service.local.manager import ManagerStandIn
 
@@ -58,17 +58,6 @@ def test_committed_configs_are_what_the_renderer_produces() -> None:
         # ${PUBLIC_URL}/u/<name>/, possibly with a message for when PUBLIC_URL is unset
         own_address = r"OWN_ADDRESS: \$\{PUBLIC_URL[^}]*\}" + re.escape(instance.path) + "\n"
         assert re.search(own_address, compose), f"{instance.host} has no OWN_ADDRESS for it"
-
-
-async def stop(process: asyncio.subprocess.Process) -> None:
-    if process.returncode is None:
-        process.terminate()
-        try:
-            async with asyncio.timeout(STOP_TIMEOUT):
-                await process.wait()
-        except TimeoutError:
-            process.kill()
-            await process.wait()
 
 
 async def start_service(
@@ -116,7 +105,7 @@ async def start_nginx(conf: Path, directory: Path, origin: str) -> asyncio.subpr
     try:
         await wait_until_serving(f"{origin}/healthz", nginx, directory / "error.log")
     except BaseException:
-        await stop(nginx)
+        await stop_service(nginx, STOP_TIMEOUT)
         raise
     return nginx
 
@@ -160,10 +149,10 @@ async def nginx_front(
         try:
             yield Front(origin, instances, tmp_path / "access.log")
         finally:
-            await stop(nginx)
+            await stop_service(nginx, STOP_TIMEOUT)
     finally:
         for process in reversed(instances.values()):
-            await stop(process)
+            await stop_service(process, STOP_TIMEOUT)
 
 
 async def wait_until_serving(url: str, nginx: asyncio.subprocess.Process, log: Path) -> None:
@@ -254,7 +243,7 @@ async def test_a_stopped_instance_is_a_json_503_with_retry_after_and_cors(
 ) -> None:
     for _ in range(2):
         await manager.next_service()
-    await stop(nginx_front.instances["2"])
+    await stop_service(nginx_front.instances["2"], STOP_TIMEOUT)
     stopped = f"{nginx_front.origin}/u/2/"
     async with http.post(stopped, data=b"x") as response:
         assert response.status == 503
