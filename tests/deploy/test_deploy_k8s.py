@@ -32,8 +32,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 from conftest import deploy_script
-from test_nginx import DEPLOY, nginx_main_conf, render_nginx, start_nginx, stop
+from test_nginx import DEPLOY, STOP_TIMEOUT, nginx_main_conf, render_nginx, start_nginx
 
+from service.local.driver import stop_service
 from service.local.loopback import free_port
 
 K8S = DEPLOY / "k8s"
@@ -482,7 +483,7 @@ async def router(tmp_path: Path, template: str, pods: int) -> AsyncIterator[str]
         try:
             yield origin
         finally:
-            await stop(nginx)
+            await stop_service(nginx, STOP_TIMEOUT)
     finally:
         for runner in runners:
             await runner.cleanup()

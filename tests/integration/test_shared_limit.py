@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import math
 import os
 import secrets
 import signal
@@ -40,10 +41,35 @@ from service.metrics import Metrics
 
 RATE = 20  # the token's global limit, in the stand-in and the service alike
 WAIT = 30.0  # seconds a test waits for what it awaits before it fails
-# The stand-in counts a post when its loop reads the body's end; here that loop is the
-# clients' too, and on a loaded machine a stall can move one arrival by more than the 50 ms
-# margin the clients keep. Discord's own verdict is the global 429s, which must be none.
-SCHEDULING_SLACK = 1
+
+
+@contextlib.asynccontextmanager
+async def stalls() -> AsyncIterator[list[float]]:
+    """The longest stall of this loop while the block runs (seconds late a 10 ms sleep woke).
+
+    The stand-in counts a post when its loop reads the body's end, and here that loop is the
+    clients' too: a stall of S seconds can bunch the arrivals of S x RATE posts sent on time
+    into the same second. Discord's own verdict is the global 429s, which must be none."""
+    loop, longest, done = asyncio.get_running_loop(), [0.0], asyncio.Event()
+
+    async def watch() -> None:
+        while not done.is_set():
+            due = loop.time() + 0.01
+            await asyncio.sleep(0.01)
+            longest[0] = max(longest[0], loop.time() - due)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        yield longest
+    finally:
+        done.set()
+        await watcher
+
+
+def most_in_a_second(longest_stall: float) -> int:
+    """The busiest second the stand-in may see of posts sent at RATE: one more for the margin,
+    and those a stall of the loop bunched."""
+    return RATE + 1 + math.ceil(longest_stall * RATE)
 
 
 @pytest.fixture
@@ -136,7 +162,7 @@ async def test_processes_sharing_a_token_keep_to_its_one_budget(
     redis_server: RedisServer, discord: DiscordStandIn, discord_base: None
 ) -> None:
     """Each process alone would send RATE a second: together they still send RATE."""
-    async with fleet(redis_server.url, 2) as clients:
+    async with fleet(redis_server.url, 2) as clients, stalls() as longest:
         await asyncio.gather(
             *(
                 post_many(client, 40, 1100000000000000100 + 10 * k)
@@ -145,13 +171,13 @@ async def test_processes_sharing_a_token_keep_to_its_one_budget(
         )
     assert discord.posts_stored == 80
     assert discord.rate_limited_by_scope["global"] == 0
-    assert discord.busiest_second() <= RATE + SCHEDULING_SLACK
+    assert discord.busiest_second() <= most_in_a_second(longest[0])
 
 
 async def test_redis_away_and_back_empty_loses_no_post_and_keeps_the_rate(
     redis_server: RedisServer, discord: DiscordStandIn, discord_base: None
 ) -> None:
-    async with fleet(redis_server.url, 2) as clients:
+    async with fleet(redis_server.url, 2) as clients, stalls() as longest:
         limits = [shared_limit(client) for client in clients]
         load = asyncio.gather(
             *(
@@ -170,7 +196,7 @@ async def test_redis_away_and_back_empty_loses_no_post_and_keeps_the_rate(
         await load
     assert discord.posts_stored == 160
     assert discord.rate_limited_by_scope["global"] == 0
-    assert discord.busiest_second() <= RATE + SCHEDULING_SLACK
+    assert discord.busiest_second() <= most_in_a_second(longest[0])
 
 
 async def test_a_redis_that_comes_back_empty_gets_back_the_places_still_held(
