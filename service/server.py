@@ -12,7 +12,7 @@ import os
 import signal
 import time
 from collections.abc import Awaitable
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import aiohttp
 import discord.http
@@ -21,7 +21,6 @@ from aiohttp import web
 from .config import Settings
 from .discord.client import DiscordClients
 from .discord.retry import RetryPolicy
-from .discord.shared_limit import SharedLimits
 from .exit_status import EXIT_CUT_SHORT
 from .intake.answers import REFUSAL_REASONS
 from .intake.endpoint import ChunkEndpoint, cors, preflight, request_ids
@@ -36,6 +35,9 @@ from .uploads.memory import ChunkMemory, cgroup_memory_limit, default_budget
 from .uploads.outcome import Outcome
 from .uploads.slot import Slot
 from .uploads.upload import Shared
+
+if TYPE_CHECKING:
+    from .discord.shared_limit import SharedLimits
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +210,8 @@ class UploadService:
         """The global limits shared through Redis, with REDIS_URL (only its host is logged)."""
         if self.settings.redis_url is None:
             return None
+        from .discord.shared_limit import SharedLimits  # redis-py: loaded only with REDIS_URL
+
         limits = SharedLimits(
             self.settings.redis_url, rate=self.settings.discord_global_rate, metrics=self.metrics
         )

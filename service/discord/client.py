@@ -15,7 +15,7 @@ import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import discord
@@ -28,7 +28,9 @@ from .exchange import ExchangeTrace
 from .gate import PaceGate
 from .pacing import GlobalBudget, GlobalLimit, Pacer
 from .retry import RetryPolicy
-from .shared_limit import SharedLimits
+
+if TYPE_CHECKING:
+    from .shared_limit import SharedLimits
 
 log = logging.getLogger(__name__)
 
