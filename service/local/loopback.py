@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import random
 import socket
+from pathlib import Path
 from typing import Any
 
 from ..config import Settings
 from .discord_api import DiscordStandIn
 from .manager import ManagerStandIn
+
+# Where `free_ports` draws from: below the kernel's ephemeral range, from which it gives ports
+# to outgoing connections and to bind(0): a port drawn from that range could be taken by any
+# connection of any process between the draw and the bind (parallel test workers make many).
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+LOWEST = 10_000
 
 
 def free_port() -> int:
@@ -18,12 +26,22 @@ def free_port() -> int:
 
 
 def free_ports(count: int) -> list[int]:
-    """`count` different TCP ports on 127.0.0.1 that were free a moment ago."""
+    """`count` different TCP ports on 127.0.0.1 that were free a moment ago, drawn at random
+    below the kernel's ephemeral range (the kernel's choice, where it leaves no room below)."""
+    try:
+        below = range(LOWEST, int(EPHEMERAL_RANGE.read_text().split()[0]))
+    except (OSError, ValueError, IndexError):
+        below = range(0)
+    ports: list[int] = []
     with contextlib.ExitStack() as stack:
-        probes = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for probe in probes:
-            probe.bind(("127.0.0.1", 0))
-        return [probe.getsockname()[1] for probe in probes]
+        while len(ports) < count:
+            probe = stack.enter_context(socket.socket())
+            try:
+                probe.bind(("127.0.0.1", random.choice(below) if len(below) > 1000 else 0))
+            except OSError:  # taken: draw again
+                continue
+            ports.append(probe.getsockname()[1])
+    return ports
 
 
 def loopback_settings(

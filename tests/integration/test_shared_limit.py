@@ -4,7 +4,7 @@ Each "process" here is what a service process holds for a token: a `DiscordClien
 global limit is a `SharedGlobalLimit` with a Redis connection of its own; one test kills a
 real process. The Discord stand-in counts every request against the token's global limit
 when its whole body has arrived, and no test measures time: each proves its point by what
-the stand-in or Redis counted (`busiest_second`: the most requests within any one second).
+the stand-in or Redis counted (its global 429s, and `near_one_budget`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import math
 import os
 import secrets
 import signal
@@ -43,33 +42,14 @@ RATE = 50  # the token's global limit (Discord's), in the stand-in and the servi
 WAIT = 30.0  # seconds a test waits for what it awaits before it fails
 
 
-@contextlib.asynccontextmanager
-async def stalls() -> AsyncIterator[list[float]]:
-    """The longest stall of this loop while the block runs (seconds late a 10 ms sleep woke).
+def near_one_budget(busiest_second: int) -> bool:
+    """Whether the stand-in's busiest second (requests counted within any one second) is
+    nearer one budget of RATE than the two that processes not sharing it would spend.
 
-    The stand-in counts a post when its loop reads the body's end, and here that loop is the
-    clients' too: a stall of S seconds can bunch the arrivals of S x RATE posts sent on time
-    into the same second. Discord's own verdict is the global 429s, which must be none."""
-    loop, longest, done = asyncio.get_running_loop(), [0.0], asyncio.Event()
-
-    async def watch() -> None:
-        while not done.is_set():
-            due = loop.time() + 0.01
-            await asyncio.sleep(0.01)
-            longest[0] = max(longest[0], loop.time() - due)
-
-    watcher = asyncio.create_task(watch())
-    try:
-        yield longest
-    finally:
-        done.set()
-        await watcher
-
-
-def most_in_a_second(longest_stall: float) -> int:
-    """The busiest second the stand-in may see of posts sent at RATE: one more for the margin,
-    and those a stall of the loop bunched."""
-    return RATE + 1 + math.ceil(longest_stall * RATE)
+    Discord's own verdict is its fixed windows' global 429s, which must be none; this sliding
+    second is stricter, so it allows for the posts that this one loop (clients and stand-in
+    alike) hands to the stand-in's handler late and bunched on a loaded machine."""
+    return busiest_second < 1.5 * RATE
 
 
 @pytest.fixture
@@ -162,7 +142,7 @@ async def test_processes_sharing_a_token_keep_to_its_one_budget(
     redis_server: RedisServer, discord: DiscordStandIn, discord_base: None
 ) -> None:
     """Each process alone would send RATE a second: together they still send RATE."""
-    async with fleet(redis_server.url, 2) as clients, stalls() as longest:
+    async with fleet(redis_server.url, 2) as clients:
         await asyncio.gather(
             *(
                 post_many(client, 60, 1100000000000000100 + 10 * k)
@@ -171,13 +151,13 @@ async def test_processes_sharing_a_token_keep_to_its_one_budget(
         )
     assert discord.posts_stored == 120
     assert discord.rate_limited_by_scope["global"] == 0
-    assert discord.busiest_second() <= most_in_a_second(longest[0])
+    assert near_one_budget(discord.busiest_second())
 
 
 async def test_redis_away_and_back_empty_loses_no_post_and_keeps_the_rate(
     redis_server: RedisServer, discord: DiscordStandIn, discord_base: None
 ) -> None:
-    async with fleet(redis_server.url, 2) as clients, stalls() as longest:
+    async with fleet(redis_server.url, 2) as clients:
         limits = [shared_limit(client) for client in clients]
         load = asyncio.gather(
             *(
@@ -196,7 +176,7 @@ async def test_redis_away_and_back_empty_loses_no_post_and_keeps_the_rate(
         await load
     assert discord.posts_stored == 200
     assert discord.rate_limited_by_scope["global"] == 0
-    assert discord.busiest_second() <= most_in_a_second(longest[0])
+    assert near_one_budget(discord.busiest_second())
 
 
 async def test_a_redis_that_comes_back_empty_gets_back_the_places_still_held(
