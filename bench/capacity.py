@@ -197,7 +197,7 @@ async def run_direct(on: Service, jobs: int, source: Source) -> Phase:
     async with aiohttp.ClientSession(headers={"Authorization": f"Bot {on.token}"}) as session:
         phase = await timed([send_all(session, url, source.chunks, message_form) for url in urls])
     for channel in channels:  # kept, they would make the service phase's stand-in use fresh
-        on.discord.forget(channel)  # memory, which costs this process (bench/README.md)
+        on.discord.forget(channel)  # memory, which costs this process
     return phase
 
 

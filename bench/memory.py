@@ -43,9 +43,7 @@ class MemoryPlan:
     backlog_window: float = 1.0  # Discord stores one message per this, per channel
     side_chunks: int = 8
     tries: int = option(TRIES, POSITIVE_INT, "tries per chunk")
-    in_flight: int | None = option(
-        None, POSITIVE_INT, "CHUNKS_IN_FLIGHT_PER_UPLOAD (default: its own)"
-    )
+    in_flight: int | None = option(None, POSITIVE_INT, "CHUNKS_IN_FLIGHT_PER_UPLOAD (its default)")
     runs: int = 3  # of (b) and (c), whose other-slot job is timed once per run
 
     def case(self, key: str, title: str) -> Case:
@@ -94,8 +92,7 @@ class Bench:
                 await asyncio.sleep(POLL)
 
     def sampled(self, case: Case) -> contextlib.AbstractAsyncContextManager[None]:
-        """Meanwhile, the most chunk memory the service held and the most chunks waiting for
-        it, read from /metrics every SAMPLE seconds."""
+        """Meanwhile, the most chunk memory held and chunks waiting for it, read every SAMPLE s."""
 
         async def sample() -> None:
             names = ("upload_chunk_memory_bytes", "upload_chunks_waiting_for_memory")
@@ -145,15 +142,14 @@ async def serving(
     window: float | None = None,
     answer: float = 0.0,
 ) -> AsyncIterator[Bench]:
-    """A service of its own with `case_slots` slots and the other: its idle RSS and, given
-    `side`, the other slot's job on it idle (a warm-up, then the baseline); inside, /metrics
-    sampled; after, its peak RSS. Discord stores a post per `window` s per channel, if given,
-    and answers each post `answer` s after its body arrives."""
+    """A service of `case_slots` slots and the other, beside a Discord storing a post per
+    `window` s per channel (if given) and answering `answer` s after a post's body: its idle
+    RSS, the other slot's job of `side` on it idle (a warm-up, then the baseline); inside,
+    /metrics sampled; after, its peak RSS."""
     discord: dict[str, Any] = {"answer_delay": answer}
     if window is not None:
         discord |= {"messages_per_window": 1, "window": window}
-    settings: dict[str, Any] = {"chunk_memory_mib": plan.budget_mib}
-    settings["client_read_timeout"] = plan.read_timeout
+    settings = {"chunk_memory_mib": plan.budget_mib, "client_read_timeout": plan.read_timeout}
     if plan.in_flight:
         settings["chunks_in_flight_per_upload"] = plan.in_flight
     channels = [CHANNELS[0]] * case_slots + [CHANNELS[1]]

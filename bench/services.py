@@ -1,8 +1,5 @@
-"""The one place the benchmark starts services: a `Service` is the upload service in a process
-of its own (`python -m service run`, configured by the environment alone, so that its RSS and
-CPU are its own), each slot configured with encryption on; `fleet` starts several sharing a
-manager stand-in, a bot token and, through one redis-server, its global limit; `stage`, one
-beside a Discord stand-in in this process."""
+"""The one place the benchmark starts services: `python -m service run` in a process of its own
+(so that its RSS and CPU are its own), every slot configured with encryption on."""
 
 from __future__ import annotations
 
@@ -47,14 +44,14 @@ class Slot:
 @dataclass
 class Service:
     """A service process (once `running`) whose slots use `manager` and the bot `token`;
-    `discord`, the Discord stand-in when it runs in this process."""
+    `discord`: the Discord stand-in, when it runs in this process."""
 
     manager: ManagerStandIn
     session: aiohttp.ClientSession  # for /metrics
-    settings: Settings  # the service's
+    settings: Settings
     files: Path  # the service's output, and the browsers' files (one per source)
     token: str
-    key: bytes  # each slot's AES key
+    key: bytes  # every slot's AES key
     discord: DiscordStandIn = field(init=False)
     slots: list[Slot] = field(default_factory=list)  # in the order they connected
     process: asyncio.subprocess.Process = field(init=False)
@@ -64,8 +61,7 @@ class Service:
         return self.process.pid
 
     def file_of(self, source: Source) -> Path:
-        """`source` as a file for the browsers, written the first time it is sent: writing
-        80 MiB while a job is timed would take the machine from it."""
+        """`source` as a file for the browsers, written once: not while a job is timed."""
         path = self.files / f"{id(source)}.bin"
         if not path.exists():
             path.write_bytes(source.data)
@@ -88,9 +84,8 @@ class Service:
         stored: AttachmentOf | None = None,
         compared: Collection[int] | None = None,
     ) -> list[str]:
-        """What is wrong with a job's finish packet, as the manager checks it, against the
-        attachments `stored` (by default the stand-in's); with `compared`, only those chunks
-        are decrypted."""
+        """What the manager would find wrong with a job's finish packet, reading the attachments
+        `stored` (by default in the stand-in) and decrypting those `compared` (default all)."""
         stored = stored or attachments_in(self.discord, slot.channel)
         return finish_problems(
             finish, source.chunks, slot.channel, self.key, stored, compared=compared
@@ -116,8 +111,8 @@ class Service:
         return f"the service on port {port} ({state}), its last output:\n" + "\n".join(tail)
 
     async def connect(self, channels: Sequence[str]) -> None:
-        """A slot per channel, in the order they connect to the manager, each configured;
-        fail fast if the service exits or a slot does not connect in time."""
+        """A slot per channel, in the order they connect, each configured; fail fast if the
+        service exits or a slot does not connect in time."""
         deadline = time.monotonic() + CONNECT_TIMEOUT
         while len(self.slots) < len(channels):
             if self.process.returncode is not None or time.monotonic() > deadline:
@@ -156,10 +151,10 @@ class Service:
 async def fleet(
     discord_api_base: str, token: str, processes: Sequence[Sequence[str]], **settings: Any
 ) -> AsyncIterator[tuple[list[Service], RedisServer | None]]:
-    """A manager stand-in and a service process per entry of `processes` (its slots'
-    channels), started one after the other, all using the Discord at `discord_api_base` with
-    one bot `token` and one key, and, if several, sharing the token's global limit through
-    one redis-server; `settings`: every process's (Settings fields)."""
+    """A service process per entry of `processes` (its slots' channels), started one after the
+    other, sharing a manager stand-in, the Discord at `discord_api_base`, a bot `token`, a key
+    and, if several, the token's global limit through one redis-server; `settings`: each
+    process's (Settings fields)."""
     password, key = secrets.token_urlsafe(16), os.urandom(32)
     async with contextlib.AsyncExitStack() as stack:
         redis = await stack.enter_async_context(RedisServer()) if len(processes) > 1 else None
@@ -186,9 +181,8 @@ async def fleet(
 async def stage(
     channels: Sequence[str], *, discord: Mapping[str, Any] | None = None, **settings: Any
 ) -> AsyncIterator[Service]:
-    """One service process with a slot per entry of `channels` beside a Discord stand-in in
-    this process with the options `discord` (rate limits, answer delay); `settings`: the
-    service's, the global rate lifted unless given (the stand-in does not limit unless told)."""
+    """A fleet of one process with a slot per channel, beside a Discord stand-in in this process
+    with the options `discord`; the global rate lifted unless given (as in the stand-in)."""
     token = secrets.token_urlsafe(24)
     settings.setdefault("discord_global_rate", UNLIMITED_RATE)
     async with (
