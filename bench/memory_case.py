@@ -140,10 +140,10 @@ class Case:
             f"most chunks waiting for it {self.most_waiting} (sampled every {SAMPLE} s)"
         ]
         if self.trickles:
-            answers = Counter(t.status for t in self.trickles)
+            statuses = Counter(t.status for t in self.trickles)
             lines.append(
                 "trickling clients' answers: "
-                + ", ".join(f"{n} x {s or 'none'}" for s, n in sorted(answers.items(), key=str))
+                + ", ".join(f"{n} x {s or 'none'}" for s, n in sorted(statuses.items(), key=str))
             )
         if self.memory_after is not None and self.rss_after is not None:
             lines.append(
