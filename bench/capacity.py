@@ -1,6 +1,5 @@
-"""The capacity scenario: for N jobs in one service process of N slots, the same chunks sent
-straight to the Discord stand-in (direct), then to the service as the browser does, beside the
-crypto and socket floors (bench/README.md, "Capacity")."""
+"""The capacity scenario: N jobs' chunks straight to Discord, then through the service
+(bench/README.md, "Capacity")."""
 
 from __future__ import annotations
 

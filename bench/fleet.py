@@ -35,9 +35,8 @@ RUN_TIMEOUT_BASE = 120.0  # seconds a run may take beyond twice its ideal
 
 @dataclass(frozen=True)
 class Case:
-    """`busy[i]` jobs of `chunks` chunks on process i (of `slots` slots, or one per job); one
-    token at `rate`/s, channels at `per_window` posts per `window` s, answers `answer` s after
-    counting; Redis stopped for `redis_outage` s a third of the way in, back empty."""
+    """`busy[i]` jobs on process i (of `slots` slots, or one per job); Redis stopped for
+    `redis_outage` s a third of the way in, back empty; the rest: bench/README.md's table."""
 
     name: str
     busy: tuple[int, ...]

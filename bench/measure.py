@@ -75,9 +75,7 @@ def percentile(values: Sequence[float], fraction: float) -> float:
 
 
 def floors(chunks: Sequence[memoryview]) -> tuple[float, float]:
-    """CPU seconds per GiB of `chunks` in one thread: the crypto floor, the service's sealing
-    (SHA-256 plus AES-256-GCM) into one buffer; and the socket floor, `chunks` sent once and
-    received once over loopback TCP by blocking calls in two threads (the kernel's charge)."""
+    """The crypto and socket floors of `chunks`, CPU seconds per GiB (bench/README.md)."""
     buffer, key = bytearray(buffer_size(max(len(chunk) for chunk in chunks))), os.urandom(32)
     started = time.thread_time()
     for chunk in chunks:

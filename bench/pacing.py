@@ -1,5 +1,5 @@
-"""The pacing scenario: N slots' jobs, one bot token, against a Discord stand-in enforcing a
-per-channel window and a global limit that the service is told too (bench/README.md, "Pacing")."""
+"""The pacing scenario: N slots' jobs against Discord's per-channel and global rate limits
+(bench/README.md, "Pacing")."""
 
 from __future__ import annotations
 
