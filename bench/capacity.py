@@ -1,61 +1,145 @@
-"""The capacity scenario: for N jobs in one service process of N slots, the same chunks sent
-straight to the Discord stand-in (direct), then to the service as the browser does, with the
-crypto and socket floors; every figure and target: bench/README.md, "Capacity"."""
+"""The capacity scenario: N jobs' chunks straight to Discord, then through the service
+(bench/README.md, "Capacity")."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import json
-import os
-import resource
+import statistics
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import aiohttp
-from capacity_report import COLUMNS, Phase, Run, capacity_report
-from clients import health_probed
-from measure import (
-    Source,
-    crypto_floor,
-    current_rss,
-    loop_lag,
-    peak_rss,
-    process_times,
-    socket_floor,
-)
-from report import MIB, BenchFailure, Report, log
-from scenario import Scenario, counts, measured
-from services import Slot, Stage, stage
+from clients import Probes, health_probed
+from measure import GIB, MIB, ProcessTimes, Source, floors, loop_lag, own_cpu, percentile, rss
+from report import BenchFailure, Column, Report, Target, figures_table, log, target, targets_table
+from scenario import Scenario, counts, measured, option
+from services import Service, Slot, stage
 
 from service.chunks.memory_file import MemoryReader
-from service.jobs.layout import BROWSER_CHUNKS_IN_FLIGHT
+from service.jobs.layout import BROWSER_CHUNKS_IN_FLIGHT, MANAGER_CHUNK_SIZE
 from service.local.browser import chunk_form
+from service.uploads.memory import default_budget
 
 SERVICE_CHANNEL_BASE = 1100000000000000000
 DIRECT_CHANNEL_BASE = 1200000000000000000
 RUN_TIMEOUT_BASE = 60.0  # seconds one run may take, plus its bytes at SLOWEST_MIB_S, twice
 SLOWEST_MIB_S = 10.0
+RSS_BASE_MIB = 60  # the peak RSS target: the interpreter, and each job's buffers, 2.5 x
+RSS_PER_CHUNK_IN_FLIGHT = 2.5  # its browser's chunks in flight
 
 
 @dataclass(frozen=True)
 class CapacityPlan:
-    size: float = 256  # MiB per job with 1 job
-    multi_size: float | None = None  # MiB per job with several jobs; None: size, at most 64
+    size: float = option(256, float, "MiB for 1 job")
+    multi_size: float | None = option(None, float, "MiB per job, 2+ jobs (default: --size, <= 64)")
     runs: int = 3
-    jobs: tuple[int, ...] = (1, 2, 4, 8)
+    jobs: tuple[int, ...] = option((1, 2, 4, 8), counts, "numbers of jobs")
 
     def size_for(self, jobs: int) -> int:
         mib = self.size if jobs == 1 else (self.multi_size or min(self.size, 64))
         return max(int(mib * MIB), 1)
 
 
-def bench_cpu() -> float:
-    """This process's CPU seconds so far (the browser and the Discord stand-in)."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+@dataclass
+class Phase:
+    """All jobs' chunks sent at once, straight to Discord (direct) or to the service."""
+
+    seconds: float
+    latencies: list[float]  # each chunk's POST sent to its 200
+    bench_cpu: float  # this process's CPU seconds meanwhile (the clients, the stand-in)
+
+
+@dataclass
+class Run:
+    """One run at one number of jobs: the direct baseline, then the service."""
+
+    jobs: int
+    size_per_job: int
+    direct: Phase
+    service: Phase
+    times: ProcessTimes  # the service process's, during the service phase
+    peak_rss: int  # bytes, VmHWM
+    idle_rss: int  # bytes, VmRSS once configured and started, before any chunk
+    floor_per_gib: float  # crypto floor, CPU seconds per GiB
+    socket_floor_per_gib: float  # loopback send + receive alone, per GiB
+    probes: Probes  # /healthz response times during the service phase
+    bench_lag: list[float]  # this process's loop lag during the service phase
+
+    def figures(self) -> dict[str, float]:
+        total, cpu = self.jobs * self.size_per_job, self.times.cpu
+        growth = self.peak_rss - self.idle_rss
+        probed = self.probes.seconds
+        return {
+            "jobs": self.jobs,
+            "mib_per_job": self.size_per_job / MIB,
+            "service_mib_s": total / MIB / self.service.seconds,
+            "direct_mib_s": total / MIB / self.direct.seconds,
+            "throughput_ratio": self.direct.seconds / self.service.seconds,
+            "chunk_p50_ms": percentile(self.service.latencies, 0.50) * 1000,
+            "chunk_p99_ms": percentile(self.service.latencies, 0.99) * 1000,
+            "direct_chunk_p50_ms": percentile(self.direct.latencies, 0.50) * 1000,
+            "direct_chunk_p99_ms": percentile(self.direct.latencies, 0.99) * 1000,
+            "peak_rss_mib": self.peak_rss / MIB,
+            "idle_rss_mib": self.idle_rss / MIB,
+            "rss_per_job_mib": growth / self.jobs / MIB,
+            # against each slot's default CHUNK_MEMORY_MIB (no cgroup limit in the benchmark)
+            "rss_vs_budget": growth / (self.jobs * default_budget(slots=1, limit=None)),
+            "cpu_s": cpu,
+            "cpu_s_per_gib": cpu / (total / GIB),
+            "cpu_system_pct": 100 * self.times.system / cpu if cpu else 0.0,
+            "minor_faults_per_chunk": self.times.minor_faults
+            / (self.jobs * -(-self.size_per_job // MANAGER_CHUNK_SIZE)),
+            "floor_s_per_gib": self.floor_per_gib,
+            "cpu_vs_floor": cpu / (total / GIB) / self.floor_per_gib,
+            "socket_floor_s_per_gib": self.socket_floor_per_gib,
+            "loop_lag_max_ms": max(probed, default=0.0) * 1000,
+            "loop_lag_p99_ms": percentile(probed, 0.99) * 1000,
+            "probe_samples": float(len(probed)),
+            "probe_failures": float(self.probes.failures),
+            "bench_cpu_s_service_phase": self.service.bench_cpu,
+            "bench_cpu_s_direct_phase": self.direct.bench_cpu,
+            "bench_loop_lag_max_ms": max(self.bench_lag, default=0.0) * 1000,
+        }
+
+
+COLUMNS: list[Column] = [
+    ("jobs", "jobs", "g"),
+    ("MiB/job", "mib_per_job", "g"),
+    ("service MiB/s", "service_mib_s", ".0f"),
+    ("direct MiB/s", "direct_mib_s", ".0f"),
+    ("ratio", "throughput_ratio", ".2f"),
+    ("chunk p50 ms", "chunk_p50_ms", ".0f"),
+    ("chunk p99 ms", "chunk_p99_ms", ".0f"),
+    ("direct p50/p99 ms", ("direct_chunk_p50_ms", "direct_chunk_p99_ms"), ".0f"),
+    ("peak RSS MiB", "peak_rss_mib", ".0f"),
+    ("RSS/job MiB", "rss_per_job_mib", ".0f"),
+    ("RSS over idle / budget", "rss_vs_budget", ".2f"),
+    ("CPU s", "cpu_s", ".2f"),
+    ("CPU s/GiB", "cpu_s_per_gib", ".2f"),
+    ("sys %", "cpu_system_pct", ".0f"),
+    ("faults/chunk", "minor_faults_per_chunk", ".0f"),
+    ("floor s/GiB", "floor_s_per_gib", ".2f"),
+    ("CPU/floor", "cpu_vs_floor", ".2f"),
+    ("socket s/GiB", "socket_floor_s_per_gib", ".2f"),
+    ("lag max ms", "loop_lag_max_ms", ".0f"),
+    ("lag p99 ms", "loop_lag_p99_ms", ".0f"),
+]
+
+
+def targets(jobs: int, f: dict[str, float]) -> list[Target]:
+    """The targets, set for 1 job of 256 MiB on a 2-core machine, shown for every row."""
+    buffers = RSS_PER_CHUNK_IN_FLIGHT * MANAGER_CHUNK_SIZE * BROWSER_CHUNKS_IN_FLIGHT / MIB
+    rss_limit = RSS_BASE_MIB + jobs * buffers
+    return [
+        target("throughput vs direct", f["throughput_ratio"], ".2f", ">=", 0.8),
+        target("peak RSS (MiB)", f["peak_rss_mib"], ".0f", "<=", rss_limit, ".0f"),
+        target("CPU per GiB vs crypto floor", f["cpu_vs_floor"], ".2f", "<=", 2.0),
+        target("loop lag, health probe max (ms)", f["loop_lag_max_ms"], ".0f", "<", 100, ".0f"),
+    ]
 
 
 async def send_all(
@@ -87,9 +171,9 @@ async def send_all(
 
 async def timed(jobs: Sequence[Awaitable[list[float]]]) -> Phase:
     """The jobs at once, each giving its chunks' latencies."""
-    cpu, started = bench_cpu(), time.perf_counter()
+    cpu, started = own_cpu(), time.perf_counter()
     done = await asyncio.gather(*jobs)
-    seconds, cpu = time.perf_counter() - started, bench_cpu() - cpu
+    seconds, cpu = time.perf_counter() - started, own_cpu() - cpu
     return Phase(seconds, [latency for latencies in done for latency in latencies], cpu)
 
 
@@ -105,19 +189,19 @@ def message_form(index: int, chunk: memoryview) -> aiohttp.FormData:
     return form
 
 
-async def run_direct(on: Stage, jobs: int, source: Source) -> Phase:
+async def run_direct(on: Service, jobs: int, source: Source) -> Phase:
     """Every job's chunks straight to the Discord stand-in, each job in a channel of its own."""
     channels = [str(DIRECT_CHANNEL_BASE + job) for job in range(jobs)]
     urls = [f"{on.discord.base_url}/channels/{channel}/messages" for channel in channels]
     async with aiohttp.ClientSession(headers={"Authorization": f"Bot {on.token}"}) as session:
         phase = await timed([send_all(session, url, source.chunks, message_form) for url in urls])
     for channel in channels:  # kept, they would make the service phase's stand-in use fresh
-        on.discord.forget(channel)  # memory, which costs this process (bench/README.md)
+        on.discord.forget(channel)  # memory, which costs this process
     return phase
 
 
 async def run_service(
-    on: Stage, upload_ids: list[str], source: Source
+    on: Service, upload_ids: list[str], source: Source
 ) -> tuple[Phase, list[dict[str, Any]]]:
     """Every job's chunks to the service at once, each job to its finish packet; the finish
     packets in the order of the slots."""
@@ -129,38 +213,29 @@ async def run_service(
         finishes[slot.channel] = await slot.connection.next_finish()
         return latencies
 
-    phase = await timed(
-        [job(slot, upload_id) for slot, upload_id in zip(on.slots, upload_ids, strict=True)]
-    )
+    phase = await timed([job(*pair) for pair in zip(on.slots, upload_ids, strict=True)])
     return phase, [finishes[slot.channel] for slot in on.slots]
 
 
 async def run_once(jobs: int, source: Source) -> dict[str, float]:
-    floors = crypto_floor(source.chunks, os.urandom(32)), socket_floor(source.chunks)
+    floored = floors(source.chunks)
     async with stage([str(SERVICE_CHANNEL_BASE + job) for job in range(jobs)]) as on:
         upload_ids = [await on.start_job(slot, source) for slot in on.slots]
-        idle_rss = current_rss(on.pid)
-        log(f"  pid {on.pid}, {jobs} job(s) started, idle RSS {idle_rss / MIB:.1f} MiB")
+        idle = rss(on.pid)
+        log(f"  pid {on.pid}, {jobs} job(s) started, idle RSS {idle / MIB:.1f} MiB")
         direct = await run_direct(on, jobs, source)
-        before = process_times(on.pid)
+        before = ProcessTimes.of(on.pid)
         async with health_probed(on.settings.port) as probes, loop_lag() as lag:
             service, finishes = await run_service(on, upload_ids, source)
-        spent, peak = process_times(on.pid) - before, peak_rss(on.pid)
+        spent, peak = ProcessTimes.of(on.pid) - before, rss(on.pid, "VmHWM")
         ends = {0, len(source.chunks) - 1}  # decrypting every chunk would double the wait
-        on.check(
-            [
-                f"job {job}: {problem}"
-                for job, (slot, finish) in enumerate(zip(on.slots, finishes, strict=True))
-                for problem in on.problems(slot, finish, source, ends)
-            ]
-        )
-    return Run(
-        jobs, source.size, direct, service, spent, peak, idle_rss, *floors, probes, lag
-    ).figures()
+        pairs = zip(on.slots, finishes, strict=True)
+        on.check([on.problems(slot, end, source, compared=ends) for slot, end in pairs], "job")
+    run = Run(jobs, source.size, direct, service, spent, peak, idle, *floored, probes, lag)
+    return run.figures()
 
 
 async def run(plan: CapacityPlan) -> Report:
-    started = time.perf_counter()
     sources = {size: Source.random(size) for size in {plan.size_for(jobs) for jobs in plan.jobs}}
     results: dict[int, list[dict[str, float]]] = {}
     for jobs in plan.jobs:
@@ -168,16 +243,40 @@ async def run(plan: CapacityPlan) -> Report:
         limit = RUN_TIMEOUT_BASE + 2 * jobs * source.size / MIB / SLOWEST_MIB_S
         once = functools.partial(run_once, jobs, source)
         results[jobs] = await measured(f"capacity, jobs={jobs}", plan.runs, limit, once, COLUMNS)
-    return capacity_report(plan.runs, results, time.perf_counter() - started)
+    # Each figure's median over the runs, each figure on its own.
+    median = {
+        jobs: {key: statistics.median(run[key] for run in found) for key in found[0]}
+        for jobs, found in results.items()
+    }
+    checks = {jobs: targets(jobs, figures) for jobs, figures in median.items()}
+    lines = [
+        *figures_table(COLUMNS, list(median.values())),
+        "",
+        f"Targets (for 1 job of 256 MiB; the RSS limit is {RSS_BASE_MIB} MiB + N x "
+        f"{RSS_PER_CHUNK_IN_FLIGHT} x chunk size x {BROWSER_CHUNKS_IN_FLIGHT}):",
+        "",
+        *targets_table("jobs", list(checks.items())),
+    ]
+    figures = {
+        str(jobs): {
+            "median": median[jobs],
+            "targets": [asdict(t) for t in checks[jobs]],
+            "runs": results[jobs],
+        }
+        for jobs in results
+    }
+    about = (
+        f"One service process of N slots (UPLOAD_SLOTS=N), one job each, encryption on; "
+        f"chunks of {MANAGER_CHUNK_SIZE} bytes, {BROWSER_CHUNKS_IN_FLIGHT} in flight per job; "
+        f"medians of {plan.runs} run(s);"
+    )
+    return Report("Capacity", about, lines, figures)
 
 
-SCENARIO = Scenario.of(
+SCENARIO = Scenario(
     "capacity",
     "throughput, latency, memory and CPU against Discord directly",
     run,
     CapacityPlan(),
     CapacityPlan(size=12, runs=1, jobs=(1, 2)),
-    ("--size", float, "MiB for 1 job (default 256; smoke 12)"),
-    ("--multi-size", float, "MiB per job with 2+ jobs (default: --size, at most 64)"),
-    ("--jobs", counts, "numbers of jobs (default 1,2,4,8; smoke 1,2)"),
 )

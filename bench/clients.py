@@ -1,7 +1,6 @@
-"""The benchmark's clients that run in processes of their own, so that their work does not
-share the measuring process and its loop: the health prober and the browsers. Processes are
-spawned, not forked: this one runs an event loop and threads, which a fork would copy
-half-way."""
+"""The benchmark's clients that run in processes of their own, so that their work does not share
+the measuring process and its loop: the health prober and the browsers. Processes are spawned,
+not forked: this one runs an event loop and threads, which a fork would copy half-way."""
 
 from __future__ import annotations
 
@@ -20,7 +19,7 @@ from typing import Any
 import aiohttp
 from measure import Source
 from report import BenchFailure
-from services import Service, Slot, Stage
+from services import Service, Slot
 
 from service.local.browser import UploadFailed, upload
 
@@ -34,9 +33,8 @@ _CONTEXT = multiprocessing.get_context("spawn")
 
 
 class Child:
-    """`target(pipe, *args)` in a child process, as an async context manager that waits for
-    its READY on entry (the child sends it once it is about to begin, then what it reports)
-    and for its exit on leaving."""
+    """`target(pipe, *args)` in a child process while inside: entering waits for its READY
+    (sent once it is about to begin, then what it reports), leaving for its exit."""
 
     def __init__(self, name: str, target: Callable[..., None], *args: object) -> None:
         self.name = name
@@ -83,9 +81,6 @@ def probe_health(pipe: Connection, port: int) -> None:
     seconds: list[float] = []
     failures = 0
 
-    def connection() -> http.client.HTTPConnection:
-        return http.client.HTTPConnection("127.0.0.1", port, timeout=PROBE_TIMEOUT)
-
     def probe(connection: http.client.HTTPConnection) -> float:
         started = time.perf_counter()
         connection.request("GET", "/healthz")
@@ -95,7 +90,7 @@ def probe_health(pipe: Connection, port: int) -> None:
             raise http.client.HTTPException(f"HTTP {response.status}")
         return time.perf_counter() - started
 
-    probing = connection()
+    probing = http.client.HTTPConnection("127.0.0.1", port, timeout=PROBE_TIMEOUT)
     probe(probing)  # warm-up
     pipe.send(READY)
     while not pipe.poll(PROBE_INTERVAL):
@@ -103,8 +98,7 @@ def probe_health(pipe: Connection, port: int) -> None:
             seconds.append(probe(probing))
         except (OSError, http.client.HTTPException):
             failures += 1
-            probing.close()
-            probing = connection()
+            probing.close()  # the next request opens a new connection
     pipe.send((seconds, failures))
 
 
@@ -142,14 +136,6 @@ class JobRun:
     def ok(self) -> bool:
         return not self.problems
 
-    def outcome(self) -> str:
-        if not self.ok:
-            return "NO: " + "; ".join(self.problems)[:300]
-        answers = ", ".join(f"{n} x {s}" for s, n in sorted(self.statuses.items()))
-        return (
-            f"yes: {self.chunks} chunks in {self.seconds:.1f} s, {self.attempts} POSTs ({answers})"
-        )
-
 
 def upload_in_child(pipe: Connection, file: str, size: int, uploads: list, job: JobRun) -> None:
     """(In a child) upload `file` in chunks of `size` to each (address, upload id) at once,
@@ -174,31 +160,8 @@ def upload_in_child(pipe: Connection, file: str, size: int, uploads: list, job: 
     pipe.send(asyncio.run(every()))
 
 
-async def upload_jobs(
-    on: Stage,
-    slots: list[Slot],
-    source: Source,
-    concurrency: int,
-    tries: int,
-    upload_ids: list[str] | None = None,
-) -> list[JobRun]:
-    """A job of `source` on each slot (started unless `upload_ids` are given), uploaded at
-    once, each timed from the browsers' first POST to its finish packet, then verified."""
-    upload_ids = upload_ids or [await on.start_job(slot, source) for slot in slots]
-    runs = await browse(on, slots, upload_ids, source, concurrency, tries)
-    for run, slot in zip(runs, slots, strict=True):
-        if run.ok:
-            run.problems = on.problems(slot, run.finish, source)
-    return runs
-
-
 async def browse(
-    on: Service,
-    slots: list[Slot],
-    upload_ids: list[str],
-    source: Source,
-    concurrency: int,
-    tries: int,
+    on: Service, slots: list[Slot], upload_ids: list[str], source: Source, at_once: int, tries: int
 ) -> list[JobRun]:
     """The jobs `upload_ids` of `source` on `slots` (of `on` or of services beside it),
     uploaded at once by browsers in a child, each timed from the first POST to its finish
@@ -209,10 +172,8 @@ async def browse(
 
     finishes = [asyncio.create_task(finished(slot)) for slot in slots]
     try:
-        uploads = [
-            (slot.address, upload_id) for slot, upload_id in zip(slots, upload_ids, strict=True)
-        ]
-        job = JobRun(len(source.chunks), concurrency, tries)
+        uploads = list(zip((slot.address for slot in slots), upload_ids, strict=True))
+        job = JobRun(len(source.chunks), at_once, tries)
         how = (str(on.file_of(source)), source.chunk_size, uploads, job)
         async with Child("the browsers", upload_in_child, *how) as child:
             began = time.perf_counter()
@@ -224,4 +185,22 @@ async def browse(
     finally:
         for waiting in finishes:
             waiting.cancel()
+    return runs
+
+
+async def upload_jobs(
+    on: Service,
+    slots: list[Slot],
+    source: Source,
+    at_once: int,
+    tries: int,
+    ids: list[str] | None = None,
+) -> list[JobRun]:
+    """A job of `source` on each slot (started unless their `ids` are given), uploaded at once
+    by `browse`, then verified."""
+    ids = ids or [await on.start_job(slot, source) for slot in slots]
+    runs = await browse(on, slots, ids, source, at_once, tries)
+    for run, slot in zip(runs, slots, strict=True):
+        if run.ok:
+            run.problems = on.problems(slot, run.finish, source)
     return runs

@@ -1,6 +1,5 @@
 """The fleet scenario: one bot token's global limit across the slots of one process and across
-processes sharing it through one real redis-server, against a Discord stand-in in a process of
-its own that counts as Discord does; every figure and target: bench/README.md, "Fleet"."""
+processes sharing it through one real redis-server (bench/README.md, "Fleet")."""
 
 from __future__ import annotations
 
@@ -11,34 +10,20 @@ import itertools
 import math
 import operator
 import secrets
-import time
 from dataclasses import asdict, dataclass, replace
 from multiprocessing.connection import Connection
 from typing import Any
 
 from clients import READY, READY_TIMEOUT, STOP_TIMEOUT, Child, browse, health_probed
-from measure import Source, current_rss, peak_rss, percentile
-from report import (
-    MIB,
-    TARGET_HEADER,
-    BenchFailure,
-    Column,
-    Report,
-    Target,
-    figures_table,
-    log,
-    machine,
-    table,
-    target,
-)
-from scenario import Scenario, letters, measured
+from measure import MIB, Source, percentile, rss
+from report import BenchFailure, Column, Report, Target, figures_table, log, target, targets_table
+from scenario import Scenario, letters, measured, option
 from services import fleet
 
 from service.jobs.layout import BROWSER_CHUNKS_IN_FLIGHT
 from service.local.browser import TRIES
 from service.local.discord_api import DiscordStandIn, Limit, created_at
 from service.local.redis_server import RedisServer, redis_server_path
-from service.local.verify import finish_problems
 
 CHUNK = 64 * 1024  # small chunks: the limits, not the bytes, set the pace
 MEMORY_MIB = 32  # CHUNK_MEMORY_MIB of every process
@@ -50,9 +35,8 @@ RUN_TIMEOUT_BASE = 120.0  # seconds a run may take beyond twice its ideal
 
 @dataclass(frozen=True)
 class Case:
-    """`busy[i]` jobs of `chunks` chunks on process i (of `slots` slots, or one per job); one
-    token at `rate`/s, channels at `per_window` posts per `window` s, answers `answer` s after
-    counting; Redis stopped for `redis_outage` s a third of the way in, back empty."""
+    """`busy[i]` jobs on process i (of `slots` slots, or one per job); Redis stopped for
+    `redis_outage` s a third of the way in, back empty; the rest: bench/README.md's table."""
 
     name: str
     busy: tuple[int, ...]
@@ -86,7 +70,7 @@ class Case:
 
     def ideal(self) -> float:
         """The seconds the limits allow together: every post at the token's rate, or each
-        channel's windows (bench/README.md, "Fleet")."""
+        channel's windows."""
         windows = math.ceil(self.chunks / self.per_window) - 1
         return max(sum(self.busy) * self.chunks / self.rate, windows * self.window)
 
@@ -116,7 +100,7 @@ CASES = {
 
 @dataclass(frozen=True)
 class FleetPlan:
-    fleet_cases: str = "".join(CASES)
+    fleet_cases: str = option("".join(CASES), letters("".join(CASES)), "which cases")
     share: float = 1.0  # of each case's chunks per job
     runs: int = 1
 
@@ -165,7 +149,6 @@ async def away(redis: RedisServer | None, after: float, seconds: float) -> None:
 
 
 async def run_once(key: str, case: Case) -> dict[str, Any]:
-    """One run of a case: its figures (bench/README.md says what each means)."""
     token, source = secrets.token_urlsafe(24), Source.random(case.chunks * CHUNK, CHUNK)
     discord = Child("the Discord stand-in", serve_discord, token, case.limits())
     async with contextlib.AsyncExitStack() as stack:
@@ -178,7 +161,7 @@ async def run_once(key: str, case: Case) -> dict[str, Any]:
             (on, slot) for on, n in zip(services, case.busy, strict=True) for slot in on.slots[:n]
         ]
         upload_ids = [await on.start_job(slot, source) for on, slot in jobs]
-        idle = [current_rss(on.pid) for on in services]
+        idle = [rss(on.pid) for on in services]
         async with contextlib.AsyncExitStack() as probing:
             probed = [health_probed(on.settings.port) for on in services]
             probes = [await probing.enter_async_context(prober) for prober in probed]
@@ -188,13 +171,12 @@ async def run_once(key: str, case: Case) -> dict[str, Any]:
             )
             outage = away(redis, case.ideal() / 3, case.redis_outage)
             runs, _ = await asyncio.gather(uploads, outage)
-        peaks = [peak_rss(on.pid) for on in services]
+        peaks = [rss(on.pid, "VmHWM") for on in services]
         discord.send([slot.channel for slot in slots])
         counted: Counted = await discord.receive(STOP_TIMEOUT)
     for run, (on, slot) in zip(runs, jobs, strict=True):
         if run.ok:
-            stored = counted.stored[slot.channel].get
-            run.problems = finish_problems(run.finish, source.chunks, slot.channel, on.key, stored)
+            run.problems = on.problems(slot, run.finish, source, counted.stored[slot.channel].get)
         for problem in run.problems:
             log(f"  the job in channel {slot.channel}: {problem}")
     lags = [probe.seconds for probe in probes]
@@ -260,41 +242,44 @@ def targets(f: dict[str, Any]) -> list[Target]:
 
 
 async def run(plan: FleetPlan) -> Report:
-    started, rows = time.perf_counter(), []
     if redis_server_path() is None and any(len(CASES[key].busy) > 1 for key in plan.fleet_cases):
         raise BenchFailure("redis-server is not installed (apt install redis-server): c-e need it")
+    rows = []
     for key in plan.fleet_cases:
         case = CASES[key].scaled(plan.share)
         once = functools.partial(run_once, key, case)
         seconds = RUN_TIMEOUT_BASE + 2 * case.ideal()
         rows += await measured(f"fleet ({key}) {case.name}", plan.runs, seconds, once, COLUMNS)
-    checks = [[row["case"], *t.row()] for row in rows for t in targets(row)]
-    lines = [
+    checks = [(row["case"], targets(row)) for row in rows]
+    about = (
         "Each case: a Discord stand-in in a process of its own (each channel's window, the "
         "token's global limit, each post answered a while after it is counted); service "
         f"processes with CHUNK_MEMORY_MIB={MEMORY_MIB}, every slot configured, encryption on, "
         "sharing the token through one redis-server when there are several; jobs of "
         f"{CHUNK // 1024} KiB chunks uploaded by browsers ({BROWSER_CHUNKS_IN_FLIGHT} in "
         f"flight per job, {TRIES} tries) from a process of their own. {plan.runs} run(s) per "
-        f"case; {machine()}; took {time.perf_counter() - started:.0f} s. Every figure and "
-        "target: bench/README.md.",
-        "",
+        "case;"
+    )
+    lines = [
         *(f"- ({key}) {CASES[key].scaled(plan.share).describe()}" for key in plan.fleet_cases),
         "",
         *figures_table(COLUMNS, rows),
         "",
-        *table(["case", *TARGET_HEADER], checks),
+        *targets_table("case", checks),
     ]
-    figures = {"runs": [row | {"targets": [asdict(t) for t in targets(row)]} for row in rows]}
+    runs = [
+        row | {"targets": [asdict(t) for t in ts]}
+        for row, (_, ts) in zip(rows, checks, strict=True)
+    ]
     failed = any(row["failed_jobs"] for row in rows)
-    return Report("Fleet (one bot token, many slots and processes)", lines, figures, failed)
+    title = "Fleet (one bot token, many slots and processes)"
+    return Report(title, about, lines, {"runs": runs}, failed)
 
 
-SCENARIO = Scenario.of(
+SCENARIO = Scenario(
     "fleet",
     "one token's global limit across slots and processes sharing it through Redis",
     run,
     FleetPlan(),
     FleetPlan(fleet_cases="ae", share=1 / 3),
-    ("--fleet-cases", letters("".join(CASES)), "which of a-f (default all; smoke a,e)"),
 )

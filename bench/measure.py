@@ -1,6 +1,5 @@
-"""What the benchmark measures with: a process's CPU and RSS (now and peak) from /proc,
-percentiles, the crypto and socket floors, the benchmark's own loop lag, and the random file
-every job uploads."""
+"""What the benchmark measures with: a process's CPU and RSS from /proc, percentiles, the crypto
+and socket floors, the benchmark's own loop lag, and the random file every job uploads."""
 
 from __future__ import annotations
 
@@ -8,6 +7,7 @@ import asyncio
 import contextlib
 import math
 import os
+import resource
 import socket
 import threading
 import time
@@ -16,12 +16,12 @@ from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any
 
-from report import GIB
-
 from service.chunks.sealing import ChunkSealer, buffer_size
 from service.jobs.layout import MANAGER_CHUNK_SIZE
 from service.local.verify import chunks_of
 
+MIB = 1024**2
+GIB = 1024**3
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _SOCKET_PIECE = 256 * 1024  # bytes per send and per receive, as asyncio reads
 
@@ -34,6 +34,13 @@ class ProcessTimes:
     system: float
     minor_faults: int
 
+    @classmethod
+    def of(cls, pid: int) -> ProcessTimes:
+        # The fields after the command name (which may hold spaces) start at field 3, "state";
+        # minflt, utime and stime are fields 10, 14 and 15.
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return cls(int(fields[11]) / _CLOCK_TICKS, int(fields[12]) / _CLOCK_TICKS, int(fields[7]))
+
     @property
     def cpu(self) -> float:
         return self.user + self.system
@@ -42,33 +49,18 @@ class ProcessTimes:
         return ProcessTimes(*(a - b for a, b in zip(astuple(self), astuple(other), strict=True)))
 
 
-def process_times(pid: int) -> ProcessTimes:
-    """A live process's times from /proc/<pid>/stat."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    # Fields after the command name (which may hold spaces) start at field 3, "state";
-    # minflt, utime and stime are fields 10, 14 and 15.
-    fields = stat.rsplit(")", 1)[1].split()
-    return ProcessTimes(
-        int(fields[11]) / _CLOCK_TICKS, int(fields[12]) / _CLOCK_TICKS, int(fields[7])
-    )
+def own_cpu() -> float:
+    """This process's CPU seconds so far (the benchmark's clients and stand-ins)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
-def _status_bytes(pid: int, name: str) -> int:
-    """A size field (given in kB) of a live process's /proc/<pid>/status, in bytes."""
+def rss(pid: int, field: str = "VmRSS") -> int:
+    """A live process's resident set size in bytes: now (VmRSS) or its peak (VmHWM)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{name}:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
-    raise RuntimeError(f"/proc/{pid}/status has no {name} line")
-
-
-def peak_rss(pid: int) -> int:
-    """A live process's peak resident set size (VmHWM) in bytes."""
-    return _status_bytes(pid, "VmHWM")
-
-
-def current_rss(pid: int) -> int:
-    """A live process's resident set size now (VmRSS) in bytes."""
-    return _status_bytes(pid, "VmRSS")
+    raise RuntimeError(f"/proc/{pid}/status has no {field} line")
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -82,22 +74,19 @@ def percentile(values: Sequence[float], fraction: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def crypto_floor(chunks: Sequence[memoryview], key: bytes) -> float:
-    """CPU seconds per GiB for the service's sealing (SHA-256 plus AES-256-GCM) of `chunks`
-    into one buffer, in this one thread."""
-    buffer = bytearray(buffer_size(max(len(chunk) for chunk in chunks)))
+def floors(chunks: Sequence[memoryview]) -> tuple[float, float]:
+    """The crypto and socket floors of `chunks`, CPU seconds per GiB (bench/README.md)."""
+    buffer, key = bytearray(buffer_size(max(len(chunk) for chunk in chunks))), os.urandom(32)
     started = time.thread_time()
     for chunk in chunks:
         sealer = ChunkSealer(len(chunk), key, buffer=buffer)
         sealer.write(chunk)
         sealer.seal()
-    return (time.thread_time() - started) / (sum(map(len, chunks)) / GIB)
+    crypto, gib = time.thread_time() - started, sum(map(len, chunks)) / GIB
+    return crypto / gib, _socket_seconds(chunks) / gib
 
 
-def socket_floor(chunks: Sequence[memoryview]) -> float:
-    """CPU seconds per GiB for sending `chunks` once and receiving them once over a loopback
-    TCP connection with blocking calls in two threads: what the kernel alone charges for
-    moving the bytes in and out of a process, with no HTTP and no Python per byte."""
+def _socket_seconds(chunks: Sequence[memoryview]) -> float:
     receiver_seconds: list[float] = []
     with socket.create_server(("127.0.0.1", 0)) as listener:
 
@@ -119,7 +108,7 @@ def socket_floor(chunks: Sequence[memoryview]) -> float:
                     sender.sendall(chunk[offset : offset + _SOCKET_PIECE])
             sender_seconds = time.thread_time() - started
         receiver.join()
-    return (sender_seconds + receiver_seconds[0]) / (sum(map(len, chunks)) / GIB)
+    return sender_seconds + receiver_seconds[0]
 
 
 @contextlib.asynccontextmanager

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from clients import JobRun, upload_jobs
-from measure import Source, current_rss, meanwhile, peak_rss
-from memory_report import SAMPLE, Case, median_run, memory_report
-from report import MIB, BenchFailure, Report, log, machine
-from scenario import POSITIVE_INT, Scenario, letters
-from services import Slot, Stage, stage
+from measure import MIB, Source, meanwhile, rss
+from memory_case import SAMPLE, Case, median_run
+from report import BenchFailure, Report, log
+from scenario import POSITIVE_INT, Scenario, letters, option
+from services import Service, Slot, stage
 
 from service.jobs.layout import BROWSER_CHUNKS_IN_FLIGHT, MANAGER_CHUNK_SIZE
 from service.local.browser import TRIES
@@ -30,20 +30,20 @@ CASES = "abcd"
 
 @dataclass(frozen=True)
 class MemoryPlan:
-    cases: str = CASES
+    cases: str = option(CASES, letters(CASES), "which cases")
     budget_mib: int = 128
     read_timeout: float = 6.0
     trickle_interval: float = 2.0
     tricklers: int = 60
     flood_chunks: int = 60  # the job the tricklers claim chunks of, uploaded meanwhile
     burst_chunks: int = 40
-    burst_answer: float = 1.0  # seconds Discord takes to answer each post in (b)
+    burst_answer: float = option(1.0, float, "seconds Discord takes per post in (b); 0: at once")
     backlog_chunks: int = 24
     backlog_jobs: int = 6  # browsers (and slots) sharing the backlog's chunks and channel
     backlog_window: float = 1.0  # Discord stores one message per this, per channel
     side_chunks: int = 8
-    tries: int = TRIES
-    in_flight: int | None = None  # CHUNKS_IN_FLIGHT_PER_UPLOAD; None: the default
+    tries: int = option(TRIES, POSITIVE_INT, "tries per chunk")
+    in_flight: int | None = option(None, POSITIVE_INT, "CHUNKS_IN_FLIGHT_PER_UPLOAD (its default)")
     runs: int = 3  # of (b) and (c), whose other-slot job is timed once per run
 
     def case(self, key: str, title: str) -> Case:
@@ -71,7 +71,7 @@ SMOKE = MemoryPlan(
 class Bench:
     """A case's service: its slots sharing one channel, and the other slot."""
 
-    on: Stage
+    on: Service
     plan: MemoryPlan
 
     @property
@@ -92,8 +92,7 @@ class Bench:
                 await asyncio.sleep(POLL)
 
     def sampled(self, case: Case) -> contextlib.AbstractAsyncContextManager[None]:
-        """Meanwhile, the most chunk memory the service held and the most chunks waiting for
-        it, read from /metrics every SAMPLE seconds."""
+        """Meanwhile, the most chunk memory held and chunks waiting for it, read every SAMPLE s."""
 
         async def sample() -> None:
             names = ("upload_chunk_memory_bytes", "upload_chunks_waiting_for_memory")
@@ -143,27 +142,26 @@ async def serving(
     window: float | None = None,
     answer: float = 0.0,
 ) -> AsyncIterator[Bench]:
-    """A service of its own with `case_slots` slots and the other: its idle RSS and, given
-    `side`, the other slot's job on it idle (a warm-up, then the baseline); inside, /metrics
-    sampled; after, its peak RSS. Discord stores a post per `window` s per channel, if given,
-    and answers each post `answer` s after its body arrives."""
+    """A service of `case_slots` slots and the other, beside a Discord storing a post per
+    `window` s per channel (if given) and answering `answer` s after a post's body: its idle
+    RSS, the other slot's job of `side` on it idle (a warm-up, then the baseline); inside,
+    /metrics sampled; after, its peak RSS."""
     discord: dict[str, Any] = {"answer_delay": answer}
     if window is not None:
         discord |= {"messages_per_window": 1, "window": window}
-    settings: dict[str, Any] = {"chunk_memory_mib": plan.budget_mib}
-    settings["client_read_timeout"] = plan.read_timeout
+    settings = {"chunk_memory_mib": plan.budget_mib, "client_read_timeout": plan.read_timeout}
     if plan.in_flight:
         settings["chunks_in_flight_per_upload"] = plan.in_flight
     channels = [CHANNELS[0]] * case_slots + [CHANNELS[1]]
     async with stage(channels, discord=discord, **settings) as on:
         bench = Bench(on, plan)
-        case.idle_rss = current_rss(on.pid)
+        case.idle_rss = rss(on.pid)
         if side is not None:
             await bench.side_job(side)
             case.side_idle = await bench.side_job(side, side_runs)
         async with bench.sampled(case):
             yield bench
-        case.peak_rss = peak_rss(on.pid)
+        case.peak_rss = rss(on.pid, "VmHWM")
 
 
 async def claim_flood(plan: MemoryPlan, side: Source) -> Case:
@@ -244,12 +242,11 @@ async def lone_trickle(plan: MemoryPlan) -> Case:
         await bench.until("upload_chunks_in_flight", lambda held: held == 0)
         case.release_seconds = time.perf_counter() - answered
         (case.memory_after,) = await bench.gauges("upload_chunk_memory_bytes")
-        case.rss_after = current_rss(bench.on.pid)
+        case.rss_after = rss(bench.on.pid)
     return case
 
 
 async def run(plan: MemoryPlan) -> Report:
-    started = time.perf_counter()
     side = Source.random(plan.side_chunks * MANAGER_CHUNK_SIZE)
     cases = {
         "a": lambda: claim_flood(plan, side),
@@ -257,7 +254,7 @@ async def run(plan: MemoryPlan) -> Report:
         "c": lambda: median_run(plan.runs, lambda: backlog(plan, side)),
         "d": lambda: lone_trickle(plan),
     }
-    done = []
+    done, lines = [], []
     for key in plan.cases:
         began = time.perf_counter()
         log(f"memory ({key}) ...")
@@ -265,27 +262,24 @@ async def run(plan: MemoryPlan) -> Report:
         log(f"memory ({key}) took {time.perf_counter() - began:.0f} s")
         for target in case.targets():
             log(f"  {target.name}: {target.value} ({target.limit}: {target.verdict})")
-    header = (
+        lines += [*case.section(), ""]
+    about = (
         f"One fresh service process per case: UPLOAD_SLOTS=2 ({plan.backlog_jobs + 1} in (c)), "
         f"CHUNK_MEMORY_MIB={plan.budget_mib}, CLIENT_READ_TIMEOUT={plan.read_timeout:g}, "
         f"CLIENT_MIN_RATE at its default, CHUNKS_IN_FLIGHT_PER_UPLOAD "
         f"{plan.in_flight or 'at its default'}, encryption on, chunks of {MANAGER_CHUNK_SIZE} "
         f"bytes. Trickling clients send 1 byte every {plan.trickle_interval:g} s after "
         f"{FIRST_BYTES} bytes of the file part. The other slot's job: {plan.side_chunks} "
-        f"chunks, 5 at once. {machine()}; took {time.perf_counter() - started:.0f} s. "
-        "Every figure and target: bench/README.md."
+        f"chunks, 5 at once."
     )
-    return memory_report(header, done)
+    figures, failed = {c.key: c.figures() for c in done}, any(c.failed for c in done)
+    return Report("Memory (the chunk memory budget)", about, lines[:-1], figures, failed)
 
 
-SCENARIO = Scenario.of(
+SCENARIO = Scenario(
     "memory",
     "the chunk memory budget against floods, bursts, backlogs and trickles",
     run,
     MemoryPlan(),
     SMOKE,
-    ("--cases", letters(CASES), "which of a,b,c,d (default all)"),
-    ("--in-flight", POSITIVE_INT, "CHUNKS_IN_FLIGHT_PER_UPLOAD"),
-    ("--tries", POSITIVE_INT, f"tries per chunk (default {TRIES})"),
-    ("--burst-answer", float, "seconds Discord takes per post in (b); 0: at once"),
 )

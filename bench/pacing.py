@@ -1,26 +1,24 @@
-"""The pacing scenario: N slots' jobs, one bot token, against a Discord stand-in enforcing a
-per-channel window and a global limit that the service is told too; every figure, the ideal
-and the targets: bench/README.md, "Pacing"."""
+"""The pacing scenario: N slots' jobs against Discord's per-channel and global rate limits
+(bench/README.md, "Pacing")."""
 
 from __future__ import annotations
 
 import functools
 import math
 import statistics
-import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 from clients import upload_jobs
-from measure import Source
-from report import MIB, Column, Report, figures_table, machine
-from scenario import POSITIVE_INT, POSITIVE_SECONDS, Scenario, counts, measured
+from measure import MIB, Source
+from report import Column, Report, figures_table
+from scenario import POSITIVE_INT, POSITIVE_SECONDS, Scenario, counts, measured, option
 from services import stage
 
 from service.jobs.layout import BROWSER_CHUNKS_IN_FLIGHT
 from service.local.browser import TRIES
-from service.local.discord_api import DISCORD_EPOCH_MS, Limit
+from service.local.discord_api import Limit, created_at
 
 CHANNEL_BASE = 1400000000000000000
 RUN_TIMEOUT_BASE = 60.0  # seconds a run may take beyond twice its ideal
@@ -28,30 +26,24 @@ RUN_TIMEOUT_BASE = 60.0  # seconds a run may take beyond twice its ideal
 
 @dataclass(frozen=True)
 class PacingPlan:
-    slots: tuple[int, ...] = (1, 2, 4, 8)
-    chunks: int = 40  # per job
-    chunk_kib: int = 64
+    slots: tuple[int, ...] = option((1, 2, 4, 8), counts, "numbers of slots")
+    chunks: int = option(40, POSITIVE_INT, "chunks per job")
+    chunk_kib: int = option(64, POSITIVE_INT, "KiB per chunk")
     runs: int = 1
-    limit: int = 5  # posts per window in one channel
-    window: float = 1.0  # seconds
-    global_limit: int = 20  # the token's requests per second, in the stand-in and the service
+    limit: int = option(5, POSITIVE_INT, "posts per window in one channel")
+    window: float = option(1.0, POSITIVE_SECONDS, "seconds")
+    global_limit: int = option(20, POSITIVE_INT, "the token's requests per second")
 
     def __post_init__(self) -> None:
         if self.chunks <= self.limit:
             raise SystemExit("pacing: --chunks must exceed --limit, or no job waits for a window")
 
     def ideal(self) -> float:
-        """Seconds a perfect pacer needs for one job (bench/README.md, "The ideal")."""
+        """Seconds a perfect pacer needs for one job."""
         return (math.ceil(self.chunks / self.limit) - 1) * self.window
 
 
-def stored_at(message_id: str) -> float:
-    """When the stand-in stored a message (its snowflake's milliseconds), as time.time()."""
-    return ((int(message_id) >> 22) + DISCORD_EPOCH_MS) / 1000
-
-
 async def run_once(plan: PacingPlan, slots: int, source: Source) -> dict[str, Any]:
-    """One run's figures (bench/README.md says what each means)."""
     limits = {
         "messages_per_window": plan.limit,
         "window": plan.window,
@@ -61,10 +53,12 @@ async def run_once(plan: PacingPlan, slots: int, source: Source) -> dict[str, An
     async with stage(channels, discord=limits, discord_global_rate=plan.global_limit) as on:
         jobs = await upload_jobs(on, on.slots, source, BROWSER_CHUNKS_IN_FLIGHT, TRIES)
         metrics = await on.metrics()
-        on.check([f"slot {i}: {p}" for i, job in enumerate(jobs) for p in job.problems])
+        on.check([job.problems for job in jobs], "slot")
         stored = [on.discord.messages(slot.channel) for slot in on.slots]
         discord = on.discord
-    last = [stored_at(messages[-1].id) for messages in stored]  # each job's last stored post
+    last = [
+        created_at(messages[-1].id).timestamp() for messages in stored
+    ]  # each job's last stored post
     began = min(job.finished_at - job.seconds for job in jobs)  # the first POST, time.time()
     seconds, ideal = [job.seconds for job in jobs], plan.ideal()
     rate = sum(len(messages) for messages in stored) / max(seconds)
@@ -115,36 +109,27 @@ COLUMNS: list[Column] = [
 
 
 async def run(plan: PacingPlan) -> Report:
-    started = time.perf_counter()
     source = Source.random(plan.chunks * plan.chunk_kib * 1024, plan.chunk_kib * 1024)
     figures, limit = [], RUN_TIMEOUT_BASE + 2 * plan.ideal()
     for slots in plan.slots:
         once = functools.partial(run_once, plan, slots, source)
         figures += await measured(f"pacing, slots={slots}", plan.runs, limit, once, COLUMNS)
-    lines = [
+    about = (
         f"One service process of N slots, one job each in its own channel, one bot token; "
         f"{plan.chunks} chunks of {plan.chunk_kib} KiB per job, "
         f"{BROWSER_CHUNKS_IN_FLIGHT} in flight; per-channel limit {plan.limit} posts "
         f"per {plan.window:g} s (fixed window); global limit {plan.global_limit} per s "
         f"for the token. Ideal per job: (ceil(chunks / limit) - 1) x window = "
-        f"{plan.ideal():.2f} s. {plan.runs} run(s) per N; {machine()}; took "
-        f"{time.perf_counter() - started:.0f} s. Every figure: bench/README.md.",
-        "",
-        *figures_table(COLUMNS, figures),
-    ]
-    return Report("Pacing (Discord's rate limits)", lines, {"runs": figures})
+        f"{plan.ideal():.2f} s. {plan.runs} run(s) per N;"
+    )
+    lines = figures_table(COLUMNS, figures)
+    return Report("Pacing (Discord's rate limits)", about, lines, {"runs": figures})
 
 
-SCENARIO = Scenario.of(
+SCENARIO = Scenario(
     "pacing",
     "N slots' jobs against Discord's per-channel and global rate limits",
     run,
     PacingPlan(),
     PacingPlan(slots=(1, 2), chunks=20),
-    ("--slots", counts, "numbers of slots (default 1,2,4,8; smoke 1,2)"),
-    ("--chunks", POSITIVE_INT, "chunks per job (default 40; smoke 20)"),
-    ("--chunk-kib", POSITIVE_INT, "default 64"),
-    ("--limit", POSITIVE_INT, "posts per window (5)"),
-    ("--window", POSITIVE_SECONDS, "seconds (1)"),
-    ("--global-limit", POSITIVE_INT, "requests per second (20)"),
 )

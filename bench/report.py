@@ -1,25 +1,26 @@
 """What the benchmark tells whoever runs it: progress on stderr, each scenario's `Report`
-(markdown tables on stdout, every figure in the JSON), targets and their verdicts, and
-`BenchFailure`, which ends a scenario without figures."""
+(Markdown on stdout, every figure in the JSON), and targets with their verdicts."""
 
 from __future__ import annotations
 
 import json
 import operator
 import os
+import platform
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-MIB = 1024**2
-GIB = 1024**3
+# A table's column: its header, the figure(s) it shows (several: joined with "/"), the format.
+Column = tuple[str, str | tuple[str, ...], str]
+TARGET_HEADER = ["target", "measured", "limit", "verdict"]
+_COMPARISONS = {"<": operator.lt, "<=": operator.le, ">=": operator.ge}
 
 
 class BenchFailure(Exception):
-    """An upload failed or did not verify, or a service did not start: the figures would
-    be meaningless."""
+    """The benchmark broke down (a service did not start, an upload did not verify)."""
 
 
 def log(message: str) -> None:
@@ -33,10 +34,6 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
     return [row(header), row(["---"] * len(header)), *(row(cells) for cells in rows)]
 
 
-# A table's column: its header, the figure(s) it shows (several: joined with "/"), the format.
-Column = tuple[str, str | tuple[str, ...], str]
-
-
 def cells(columns: Sequence[Column], figures: dict[str, Any]) -> list[str]:
     def cell(keys: str | tuple[str, ...], spec: str) -> str:
         keys = (keys,) if isinstance(keys, str) else keys
@@ -46,15 +43,13 @@ def cells(columns: Sequence[Column], figures: dict[str, Any]) -> list[str]:
 
 
 def figures_table(columns: Sequence[Column], rows: Sequence[dict[str, Any]]) -> list[str]:
-    """One row per dict of figures, one column per `Column`."""
     return table([column[0] for column in columns], [cells(columns, f) for f in rows])
 
 
 def row_text(columns: Sequence[Column], figures: dict[str, Any]) -> str:
     """One row of figures as `header value` pairs, for progress lines."""
-    return ", ".join(
-        f"{c[0]} {cell}" for c, cell in zip(columns, cells(columns, figures), strict=True)
-    )
+    pairs = zip(columns, cells(columns, figures), strict=True)
+    return ", ".join(f"{column[0]} {cell}" for column, cell in pairs)
 
 
 @dataclass(frozen=True)
@@ -72,10 +67,6 @@ class Target:
         return [self.name, self.value, self.limit, self.verdict]
 
 
-TARGET_HEADER = ["target", "measured", "limit", "verdict"]
-_COMPARISONS = {"<": operator.lt, "<=": operator.le, ">=": operator.ge}
-
-
 def target(
     name: str, value: float, spec: str, compare: str, limit: float, limit_spec: str = ""
 ) -> Target:
@@ -84,27 +75,31 @@ def target(
     return Target(name, format(value, spec), f"{compare} {limit:{limit_spec}}", passed)
 
 
+def targets_table(key: str, rows: Sequence[tuple[object, list[Target]]]) -> list[str]:
+    """Each row's targets, the row named in a first column headed `key`."""
+    return table([key, *TARGET_HEADER], [[k, *t.row()] for k, ts in rows for t in ts])
+
+
 @dataclass
 class Report:
-    """One scenario's report: its markdown below a `## title` line, and its figures.
-    `failed`: an upload that should have completed did not (exit status 1)."""
+    """One scenario's report: `about` (what ran) and its lines below a `## title`, and its
+    figures. `failed`: an upload that should have completed did not (exit status 1)."""
 
     title: str
+    about: str
     lines: list[str] = field(default_factory=list)
     figures: dict[str, Any] = field(default_factory=dict)
     failed: bool = False
+    took: float = 0.0  # seconds
 
     def markdown(self) -> str:
-        return "\n".join([f"## {self.title}", "", *self.lines])
-
-
-def machine() -> str:
-    """The machine in one phrase, for every report's first line."""
-    return f"{os.cpu_count()} CPU(s), Python {sys.version.split()[0]}"
+        machine = f"{os.cpu_count()} CPU(s), Python {platform.python_version()}"
+        about = f"{self.about} {machine}; took {self.took:.0f} s. Every figure and target: "
+        return "\n".join([f"## {self.title}", "", about + "bench/README.md.", "", *self.lines])
 
 
 def write(reports: dict[str, Report], json_path: Path | None) -> None:
-    """Every report's markdown on stdout, and with `json_path` every figure there."""
+    """Every report's Markdown on stdout, and with `json_path` every figure there."""
     print("\n\n".join(report.markdown() for report in reports.values()))
     if json_path is not None:
         everything = {name: report.figures for name, report in reports.items()}

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import logging
 import sys
+import time
 from pathlib import Path
 
 import aiohttp
@@ -24,16 +25,9 @@ from scenario import POSITIVE_INT, Scenario
 
 from service.local.browser import UploadFailed
 
-# The named scenarios, in the order `all` runs them: a new one is a module with a SCENARIO
-# (bench/scenario.py), imported above and added here.
-SCENARIOS: dict[str, Scenario] = {
-    scenario.name: scenario
-    for scenario in (
-        capacity.SCENARIO,
-        pacing.SCENARIO,
-        memory.SCENARIO,
-        fleet.SCENARIO,
-    )
+# The named scenarios, in the order `all` runs them: a new one is a module with a SCENARIO.
+SCENARIOS = {
+    s.name: s for s in (capacity.SCENARIO, pacing.SCENARIO, memory.SCENARIO, fleet.SCENARIO)
 }
 
 
@@ -50,18 +44,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs", type=POSITIVE_INT, help="runs of each measurement (README)")
     parser.add_argument("--json", type=Path, help="write every figure as JSON to this file")
     for scenario in SCENARIOS.values():
-        scenario.add_arguments(parser.add_argument_group(f"{scenario.name} scenario"))
+        scenario.add_arguments(parser)
     return parser
 
 
 async def measure(scenario: Scenario, plan: object) -> Report:
     """The scenario's report; a failed one (the failures logged) if the benchmark broke down."""
+    started = time.perf_counter()
     try:
-        return await scenario.run(plan)
+        report = await scenario.run(plan)
     except* (BenchFailure, UploadFailed, aiohttp.ClientError, TimeoutError) as failures:
         for failure in failures.exceptions:
             log(f"{scenario.name} failed: {type(failure).__name__}: {failure}")
-    return Report(scenario.name, ["The benchmark broke down: see stderr."], failed=True)
+        report = Report(scenario.name, "The benchmark broke down: see stderr.", failed=True)
+    report.took = time.perf_counter() - started
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:

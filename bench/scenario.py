@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import Field, dataclass, field, fields, replace
 from typing import Any
 
 from report import Column, Report, log, row_text
@@ -13,47 +13,51 @@ from report import Column, Report, log, row_text
 from service.config import _positive_int, _positive_seconds
 
 
+def option(default: Any, parse: Callable[[str], Any], help: str) -> Any:
+    """A field of a scenario's plan that a flag of its name sets (`chunk_kib`: `--chunk-kib`)."""
+    return field(default=default, metadata={"parse": parse, "help": help})
+
+
+def _defaults(full: Any, smoke: Any) -> str:
+    """An option's defaults for --help, " (default 40; smoke 20)"; none when None."""
+
+    def shown(value: Any) -> str:
+        return ",".join(map(str, value)) if isinstance(value, tuple | str) else f"{value:g}"
+
+    if full is None:
+        return ""
+    return f" (default {shown(full)}" + (f"; smoke {shown(smoke)})" if smoke != full else ")")
+
+
 @dataclass(frozen=True)
 class Scenario:
-    """A scenario of `bench/run.py`. `add_arguments` adds its own flags to its group of the
-    command line; `plan` reads them (and the shared `--runs` and `--smoke`) into a plan;
-    `run` measures it. A run raises `BenchFailure` (or what the clients raise) when the
-    benchmark itself broke down, and marks its report `failed` when an upload that should
-    have completed did not."""
+    """A scenario of `bench/run.py`: its plan is `full`, or `smoke` with --smoke, where each
+    `option` given (and --runs) replaces its field. `run` raises `BenchFailure` (or what the
+    clients raise) when the benchmark broke down, and marks its report `failed` when an upload
+    did not complete."""
 
     name: str
     summary: str  # one line for --help
-    add_arguments: Callable[[argparse._ArgumentGroup], None]
-    plan: Callable[[argparse.Namespace], Any]
     run: Callable[[Any], Awaitable[Report]]
+    full: Any
+    smoke: Any
 
-    @classmethod
-    def of(
-        cls,
-        name: str,
-        summary: str,
-        run: Callable[[Any], Awaitable[Report]],
-        full: Any,
-        smoke: Any,
-        *flags: tuple[str, Callable[[str], Any], str],
-    ) -> Scenario:
-        """A scenario whose plan is a dataclass: `full`, or `smoke` with --smoke, where each
-        flag given, (name, type, help), replaces the field of its name (`--chunk-kib`:
-        `chunk_kib`), and so does `--runs`."""
+    def options(self) -> list[Field]:
+        return [option for option in fields(self.full) if "parse" in option.metadata]
 
-        def add_arguments(group: argparse._ArgumentGroup) -> None:
-            for flag, kind, help in flags:
-                group.add_argument(flag, type=kind, help=help)
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        group = parser.add_argument_group(f"{self.name} scenario")
+        for option in self.options():
+            defaults = (getattr(plan, option.name) for plan in (self.full, self.smoke))
+            help = option.metadata["help"] + _defaults(*defaults)
+            flag = "--" + option.name.replace("_", "-")
+            group.add_argument(flag, type=option.metadata["parse"], help=help)
 
-        def plan(args: argparse.Namespace) -> Any:
-            names = ["runs", *(flag[2:].replace("-", "_") for flag, _, _ in flags)]
-            given = {name: getattr(args, name) for name in names}
-            chosen = smoke if args.smoke else full
-            return replace(
-                chosen, **{key: value for key, value in given.items() if value is not None}
-            )
-
-        return cls(name, summary, add_arguments, plan, run)
+    def plan(self, args: argparse.Namespace) -> Any:
+        names = ["runs", *(option.name for option in self.options())]
+        given = {name: getattr(args, name) for name in names}
+        chosen = self.smoke if args.smoke else self.full
+        return replace(chosen, **{key: value for key, value in given.items() if value is not None})
 
 
 async def measured(
@@ -94,8 +98,7 @@ def counts(text: str) -> tuple[int, ...]:
 
 
 def letters(allowed: str) -> Callable[[str], str]:
-    """The parser of a scenario's cases from the command line: some of `allowed`, each one
-    letter, separated by commas ("a,c")."""
+    """The parser of a scenario's cases: some of `allowed`, one letter each, as "a,c"."""
 
     def parse(text: str) -> str:
         keys = text.replace(",", "")

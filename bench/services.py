@@ -1,8 +1,5 @@
-"""The one place the benchmark starts services: a `Service` is the upload service in a process
-of its own (`python -m service run`, configured by the environment alone, so that its RSS and
-CPU are its own) with one slot per channel, each configured with encryption on; a `stage` is
-one between a Discord and a manager stand-in in this process; a `fleet`, several sharing a
-manager stand-in, a bot token and, through one redis-server, its global limit."""
+"""The one place the benchmark starts services: `python -m service run` in a process of its own
+(so that its RSS and CPU are its own), every slot configured with encryption on."""
 
 from __future__ import annotations
 
@@ -12,7 +9,7 @@ import os
 import secrets
 import tempfile
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -24,10 +21,10 @@ from report import BenchFailure, log
 from service.config import Settings
 from service.local.discord_api import DiscordStandIn
 from service.local.driver import scrape_metrics, spawn_service, stop_service
-from service.local.loopback import free_ports, loopback_settings
+from service.local.loopback import free_ports
 from service.local.manager import ManagerStandIn, ServiceConnection
 from service.local.redis_server import RedisServer
-from service.local.verify import attachments_in, finish_problems
+from service.local.verify import AttachmentOf, attachments_in, finish_problems
 
 UNLIMITED_RATE = 1_000_000  # requests per second: no global limit to pace against
 CONNECT_TIMEOUT = 60.0  # seconds for every slot to connect to the manager
@@ -46,14 +43,16 @@ class Slot:
 
 @dataclass
 class Service:
-    """A service process (once `running`) whose slots use `manager` and the bot `token`."""
+    """A service process (once `running`) whose slots use `manager` and the bot `token`;
+    `discord`: the Discord stand-in, when it runs in this process."""
 
     manager: ManagerStandIn
     session: aiohttp.ClientSession  # for /metrics
-    settings: Settings  # the service's
+    settings: Settings
     files: Path  # the service's output, and the browsers' files (one per source)
-    token: str  # the bot token the Discord stand-in takes
-    key: bytes = field(default_factory=lambda: os.urandom(32))  # each slot's AES key
+    token: str
+    key: bytes  # every slot's AES key
+    discord: DiscordStandIn = field(init=False)
     slots: list[Slot] = field(default_factory=list)  # in the order they connected
     process: asyncio.subprocess.Process = field(init=False)
 
@@ -62,8 +61,7 @@ class Service:
         return self.process.pid
 
     def file_of(self, source: Source) -> Path:
-        """`source` as a file for the browsers, written the first time it is sent: writing
-        80 MiB while a job is timed would take the machine from it."""
+        """`source` as a file for the browsers, written once: not while a job is timed."""
         path = self.files / f"{id(source)}.bin"
         if not path.exists():
             path.write_bytes(source.data)
@@ -78,16 +76,30 @@ class Service:
             raise BenchFailure(f"upload-start was refused: {reply.get('message')}")
         return upload_id
 
-    def check(self, problems: list[str]) -> None:
-        """BenchFailure naming `problems` and the packets the manager dropped, if any."""
-        problems = problems + [
-            f"the manager dropped a packet: {p.why}" for p in self.manager.dropped
-        ]
-        if problems:
-            raise BenchFailure("\n".join(problems))
+    def problems(
+        self,
+        slot: Slot,
+        finish: dict,
+        source: Source,
+        stored: AttachmentOf | None = None,
+        compared: Collection[int] | None = None,
+    ) -> list[str]:
+        """What the manager would find wrong with a job's finish packet, reading the attachments
+        `stored` (by default in the stand-in) and decrypting those `compared` (default all)."""
+        stored = stored or attachments_in(self.discord, slot.channel)
+        return finish_problems(
+            finish, source.chunks, slot.channel, self.key, stored, compared=compared
+        )
+
+    def check(self, problems: Sequence[list[str]], each: str) -> None:
+        """BenchFailure naming the `problems` of each job (`each` 0, 1 ...) and the packets
+        the manager dropped, if any."""
+        found = [f"{each} {i}: {problem}" for i, ps in enumerate(problems) for problem in ps]
+        found += [f"the manager dropped a packet: {p.why}" for p in self.manager.dropped]
+        if found:
+            raise BenchFailure("\n".join(found))
 
     async def metrics(self) -> dict[str, float]:
-        """The service's /metrics, read once."""
         return await scrape_metrics(self.session, self.settings.metrics_port)
 
     def summary(self) -> str:
@@ -95,14 +107,12 @@ class Service:
         code = self.process.returncode
         state = "running" if code is None else f"exit status {code}"
         tail = (self.files / "output.log").read_text(errors="replace").splitlines()[-20:]
-        return (
-            f"the service on port {self.settings.port} ({state}), its last output:\n"
-            + "\n".join(tail)
-        )
+        port = self.settings.port
+        return f"the service on port {port} ({state}), its last output:\n" + "\n".join(tail)
 
     async def connect(self, channels: Sequence[str]) -> None:
-        """A slot per channel, in the order they connect to the manager, each configured;
-        fail fast if the service exits or a slot does not connect in time."""
+        """A slot per channel, in the order they connect, each configured; fail fast if the
+        service exits or a slot does not connect in time."""
         deadline = time.monotonic() + CONNECT_TIMEOUT
         while len(self.slots) < len(channels):
             if self.process.returncode is not None or time.monotonic() > deadline:
@@ -137,58 +147,21 @@ class Service:
             await stop_service(self.process, STOP_TIMEOUT)
 
 
-@dataclass
-class Stage(Service):
-    """A service with the Discord stand-in in this process, whose store verifies each job."""
-
-    discord: DiscordStandIn = field(kw_only=True)
-
-    def problems(self, slot: Slot, finish: dict, source: Source, compared: Any = None) -> list[str]:
-        """What is wrong with a job's finish packet, as the manager checks it
-        (`service.local.verify`); with `compared`, only those chunks are decrypted."""
-        stored = attachments_in(self.discord, slot.channel)
-        return finish_problems(
-            finish, source.chunks, slot.channel, self.key, stored, compared=compared
-        )
-
-
-@contextlib.asynccontextmanager
-async def stage(
-    channels: Sequence[str], *, discord: Mapping[str, Any] | None = None, **settings: Any
-) -> AsyncIterator[Stage]:
-    """The stand-ins and one service process with a slot per entry of `channels`. `discord`:
-    the Discord stand-in's options (rate limits, answer delay); `settings`: the service's
-    (Settings fields), the global rate lifted unless given (the stand-in does not limit
-    unless told)."""
-    token, password = secrets.token_urlsafe(24), secrets.token_urlsafe(16)
-    chosen = {"discord_global_rate": UNLIMITED_RATE, "slots": len(channels), **settings}
-    async with (
-        DiscordStandIn(token=token, **(discord or {})) as standin,
-        ManagerStandIn(password=password) as manager,
-        aiohttp.ClientSession() as session,
-    ):
-        config = loopback_settings(standin, manager, password, **chosen)
-        with tempfile.TemporaryDirectory(prefix="bench-service-") as directory:
-            on = Stage(manager, session, config, Path(directory), token, discord=standin)
-            async with on.running(channels):
-                yield on
-
-
 @contextlib.asynccontextmanager
 async def fleet(
     discord_api_base: str, token: str, processes: Sequence[Sequence[str]], **settings: Any
 ) -> AsyncIterator[tuple[list[Service], RedisServer | None]]:
-    """A manager stand-in and a service process per entry of `processes` (its slots'
-    channels), started one after the other, all using the Discord at `discord_api_base` with
-    one bot `token` and one key, and, if several, sharing the token's global limit through
-    one redis-server; `settings`: every process's (Settings fields)."""
+    """A service process per entry of `processes` (its slots' channels), started one after the
+    other, sharing a manager stand-in, the Discord at `discord_api_base`, a bot `token`, a key
+    and, if several, the token's global limit through one redis-server; `settings`: each
+    process's (Settings fields)."""
     password, key = secrets.token_urlsafe(16), os.urandom(32)
     async with contextlib.AsyncExitStack() as stack:
         redis = await stack.enter_async_context(RedisServer()) if len(processes) > 1 else None
         settings["redis_url"] = None if redis is None else redis.url
         manager = await stack.enter_async_context(ManagerStandIn(password=password))
         session = await stack.enter_async_context(aiohttp.ClientSession())
-        directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-fleet-")))
+        directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
         services = []
         for number, channels in enumerate(processes):
             port, metrics_port = free_ports(2)
@@ -202,3 +175,19 @@ async def fleet(
             service = Service(manager, session, config, files, token, key)
             services.append(await stack.enter_async_context(service.running(channels)))
         yield services, redis
+
+
+@contextlib.asynccontextmanager
+async def stage(
+    channels: Sequence[str], *, discord: Mapping[str, Any] | None = None, **settings: Any
+) -> AsyncIterator[Service]:
+    """A fleet of one process with a slot per channel, beside a Discord stand-in in this process
+    with the options `discord`; the global rate lifted unless given (as in the stand-in)."""
+    token = secrets.token_urlsafe(24)
+    settings.setdefault("discord_global_rate", UNLIMITED_RATE)
+    async with (
+        DiscordStandIn(token=token, **(discord or {})) as standin,
+        fleet(standin.base_url, token, [channels], **settings) as (services, _),
+    ):
+        services[0].discord = standin
+        yield services[0]

@@ -1,13 +1,14 @@
-"""The memory scenario's figures and its report: one table of targets per case."""
+"""One case of the memory scenario: what it measured, its targets and its section of the report."""
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 
 from clients import JobRun
-from report import MIB, TARGET_HEADER, Report, Target, table, target
+from measure import MIB
+from report import TARGET_HEADER, Target, table, target
 
 from service.local.driver import Trickled
 
@@ -18,6 +19,16 @@ MAX_RELEASE_SECONDS = 1.0  # a cut-off trickler's memory back within a second
 # ms of its loop, so reading every 0.1 s (twice) took a tenth of it in (b), 150 times what a
 # Prometheus scraping every 15 s asks, and that tenth was taken from the job being timed.
 SAMPLE = 0.25
+
+
+def answers(job: JobRun) -> str:
+    return ", ".join(f"{n} x {status}" for status, n in sorted(job.statuses.items()))
+
+
+def outcome(job: JobRun) -> str:
+    if not job.ok:
+        return "NO: " + "; ".join(job.problems)[:300]
+    return f"yes: {job.chunks} chunks in {job.seconds:.1f} s, {job.attempts} POSTs ({answers(job)})"
 
 
 @dataclass
@@ -93,10 +104,10 @@ class Case:
         first = self.jobs[0]
         what = "job" if len(self.jobs) == 1 else f"{len(self.jobs)} jobs"
         others = [job for run in self.runs if run is not self for job in run.jobs]
-        shown = "; ".join(job.outcome() for job in self.jobs)
+        shown = "; ".join(map(outcome, self.jobs))
         if others:  # the other runs' jobs only where they failed
             failed = [job for job in others if not job.ok]
-            shown += "; " + ("; ".join(job.outcome() for job in failed) or "other runs: yes")
+            shown += "; " + ("; ".join(map(outcome, failed)) or "other runs: yes")
         return Target(
             f"honest {what}: all 200, hash verified (tries {first.tries}, "
             f"{first.concurrency} at once{', every run' if self.repeats else ''})",
@@ -129,10 +140,10 @@ class Case:
             f"most chunks waiting for it {self.most_waiting} (sampled every {SAMPLE} s)"
         ]
         if self.trickles:
-            answers = Counter(t.status for t in self.trickles)
+            statuses = Counter(t.status for t in self.trickles)
             lines.append(
                 "trickling clients' answers: "
-                + ", ".join(f"{n} x {s or 'none'}" for s, n in sorted(answers.items(), key=str))
+                + ", ".join(f"{n} x {s or 'none'}" for s, n in sorted(statuses.items(), key=str))
             )
         if self.memory_after is not None and self.rss_after is not None:
             lines.append(
@@ -140,8 +151,7 @@ class Case:
                 f"(idle buffers kept for reuse count), RSS {self.rss_after / MIB:.1f} MiB"
             )
         if self.side_loaded is not None and self.side_loaded.ok:
-            answers = ", ".join(f"{n} x {s}" for s, n in sorted(self.side_loaded.statuses.items()))
-            lines.append(f"other slot's job under load: {answers}")
+            lines.append(f"other slot's job under load: {answers(self.side_loaded)}")
         return lines
 
     def section(self) -> list[str]:
@@ -176,13 +186,3 @@ async def median_run(runs: int, once: Callable[[], Awaitable[Case]]) -> Case:
     median = sorted(done, key=lambda run: run.side_ratio or float("inf"))[len(done) // 2]
     median.repeats = done
     return median
-
-
-def memory_report(header: str, cases: Sequence[Case]) -> Report:
-    lines = [header]
-    for case in cases:
-        lines += ["", *case.section()]
-    failed = any(case.failed for case in cases)
-    return Report(
-        "Memory (the chunk memory budget)", lines, {c.key: c.figures() for c in cases}, failed
-    )
