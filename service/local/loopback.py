@@ -16,8 +16,9 @@ from .manager import ManagerStandIn
 # Where `free_ports` draws from: below the kernel's ephemeral range, from which it gives ports
 # to outgoing connections and to bind(0): a port drawn from that range could be taken by any
 # connection of any process between the draw and the bind (parallel test workers make many).
+# From above the ports browsers refuse to reach (Chromium's highest is 10080).
 EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
-LOWEST = 10_000
+LOWEST = 20_000
 
 
 def free_port() -> int:
