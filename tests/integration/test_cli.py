@@ -1,6 +1,6 @@
 """The `upload-service` command, run as a real process: its refusals, --version, the
 settings' reference (`run --help`, docs/configuration.md), a port already in use, `check`,
-and a second stop signal."""
+a second stop signal, and what `run` leaves unloaded."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from conftest import CHANNEL, KEY, SMALL_CHUNK, TOKEN
+from conftest import CHANNEL, KEY, SMALL_CHUNK, TOKEN, stopped_stderr
 from test_lifecycle import wait_for_line
 
 from service.config import OPTIONS, Settings
@@ -270,3 +270,31 @@ async def test_a_second_signal_during_the_grace_period_exits_at_once_with_1(
         if held is not None:
             with contextlib.suppress(aiohttp.ClientError):
                 (await held).close()
+
+
+# What only the demo, the stand-ins or REDIS_URL use: a process without them never loads it.
+NOT_FOR_RUN = ("service.demo", "service.local", "jsonschema", "tqdm", "redis")
+
+
+async def test_run_loads_neither_the_demo_nor_redis_when_it_has_no_use_for_them(
+    settings: Settings, manager: ManagerStandIn
+) -> None:
+    process = await spawn_service(
+        settings, stderr=asyncio.subprocess.PIPE, PYTHONPROFILEIMPORTTIME="1"
+    )
+    try:
+        link = await manager.next_service()
+        assert await link.configure(token=TOKEN, channel_id=CHANNEL, crypto_key=KEY) == {
+            "success": True
+        }
+    finally:
+        stderr = await stopped_stderr(process)
+    imported = [
+        line.rsplit("|", 1)[-1].strip() for line in stderr.splitlines() if "import time:" in line
+    ]
+    assert "service.server" in imported and "discord.http" in imported
+    assert [
+        name
+        for name in imported
+        if any(name == top or name.startswith(top + ".") for top in NOT_FOR_RUN)
+    ] == []
