@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,13 +59,6 @@ def test_committed_configs_are_what_the_renderer_produces() -> None:
         # ${PUBLIC_URL}/u/<name>/, possibly with a message for when PUBLIC_URL is unset
         own_address = r"OWN_ADDRESS: \$\{PUBLIC_URL[^}]*\}" + re.escape(instance.path) + "\n"
         assert re.search(own_address, compose), f"{instance.host} has no OWN_ADDRESS for it"
-
-
-async def start_service(
-    port: int, own_address: str, discord: DiscordStandIn, manager: ManagerStandIn
-) -> asyncio.subprocess.Process:
-    settings = loopback_settings(discord, manager, PASSWORD, port=port, own_address=own_address)
-    return await spawn_service(settings)
 
 
 def write_nginx_conf(directory: Path, nginx_port: int, ports: dict[str, int]) -> Path:
@@ -130,29 +124,51 @@ class Front:
         return entries
 
 
-@pytest.fixture
-async def nginx_front(
-    tmp_path: Path, discord: DiscordStandIn, manager: ManagerStandIn
-) -> AsyncIterator[Front]:
-    """nginx on a free loopback port in front of instances 1 and 2."""
+Start = Callable[[int, str], Awaitable[asyncio.subprocess.Process]]
+
+
+@contextlib.asynccontextmanager
+async def front(directory: Path, start: Start | None) -> AsyncIterator[Front]:
+    """nginx on a free loopback port in front of instances 1 and 2, each started by
+    `start(port, own_address)` (None: nothing runs behind nginx)."""
     find_nginx()
     nginx_port = free_port()
     origin = f"http://127.0.0.1:{nginx_port}"
     ports = {"1": free_port(), "2": free_port()}
-    conf = write_nginx_conf(tmp_path, nginx_port, ports)
-    instances = {
-        name: await start_service(port, f"{origin}/u/{name}/", discord, manager)
-        for name, port in ports.items()
-    }
+    conf = write_nginx_conf(directory, nginx_port, ports)
+    instances: dict[str, asyncio.subprocess.Process] = {}
+    if start is not None:
+        instances = {name: await start(port, f"{origin}/u/{name}/") for name, port in ports.items()}
     try:
-        nginx = await start_nginx(conf, tmp_path, origin)
+        nginx = await start_nginx(conf, directory, origin)
         try:
-            yield Front(origin, instances, tmp_path / "access.log")
+            yield Front(origin, instances, directory / "access.log")
         finally:
             await stop_service(nginx, STOP_TIMEOUT)
     finally:
         for process in reversed(instances.values()):
             await stop_service(process, STOP_TIMEOUT)
+
+
+@pytest.fixture
+async def nginx_front(
+    tmp_path: Path, discord: DiscordStandIn, manager: ManagerStandIn
+) -> AsyncIterator[Front]:
+    """nginx in front of two service processes."""
+
+    async def start(port: int, own_address: str) -> asyncio.subprocess.Process:
+        settings = loopback_settings(discord, manager, PASSWORD, port=port, own_address=own_address)
+        return await spawn_service(settings)
+
+    async with front(tmp_path, start) as running:
+        yield running
+
+
+@pytest.fixture
+async def nginx_alone(tmp_path: Path) -> AsyncIterator[Front]:
+    """nginx configured for two instances, neither running: for what nginx answers itself."""
+    async with front(tmp_path, None) as running:
+        yield running
 
 
 async def wait_until_serving(url: str, nginx: asyncio.subprocess.Process, log: Path) -> None:
@@ -352,9 +368,9 @@ async def raw_exchange(origin: str, request: bytes) -> tuple[int, dict[str, str]
     ],
 )
 async def test_nginx_answers_requests_it_cannot_take_in_json_with_cors_and_no_version(
-    nginx_front: Front, request_bytes: bytes, status: int, says: str
+    nginx_alone: Front, request_bytes: bytes, status: int, says: str
 ) -> None:
-    got, headers, body = await raw_exchange(nginx_front.origin, request_bytes)
+    got, headers, body = await raw_exchange(nginx_alone.origin, request_bytes)
     assert got == status
     assert headers["content-type"] == "application/json"
     assert headers["access-control-allow-origin"] == "*"
