@@ -10,7 +10,7 @@ import itertools
 import math
 import operator
 import secrets
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -250,7 +250,7 @@ async def run(plan: FleetPlan) -> Report:
         once = functools.partial(run_once, key, case)
         seconds = RUN_TIMEOUT_BASE + 2 * case.ideal()
         rows += await measured(f"fleet ({key}) {case.name}", plan.runs, seconds, once, COLUMNS)
-    checks = [(row["case"], targets(row)) for row in rows]
+    runs = [row | {"targets": targets(row)} for row in rows]
     about = (
         "Each case: a Discord stand-in in a process of its own (each channel's window, the "
         "token's global limit, each post answered a while after it is counted); service "
@@ -265,11 +265,7 @@ async def run(plan: FleetPlan) -> Report:
         "",
         *figures_table(COLUMNS, rows),
         "",
-        *targets_table("case", checks),
-    ]
-    runs = [
-        row | {"targets": [asdict(t) for t in ts]}
-        for row, (_, ts) in zip(rows, checks, strict=True)
+        *targets_table("case", [(row["case"], row["targets"]) for row in runs]),
     ]
     failed = any(row["failed_jobs"] for row in rows)
     title = "Fleet (one bot token, many slots and processes)"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from clients import JobRun
 from measure import MIB
@@ -166,7 +166,7 @@ class Case:
     def figures(self) -> dict[str, object]:
         return {
             "title": self.title,
-            "targets": [asdict(target) for target in self.targets()],
+            "targets": self.targets(),
             "idle_rss_mib": self.idle_rss / MIB,
             "peak_rss_mib": self.peak_rss / MIB,
             "most_chunk_memory_mib": self.most_memory / MIB,
