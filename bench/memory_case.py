@@ -15,10 +15,7 @@ from service.local.driver import Trickled
 RSS_SLACK = 16 * MIB  # peak RSS within idle + CHUNK_MEMORY_MIB + 16 MiB
 MAX_SIDE_RATIO = 1.2  # the other slot's job within 1.2 x its idle time
 MAX_RELEASE_SECONDS = 1.0  # a cut-off trickler's memory back within a second
-# Seconds between /metrics reads of the chunk memory held. Each read costs the service a few
-# ms of its loop, so reading every 0.1 s (twice) took a tenth of it in (b), 150 times what a
-# Prometheus scraping every 15 s asks, and that tenth was taken from the job being timed.
-SAMPLE = 0.25
+SAMPLE = 0.25  # seconds between /metrics reads of the chunk memory held (each costs a few ms)
 
 
 def answers(job: JobRun) -> str:
