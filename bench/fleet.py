@@ -157,18 +157,16 @@ async def run_once(key: str, case: Case) -> dict[str, Any]:
         settings = {"discord_global_rate": case.rate, "chunk_memory_mib": MEMORY_MIB}
         processes = fleet(base_url, token, case.channels(), **settings)
         services, redis = await stack.enter_async_context(processes)
-        jobs = [
-            (on, slot) for on, n in zip(services, case.busy, strict=True) for slot in on.slots[:n]
-        ]
+        busy = zip(services, case.busy, strict=True)
+        jobs = [(on, slot) for on, n in busy for slot in on.slots[:n]]
         upload_ids = [await on.start_job(slot, source) for on, slot in jobs]
         idle = [rss(on.pid) for on in services]
         async with contextlib.AsyncExitStack() as probing:
             probed = [health_probed(on.settings.port) for on in services]
             probes = [await probing.enter_async_context(prober) for prober in probed]
             slots = [slot for _, slot in jobs]
-            uploads = browse(
-                services[0], slots, upload_ids, source, BROWSER_CHUNKS_IN_FLIGHT, TRIES
-            )
+            at_once = BROWSER_CHUNKS_IN_FLIGHT
+            uploads = browse(services[0], slots, upload_ids, source, at_once, TRIES)
             outage = away(redis, case.ideal() / 3, case.redis_outage)
             runs, _ = await asyncio.gather(uploads, outage)
         peaks = [rss(on.pid, "VmHWM") for on in services]
@@ -180,7 +178,7 @@ async def run_once(key: str, case: Case) -> dict[str, Any]:
         for problem in run.problems:
             log(f"  the job in channel {slot.channel}: {problem}")
     lags = [probe.seconds for probe in probes]
-    p99 = [percentile(lag, 0.99) * 1000 for lag in lags]
+    p99 = [percentile(lag, 99) * 1000 for lag in lags]
     most = [max(lag, default=math.nan) * 1000 for lag in lags]
     limits = [rss / MIB + RSS_OVER_IDLE for rss in idle]
     taken = max(run.seconds for run in runs)
