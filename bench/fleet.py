@@ -165,8 +165,9 @@ async def run_once(key: str, case: Case) -> dict[str, Any]:
             probed = [health_probed(on.settings.port) for on in services]
             probes = [await probing.enter_async_context(prober) for prober in probed]
             slots = [slot for _, slot in jobs]
-            at_once = BROWSER_CHUNKS_IN_FLIGHT
-            uploads = browse(services[0], slots, upload_ids, source, at_once, TRIES)
+            uploads = browse(
+                services[0], slots, upload_ids, source, BROWSER_CHUNKS_IN_FLIGHT, TRIES
+            )
             outage = away(redis, case.ideal() / 3, case.redis_outage)
             runs, _ = await asyncio.gather(uploads, outage)
         peaks = [rss(on.pid, "VmHWM") for on in services]

@@ -53,11 +53,11 @@ async def run_once(plan: PacingPlan, slots: int, source: Source) -> dict[str, An
         on.check([job.problems for job in jobs], "slot")
         stored = [on.discord.messages(slot.channel) for slot in on.slots]
         discord = on.discord
-    last = [created_at(messages[-1].id).timestamp() for messages in stored]  # each job's last
+    last_posts = [created_at(messages[-1].id).timestamp() for messages in stored]
     began = min(job.finished_at - job.seconds for job in jobs)  # the first POST, time.time()
     seconds, ideal = [job.seconds for job in jobs], plan.ideal()
     rate = sum(len(messages) for messages in stored) / max(seconds)
-    finish_lag = max(job.finished_at - at for job, at in zip(jobs, last, strict=True))
+    finish_lag = max(job.finished_at - at for job, at in zip(jobs, last_posts, strict=True))
     non_200 = sum((job.statuses for job in jobs), Counter())
     del non_200[200]
     return {
@@ -68,7 +68,7 @@ async def run_once(plan: PacingPlan, slots: int, source: Source) -> dict[str, An
         "ideal_s": ideal,
         "job_vs_ideal_median": statistics.median(seconds) / ideal,
         "job_vs_ideal_max": max(seconds) / ideal,
-        "last_post_vs_ideal_max": (max(last) - began) / ideal,
+        "last_post_vs_ideal_max": (max(last_posts) - began) / ideal,
         "posts_per_s": rate,
         "posts_per_s_vs_global": rate / plan.global_limit,
         "posts": discord.posts,
