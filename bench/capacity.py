@@ -9,7 +9,7 @@ import json
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -79,10 +79,10 @@ class Run:
             "service_mib_s": total / MIB / self.service.seconds,
             "direct_mib_s": total / MIB / self.direct.seconds,
             "throughput_ratio": self.direct.seconds / self.service.seconds,
-            "chunk_p50_ms": percentile(self.service.latencies, 0.50) * 1000,
-            "chunk_p99_ms": percentile(self.service.latencies, 0.99) * 1000,
-            "direct_chunk_p50_ms": percentile(self.direct.latencies, 0.50) * 1000,
-            "direct_chunk_p99_ms": percentile(self.direct.latencies, 0.99) * 1000,
+            "chunk_p50_ms": percentile(self.service.latencies, 50) * 1000,
+            "chunk_p99_ms": percentile(self.service.latencies, 99) * 1000,
+            "direct_chunk_p50_ms": percentile(self.direct.latencies, 50) * 1000,
+            "direct_chunk_p99_ms": percentile(self.direct.latencies, 99) * 1000,
             "peak_rss_mib": self.peak_rss / MIB,
             "idle_rss_mib": self.idle_rss / MIB,
             "rss_per_job_mib": growth / self.jobs / MIB,
@@ -97,7 +97,7 @@ class Run:
             "cpu_vs_floor": cpu / (total / GIB) / self.floor_per_gib,
             "socket_floor_s_per_gib": self.socket_floor_per_gib,
             "loop_lag_max_ms": max(probed, default=0.0) * 1000,
-            "loop_lag_p99_ms": percentile(probed, 0.99) * 1000,
+            "loop_lag_p99_ms": percentile(probed, 99) * 1000,
             "probe_samples": float(len(probed)),
             "probe_failures": float(self.probes.failures),
             "bench_cpu_s_service_phase": self.service.bench_cpu,
@@ -150,23 +150,19 @@ async def send_all(
 ) -> list[float]:
     """POST each chunk to `url` as `form(index, chunk)`, 5 at once; each one's seconds, POST
     sent to 200."""
-    pending = iter(range(len(chunks)))
-    latencies: list[float] = []
+    gate = asyncio.Semaphore(BROWSER_CHUNKS_IN_FLIGHT)
 
-    async def worker() -> None:
-        for index in pending:
+    async def send(index: int) -> float:
+        async with gate:
             started = time.perf_counter()
             async with session.post(url, data=form(index, chunks[index])) as response:
                 body = await response.read()
             if response.status != 200:
                 text = body[:300].decode("utf-8", "replace")
                 raise BenchFailure(f"POST {url}: HTTP {response.status}: {text}")
-            latencies.append(time.perf_counter() - started)
+            return time.perf_counter() - started
 
-    async with asyncio.TaskGroup() as group:
-        for _ in range(BROWSER_CHUNKS_IN_FLIGHT):
-            group.create_task(worker())
-    return latencies
+    return await asyncio.gather(*map(send, range(len(chunks))))
 
 
 async def timed(jobs: Sequence[Awaitable[list[float]]]) -> Phase:
@@ -237,34 +233,22 @@ async def run_once(jobs: int, source: Source) -> dict[str, float]:
 
 async def run(plan: CapacityPlan) -> Report:
     sources = {size: Source.random(size) for size in {plan.size_for(jobs) for jobs in plan.jobs}}
-    results: dict[int, list[dict[str, float]]] = {}
+    figures: dict[str, dict[str, Any]] = {}
     for jobs in plan.jobs:
         source = sources[plan.size_for(jobs)]
         limit = RUN_TIMEOUT_BASE + 2 * jobs * source.size / MIB / SLOWEST_MIB_S
         once = functools.partial(run_once, jobs, source)
-        results[jobs] = await measured(f"capacity, jobs={jobs}", plan.runs, limit, once, COLUMNS)
-    # Each figure's median over the runs, each figure on its own.
-    median = {
-        jobs: {key: statistics.median(run[key] for run in found) for key in found[0]}
-        for jobs, found in results.items()
-    }
-    checks = {jobs: targets(jobs, figures) for jobs, figures in median.items()}
+        runs = await measured(f"capacity, jobs={jobs}", plan.runs, limit, once, COLUMNS)
+        median = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+        figures[str(jobs)] = {"median": median, "targets": targets(jobs, median), "runs": runs}
     lines = [
-        *figures_table(COLUMNS, list(median.values())),
+        *figures_table(COLUMNS, [found["median"] for found in figures.values()]),
         "",
         f"Targets (for 1 job of 256 MiB; the RSS limit is {RSS_BASE_MIB} MiB + N x "
         f"{RSS_PER_CHUNK_IN_FLIGHT} x chunk size x {BROWSER_CHUNKS_IN_FLIGHT}):",
         "",
-        *targets_table("jobs", list(checks.items())),
+        *targets_table("jobs", [(jobs, found["targets"]) for jobs, found in figures.items()]),
     ]
-    figures = {
-        str(jobs): {
-            "median": median[jobs],
-            "targets": [asdict(t) for t in checks[jobs]],
-            "runs": results[jobs],
-        }
-        for jobs in results
-    }
     about = (
         f"One service process of N slots (UPLOAD_SLOTS=N), one job each, encryption on; "
         f"chunks of {MANAGER_CHUNK_SIZE} bytes, {BROWSER_CHUNKS_IN_FLIGHT} in flight per job; "

@@ -10,7 +10,7 @@ import itertools
 import math
 import operator
 import secrets
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -157,9 +157,8 @@ async def run_once(key: str, case: Case) -> dict[str, Any]:
         settings = {"discord_global_rate": case.rate, "chunk_memory_mib": MEMORY_MIB}
         processes = fleet(base_url, token, case.channels(), **settings)
         services, redis = await stack.enter_async_context(processes)
-        jobs = [
-            (on, slot) for on, n in zip(services, case.busy, strict=True) for slot in on.slots[:n]
-        ]
+        busy = zip(services, case.busy, strict=True)
+        jobs = [(on, slot) for on, n in busy for slot in on.slots[:n]]
         upload_ids = [await on.start_job(slot, source) for on, slot in jobs]
         idle = [rss(on.pid) for on in services]
         async with contextlib.AsyncExitStack() as probing:
@@ -180,7 +179,7 @@ async def run_once(key: str, case: Case) -> dict[str, Any]:
         for problem in run.problems:
             log(f"  the job in channel {slot.channel}: {problem}")
     lags = [probe.seconds for probe in probes]
-    p99 = [percentile(lag, 0.99) * 1000 for lag in lags]
+    p99 = [percentile(lag, 99) * 1000 for lag in lags]
     most = [max(lag, default=math.nan) * 1000 for lag in lags]
     limits = [rss / MIB + RSS_OVER_IDLE for rss in idle]
     taken = max(run.seconds for run in runs)
@@ -250,7 +249,7 @@ async def run(plan: FleetPlan) -> Report:
         once = functools.partial(run_once, key, case)
         seconds = RUN_TIMEOUT_BASE + 2 * case.ideal()
         rows += await measured(f"fleet ({key}) {case.name}", plan.runs, seconds, once, COLUMNS)
-    checks = [(row["case"], targets(row)) for row in rows]
+    runs = [row | {"targets": targets(row)} for row in rows]
     about = (
         "Each case: a Discord stand-in in a process of its own (each channel's window, the "
         "token's global limit, each post answered a while after it is counted); service "
@@ -265,11 +264,7 @@ async def run(plan: FleetPlan) -> Report:
         "",
         *figures_table(COLUMNS, rows),
         "",
-        *targets_table("case", checks),
-    ]
-    runs = [
-        row | {"targets": [asdict(t) for t in ts]}
-        for row, (_, ts) in zip(rows, checks, strict=True)
+        *targets_table("case", [(row["case"], row["targets"]) for row in runs]),
     ]
     failed = any(row["failed_jobs"] for row in rows)
     title = "Fleet (one bot token, many slots and processes)"

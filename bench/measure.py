@@ -9,6 +9,7 @@ import math
 import os
 import resource
 import socket
+import statistics
 import threading
 import time
 from collections.abc import AsyncIterator, Coroutine, Sequence
@@ -63,15 +64,11 @@ def rss(pid: int, field: str = "VmRSS") -> int:
     raise RuntimeError(f"/proc/{pid}/status has no {field} line")
 
 
-def percentile(values: Sequence[float], fraction: float) -> float:
-    """Linear-interpolated percentile (fraction in 0..1); NaN for no values."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * fraction
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+def percentile(values: Sequence[float], percent: int) -> float:
+    """The `percent`th percentile, linearly interpolated; NaN for no values."""
+    if len(values) < 2:
+        return values[0] if values else math.nan
+    return statistics.quantiles(values, n=100, method="inclusive")[percent - 1]
 
 
 def floors(chunks: Sequence[memoryview]) -> tuple[float, float]:

@@ -124,8 +124,7 @@ class Bench:
         return runs
 
     async def side_job(self, side: Source, runs: int = 1) -> JobRun:
-        """The other slot's job `runs` times in a row; the run of median time (a job of a few
-        tenths of a second is at the mercy of the scheduler's noise on a shared machine)."""
+        """The other slot's job `runs` times in a row; the run of median time."""
         other = self.on.slots[-1:]
         done = [(await self.jobs(other, side, BROWSER_CHUNKS_IN_FLIGHT))[0] for _ in range(runs)]
         failed = [run for run in done if not run.ok]

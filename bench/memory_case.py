@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from clients import JobRun
 from measure import MIB
@@ -15,20 +15,19 @@ from service.local.driver import Trickled
 RSS_SLACK = 16 * MIB  # peak RSS within idle + CHUNK_MEMORY_MIB + 16 MiB
 MAX_SIDE_RATIO = 1.2  # the other slot's job within 1.2 x its idle time
 MAX_RELEASE_SECONDS = 1.0  # a cut-off trickler's memory back within a second
-# Seconds between /metrics reads of the chunk memory held. Each read costs the service a few
-# ms of its loop, so reading every 0.1 s (twice) took a tenth of it in (b), 150 times what a
-# Prometheus scraping every 15 s asks, and that tenth was taken from the job being timed.
-SAMPLE = 0.25
+SAMPLE = 0.25  # seconds between /metrics reads of the chunk memory held (each costs a few ms)
 
 
-def answers(job: JobRun) -> str:
-    return ", ".join(f"{n} x {status}" for status, n in sorted(job.statuses.items()))
+def tally(statuses: Counter[int] | Counter[int | None]) -> str:
+    """HTTP statuses counted, as "12 x 200, 20 x 503" ("none": no answer)."""
+    return ", ".join(f"{n} x {status or 'none'}" for status, n in sorted(statuses.items(), key=str))
 
 
 def outcome(job: JobRun) -> str:
     if not job.ok:
         return "NO: " + "; ".join(job.problems)[:300]
-    return f"yes: {job.chunks} chunks in {job.seconds:.1f} s, {job.attempts} POSTs ({answers(job)})"
+    statuses = tally(job.statuses)
+    return f"yes: {job.chunks} chunks in {job.seconds:.1f} s, {job.attempts} POSTs ({statuses})"
 
 
 @dataclass
@@ -140,18 +139,15 @@ class Case:
             f"most chunks waiting for it {self.most_waiting} (sampled every {SAMPLE} s)"
         ]
         if self.trickles:
-            statuses = Counter(t.status for t in self.trickles)
-            lines.append(
-                "trickling clients' answers: "
-                + ", ".join(f"{n} x {s or 'none'}" for s, n in sorted(statuses.items(), key=str))
-            )
+            statuses = Counter(trickled.status for trickled in self.trickles)
+            lines.append(f"trickling clients' answers: {tally(statuses)}")
         if self.memory_after is not None and self.rss_after is not None:
             lines.append(
                 f"after the 408: upload_chunk_memory_bytes {self.memory_after / MIB:.1f} MiB "
                 f"(idle buffers kept for reuse count), RSS {self.rss_after / MIB:.1f} MiB"
             )
         if self.side_loaded is not None and self.side_loaded.ok:
-            lines.append(f"other slot's job under load: {answers(self.side_loaded)}")
+            lines.append(f"other slot's job under load: {tally(self.side_loaded.statuses)}")
         return lines
 
     def section(self) -> list[str]:
@@ -166,7 +162,7 @@ class Case:
     def figures(self) -> dict[str, object]:
         return {
             "title": self.title,
-            "targets": [asdict(target) for target in self.targets()],
+            "targets": self.targets(),
             "idle_rss_mib": self.idle_rss / MIB,
             "peak_rss_mib": self.peak_rss / MIB,
             "most_chunk_memory_mib": self.most_memory / MIB,

@@ -44,11 +44,8 @@ class PacingPlan:
 
 
 async def run_once(plan: PacingPlan, slots: int, source: Source) -> dict[str, Any]:
-    limits = {
-        "messages_per_window": plan.limit,
-        "window": plan.window,
-        "global_limit": Limit(plan.global_limit, 1.0),
-    }
+    limits = {"messages_per_window": plan.limit, "window": plan.window}
+    limits["global_limit"] = Limit(plan.global_limit, 1.0)
     channels = [str(CHANNEL_BASE + slot) for slot in range(slots)]
     async with stage(channels, discord=limits, discord_global_rate=plan.global_limit) as on:
         jobs = await upload_jobs(on, on.slots, source, BROWSER_CHUNKS_IN_FLIGHT, TRIES)
@@ -56,12 +53,11 @@ async def run_once(plan: PacingPlan, slots: int, source: Source) -> dict[str, An
         on.check([job.problems for job in jobs], "slot")
         stored = [on.discord.messages(slot.channel) for slot in on.slots]
         discord = on.discord
-    last = [
-        created_at(messages[-1].id).timestamp() for messages in stored
-    ]  # each job's last stored post
+    last_posts = [created_at(messages[-1].id).timestamp() for messages in stored]
     began = min(job.finished_at - job.seconds for job in jobs)  # the first POST, time.time()
     seconds, ideal = [job.seconds for job in jobs], plan.ideal()
     rate = sum(len(messages) for messages in stored) / max(seconds)
+    finish_lag = max(job.finished_at - at for job, at in zip(jobs, last_posts, strict=True))
     non_200 = sum((job.statuses for job in jobs), Counter())
     del non_200[200]
     return {
@@ -72,7 +68,7 @@ async def run_once(plan: PacingPlan, slots: int, source: Source) -> dict[str, An
         "ideal_s": ideal,
         "job_vs_ideal_median": statistics.median(seconds) / ideal,
         "job_vs_ideal_max": max(seconds) / ideal,
-        "last_post_vs_ideal_max": (max(last) - began) / ideal,
+        "last_post_vs_ideal_max": (max(last_posts) - began) / ideal,
         "posts_per_s": rate,
         "posts_per_s_vs_global": rate / plan.global_limit,
         "posts": discord.posts,
@@ -84,8 +80,7 @@ async def run_once(plan: PacingPlan, slots: int, source: Source) -> dict[str, An
             if sample.startswith("upload_discord_requests_total{") and 'status="429"' in sample
         ),
         "wasted_mib": discord.wasted_bytes / MIB,
-        "finish_lag_ms_max": max(j.finished_at - at for j, at in zip(jobs, last, strict=True))
-        * 1000,
+        "finish_lag_ms_max": finish_lag * 1000,
         "client_non_200": ", ".join(f"{s}: {n}" for s, n in sorted(non_200.items())) or "none",
     }
 

@@ -9,7 +9,7 @@ import os
 import platform
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -99,8 +99,9 @@ class Report:
 
 
 def write(reports: dict[str, Report], json_path: Path | None) -> None:
-    """Every report's Markdown on stdout, and with `json_path` every figure there."""
+    """Every report's Markdown on stdout, and with `json_path` every figure there (a `Target`
+    as its fields)."""
     print("\n\n".join(report.markdown() for report in reports.values()))
     if json_path is not None:
         everything = {name: report.figures for name, report in reports.items()}
-        json_path.write_text(json.dumps(everything, indent=2) + "\n")
+        json_path.write_text(json.dumps(everything, indent=2, default=asdict) + "\n")

@@ -21,7 +21,7 @@ from report import BenchFailure, log
 from service.config import Settings
 from service.local.discord_api import DiscordStandIn
 from service.local.driver import scrape_metrics, spawn_service, stop_service
-from service.local.loopback import free_ports
+from service.local.loopback import loopback_settings
 from service.local.manager import ManagerStandIn, ServiceConnection
 from service.local.redis_server import RedisServer
 from service.local.verify import AttachmentOf, attachments_in, finish_problems
@@ -149,11 +149,11 @@ class Service:
 
 @contextlib.asynccontextmanager
 async def fleet(
-    discord_api_base: str, token: str, processes: Sequence[Sequence[str]], **settings: Any
+    discord: DiscordStandIn | str, token: str, processes: Sequence[Sequence[str]], **settings: Any
 ) -> AsyncIterator[tuple[list[Service], RedisServer | None]]:
     """A service process per entry of `processes` (its slots' channels), started one after the
-    other, sharing a manager stand-in, the Discord at `discord_api_base`, a bot `token`, a key
-    and, if several, the token's global limit through one redis-server; `settings`: each
+    other, sharing a manager stand-in, the Discord stand-in (or its base URL), a bot `token`, a
+    key and, if several, the token's global limit through one redis-server; `settings`: each
     process's (Settings fields)."""
     password, key = secrets.token_urlsafe(16), os.urandom(32)
     async with contextlib.AsyncExitStack() as stack:
@@ -164,13 +164,7 @@ async def fleet(
         directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
         services = []
         for number, channels in enumerate(processes):
-            port, metrics_port = free_ports(2)
-            own_address = f"http://127.0.0.1:{port}/upload"
-            config = Settings(
-                manager.address, password, own_address, port=port, host="127.0.0.1",
-                metrics_port=metrics_port, discord_api_base=discord_api_base,
-                slots=len(channels), **settings,
-            )  # fmt: skip
+            config = loopback_settings(discord, manager, password, slots=len(channels), **settings)
             (files := directory / str(number)).mkdir()
             service = Service(manager, session, config, files, token, key)
             services.append(await stack.enter_async_context(service.running(channels)))
@@ -187,7 +181,7 @@ async def stage(
     settings.setdefault("discord_global_rate", UNLIMITED_RATE)
     async with (
         DiscordStandIn(token=token, **(discord or {})) as standin,
-        fleet(standin.base_url, token, [channels], **settings) as (services, _),
+        fleet(standin, token, [channels], **settings) as (services, _),
     ):
         services[0].discord = standin
         yield services[0]

@@ -46,10 +46,10 @@ def free_ports(count: int) -> list[int]:
 
 
 def loopback_settings(
-    discord: DiscordStandIn, manager: ManagerStandIn, password: str, **overrides: Any
+    discord: DiscordStandIn | str, manager: ManagerStandIn, password: str, **overrides: Any
 ) -> Settings:
     """Settings for a service on a free 127.0.0.1 port (and another for /metrics) that uses
-    the two stand-ins."""
+    the two stand-ins (the Discord one, or its base URL when it runs in another process)."""
     port, metrics_port = free_ports(2)
     settings = Settings(
         manager_address=manager.address,
@@ -57,7 +57,7 @@ def loopback_settings(
         own_address=f"http://127.0.0.1:{port}/upload",
         port=port,
         host="127.0.0.1",
-        discord_api_base=discord.base_url,
+        discord_api_base=discord if isinstance(discord, str) else discord.base_url,
         metrics_port=metrics_port,
     )
     return dataclasses.replace(settings, **overrides)
