@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import random
 import socket
@@ -14,34 +13,47 @@ from .discord_api import DiscordStandIn
 from .manager import ManagerStandIn
 
 # Where `free_ports` draws from: below the kernel's ephemeral range, from which it gives ports
-# to outgoing connections and to bind(0): a port drawn from that range could be taken by any
-# connection of any process between the draw and the bind (parallel test workers make many).
-# From above the ports browsers refuse to reach (Chromium's highest is 10080).
+# to outgoing connections and to bind(0), and above the ports browsers refuse to reach
+# (Chromium's highest is 10080).
 EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 LOWEST = 20_000
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    """A free TCP port on 127.0.0.1, held for the caller's server: see `free_ports`."""
     return free_ports(1)[0]
 
 
 def free_ports(count: int) -> list[int]:
-    """`count` different TCP ports on 127.0.0.1 that were free a moment ago, drawn at random
-    below the kernel's ephemeral range (the kernel's choice, where it leaves no room below)."""
+    """`count` different free TCP ports on 127.0.0.1, drawn at random below the kernel's
+    ephemeral range (from it, where that range leaves no room below), each held for a minute.
+
+    Between the draw and the bind of the server it is for (a process to start), another draw
+    could give the same port to another server: parallel test workers draw hundreds. So each
+    port is left as a closed connection leaves it, in TIME_WAIT for a minute: a draw, here or
+    in any process, finds it taken, while a server binds it all the same (SO_REUSEADDR, which
+    aiohttp, redis-server and nginx set)."""
     try:
         below = range(LOWEST, int(EPHEMERAL_RANGE.read_text().split()[0]))
     except (OSError, ValueError, IndexError):
         below = range(0)
     ports: list[int] = []
-    with contextlib.ExitStack() as stack:
-        while len(ports) < count:
-            probe = stack.enter_context(socket.socket())
+    while len(ports) < count:
+        with socket.socket() as server:
             try:
-                probe.bind(("127.0.0.1", random.choice(below) if len(below) > 1000 else 0))
-            except OSError:  # taken: draw again
+                server.bind(("127.0.0.1", random.choice(below) if len(below) > 1000 else 0))
+            except OSError:  # taken, or held by another draw: draw again
                 continue
-            ports.append(probe.getsockname()[1])
+            # Set once bound: the end left in TIME_WAIT inherits it, so that a server with
+            # it binds the port (and a draw, binding without it, does not).
+            server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            server.listen(1)
+            port = server.getsockname()[1]
+            with socket.create_connection(("127.0.0.1", port)) as client:
+                accepted, _ = server.accept()
+                accepted.close()  # closing first, our end is the one left in TIME_WAIT
+                client.recv(1)  # the close reached the client before it closes in turn
+        ports.append(port)
     return ports
 
 
