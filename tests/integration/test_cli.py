@@ -117,6 +117,19 @@ def occupied_port() -> socket.socket:
     return taken
 
 
+def run_to_listen(tmp_path: Path, **addresses: str) -> subprocess.CompletedProcess[str]:
+    """`run` configured but for where it listens (`addresses`), with a manager it never
+    reaches: it gets as far as listening."""
+    return run_command(
+        [*SERVICE, "run"],
+        tmp_path,
+        timeout=15,
+        MANAGER_ADDRESS="ws://127.0.0.1:1/x",
+        SERVICE_PASSWORD="x",
+        **addresses,
+    )
+
+
 @pytest.mark.parametrize(
     ("host", "reason"),
     [("127.0.0.1", "address already in use"), ("192.0.2.1", "cannot assign requested address")],
@@ -125,15 +138,8 @@ def occupied_port() -> socket.socket:
 def test_cannot_listen_is_one_line_and_exit_3(host: str, reason: str, tmp_path: Path) -> None:
     with occupied_port() as taken:
         port = taken.getsockname()[1]
-        result = run_command(
-            [*SERVICE, "run"],
-            tmp_path,
-            timeout=15,
-            MANAGER_ADDRESS="ws://127.0.0.1:1/x",
-            SERVICE_PASSWORD="x",
-            OWN_ADDRESS=f"http://127.0.0.1:{port}/u",
-            PORT=str(port),
-            HOST=host,
+        result = run_to_listen(
+            tmp_path, OWN_ADDRESS=f"http://127.0.0.1:{port}/u", PORT=str(port), HOST=host
         )
     assert result.returncode == EXIT_LISTEN == 3
     assert result.stderr == f"upload-service: cannot listen on {host}:{port} for PORT: {reason}\n"
@@ -144,12 +150,8 @@ def test_metrics_port_in_use_is_named_and_exit_3(tmp_path: Path) -> None:
     with occupied_port() as taken:
         metrics_port = taken.getsockname()[1]
         chunk_port = free_port()
-        result = run_command(
-            [*SERVICE, "run"],
+        result = run_to_listen(
             tmp_path,
-            timeout=15,
-            MANAGER_ADDRESS="ws://127.0.0.1:1/x",
-            SERVICE_PASSWORD="x",
             OWN_ADDRESS=f"http://127.0.0.1:{chunk_port}/u",
             PORT=str(chunk_port),
             METRICS_PORT=str(metrics_port),

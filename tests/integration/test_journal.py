@@ -123,6 +123,22 @@ def messages_of(discord: DiscordStandIn, upload_id: str) -> list[str]:
     return [m.id for m in discord.messages(CHANNEL) if m.content.startswith(prefix)]
 
 
+async def next_start_deletes(
+    settings: Settings,
+    manager: ManagerStandIn,
+    discord: DiscordStandIn,
+    state_dir: Path,
+    upload_id: str,
+    count: int,
+) -> None:
+    """The next start on `state_dir`, once a slot has the token, deletes the `count` messages
+    the upload left, and none of them is left on Discord."""
+    async with life(settings, manager, state_dir) as second:
+        await second.configure()
+        await second.log.line(f"deleted the {count} messages", upload_id)
+        assert messages_of(discord, upload_id) == []
+
+
 def set_aside(state_dir: Path, name: str) -> list[bytes]:
     """What the journal files set aside as unreadable hold."""
     return [path.read_bytes() for path in state_dir.glob(f"{name}.sqlite.corrupt-*")]
@@ -164,11 +180,7 @@ async def test_a_message_whose_answer_was_lost_is_found_and_deleted_by_the_next_
         upload_id = await lose_an_answer(first, discord, http)
         await first.kill()
     assert len(messages_of(discord, upload_id)) == 2  # one under an id the service never learned
-
-    async with life(settings, manager, tmp_path) as second:
-        await second.configure()
-        await second.log.line("deleted the 2 messages", upload_id)
-        assert messages_of(discord, upload_id) == []
+    await next_start_deletes(settings, manager, discord, tmp_path, upload_id, 2)
 
 
 async def test_a_search_discord_refused_is_made_again_by_the_next_start(
@@ -186,11 +198,7 @@ async def test_a_search_discord_refused_is_made_again_by_the_next_start(
         await first.log.line("could not be searched", upload_id)
         assert len(messages_of(discord, upload_id)) == 1  # the one whose id it never learned
         await first.kill()
-
-    async with life(settings, manager, tmp_path) as second:
-        await second.configure()
-        await second.log.line("deleted the 1 messages", upload_id)
-        assert messages_of(discord, upload_id) == []
+    await next_start_deletes(settings, manager, discord, tmp_path, upload_id, 1)
 
 
 async def test_a_success_reported_before_the_kill_keeps_every_message(
@@ -211,12 +219,8 @@ async def test_a_success_reported_before_the_kill_keeps_every_message(
         assert finish["success"] is True
         running = await store_some(first, http, stored=1, chunks=2)
         await first.kill()
-
-    async with life(settings, manager, tmp_path) as second:
-        await second.configure()
-        await second.log.line("deleted the 1 messages", running)
+    await next_start_deletes(settings, manager, discord, tmp_path, running, 1)
     assert reassembled(discord, finish) == data
-    assert messages_of(discord, running) == []
 
 
 async def test_a_journal_of_another_bot_token_is_left_alone(
