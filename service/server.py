@@ -293,9 +293,9 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(signum, stop.set)
     async with UploadService(settings) as service:
         await stop.wait()
-        log.info("stopping (a second SIGTERM or SIGINT exits at once)")
         for signum in STOP_SIGNALS:
             loop.add_signal_handler(signum, exit_at_once, service)
+        log.info("stopping (a second SIGTERM or SIGINT exits at once)")  # true from here on
 
 
 def exit_at_once(service: UploadService) -> NoReturn:
