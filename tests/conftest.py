@@ -210,9 +210,9 @@ async def harness(start_service: HarnessFactory) -> Harness:
     return harness
 
 
-async def until(holds: Callable[[], bool]) -> None:
-    """Until `holds()`, for what offers no event to await; fail after 10 s."""
-    async with asyncio.timeout(10):
+async def until(holds: Callable[[], bool], within: float = 10.0) -> None:
+    """Until `holds()`, for what offers no event to await; fail after `within` seconds."""
+    async with asyncio.timeout(within):
         while not holds():  # noqa: ASYNC110
             await asyncio.sleep(0.01)
 

@@ -22,6 +22,7 @@ from conftest import (
     TOKEN,
     deploy_script,
     reassembled,
+    until,
 )
 
 from service.jobs.layout import MANAGER_CHUNK_SIZE
@@ -118,10 +119,8 @@ class Front:
     async def wait_for_log_entries(self, count: int) -> list[dict[str, object]]:
         """The access log once it has `count` entries: nginx writes an entry after it has sent
         the answer, so the test may read the log first (and there is no event to await)."""
-        async with asyncio.timeout(10):
-            while len(entries := self.log_entries()) < count:  # noqa: ASYNC110
-                await asyncio.sleep(0.01)
-        return entries
+        await until(lambda: len(self.log_entries()) >= count)
+        return self.log_entries()
 
 
 Start = Callable[[int, str], Awaitable[asyncio.subprocess.Process]]

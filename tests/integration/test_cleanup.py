@@ -79,8 +79,7 @@ async def test_a_job_voided_by_a_lost_link_leaves_nothing(harness: Harness) -> N
     upload_id = await store_some(harness, count=1)  # one message: a single delete
     await harness.link.close()
     await harness.link.closed.wait()
-    while harness.service.slots[0].upload is not None:  # noqa: ASYNC110 - no event to await
-        await asyncio.sleep(0.01)
+    await until(lambda: harness.service.slots[0].upload is None)
     assert await cleaned(harness, upload_id) == []
     assert harness.discord.deleted == 1
 

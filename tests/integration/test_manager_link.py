@@ -11,7 +11,7 @@ import uuid
 
 import aiohttp
 import pytest
-from conftest import CHANNEL, KEY, PASSWORD, SMALL_CHUNK, TOKEN, Harness, HarnessFactory
+from conftest import CHANNEL, KEY, PASSWORD, SMALL_CHUNK, TOKEN, Harness, HarnessFactory, until
 
 from service.local.browser import upload
 from service.local.loopback import free_port
@@ -364,9 +364,7 @@ def bare_link(
 
 async def wait_for_state(link: ManagerLink, state: LinkState) -> None:
     """Poll: the state is a plain attribute, as a supervisor reads it."""
-    async with asyncio.timeout(10):
-        while link.state is not state:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
+    await until(lambda: link.state is state)
 
 
 async def cancel(task: asyncio.Task[None]) -> None:

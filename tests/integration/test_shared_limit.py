@@ -16,13 +16,13 @@ import os
 import secrets
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import redis.asyncio
-from conftest import CHANNEL, SMALL_CHUNK, TOKEN, HarnessFactory
+from conftest import CHANNEL, SMALL_CHUNK, TOKEN, HarnessFactory, until
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -67,13 +67,6 @@ def discord_base(discord: DiscordStandIn) -> Iterator[None]:
     base, Route.BASE = Route.BASE, discord.base_url
     yield
     Route.BASE = base
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Return once `condition` holds (what it watches changes without an event to await)."""
-    async with asyncio.timeout(WAIT):
-        while not condition():  # noqa: ASYNC110 - no event to await
-            await asyncio.sleep(0.02)
 
 
 def now() -> float:
@@ -165,14 +158,16 @@ async def test_redis_away_and_back_empty_loses_no_post_and_keeps_the_rate(
                 for k, client in enumerate(clients)
             )
         )
-        await until(lambda: discord.posts_stored >= RATE)
+        await until(lambda: discord.posts_stored >= RATE, WAIT)
         await redis_server.stop()
-        await until(lambda: all(limit.shared is False for limit in limits))
+        await until(lambda: all(limit.shared is False for limit in limits), WAIT)
         assert [limit.share for limit in limits] == [RATE // 2, RATE // 2]
         stored = discord.posts_stored
-        await until(lambda: discord.posts_stored >= stored + RATE // 2)  # posts go on without Redis
+        await until(
+            lambda: discord.posts_stored >= stored + RATE // 2, WAIT
+        )  # posts go on without Redis
         await redis_server.start()  # empty
-        await until(lambda: all(limit.shared is True for limit in limits))
+        await until(lambda: all(limit.shared is True for limit in limits), WAIT)
         await load
     assert discord.posts_stored == 200
     assert discord.rate_limited_by_scope["global"] == 0
@@ -188,9 +183,9 @@ async def test_a_redis_that_comes_back_empty_gets_back_the_places_still_held(
     inspector = redis.asyncio.from_url(redis_server.url)
     try:
         holder = first.limit(TOKEN)
-        await until(lambda: holder.shared is True and not holder.warming(now()))
+        await until(lambda: holder.shared is True and not holder.warming(now()), WAIT)
         wanting(holder, 4)
-        await until(lambda: holder.room(now()) >= 4)
+        await until(lambda: holder.room(now()) >= 4, WAIT)
         for _ in range(4):  # four requests on their way: their places are held
             holder.take(now())
         wanting(holder, 0)
@@ -199,13 +194,13 @@ async def test_a_redis_that_comes_back_empty_gets_back_the_places_still_held(
         await redis_server.start()  # empty
         newcomer = second.limit(TOKEN)
         wanting(newcomer, RATE)
-        await until(lambda: holder.warming(now()))  # it has called the empty Redis
+        await until(lambda: holder.warming(now()), WAIT)  # it has called the empty Redis
         assert sum(int(n) for n in await inspector.hvals(in_flight_key)) == 4
         # A process that never saw the fleet takes nothing until every process had its turn.
-        await until(lambda: newcomer.shared is True)
+        await until(lambda: newcomer.shared is True, WAIT)
         assert newcomer.warming(now()) and newcomer.room(now()) == 0
         # Then it gets all but the places held.
-        await until(lambda: newcomer.room(now()) > 0)
+        await until(lambda: newcomer.room(now()) > 0, WAIT)
         assert newcomer.room(now()) == RATE - 4
     finally:
         await inspector.aclose()
@@ -248,10 +243,10 @@ async def test_without_redis_each_process_keeps_to_its_share_of_those_it_saw(
     registries = [SharedLimits(redis_server.url, rate=30, metrics=Metrics([], [])) for _ in "abc"]
     try:
         limits = [registry.limit(TOKEN) for registry in registries]
-        await until(lambda: all(lim.shared and lim.alive == 3 for lim in limits))
-        await until(lambda: not any(lim.warming(now()) for lim in limits))
+        await until(lambda: all(lim.shared and lim.alive == 3 for lim in limits), WAIT)
+        await until(lambda: not any(lim.warming(now()) for lim in limits), WAIT)
         await redis_server.stop()
-        await until(lambda: all(limit.shared is False for limit in limits))
+        await until(lambda: all(limit.shared is False for limit in limits), WAIT)
         assert [limit.room(now()) for limit in limits] == [10, 10, 10]
         limits[0].take(now())
         assert limits[0].room(now()) == 9
@@ -298,14 +293,14 @@ async def test_a_killed_process_holds_its_places_only_until_its_heartbeat_expire
             assert await holder.stdout.readline() == b"holding\n"
         limit = survivor.limit(TOKEN)
         wanting(limit, RATE)
-        await until(lambda: limit.alive == 2)
+        await until(lambda: limit.alive == 2, WAIT)
         in_flight = await inspector.hvals(token_keys(TOKEN)[1])
         assert sorted(int(places) for places in in_flight) == [0, RATE]
         assert limit.room(now()) == 0
 
         holder.send_signal(signal.SIGKILL)
         await holder.wait()
-        await until(lambda: limit.room(now()) == RATE)
+        await until(lambda: limit.room(now()) == RATE, WAIT)
         assert limit.alive == 1
         assert await inspector.zcard(token_keys(TOKEN)[2]) == 1
     finally:
@@ -330,7 +325,9 @@ async def test_the_service_shares_through_redis_and_does_without_it(
     assert registry.get_sample_value("upload_discord_global_limit_shared", gauge) == 1
 
     await redis_server.stop()
-    await until(lambda: registry.get_sample_value("upload_discord_global_limit_shared", gauge) == 0)
+    await until(
+        lambda: registry.get_sample_value("upload_discord_global_limit_shared", gauge) == 0, WAIT
+    )
     async with harness.http.get(f"http://127.0.0.1:{harness.service.port}/readyz") as ready:
         assert ready.status == 200
     assert (await harness.post(upload_id, 1, data[SMALL_CHUNK:]))[0] == 200
@@ -397,6 +394,6 @@ async def test_a_redis_behind_tls_with_a_user_and_password_shares_the_limit(
             limits = SharedLimits(url.replace(secret, password), rate=RATE, metrics=Metrics([], []))
             try:
                 limit = limits.limit(TOKEN)
-                await until(lambda: limit.shared is shared)  # noqa: B023 - awaited here
+                await until(lambda: limit.shared is shared, WAIT)  # noqa: B023 - awaited here
             finally:
                 await limits.close()
