@@ -57,6 +57,13 @@ def tool(name: str) -> str:
     return found
 
 
+def run_tool(name: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`tool(name)` run with `args`, its output captured as text."""
+    return subprocess.run(
+        [tool(name), *args], cwd=cwd, capture_output=True, text=True, timeout=TOOL_TIMEOUT
+    )
+
+
 def load_yaml() -> Any:
     try:
         import yaml
@@ -108,21 +115,12 @@ def _rendered(
     if components:
         text += "components:\n" + "".join(f"  - {component}\n" for component in components)
     kustomization.write_text(text + appended)
-    output = subprocess.run(
-        [tool("kubectl"), "kustomize", str(copy_to)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=TOOL_TIMEOUT,
-    ).stdout
+    kustomized = run_tool("kubectl", "kustomize", str(copy_to))
+    assert kustomized.returncode == 0, kustomized.stderr
+    output = kustomized.stdout
     rendered = copy_to.parent / "rendered.yaml"
     rendered.write_text(output)
-    validated = subprocess.run(
-        [tool("kubernetes-validate"), "--strict", "--quiet", str(rendered)],
-        capture_output=True,
-        text=True,
-        timeout=TOOL_TIMEOUT,
-    )
+    validated = run_tool("kubernetes-validate", "--strict", "--quiet", str(rendered))
     assert validated.returncode == 0, validated.stdout + validated.stderr
     docs = [doc for doc in load_yaml().safe_load_all(output) if doc]
     problems = crd_problems(rendered)

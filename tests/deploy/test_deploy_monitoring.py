@@ -17,12 +17,11 @@ from typing import Any
 
 import aiohttp
 from conftest import Harness
-from test_deploy_k8s import load_yaml, tool
+from test_deploy_k8s import TOOL_TIMEOUT, load_yaml, run_tool
 from test_nginx import DEPLOY
 
 MONITORING = DEPLOY / "monitoring"
 OPERATIONS = DEPLOY.parent / "docs" / "operations.md"
-TOOL_TIMEOUT = 120
 
 # PromQL words that are not metric names (functions are told apart by their `(`).
 _KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or"}
@@ -124,12 +123,7 @@ def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
         rules["groups"][0]["rules"].append({"record": f"panel:query_{number}", "expr": promql})
     path = tmp_path / "dashboard-rules.yaml"
     path.write_text(json.dumps(rules))  # JSON is YAML
-    checked = subprocess.run(
-        [tool("promtool"), "check", "rules", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=TOOL_TIMEOUT,
-    )
+    checked = run_tool("promtool", "check", "rules", str(path))
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
@@ -161,13 +155,7 @@ def test_every_alert_has_a_unit_test_and_a_runbook_section() -> None:
 
 def test_alert_rules_pass_promtool() -> None:
     for command in (["check", "rules", "alerts.yaml"], ["test", "rules", "alerts.test.yaml"]):
-        result = subprocess.run(
-            [tool("promtool"), *command],
-            cwd=MONITORING,
-            capture_output=True,
-            text=True,
-            timeout=TOOL_TIMEOUT,
-        )
+        result = run_tool("promtool", *command, cwd=MONITORING)
         assert result.returncode == 0, result.stdout + result.stderr
 
 
