@@ -91,7 +91,8 @@ def batches(message_ids: Sequence[str], now: float) -> list[list[str]]:
     """The requests that delete `message_ids`: bulk batches of young messages, one request
     for each message too old for a bulk delete."""
     young = [i for i in message_ids if now - created_at(i) < BULK_MAX_AGE - AGE_MARGIN]
-    old = [[i] for i in message_ids if i not in set(young)]
+    bulk = set(young)
+    old = [[i] for i in message_ids if i not in bulk]
     return [young[n : n + BULK_LIMIT] for n in range(0, len(young), BULK_LIMIT)] + old
 
 
@@ -245,7 +246,8 @@ class Cleanup:
         deleter = deletion.deleter
         for batch in batches(list(deletion.left), time.time()):
             _, failed = await self._tried(lambda batch=batch: deleter.delete_messages(batch))
-            deletion.left = [i for i in deletion.left if i not in batch]
+            done = set(batch)
+            deletion.left = [i for i in deletion.left if i not in done]
             if failed:
                 deletion.problems.append(failed)
                 deletion.given_up += batch

@@ -101,10 +101,10 @@ class Upload:
         self.outcome: Outcome | None = None  # None while it runs
         self.why = ""  # why it ended: for the log and the chunks that come later
         self._background: set[asyncio.Task[None]] = set()
-        self._began = snowflake_at(time.time() - CLOCK_MARGIN)  # to search the channel from
         self._unrecorded = False  # a post may have stored a message whose id we never learned
+        began = snowflake_at(time.time() - CLOCK_MARGIN)  # to search the channel from
         self._record = UploadRecord(
-            start.upload_id, store.channel_id, store.client.token_sha256, self._began
+            start.upload_id, store.channel_id, store.client.token_sha256, began
         )
 
     @property
@@ -274,7 +274,7 @@ class Upload:
         search: bool,
         kept: frozenset[str] = frozenset(),
     ) -> None:
-        since = self._began if search else None
+        since = self._record.began if search else None
         orphans = Orphans(self.upload_id, message_ids, why, search_since=since, kept=kept)
         self.shared.cleanup.delete(self.store, orphans)
 

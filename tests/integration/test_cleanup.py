@@ -20,7 +20,7 @@ from service.discord.store import DiscordStore
 from service.local.discord_api import DiscordStandIn, Fault, Route
 from service.metrics import Metrics
 from service.uploads.cleanup import Cleanup, Orphans, batches, content_prefix, snowflake_at
-from service.uploads.journal import Journal
+from service.uploads.journal import Journal, State
 from service.uploads.outcome import Outcome
 
 CHUNKS = 3
@@ -57,6 +57,7 @@ async def test_an_aborted_job_leaves_nothing_and_uses_one_bulk_delete(harness: H
     assert await cleaned(harness, upload_id) == []
     assert harness.discord.deleted == 2
     assert metric(harness, "upload_discord_messages_deleted_total") == 2
+    assert harness.service.journal.uploads() == []  # nothing left for the next start
 
 
 async def test_a_timed_out_job_leaves_nothing(start_service: HarnessFactory) -> None:
@@ -173,6 +174,7 @@ async def test_a_successful_jobs_messages_stay(harness: Harness) -> None:
     assert (await harness.link.next_finish())["success"] is True
     assert len(await cleaned(harness, upload_id)) == CHUNKS
     assert harness.discord.deleted == 0
+    assert harness.service.journal.uploads() == []  # the manager has their ids
 
 
 async def test_transient_delete_failures_are_retried(harness: Harness) -> None:
@@ -194,6 +196,8 @@ async def test_what_cannot_be_deleted_is_logged_with_its_ids(
     assert all(message_id in line.getMessage() for message_id in left)
     assert "403" in line.getMessage()
     assert metric(harness, "upload_discord_messages_left_total") == 2
+    [kept] = harness.service.journal.uploads()  # for the next start to try again
+    assert kept.state is State.FAILED and sorted(kept.message_ids) == sorted(left)
 
 
 def test_old_messages_are_deleted_one_by_one_and_young_ones_in_bulk() -> None:

@@ -8,7 +8,7 @@ import os
 import socket
 import time
 
-from conftest import CHANNEL, KEY, TOKEN, Harness, HarnessFactory, until
+from conftest import CHANNEL, KEY, TOKEN, Harness, HarnessFactory, reassembled, until
 
 from service.chunks.sealing import buffer_size
 from service.local.browser import chunk_form
@@ -96,6 +96,24 @@ async def test_a_chunk_waiting_for_memory_leaves_its_body_unread(
     assert [status for status, _ in await asyncio.gather(*held)] == [200, 200]
     assert (await harness.post(upload_id, 2, data[2 * big :]))[0] == 200
     assert (await harness.link.next_finish())["success"] is True
+
+
+async def test_a_buffer_whose_post_timed_out_is_never_handed_to_another_chunk(
+    start_service: HarnessFactory, discord: DiscordStandIn
+) -> None:
+    """A post cut off by its timeout may leave a writer still reading the chunk's buffer:
+    the buffer is dropped, not kept for the next chunk to write over."""
+    harness = await start_service(discord_request_timeout=0.3, discord_retries=1)
+    await harness.configure()
+    data = os.urandom(2 * CHUNK)
+    upload_id = await harness.start(len(data), chunk_size=CHUNK)
+    assert (await harness.post(upload_id, 0, data[:CHUNK]))[0] == 200
+    assert harness.service.memory.in_use == BUFFER  # its buffer is kept for the next chunk
+    discord.inject(Fault(hang=True))  # Discord never answers the next post
+    assert (await harness.post(upload_id, 1, data[CHUNK:]))[0] == 502
+    assert harness.service.memory.in_use == 0  # that buffer is dropped, not kept
+    assert (await harness.post(upload_id, 1, data[CHUNK:]))[0] == 200
+    assert reassembled(discord, await harness.link.next_finish()) == data
 
 
 def received(harness: Harness) -> float:

@@ -9,37 +9,29 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from dataclasses import dataclass
 
 from prometheus_client import Gauge
 
 from .policy import Claim, MemoryPolicy
 
 
-@dataclass(eq=False)
-class _Waiter:
-    claim: Claim
-    granted: asyncio.Future[None]
-
-
 class MemoryQueue:
     def __init__(self, policy: MemoryPolicy, waiting: Gauge) -> None:
         self._policy = policy
         self._waiting = waiting  # the chunks waiting, for the metrics
-        self._waiters: list[_Waiter] = []
+        self._waiters: dict[Claim, asyncio.Future[None]] = {}  # each claim's grant
         self._arrivals = itertools.count()
 
     @property
     def queued(self) -> bool:
         """Whether a chunk waits for memory."""
-        return any(not w.granted.done() for w in self._waiters)
+        return any(not granted.done() for granted in self._waiters.values())
 
     async def wait(self, owner: str, size: int, longest: float) -> None:
         """Queue for `size` bytes; return once they are reserved for `owner` (at once when it
         is its turn); raise `TimeoutError` after `longest` seconds without."""
-        granted = asyncio.get_running_loop().create_future()
-        waiter = _Waiter(Claim(owner, size, next(self._arrivals)), granted)
-        self._waiters.append(waiter)
+        claim = Claim(owner, size, next(self._arrivals))
+        granted = self._waiters[claim] = asyncio.get_running_loop().create_future()
         self.grant()
         if granted.done():
             return
@@ -53,8 +45,7 @@ class MemoryQueue:
             raise
         finally:
             self._waiting.dec()
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
+            self._waiters.pop(claim, None)
 
     def give(self, owner: str, size: int) -> None:
         """`owner` gives `size` bytes back: they go to the chunks whose turn it is."""
@@ -63,9 +54,10 @@ class MemoryQueue:
 
     def grant(self) -> None:
         """Hand free memory to the waiting chunks whose turn it is."""
-        self._waiters = [w for w in self._waiters if not w.granted.done()]
-        while (claim := self._policy.next_turn(w.claim for w in self._waiters)) is not None:
-            [waiter] = [w for w in self._waiters if w.claim is claim]
-            self._waiters.remove(waiter)
+        while (claim := self._policy.next_turn(self._waiting_claims())) is not None:
             self._policy.take(claim.owner, claim.size)
-            waiter.granted.set_result(None)
+            self._waiters.pop(claim).set_result(None)
+
+    def _waiting_claims(self) -> list[Claim]:
+        """The claims still waiting (one whose wait ended is skipped until it leaves)."""
+        return [claim for claim, granted in self._waiters.items() if not granted.done()]
