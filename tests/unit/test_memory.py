@@ -26,16 +26,17 @@ def memory(budget: int) -> ChunkMemory:
 
 async def test_a_returned_buffer_of_the_same_size_is_reused() -> None:
     chunks = memory(3 * 100)
-    with await chunks.take(100, owner="a", wait=0) as first:
-        pass
+    first = await chunks.take(100, owner="a", wait=0)
+    first.give_back()
     assert (await chunks.take(100, owner="a", wait=0)).buffer is first.buffer
     assert chunks.in_use == 100
 
 
 async def test_a_buffer_a_failed_post_may_still_read_is_not_reused() -> None:
     chunks = memory(300)
-    with await chunks.take(100, owner="a", wait=0) as first:
-        first.reusable = False
+    first = await chunks.take(100, owner="a", wait=0)
+    first.reusable = False
+    first.give_back()
     assert (await chunks.take(100, owner="a", wait=0)).buffer is not first.buffer
 
 

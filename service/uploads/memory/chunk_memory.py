@@ -100,9 +100,3 @@ class ChunkBuffer:
         memory, self._memory = self._memory, None
         if memory is not None:
             memory._give(self)
-
-    def __enter__(self) -> ChunkBuffer:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.give_back()
