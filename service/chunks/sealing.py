@@ -26,7 +26,7 @@ _SLACK = 15  # older cryptography releases want block_size - 1 spare bytes in up
 class SealedChunk:
     payload: memoryview  # the attachment's bytes
     digest: str  # lowercase hex SHA-256 of the plaintext
-    head: bytes  # the plaintext's first SNIFF_SIZE bytes
+    head: bytes  # the plaintext's first `head_size` bytes (SNIFF_SIZE unless told)
 
 
 def buffer_size(chunk_size: int) -> int:
@@ -58,7 +58,9 @@ class ChunkDigest:
 
 
 class ChunkSealer:
-    """Hash, and with a key encrypt, exactly `length` plaintext bytes written in pieces."""
+    """Hash, and with a key encrypt, exactly `length` plaintext bytes written in pieces,
+    keeping a copy of the first `head_size` (what MIME sniffing reads of a file's first chunk;
+    0 for the others)."""
 
     def __init__(
         self,
@@ -66,10 +68,12 @@ class ChunkSealer:
         key: bytes | None,
         iv: bytes | None = None,
         buffer: bytearray | mmap.mmap | None = None,
+        head_size: int = SNIFF_SIZE,
     ) -> None:
         self.length = length
         self._digest = ChunkDigest(length)
         self._head = bytearray()
+        self._head_size = head_size
         self._offset = HEADER_SIZE if key is not None else 0
         self.buffer = buffer if buffer is not None else bytearray(buffer_size(length))
         if len(self.buffer) < buffer_size(length):
@@ -85,8 +89,8 @@ class ChunkSealer:
         """Take the next piece; past `length` raises `ValueError`, as `ChunkDigest` does."""
         start = self._offset + self._digest.received
         self._digest.write(data)
-        if len(self._head) < SNIFF_SIZE:
-            self._head += data[: SNIFF_SIZE - len(self._head)]
+        if len(self._head) < self._head_size:
+            self._head += data[: self._head_size - len(self._head)]
         if self._encryptor is None:
             self._view[start : start + len(data)] = data
         else:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..chunks.mime import FALLBACK, sniff_mime
-from ..chunks.sealing import ChunkDigest, ChunkSealer, buffer_size
+from ..chunks.sealing import SNIFF_SIZE, ChunkDigest, ChunkSealer, buffer_size
 from ..discord.store import DiscordStore
 from ..jobs.job import Job, StoredChunk
 from ..jobs.layout import ChunkLayout
@@ -151,7 +151,9 @@ class Upload:
         except BaseException:
             self.job.release(index)
             raise
-        return NewChunk(self, index, memory, ChunkSealer(length, self.key, buffer=memory.buffer))
+        head_size = SNIFF_SIZE if index == 0 else 0  # only the file's start is sniffed
+        sealer = ChunkSealer(length, self.key, buffer=memory.buffer, head_size=head_size)
+        return NewChunk(self, index, memory, sealer)
 
     async def post(self, index: int, sealer: ChunkSealer) -> None:
         """Post a received chunk to Discord and record it; the upload may finish here."""

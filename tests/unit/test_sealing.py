@@ -124,6 +124,9 @@ def test_head_is_the_start_of_the_plaintext() -> None:
     plaintext = random.Random(5).randbytes(20000)
     assert seal(plaintext, KEY, IV).head == plaintext[:8192]
     assert seal(plaintext[:100], None).head == plaintext[:100]
+    sealer = ChunkSealer(len(plaintext), KEY, IV, head_size=0)  # a chunk after the first
+    sealer.write(plaintext)
+    assert sealer.seal().head == b""
 
 
 @pytest.mark.parametrize("key", [KEY, None], ids=["encrypted", "plain"])
