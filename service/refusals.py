@@ -27,6 +27,8 @@ refusal is the sentence the client reads.
 
 from __future__ import annotations
 
+import math
+
 
 class Refusal(Exception):
     """A chunk that cannot be taken; `str()` is the sentence for the client.
@@ -105,7 +107,8 @@ class DiscordFailed(StoreError):
 
 class DiscordBusy(StoreError):
     def __init__(self, retry_after: float, message: str | None = None) -> None:
-        message = message or f"Discord rate-limits this channel for {retry_after:.0f} more seconds"
+        seconds = math.ceil(retry_after)  # as the Retry-After header rounds it
+        message = message or f"Discord rate-limits this channel for {seconds} more seconds"
         super().__init__(message, retry_after)
 
 

@@ -37,6 +37,12 @@ class Exchange:
 _EXCHANGE: ContextVar[Exchange | None] = ContextVar("discord_exchange", default=None)
 
 
+def _unanswered() -> Exchange | None:
+    """The task's exchange while it waits for its answer; None outside one, or once answered."""
+    exchange = _EXCHANGE.get()
+    return None if exchange is None or exchange.answered else exchange
+
+
 class ExchangeTrace:
     """Follows each request let through `gate` and tells the gate what became of it."""
 
@@ -78,8 +84,7 @@ class ExchangeTrace:
         context: SimpleNamespace,
         params: aiohttp.TraceRequestHeadersSentParams,
     ) -> None:
-        exchange = _EXCHANGE.get()
-        if exchange is None or exchange.answered:
+        if (exchange := _unanswered()) is None:
             return
         length = params.headers.get(hdrs.CONTENT_LENGTH)
         if length is not None:
@@ -94,8 +99,7 @@ class ExchangeTrace:
         context: SimpleNamespace,
         params: aiohttp.TraceRequestChunkSentParams,
     ) -> None:
-        exchange = _EXCHANGE.get()
-        if exchange is None or exchange.answered or not exchange.unwritten:
+        if (exchange := _unanswered()) is None or not exchange.unwritten:
             return
         # aiohttp calls this just before it hands the piece to the transport.
         exchange.unwritten -= memoryview(params.chunk).nbytes
@@ -112,8 +116,7 @@ class ExchangeTrace:
         context: SimpleNamespace,
         params: aiohttp.TraceRequestEndParams,
     ) -> None:
-        exchange = _EXCHANGE.get()
-        if exchange is None or exchange.answered:
+        if (exchange := _unanswered()) is None:
             return
         exchange.answered = True
         response = params.response

@@ -340,4 +340,6 @@ class Pacer:
     def _bucket(self, channel: str | None) -> Bucket | None:
         if channel is None:
             return None
-        return self.buckets.setdefault(channel, Bucket())
+        if (bucket := self.buckets.get(channel)) is None:  # not setdefault: a Bucket a call
+            bucket = self.buckets[channel] = Bucket()
+        return bucket

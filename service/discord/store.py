@@ -168,7 +168,6 @@ class DiscordStore:
     async def find_messages(self, content_prefix: str, since: int) -> list[str]:
         """The ids of this channel's messages whose text begins with `content_prefix`, among
         those posted after the snowflake `since`. Raise as `delete_messages` does."""
-        self._refuse_if_closed()
         found: list[str] = []
         before: str | None = None
         while True:

@@ -17,7 +17,7 @@ from service.discord.client import DiscordClients
 from service.discord.retry import RetryPolicy
 from service.discord.store import DiscordStore
 from service.local.browser import chunk_form
-from service.local.discord_api import DiscordStandIn, Fault, OddAnswer
+from service.local.discord_api import DiscordStandIn, Fault, OddAnswer, Route
 from service.metrics import Metrics
 from service.refusals import DiscordClosed
 
@@ -129,3 +129,26 @@ async def test_a_post_after_the_session_closed_is_neither_tried_again_nor_maybe_
             await store.post("chunk 0", "0", memoryview(bytes(1024)))
     assert closed.value.maybe_stored is False
     assert discord.posts == 0
+
+
+async def test_a_delete_rate_limited_longer_than_a_chunk_may_wait_is_sent_after_the_wait(
+    discord: DiscordStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nobody waits for a clean-up: where a chunk's post would be answered 503, a delete
+    that Discord rate-limits for longer than DISCORD_MAX_RATELIMIT_WAIT waits it out."""
+    monkeypatch.setattr(discord_http.Route, "BASE", discord.base_url)
+    metrics = Metrics([], [])
+    clients = DiscordClients(global_rate=50, request_timeout=5.0, metrics=metrics)
+    store = DiscordStore(
+        client=clients.client(TOKEN), channel_id=CHANNEL, max_ratelimit_wait=0.1, metrics=metrics
+    )
+    message = discord.add_message(CHANNEL, "chunk 0")
+    discord.inject(Fault(status=429, retry_after=0.5), route=Route.DELETE_MESSAGE)
+    try:
+        await store.open()
+        async with asyncio.timeout(10):
+            await store.delete_messages([message.id])
+    finally:
+        await clients.close()
+    assert discord.faults_served == 1
+    assert discord.messages(CHANNEL) == []

@@ -24,6 +24,7 @@ from service.chunks.memory_file import MemoryReader
 from service.discord.client import DiscordClient, DiscordClients
 from service.local.discord_api import DiscordStandIn, Fault
 from service.metrics import Metrics
+from service.refusals import DiscordBusy
 
 CHANNELS = ("1100000000000000001", "1100000000000000002", "1100000000000000003")
 WAIT = 30.0
@@ -100,3 +101,16 @@ async def test_a_global_429_holds_every_place_until_its_answer_for_a_while(
     assert slow.done()
     await asyncio.gather(slow, following)
     assert discord.busiest_second() == 1
+
+
+async def test_a_cloudflare_429_holds_every_channel_of_the_token(
+    client: DiscordClient, discord: DiscordStandIn
+) -> None:
+    """Cloudflare refuses the IP, not a channel: after its 429 to one channel, a post to
+    another is refused at once too, without a request to Discord."""
+    discord.inject(Fault(cloudflare=True))
+    with pytest.raises(DiscordBusy, match="Cloudflare"):
+        await post(client, CHANNELS[0])
+    with pytest.raises(DiscordBusy):
+        await post(client, CHANNELS[1])
+    assert discord.posts == 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import logging
 import os
 import secrets
 import signal
@@ -40,6 +41,7 @@ from service.metrics import Metrics
 
 RATE = 50  # the token's global limit (Discord's), in the stand-in and the service alike
 WAIT = 30.0  # seconds a test waits for what it awaits before it fails
+SHARED_LIMIT_LOG = "service.discord.shared_limit"
 
 
 def near_one_budget(busiest_second: int) -> bool:
@@ -148,8 +150,12 @@ async def test_processes_sharing_a_token_keep_to_its_one_budget(
 
 
 async def test_redis_away_and_back_empty_loses_no_post_and_keeps_the_rate(
-    redis_server: RedisServer, discord: DiscordStandIn, discord_base: None
+    redis_server: RedisServer,
+    discord: DiscordStandIn,
+    discord_base: None,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger=SHARED_LIMIT_LOG)
     async with fleet(redis_server.url, 2) as clients:
         limits = [shared_limit(client) for client in clients]
         load = asyncio.gather(
@@ -172,6 +178,11 @@ async def test_redis_away_and_back_empty_loses_no_post_and_keeps_the_rate(
     assert discord.posts_stored == 200
     assert discord.rate_limited_by_scope["global"] == 0
     assert near_one_budget(discord.busiest_second())
+    # Each process says that it keeps to its share, and then that Redis is back.
+    said = [r.getMessage() for r in caplog.records if r.name == SHARED_LIMIT_LOG]
+    away = sum("has not answered" in line for line in said)
+    back = sum(line.startswith("Redis answers again") for line in said)
+    assert away == back >= len(limits)
 
 
 async def test_a_redis_that_comes_back_empty_gets_back_the_places_still_held(

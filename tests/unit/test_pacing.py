@@ -8,7 +8,6 @@ simulated time, with whatever latencies hypothesis picks.
 
 from __future__ import annotations
 
-import bisect
 import heapq
 import math
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.discord.pacing import COUNT_MARGIN, Bucket, GlobalLimit, Pacer, RateHeaders
+from service.local.discord_api.ratelimit import busiest_second
 
 CHANNEL = "1100000000000000001"
 
@@ -307,12 +307,6 @@ calls = st.lists(
     ),
     max_size=60,
 )
-
-
-def busiest_second(counted: list[float]) -> int:
-    """The most requests counted within any one second (a sliding window: stricter than
-    Discord's fixed windows, wherever they start)."""
-    return max((bisect.bisect_left(counted, t + 1.0) - i for i, t in enumerate(counted)), default=0)
 
 
 @settings(max_examples=300, deadline=None)

@@ -6,7 +6,8 @@ window opens with the first request after the previous one ended and admits `per
 requests until it ends. Callers pass `now` (time.monotonic()) so tests can drive time.
 """
 
-from collections.abc import Hashable, Mapping
+import bisect
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -14,6 +15,12 @@ from enum import StrEnum
 UNLIMITED = 10_000
 # The window an unlimited bucket reports in X-RateLimit-Reset-After.
 DEFAULT_WINDOW = 5.0
+
+
+def busiest_second(counted: Sequence[float]) -> int:
+    """The most of the sorted times `counted` within any one second: a sliding window, stricter
+    than Discord's fixed windows, wherever they start."""
+    return max((bisect.bisect_left(counted, t + 1.0) - i for i, t in enumerate(counted)), default=0)
 
 
 class Scope(StrEnum):

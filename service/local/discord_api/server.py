@@ -6,7 +6,6 @@ fault, then the route's own rules.
 """
 
 import asyncio
-import bisect
 from datetime import UTC, datetime
 from typing import Self
 
@@ -18,7 +17,7 @@ from .bulk import Refusal, check_bulk_delete
 from .faults import Fault, OddAnswer, odd_answer
 from .gate import Gate
 from .objects import bot_user, message_json
-from .ratelimit import Limit, RateLimits
+from .ratelimit import Limit, RateLimits, busiest_second
 from .routes import API_PREFIX, Route
 from .store import Attachment, Message, Snowflakes, Store
 
@@ -142,10 +141,7 @@ class DiscordStandIn:
 
     def busiest_second(self) -> int:
         """The most requests counted against the token's global limit within one second."""
-        counted = self._gate.counted
-        return max(
-            (bisect.bisect_left(counted, t + 1.0) - i for i, t in enumerate(counted)), default=0
-        )
+        return busiest_second(self._gate.counted)
 
     @property
     def wasted_bytes(self) -> int:
