@@ -54,11 +54,13 @@ async def client(discord: DiscordStandIn, metrics: Metrics) -> AsyncIterator[Dis
 
 
 async def post(client: DiscordClient, channel: str, size: int = 256 * 1024) -> None:
+    """Post `size` random bytes as a message's attachment, as the store does; it is stored."""
     data = memoryview(bytearray(os.urandom(size)))
     params = handle_message_parameters(
         content="chunk", file=File(MemoryReader(data), filename="0"), nonce=secrets.token_hex(8)
     )
-    await client.post_message(channel, params, max_wait=WAIT)
+    answer = await client.post_message(channel, params, max_wait=WAIT)
+    assert answer["attachments"][0]["size"] == size
 
 
 @pytest.mark.parametrize("discord", [60.0], indirect=True)

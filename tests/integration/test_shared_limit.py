@@ -28,10 +28,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from discord import File
-from discord.http import Route, handle_message_parameters
+from discord.http import Route
+from test_global_limit import post
 
-from service.chunks.memory_file import MemoryReader
 from service.discord.client import DiscordClient, DiscordClients
 from service.discord.shared_limit import SCRIPT, SharedGlobalLimit, SharedLimits, token_keys
 from service.local.discord_api import DiscordStandIn, Limit
@@ -109,17 +108,6 @@ def shared_limit(client: DiscordClient) -> SharedGlobalLimit:
     return limit
 
 
-async def post(client: DiscordClient, channel: str) -> None:
-    data = memoryview(bytearray(os.urandom(4096)))
-    params = handle_message_parameters(
-        content="chunk",
-        file=File(MemoryReader(data), filename="0"),
-        nonce=secrets.token_hex(8),
-    )
-    answer = await client.post_message(channel, params, max_wait=WAIT)
-    assert answer["attachments"][0]["size"] == len(data)
-
-
 async def post_many(client: DiscordClient, count: int, first_channel: int) -> None:
     """`count` posts, ten at a time, to ten channels (the stand-in limits none of them)."""
     queue = list(range(count))
@@ -127,7 +115,7 @@ async def post_many(client: DiscordClient, count: int, first_channel: int) -> No
     async def worker(channel: str) -> None:
         while queue:
             queue.pop()
-            await post(client, channel)
+            await post(client, channel, 4096)
 
     await asyncio.gather(*(worker(str(first_channel + k)) for k in range(10)))
 
