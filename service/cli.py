@@ -1,13 +1,15 @@
 """The `upload-service` command: `run` (the default), `check`, `demo` and `settings`.
 
-The settings' reference (`run --help`, `settings`, docs/configuration.md) is rendered here
-from `OPTIONS`, so every place a person reads about a setting says the same thing.
+The settings' reference (`run --help`, `settings`, docs/configuration.md, config.example.toml)
+is rendered here from `OPTIONS`, so every place a person reads about a setting says the same
+thing.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import socket
 import sys
@@ -21,6 +23,7 @@ from .logs import configure_logging
 
 PACKAGE = "discord-cloud-upload-service"
 DOCS_COMMAND = "upload-service settings --markdown > docs/configuration.md"
+EXAMPLE_COMMAND = "upload-service settings --toml > config.example.toml"
 
 
 def settings_text() -> str:
@@ -71,6 +74,40 @@ messages as `run`.
 {statuses}"""
 
 
+def settings_toml() -> str:
+    """config.example.toml, without its final newline: the required settings set to examples,
+    the others commented out at their defaults (or at an example, for a default worked out at
+    run time)."""
+    parts = [
+        f"""# Example configuration for discord-cloud's upload service: `upload-service run --config
+# config.toml`. Generated from `OPTIONS` in service/config.py:
+#   {EXAMPLE_COMMAND}
+#
+# Each setting can also come from the environment, under the name on its "Environment:"
+# line; the environment wins over this file (a variable that is set and not empty). The file
+# is optional: the Docker image is meant to be configured by the environment alone. Unknown
+# keys are an error; every problem is reported at once. docs/configuration.md: the same."""
+    ]
+    for option in OPTIONS:
+        if option.required:
+            where, line = " Required.", f"{option.key} = {json.dumps(option.example)}"
+        elif option.default_text is None:
+            where, line = "", f"# {option.key} = {json.dumps(option.default)}"
+        else:
+            where = f" Default: {option.default_text}; for example:"
+            line = f"# {option.key} = {json.dumps(option.example)}"
+        comment = [
+            *_commented(option.meaning + "."),
+            *_commented(f"Environment: {option.env}.{where}"),
+        ]
+        parts.append("\n".join([*comment, line]))
+    return "\n\n".join(parts)
+
+
+def _commented(text: str) -> list[str]:
+    return textwrap.wrap(text, 92, initial_indent="# ", subsequent_indent="# ")
+
+
 def _markdown_default(option: Option) -> str:
     """A value in code; words ("required", a default worked out at run time) as prose."""
     if option.required or option.default_text is not None:
@@ -108,9 +145,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("file", nargs="?", type=Path, help="the file (default: 64 MiB generated)")
     settings = commands.add_parser("settings", help="list every setting, its default and meaning")
-    settings.add_argument(
-        "--markdown", action="store_true", help=f"as docs/configuration.md ({DOCS_COMMAND})"
-    )
+    shown_as = settings.add_mutually_exclusive_group()
+    for flag, render, page, command in (
+        ("--markdown", settings_markdown, "docs/configuration.md", DOCS_COMMAND),
+        ("--toml", settings_toml, "config.example.toml", EXAMPLE_COMMAND),
+    ):
+        shown_as.add_argument(
+            flag, dest="render", action="store_const", const=render, help=f"as {page} ({command})"
+        )
+    settings.set_defaults(render=settings_text)
     parser.set_defaults(command="run")
     return parser
 
@@ -127,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return asyncio.run(run_demo(args.file))
     if args.command == "settings":
-        print(settings_markdown() if args.markdown else settings_text())
+        print(args.render())
         return 0
     return run(args.config)
 

@@ -151,6 +151,7 @@ class Option:
     meaning: str  # one sentence, plain text (it is shown in the terminal and in Markdown)
     env_name: str | None = None  # the environment name, when it is not the key in upper case
     default_text: str | None = None
+    example: Any = None  # config.example.toml's value where there is no default to show
 
     @property
     def env(self) -> str:
@@ -182,13 +183,20 @@ OPTIONS = (
         "manager_address",
         _url("ws", "wss"),
         "the manager's ws:// or wss:// URL (TLS certificates are verified)",
+        example="wss://manager.example.com/",
     ),
-    Option("service_password", _text, "the secret shared by the manager and all services"),
+    Option(
+        "service_password",
+        _text,
+        "the secret shared by the manager and all services; keep it out of version control",
+        example="change-me",
+    ),
     Option(
         "own_address",
         _url("http", "https"),
         "the http(s):// URL clients POST chunks to; announced to the manager, and its path is "
         "served (as is /)",
+        example="https://upload.example.com/upload",
     ),
     Option("port", _port, "the HTTP port (0 picks a free one)"),
     Option("host", _text, "the address to listen on"),
@@ -206,8 +214,9 @@ OPTIONS = (
     Option(
         "discord_retries",
         _positive_int,
-        "tries for a post that fails (5xx, a reset connection, a timeout, an answer that is not "
-        "a stored message), each paced and with the same nonce",
+        "tries for a request to Discord that fails (a post, a delete, a channel search: a 5xx, "
+        "a reset connection, a timeout, an answer that does not show what was asked for); a "
+        "post's tries are each paced and carry the same nonce",
     ),
     Option(
         "discord_retry_backoff",
@@ -247,6 +256,7 @@ OPTIONS = (
         "seconds, then gets 503 with Retry-After",
         default_text="enough for 5 chunks per slot, capped at 80 % of (the cgroup memory "
         "limit - 96 MiB)",
+        example=128,
     ),
     Option(
         "chunks_in_flight_per_upload",
@@ -257,7 +267,9 @@ OPTIONS = (
     Option(
         "shutdown_grace",
         _positive_seconds,
-        "seconds chunks already being stored may take to finish after SIGTERM",
+        "seconds after SIGTERM or SIGINT for the chunks being received or stored to finish, "
+        "then for what failed jobs left on Discord to be deleted; keep it below the "
+        "orchestrator's kill timeout (docker stop's default is 10 s)",
     ),
     Option(
         "slots",
@@ -286,14 +298,16 @@ OPTIONS = (
         "deletes what a killed process left on Discord (docs/behaviour.md); it must survive a "
         "restart of the process and be local to its host",
         default_text="unset: no journal",
+        example="/var/lib/upload-service",
     ),
     Option(
         "redis_url",
         _url("redis", "rediss"),
         "a redis:// or rediss:// (TLS) URL, with user and password if needed, of the Redis or "
         "Valkey through which every process shares each bot token's DISCORD_GLOBAL_RATE; unset: "
-        "each process keeps to DISCORD_GLOBAL_RATE alone",
+        "each process keeps to DISCORD_GLOBAL_RATE alone; only its host is ever logged",
         default_text="unset",
+        example="redis://redis:6379/0",
     ),
 )
 

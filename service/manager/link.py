@@ -6,9 +6,8 @@ time and sends the handler's answer as the `generic:boolean` reply. When the con
 cannot be opened or drops, it tells the handler and tries again with exponential backoff and
 jitter: the manager forgets a disconnected service, so each connection starts afresh.
 
-Nothing a frame holds, and no bug in the loop, ends `run()`: only cancellation does. What a
-supervisor can watch is `state` and `state_since` (a request held by the handler for long
-is a stuck link), `reconnects`, `failures` and `last_error`.
+Nothing a frame holds, and no bug in the loop, ends `run()`: only cancellation does. What
+others may read of a link (`state`, `reconnects`, `failures`, `last_error`): `ManagerLink`.
 """
 
 from __future__ import annotations

@@ -96,13 +96,21 @@ def test_settings_command_prints_the_same_list_as_run_help(tmp_path: Path) -> No
     assert listed.strip() and listed in run_command([*SERVICE, "run", "--help"], tmp_path).stdout
 
 
-def test_docs_configuration_md_is_what_the_code_generates(tmp_path: Path) -> None:
-    """Fails when a setting changed without `upload-service settings --markdown >
-    docs/configuration.md` being run (the command is named at the top of the file)."""
-    committed = (ROOT / "docs" / "configuration.md").read_text()
-    result = run_command([*SERVICE, "settings", "--markdown"], tmp_path)
+@pytest.mark.parametrize(
+    ("flag", "page"), [("--markdown", "docs/configuration.md"), ("--toml", "config.example.toml")]
+)
+def test_the_settings_pages_are_what_the_code_generates(
+    tmp_path: Path, flag: str, page: str
+) -> None:
+    """Fails when a setting changed without `upload-service settings FLAG > PAGE` being run
+    (the command is named at the top of each page)."""
+    result = run_command([*SERVICE, "settings", flag], tmp_path)
     assert result.returncode == 0
-    assert result.stdout == committed
+    assert result.stdout == (ROOT / page).read_text()
+
+
+def test_docs_configuration_md_shows_each_settings_default_and_meaning() -> None:
+    committed = (ROOT / "docs" / "configuration.md").read_text()
     rows = [line for line in committed.splitlines() if line.startswith("| `")]
     for option in OPTIONS:
         (row,) = [row for row in rows if row.startswith(f"| `{option.env}` | `{option.key}` |")]
