@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, NoReturn
 
 import aiohttp
 import httpx
@@ -45,6 +45,15 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     beside any other (free ports, its own temporary files), so a core waiting for one test
     runs another's."""
     return 2 * len(os.sched_getaffinity(0))
+
+
+def missing(what: str, how: str) -> NoReturn:
+    """`what` a test needs is not installed: in CI (`CI` set, as .ci/run sets it) the test
+    fails; elsewhere it is skipped, saying `how` to install it."""
+    message = f"{what} is not installed ({how})"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 def deploy_script(name: str) -> ModuleType:
@@ -221,6 +230,6 @@ async def until(holds: Callable[[], bool], within: float = 10.0) -> None:
 async def redis_server() -> AsyncIterator[RedisServer]:
     """A real redis-server on a free port (no persistence: a restart comes back empty)."""
     if redis_server_path() is None:
-        pytest.skip("redis-server is not installed (apt install redis-server; .ci/run does)")
+        missing("redis-server", "apt-get install redis-server; .ci/run does")
     async with RedisServer() as server:
         yield server

@@ -16,7 +16,6 @@ import asyncio
 import copy
 import functools
 import hashlib
-import os
 import re
 import shutil
 import socket
@@ -31,7 +30,7 @@ from typing import Any, cast
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import deploy_script
+from conftest import deploy_script, missing
 from test_nginx import DEPLOY, STOP_TIMEOUT, nginx_main_conf, render_nginx, start_nginx
 
 from service.local.driver import stop_service
@@ -43,6 +42,7 @@ HTTPROUTE_CRD = GATEWAY_API / "gateway.networking.k8s.io_httproutes.yaml"
 NAMESPACE = "uploads"
 CLUSTER_DOMAIN = "cluster.example"
 TOOL_TIMEOUT = 120
+INSTALLED_BY = {"promtool": ".ci/run takes it out of Debian's prometheus package"}
 
 
 def tool(name: str) -> str:
@@ -50,10 +50,7 @@ def tool(name: str) -> str:
     beside = Path(sys.executable).parent / name
     found = str(beside) if beside.is_file() else shutil.which(name)
     if found is None:
-        message = f"{name} is not installed (pip install -r deploy/ci-tools.txt)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(name, INSTALLED_BY.get(name, "pip install -r deploy/ci-tools.txt"))
     return found
 
 
@@ -68,9 +65,7 @@ def load_yaml() -> Any:
     try:
         import yaml
     except ImportError:
-        if os.environ.get("CI"):
-            pytest.fail("PyYAML is not installed (pip install -r deploy/ci-tools.txt)")
-        pytest.skip("PyYAML is not installed (pip install -r deploy/ci-tools.txt)")
+        missing("PyYAML", "pip install -r deploy/ci-tools.txt")
     return yaml
 
 

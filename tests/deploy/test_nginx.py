@@ -21,6 +21,7 @@ from conftest import (
     PASSWORD,
     TOKEN,
     deploy_script,
+    missing,
     reassembled,
     until,
 )
@@ -43,9 +44,7 @@ def find_nginx() -> str:
     """Debian's nginx is /usr/sbin/nginx, which may not be on a user's PATH."""
     found = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
     if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("nginx is not installed (.ci/run installs Debian's nginx package)")
-        pytest.skip("nginx is not installed (apt-get install nginx)")
+        missing("nginx", "apt-get install nginx; .ci/run does")
     return found
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio
-from conftest import CHANNEL, SMALL_CHUNK, TOKEN, HarnessFactory, until
+from conftest import CHANNEL, SMALL_CHUNK, TOKEN, HarnessFactory, missing, until
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -379,7 +379,7 @@ async def test_a_redis_behind_tls_with_a_user_and_password_shares_the_limit(
     """rediss:// with an ACL user and its password in REDIS_URL, as a managed Redis asks;
     a wrong password is Redis not answering (each process keeps to its share)."""
     if redis_server_path() is None:
-        pytest.skip("redis-server is not installed (apt install redis-server; .ci/run does)")
+        missing("redis-server", "apt-get install redis-server; .ci/run does")
     ca, cert, key = tls_files(tmp_path)
     secret, port = secrets.token_hex(12), free_port()
     options = [

@@ -21,7 +21,7 @@ from urllib.parse import urlencode
 
 import pytest
 from aiohttp import web
-from conftest import Harness, expected_hash, reassembled
+from conftest import Harness, expected_hash, missing, reassembled
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from service.jobs.layout import MANAGER_CHUNK_SIZE
@@ -45,18 +45,12 @@ UPLOAD_LIMIT = 60.0
 
 def chromium() -> str:
     """Chromium's path; missing Chromium or Playwright fails in CI and skips elsewhere."""
-    problem = None
     if not os.access(CHROMIUM, os.X_OK) and shutil.which("chromium") is None:
-        problem = "Chromium is not installed (.ci/run installs Debian's chromium)"
-    else:
-        try:
-            import playwright.async_api  # noqa: F401
-        except ImportError:
-            problem = "Playwright for Python is not installed (pip install -e '.[test]')"
-    if problem is not None:
-        if os.environ.get("CI"):
-            pytest.fail(problem)
-        pytest.skip(problem)
+        missing("Chromium", ".ci/run installs Debian's chromium")
+    try:
+        import playwright.async_api  # noqa: F401
+    except ImportError:
+        missing("Playwright for Python", "pip install -e '.[test]'")
     return CHROMIUM if os.access(CHROMIUM, os.X_OK) else str(shutil.which("chromium"))
 
 

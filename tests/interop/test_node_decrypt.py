@@ -16,8 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import pytest
-from conftest import CHANNEL, KEY, SMALL_CHUNK, Harness
+from conftest import CHANNEL, KEY, SMALL_CHUNK, Harness, missing
 
 from service.local.browser import upload
 
@@ -29,10 +28,7 @@ def node() -> str:
     """Node's path; a missing Node fails the test in CI and skips it elsewhere."""
     path = shutil.which("node")
     if path is None:
-        message = "node is not installed (.ci/run installs Debian's nodejs)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing("node", ".ci/run installs Debian's nodejs")
     return path
 
 
