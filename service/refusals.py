@@ -5,7 +5,7 @@ status, a `Retry-After` and a metric reason is `intake/answers.py`. The message 
 refusal is the sentence the client reads.
 
     Refusal
-    ├── UnknownUpload       no upload with this id was ever running here
+    ├── UnknownUpload       no upload with this id is running here or ended lately
     ├── UploadEnded         the upload has ended (finished, timed out, aborted, failed)
     ├── ChunkInFlight       the same chunk is being received or stored already
     ├── ChunkConflict       the chunk was stored already with other bytes

@@ -13,7 +13,8 @@ A chunk's whole path, in order (`ChunkEndpoint._receive`, then `uploads/upload.p
 6. answer 200 with the chunk index.
 
 Any step may raise a `Refusal`; `intake/answers.py` turns each into its status and
-sentence. Every refusal leaves the upload as it was (the claim is given back).
+sentence. A refusal gives the claim back and leaves the upload as it was, but for
+`DiscordRefused`, which ends it (`Upload.post`).
 """
 
 from __future__ import annotations
