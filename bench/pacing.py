@@ -12,7 +12,7 @@ from typing import Any
 
 from clients import upload_jobs
 from measure import MIB, Source
-from report import Column, Report, figures_table
+from report import Column, Report, Target, figures_table, target, targets_table
 from scenario import POSITIVE_INT, POSITIVE_SECONDS, Scenario, counts, measured, option
 from services import stage
 
@@ -22,6 +22,10 @@ from service.local.discord_api import Limit, created_at
 
 CHANNEL_BASE = 1400000000000000000
 RUN_TIMEOUT_BASE = 60.0  # seconds a run may take beyond twice its ideal
+MAX_JOB_VS_IDEAL = 1.05
+MAX_FINISH_LAG_MS = 50.0
+GLOBAL_429S_SHARE = 0.01  # of the posts, at most, when the slots offer more than the limit
+MIN_RATE_VS_GLOBAL = 0.9
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,10 @@ class PacingPlan:
     def ideal(self) -> float:
         """Seconds a perfect pacer needs for one job."""
         return (math.ceil(self.chunks / self.limit) - 1) * self.window
+
+    def within_global(self, slots: int) -> bool:
+        """Whether `slots` channels' windows together offer at most the global limit."""
+        return slots * self.limit / self.window <= self.global_limit
 
 
 async def run_once(plan: PacingPlan, slots: int, source: Source) -> dict[str, Any]:
@@ -82,6 +90,7 @@ async def run_once(plan: PacingPlan, slots: int, source: Source) -> dict[str, An
         "wasted_mib": discord.wasted_bytes / MIB,
         "finish_lag_ms_max": finish_lag * 1000,
         "client_non_200": ", ".join(f"{s}: {n}" for s, n in sorted(non_200.items())) or "none",
+        "client_non_200_count": sum(non_200.values()),
     }
 
 
@@ -103,6 +112,24 @@ COLUMNS: list[Column] = [
 ]
 
 
+def targets(plan: PacingPlan, f: dict[str, Any]) -> list[Target]:
+    """A run's targets: a perfect pacer's while the slots offer at most the global limit,
+    the limit's use beyond it (bench/README.md, "The ideal")."""
+    if not plan.within_global(f["slots"]):
+        allowed = math.floor(GLOBAL_429S_SHARE * f["posts"])
+        return [
+            target("global 429s", f["global_429s"], "d", "<=", allowed, "d"),
+            target("posts/s / global", f["posts_per_s_vs_global"], ".2f", ">=", MIN_RATE_VS_GLOBAL),
+        ]
+    refused = f["channel_429s"] + f["global_429s"]
+    return [
+        target("429s, channel + global", refused, "d", "<=", 0, "d"),
+        target("job/ideal max", f["job_vs_ideal_max"], ".2f", "<=", MAX_JOB_VS_IDEAL, "g"),
+        target("finish lag max ms", f["finish_lag_ms_max"], ".0f", "<=", MAX_FINISH_LAG_MS, "g"),
+        target("client non-200", f["client_non_200_count"], "d", "<=", 0, "d"),
+    ]
+
+
 async def run(plan: PacingPlan) -> Report:
     source = Source.random(plan.chunks * plan.chunk_kib * 1024, plan.chunk_kib * 1024)
     figures, limit = [], RUN_TIMEOUT_BASE + 2 * plan.ideal()
@@ -117,8 +144,16 @@ async def run(plan: PacingPlan) -> Report:
         f"for the token. Ideal per job: (ceil(chunks / limit) - 1) x window = "
         f"{plan.ideal():.2f} s. {plan.runs} run(s) per N;"
     )
-    lines = figures_table(COLUMNS, figures)
-    return Report("Pacing (Discord's rate limits)", about, lines, {"runs": figures})
+    runs = [row | {"targets": targets(plan, row)} for row in figures]
+    lines = [
+        *figures_table(COLUMNS, figures),
+        "",
+        f"Targets: a perfect pacer's while N x {plan.limit} per {plan.window:g} s is at most "
+        f"the global limit, {plan.global_limit} per s; beyond it, the limit's use:",
+        "",
+        *targets_table("slots", [(row["slots"], row["targets"]) for row in runs]),
+    ]
+    return Report("Pacing (Discord's rate limits)", about, lines, {"runs": runs})
 
 
 SCENARIO = Scenario(
