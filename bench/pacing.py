@@ -24,7 +24,7 @@ CHANNEL_BASE = 1400000000000000000
 RUN_TIMEOUT_BASE = 60.0  # seconds a run may take beyond twice its ideal
 MAX_JOB_VS_IDEAL = 1.05
 MAX_FINISH_LAG_MS = 50.0
-GLOBAL_429S_SHARE = 0.01  # of the posts, at most, when the slots offer more than the limit
+GLOBAL_429S_SHARE = 0.01  # of the posts, at most, when the slots offer the limit or more
 MIN_RATE_VS_GLOBAL = 0.9
 
 
@@ -47,8 +47,8 @@ class PacingPlan:
         return (math.ceil(self.chunks / self.limit) - 1) * self.window
 
     def within_global(self, slots: int) -> bool:
-        """Whether `slots` channels' windows together offer at most the global limit."""
-        return slots * self.limit / self.window <= self.global_limit
+        """Whether `slots` channels' windows together offer less than the global limit."""
+        return slots * self.limit / self.window < self.global_limit
 
 
 async def run_once(plan: PacingPlan, slots: int, source: Source) -> dict[str, Any]:
@@ -113,7 +113,7 @@ COLUMNS: list[Column] = [
 
 
 def targets(plan: PacingPlan, f: dict[str, Any]) -> list[Target]:
-    """A run's targets: a perfect pacer's while the slots offer at most the global limit,
+    """A run's targets: a perfect pacer's while the slots offer less than the global limit,
     the limit's use beyond it (bench/README.md, "The ideal")."""
     if not plan.within_global(f["slots"]):
         allowed = math.floor(GLOBAL_429S_SHARE * f["posts"])
@@ -148,8 +148,8 @@ async def run(plan: PacingPlan) -> Report:
     lines = [
         *figures_table(COLUMNS, figures),
         "",
-        f"Targets: a perfect pacer's while N x {plan.limit} per {plan.window:g} s is at most "
-        f"the global limit, {plan.global_limit} per s; beyond it, the limit's use:",
+        f"Targets: a perfect pacer's while N x {plan.limit} per {plan.window:g} s is less than "
+        f"the global limit, {plan.global_limit} per s; from there on, the limit's use:",
         "",
         *targets_table("slots", [(row["slots"], row["targets"]) for row in runs]),
     ]
