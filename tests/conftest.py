@@ -30,6 +30,7 @@ from service.local.manager import ManagerStandIn, ServiceConnection
 from service.local.redis_server import RedisServer, redis_server_path
 from service.local.verify import attachments_in, opened
 from service.server import UploadService
+from service.uploads.cleanup import content_prefix
 
 TOKEN = "test-bot-token-Zm9vYmFy.secret"
 PASSWORD = "test-service-password-7d1f"
@@ -139,6 +140,13 @@ def expected_hash(data: bytes, chunk_size: int) -> str:
     return hashlib.sha256("".join(digests).encode()).hexdigest()
 
 
+def messages_of(discord: DiscordStandIn, upload_id: str) -> list[str]:
+    """The ids of the upload's messages in CHANNEL, found by their text as the service's
+    clean-up finds them."""
+    prefix = content_prefix(upload_id)
+    return [m.id for m in discord.messages(CHANNEL) if m.content.startswith(prefix)]
+
+
 def reassembled(discord: DiscordStandIn, finish: dict[str, Any], channel: str = CHANNEL) -> bytes:
     """The file as the manager rebuilds it: each listed message's attachment, decrypted with
     KEY, in the finish packet's order."""
@@ -184,6 +192,20 @@ class Harness:
     def stored(self) -> list[bytes]:
         """The attachments in the channel, in posting order."""
         return [m.attachments[0].data for m in self.discord.messages(CHANNEL)]
+
+
+async def store_some(
+    link: ServiceConnection, http: aiohttp.ClientSession, stored: int, chunks: int
+) -> str:
+    """Start an upload of `chunks` chunks of SMALL_CHUNK bytes on the service behind `link`
+    and store the first `stored` (each answered 200); its upload id."""
+    upload_id, reply = await link.start_upload(size=chunks * SMALL_CHUNK, chunk_size=SMALL_CHUNK)
+    assert reply == {"success": True}
+    for index in range(stored):
+        form = chunk_form(upload_id, index, os.urandom(SMALL_CHUNK))
+        async with http.post(link.own_address, data=form) as response:
+            assert response.status == 200
+    return upload_id
 
 
 HarnessFactory = Callable[..., Awaitable[Harness]]

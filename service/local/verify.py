@@ -1,10 +1,15 @@
 """Checking a finished upload as the manager would: its finish packet against the source.
 
-One verifier for the demo, the benchmark and the tests. It does no I/O: the caller gives the
-finish packet, the source's chunks (plaintext), the channel and key the job was configured
-with, and `AttachmentOf`, the stored attachment of a message id (the demo fetches them over
-HTTP first, as the manager would; the benchmark and the tests read the Discord stand-in).
-The answer is a list of problems, each a sentence; an empty list means verified.
+The verifier of the demo and the benchmark. It does no I/O: the caller gives the finish
+packet, the source's chunks (plaintext), the channel and key the job was configured with,
+and `AttachmentOf`, the stored attachment of a message id (the demo fetches them over HTTP
+first, as the manager would; the benchmark reads the Discord stand-in). The answer is a list
+of problems, each a sentence; an empty list means verified.
+
+tests/integration/test_demo.py tests this verifier and the demo with it. The other tests
+check uploads with their own code, tests/conftest.py's `expected_hash` and `reassembled`, so
+that the tests' hash is not the service's own; they borrow only `attachments_in` and
+`opened` from here, to read and decrypt the stored attachments.
 """
 
 from __future__ import annotations

@@ -12,7 +12,17 @@ from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
 import pytest
-from conftest import CHANNEL, SMALL_CHUNK, TOKEN, Harness, HarnessFactory, reassembled, until
+from conftest import (
+    CHANNEL,
+    SMALL_CHUNK,
+    TOKEN,
+    Harness,
+    HarnessFactory,
+    messages_of,
+    reassembled,
+    store_some,
+    until,
+)
 from discord import http as discord_http
 
 from service.discord.client import DiscordClients
@@ -26,25 +36,19 @@ from service.uploads.outcome import Outcome
 CHUNKS = 3
 
 
-async def store_some(harness: Harness, count: int = 2) -> str:
-    """Start a job of CHUNKS chunks and store `count` of them; its upload id."""
-    upload_id = await harness.start(CHUNKS * SMALL_CHUNK)
-    for index in range(count):
-        assert (await harness.post(upload_id, index, os.urandom(SMALL_CHUNK)))[0] == 200
-    assert len(messages_of(harness, upload_id)) == count
+async def stored_job(harness: Harness, count: int = 2) -> str:
+    """Start a job of CHUNKS chunks and store `count` of them, all found on Discord; its
+    upload id."""
+    upload_id = await store_some(harness.link, harness.http, stored=count, chunks=CHUNKS)
+    assert len(messages_of(harness.discord, upload_id)) == count
     return upload_id
-
-
-def messages_of(harness: Harness, upload_id: str) -> list[str]:
-    prefix = f"discord-cloud upload {upload_id},"
-    return [m.id for m in harness.discord.messages(CHANNEL) if m.content.startswith(prefix)]
 
 
 async def cleaned(harness: Harness, upload_id: str) -> list[str]:
     """Once nothing is being received or deleted: the upload's messages still on Discord."""
     await harness.service.endpoint.idle()
     await harness.service.cleanup.settled()
-    return messages_of(harness, upload_id)
+    return messages_of(harness.discord, upload_id)
 
 
 def metric(harness: Harness, name: str) -> float:
@@ -52,7 +56,7 @@ def metric(harness: Harness, name: str) -> float:
 
 
 async def test_an_aborted_job_leaves_nothing_and_uses_one_bulk_delete(harness: Harness) -> None:
-    upload_id = await store_some(harness)
+    upload_id = await stored_job(harness)
     assert await harness.link.abort() == {"success": True}
     assert await cleaned(harness, upload_id) == []
     assert harness.discord.deleted == 2
@@ -63,13 +67,13 @@ async def test_an_aborted_job_leaves_nothing_and_uses_one_bulk_delete(harness: H
 async def test_a_timed_out_job_leaves_nothing(start_service: HarnessFactory) -> None:
     harness = await start_service(upload_inactivity_timeout=0.3)
     await harness.configure()
-    upload_id = await store_some(harness)
+    upload_id = await stored_job(harness)
     assert (await harness.link.next_finish())["success"] is False
     assert await cleaned(harness, upload_id) == []
 
 
 async def test_a_job_discord_refuses_leaves_nothing(harness: Harness) -> None:
-    upload_id = await store_some(harness)
+    upload_id = await stored_job(harness)
     harness.discord.inject(Fault(status=403))
     assert (await harness.post(upload_id, 2, os.urandom(SMALL_CHUNK)))[0] == 502
     assert (await harness.link.next_finish())["success"] is False
@@ -77,7 +81,7 @@ async def test_a_job_discord_refuses_leaves_nothing(harness: Harness) -> None:
 
 
 async def test_a_job_voided_by_a_lost_link_leaves_nothing(harness: Harness) -> None:
-    upload_id = await store_some(harness, count=1)  # one message: a single delete
+    upload_id = await stored_job(harness, count=1)  # one message: a single delete
     await harness.link.close()
     await harness.link.closed.wait()
     await until(lambda: harness.service.slots[0].upload is None)
@@ -86,9 +90,9 @@ async def test_a_job_voided_by_a_lost_link_leaves_nothing(harness: Harness) -> N
 
 
 async def test_a_job_stopped_by_shutdown_leaves_nothing(harness: Harness) -> None:
-    upload_id = await store_some(harness)
+    upload_id = await stored_job(harness)
     await harness.service.shutdown()
-    assert messages_of(harness, upload_id) == []
+    assert messages_of(harness.discord, upload_id) == []
 
 
 @pytest.mark.parametrize(
@@ -105,7 +109,7 @@ async def test_a_job_stopped_by_shutdown_leaves_nothing(harness: Harness) -> Non
 async def test_a_chunk_stored_after_an_abort_is_deleted_too(
     harness: Harness, faults: list[Fault]
 ) -> None:
-    upload_id = await store_some(harness)
+    upload_id = await stored_job(harness)
     harness.discord.inject(*faults)
     late = asyncio.create_task(harness.post(upload_id, 2, os.urandom(SMALL_CHUNK)))
     await harness.discord.wait_for_posts(3)
@@ -170,7 +174,7 @@ async def test_a_search_asked_for_during_one_is_made_once_more_after_it(harness:
 
 
 async def test_a_successful_jobs_messages_stay(harness: Harness) -> None:
-    upload_id = await store_some(harness, count=CHUNKS)
+    upload_id = await stored_job(harness, count=CHUNKS)
     assert (await harness.link.next_finish())["success"] is True
     assert len(await cleaned(harness, upload_id)) == CHUNKS
     assert harness.discord.deleted == 0
@@ -178,7 +182,7 @@ async def test_a_successful_jobs_messages_stay(harness: Harness) -> None:
 
 
 async def test_transient_delete_failures_are_retried(harness: Harness) -> None:
-    upload_id = await store_some(harness)
+    upload_id = await stored_job(harness)
     harness.discord.inject(Fault(status=500), Fault(status=503), route=Route.BULK_DELETE)
     assert await harness.link.abort() == {"success": True}
     assert await cleaned(harness, upload_id) == []
@@ -187,8 +191,8 @@ async def test_transient_delete_failures_are_retried(harness: Harness) -> None:
 async def test_what_cannot_be_deleted_is_logged_with_its_ids(
     harness: Harness, caplog: pytest.LogCaptureFixture
 ) -> None:
-    upload_id = await store_some(harness)
-    left = messages_of(harness, upload_id)
+    upload_id = await stored_job(harness)
+    left = messages_of(harness.discord, upload_id)
     harness.discord.inject(Fault(status=403), route=Route.BULK_DELETE)
     assert await harness.link.abort() == {"success": True}
     assert sorted(await cleaned(harness, upload_id)) == sorted(left)
@@ -218,8 +222,8 @@ async def test_what_shutdown_cannot_delete_in_time_is_logged_with_its_ids(
 ) -> None:
     harness = await start_service(shutdown_grace=0.1)
     await harness.configure()
-    upload_id = await store_some(harness)
-    left = messages_of(harness, upload_id)
+    upload_id = await stored_job(harness)
+    left = messages_of(harness.discord, upload_id)
     harness.discord.inject(Fault(hold=True), route=Route.BULK_DELETE)  # Discord never answers
     await harness.service.shutdown()
     harness.discord.release_held()
@@ -232,18 +236,18 @@ async def test_what_shutdown_cannot_delete_in_time_is_logged_with_its_ids(
 async def test_a_post_whose_answer_was_lost_and_whose_retries_failed_is_deleted_too(
     harness: Harness,
 ) -> None:
-    upload_id = await store_some(harness, count=1)
+    upload_id = await stored_job(harness, count=1)
     # chunk 1 is stored but its answer is lost; both retries fail, nothing more is stored
     harness.discord.inject(Fault(store_then_drop=True), Fault(status=503), Fault(drop=True))
     status, _ = await harness.post(upload_id, 1, os.urandom(SMALL_CHUNK))
     assert status == 502
-    assert len(messages_of(harness, upload_id)) == 2  # the service knows only one of them
+    assert len(messages_of(harness.discord, upload_id)) == 2  # the service knows only one of them
     assert await harness.link.abort() == {"success": True}
     assert await cleaned(harness, upload_id) == []
 
 
 async def test_a_post_whose_answer_was_lost_then_refused_is_deleted_too(harness: Harness) -> None:
-    upload_id = await store_some(harness, count=1)
+    upload_id = await stored_job(harness, count=1)
     # chunk 1 is stored but its answer is lost; the retry is refused and ends the job
     harness.discord.inject(Fault(store_then_drop=True), Fault(status=403))
     status, _ = await harness.post(upload_id, 1, os.urandom(SMALL_CHUNK))
@@ -255,11 +259,11 @@ async def test_a_post_whose_answer_was_lost_then_refused_is_deleted_too(harness:
 async def test_a_search_discord_refuses_is_logged_not_reported_as_done(
     harness: Harness, caplog: pytest.LogCaptureFixture
 ) -> None:
-    upload_id = await store_some(harness, count=1)
+    upload_id = await stored_job(harness, count=1)
     # chunk 1 is stored but its answer is lost and the retries fail: its id is never learned
     harness.discord.inject(Fault(store_then_drop=True), Fault(status=503), Fault(drop=True))
     assert (await harness.post(upload_id, 1, os.urandom(SMALL_CHUNK)))[0] == 502
-    _, unknown = messages_of(harness, upload_id)
+    _, unknown = messages_of(harness.discord, upload_id)
     # the bot may not read the channel's history: the search is refused
     harness.discord.inject(Fault(status=403), route=Route.LIST_MESSAGES)
     assert await harness.link.abort() == {"success": True}
@@ -322,7 +326,7 @@ async def test_a_post_still_at_discord_at_shutdown_is_logged_as_maybe_left(
 ) -> None:
     harness = await start_service(shutdown_grace=0.2)
     await harness.configure()
-    upload_id = await store_some(harness, count=1)
+    upload_id = await stored_job(harness, count=1)
     harness.discord.inject(Fault(hold=True))
     at_discord = asyncio.create_task(harness.post(upload_id, 1, os.urandom(SMALL_CHUNK)))
     await harness.discord.wait_for_posts(2)

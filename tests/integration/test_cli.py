@@ -1,29 +1,23 @@
 """The `upload-service` command, run as a real process: its refusals, --version, the
 settings' reference (`run --help`, docs/configuration.md), a port already in use, `check`,
-a second stop signal, and what `run` leaves unloaded."""
+and what `run` leaves unloaded. How a signal stops it: test_lifecycle.py."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
-import aiohttp
 import pytest
-from conftest import CHANNEL, KEY, SMALL_CHUNK, TOKEN, stopped_stderr
-from test_lifecycle import wait_for_line
+from conftest import CHANNEL, KEY, TOKEN, stopped_stderr
 
 from service.config import OPTIONS, Settings
-from service.exit_status import EXIT_CONFIG, EXIT_CUT_SHORT, EXIT_LISTEN
-from service.local.browser import chunk_form
-from service.local.discord_api import DiscordStandIn, Fault
+from service.exit_status import EXIT_CONFIG, EXIT_LISTEN
 from service.local.driver import spawn_service
 from service.local.loopback import free_port
 from service.local.manager import ManagerStandIn
@@ -227,59 +221,6 @@ def test_config_with_a_command_that_reads_no_settings_is_refused(tmp_path: Path)
     assert result.returncode == 2
     assert "--config applies to run and check, not to settings" in result.stderr
     assert result.stdout == ""
-
-
-# Far above what exiting takes, far below SHUTDOWN_GRACE: only a forced exit is this quick.
-FORCED_EXIT_BOUND = 30.0
-
-
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-async def test_a_second_signal_during_the_grace_period_exits_at_once_with_1(
-    signum: signal.Signals,
-    settings: Settings,
-    discord: DiscordStandIn,
-    manager: ManagerStandIn,
-    http: aiohttp.ClientSession,
-) -> None:
-    # A held post neither times out nor is given up within the test: the grace period runs.
-    process = await spawn_service(
-        settings,
-        stderr=asyncio.subprocess.PIPE,
-        SHUTDOWN_GRACE="300",
-        DISCORD_REQUEST_TIMEOUT="300",
-    )
-    assert process.stderr is not None
-    held: asyncio.Task[aiohttp.ClientResponse] | None = None
-    try:
-        link = await manager.next_service()
-        await link.configure(token=TOKEN, channel_id=CHANNEL, crypto_key=KEY)
-        upload_id, _ = await link.start_upload(size=2 * SMALL_CHUNK, chunk_size=SMALL_CHUNK)
-        discord.inject(Fault(hold=True))  # the chunk stays at Discord: the grace period runs
-        held = asyncio.create_task(
-            http.post(link.own_address, data=chunk_form(upload_id, 0, os.urandom(SMALL_CHUNK)))
-        )
-        await discord.wait_for_posts(1)
-
-        process.send_signal(signum)
-        await wait_for_line(process.stderr, "stopping")
-        process.send_signal(signum)
-        rest = await asyncio.wait_for(process.stderr.read(), FORCED_EXIT_BOUND)
-        assert await process.wait() == EXIT_CUT_SHORT == 1
-        lines = rest.decode().splitlines()
-        assert sum("cutting short" in line for line in lines) == 1
-        assert (
-            "second signal: exiting at once, cutting short uploads running: 1, chunks in "
-            in lines[-1]
-        )
-        assert "chunks in flight: 1, messages still to delete on Discord: 0" in lines[-1]
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-        discord.release_held()
-        if held is not None:
-            with contextlib.suppress(aiohttp.ClientError):
-                (await held).close()
 
 
 # What only the demo, the stand-ins or REDIS_URL use: a process without them never loads it.

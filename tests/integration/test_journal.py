@@ -18,7 +18,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from conftest import CHANNEL, KEY, SMALL_CHUNK, TOKEN, reassembled
+from conftest import CHANNEL, KEY, SMALL_CHUNK, TOKEN, messages_of, reassembled, store_some
 
 from service.config import Settings
 from service.local.browser import chunk_form
@@ -97,30 +97,14 @@ async def post(
         return response.status
 
 
-async def store_some(life: Life, http: aiohttp.ClientSession, stored: int, chunks: int) -> str:
-    """Start an upload of `chunks` chunks and store the first `stored`; its id."""
-    upload_id, reply = await life.link.start_upload(
-        size=chunks * SMALL_CHUNK, chunk_size=SMALL_CHUNK
-    )
-    assert reply == {"success": True}
-    for index in range(stored):
-        assert await post(life, http, upload_id, index) == 200
-    return upload_id
-
-
 async def lose_an_answer(life: Life, discord: DiscordStandIn, http: aiohttp.ClientSession) -> str:
     """Configure, store chunk 0 of 3, then post chunk 1, which Discord stores and whose answer
     is lost (one try only); the upload's id."""
     await life.configure()
-    upload_id = await store_some(life, http, stored=1, chunks=3)
+    upload_id = await store_some(life.link, http, stored=1, chunks=3)
     discord.inject(Fault(store_then_drop=True))
     assert await post(life, http, upload_id, 1) != 200
     return upload_id
-
-
-def messages_of(discord: DiscordStandIn, upload_id: str) -> list[str]:
-    prefix = content_prefix(upload_id)
-    return [m.id for m in discord.messages(CHANNEL) if m.content.startswith(prefix)]
 
 
 async def next_start_deletes(
@@ -157,7 +141,7 @@ async def test_what_a_killed_process_stored_is_deleted_once_a_slot_has_its_token
 ) -> None:
     async with life(settings, manager, tmp_path) as first:
         await first.configure()
-        upload_id = await store_some(first, http, stored=2, chunks=3)
+        upload_id = await store_some(first.link, http, stored=2, chunks=3)
         await first.kill()
     assert len(messages_of(discord, upload_id)) == 2
 
@@ -217,7 +201,7 @@ async def test_a_success_reported_before_the_kill_keeps_every_message(
             assert await post(first, http, done, index, piece) == 200
         finish = await first.link.next_finish()
         assert finish["success"] is True
-        running = await store_some(first, http, stored=1, chunks=2)
+        running = await store_some(first.link, http, stored=1, chunks=2)
         await first.kill()
     await next_start_deletes(settings, manager, discord, tmp_path, running, 1)
     assert reassembled(discord, finish) == data
@@ -268,7 +252,7 @@ async def test_a_journal_sqlite_cannot_read_is_set_aside_and_the_service_starts(
     (tmp_path / f"{name}.sqlite").write_bytes(garbage)
     async with life(settings, manager, tmp_path) as service:
         await service.configure()
-        upload_id = await store_some(service, http, stored=1, chunks=2)
+        upload_id = await store_some(service.link, http, stored=1, chunks=2)
         line = await service.log.line("cannot be read", "set aside")
         assert [line for line in service.log.lines if "journal" in line] == [line]
         assert "Traceback" not in "".join(service.log.lines)

@@ -1,17 +1,21 @@
-"""The service as a process: started by its command, stopped by a signal."""
+"""The service as a process, started by its command and stopped by a signal: SIGTERM lets the
+chunks already at Discord finish within the grace period, fails the job and exits 0; a
+second SIGTERM or SIGINT during the grace period exits at once with 1."""
 
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import os
 import signal
 from asyncio.subprocess import PIPE
 
 import aiohttp
+import pytest
 from conftest import CHANNEL, KEY, SMALL_CHUNK, TOKEN
 
 from service.config import Settings
+from service.exit_status import EXIT_CUT_SHORT
 from service.local.browser import chunk_form
 from service.local.discord_api import DiscordStandIn, Fault
 from service.local.driver import spawn_service
@@ -62,18 +66,54 @@ async def test_sigterm_lets_stored_chunks_finish_fails_the_job_and_exits_0(
             await process.wait()
 
 
-async def test_log_format_json_gives_one_json_object_a_line(
-    settings: Settings, manager: ManagerStandIn
+# Far above what exiting takes, far below SHUTDOWN_GRACE: only a forced exit is this quick.
+FORCED_EXIT_BOUND = 30.0
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_a_second_signal_during_the_grace_period_exits_at_once_with_1(
+    signum: signal.Signals,
+    settings: Settings,
+    discord: DiscordStandIn,
+    manager: ManagerStandIn,
+    http: aiohttp.ClientSession,
 ) -> None:
-    process = await spawn_service(settings, stderr=PIPE, LOG_FORMAT="json")
+    # A held post neither times out nor is given up within the test: the grace period runs.
+    process = await spawn_service(
+        settings,
+        stderr=asyncio.subprocess.PIPE,
+        SHUTDOWN_GRACE="300",
+        DISCORD_REQUEST_TIMEOUT="300",
+    )
     assert process.stderr is not None
+    held: asyncio.Task[aiohttp.ClientResponse] | None = None
     try:
-        await manager.next_service()
-        while True:
-            entry = json.loads(await process.stderr.readline())
-            if "connected to the manager" in entry["message"]:
-                break
-        assert entry["slot"] == "slot-0" and entry["level"] == "INFO"
+        link = await manager.next_service()
+        await link.configure(token=TOKEN, channel_id=CHANNEL, crypto_key=KEY)
+        upload_id, _ = await link.start_upload(size=2 * SMALL_CHUNK, chunk_size=SMALL_CHUNK)
+        discord.inject(Fault(hold=True))  # the chunk stays at Discord: the grace period runs
+        held = asyncio.create_task(
+            http.post(link.own_address, data=chunk_form(upload_id, 0, os.urandom(SMALL_CHUNK)))
+        )
+        await discord.wait_for_posts(1)
+
+        process.send_signal(signum)
+        await wait_for_line(process.stderr, "stopping")
+        process.send_signal(signum)
+        rest = await asyncio.wait_for(process.stderr.read(), FORCED_EXIT_BOUND)
+        assert await process.wait() == EXIT_CUT_SHORT == 1
+        lines = rest.decode().splitlines()
+        assert sum("cutting short" in line for line in lines) == 1
+        assert (
+            "second signal: exiting at once, cutting short uploads running: 1, chunks in "
+            in lines[-1]
+        )
+        assert "chunks in flight: 1, messages still to delete on Discord: 0" in lines[-1]
     finally:
-        process.terminate()
-        assert await process.wait() == 0
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        discord.release_held()
+        if held is not None:
+            with contextlib.suppress(aiohttp.ClientError):
+                (await held).close()

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 import pytest
-from conftest import CHANNEL, KEY, PASSWORD, TOKEN, expected_hash, reassembled
+from conftest import CHANNEL, KEY, PASSWORD, TOKEN, expected_hash, messages_of, reassembled
 
 from service.chunks.sealing import open_attachment
 from service.local.browser import UploadFailed, chunk_form, upload
@@ -233,9 +233,7 @@ class Soak:
         """An upload that did not succeed leaves none of its messages on Discord."""
         await self.service.endpoint.idle()  # a client that went away: its chunk may be posting
         await self.service.cleanup.settled()
-        prefix = f"discord-cloud upload {upload_id},"
-        left = [m for m in self.discord.messages(CHANNEL) if m.content.startswith(prefix)]
-        self.tally.leftovers += len(left)
+        self.tally.leftovers += len(messages_of(self.discord, upload_id))
         assert self.tally.leftovers == 0
 
     def check_acknowledged(self, upload_id: str, acknowledged: dict[int, bytes]) -> None:

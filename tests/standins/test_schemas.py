@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import pytest
+from conftest import CHANNEL
 
 from service.jobs.layout import MANAGER_CHUNK_SIZE
 from service.local import schemas
@@ -21,7 +22,6 @@ from service.local.manager import ServiceConnection
 from service.manager import outgoing, packets
 
 HASH = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
-CHANNEL = "1100000000000000001"
 MESSAGES = ["1200000000000000001", "1200000000000000002"]
 MAX_SAFE = 2**53 - 1
 

@@ -14,13 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pytest
+from conftest import CHANNEL
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.discord.pacing import COUNT_MARGIN, Bucket, GlobalLimit, Pacer, RateHeaders
 from service.local.discord_api.ratelimit import busiest_second
-
-CHANNEL = "1100000000000000001"
 
 
 @dataclass

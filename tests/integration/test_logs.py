@@ -1,6 +1,7 @@
 """Logs an operator can follow: a line for every refused chunk, a request id on every line
 of a request and on its answer, the slot, upload and chunk on every line that concerns them
-(discord.py's own included), and ISO 8601 UTC times."""
+(discord.py's own included), ISO 8601 UTC times, control characters escaped (a traceback
+keeps its lines), and with LOG_FORMAT=json one JSON object a line from the running process."""
 
 from __future__ import annotations
 
@@ -9,12 +10,16 @@ import logging
 import os
 import re
 import sys
+from asyncio.subprocess import PIPE
 
 import pytest
 from conftest import SMALL_CHUNK, Harness
 
+from service.config import Settings
 from service.local.browser import chunk_form
 from service.local.discord_api import Fault
+from service.local.driver import spawn_service
+from service.local.manager import ManagerStandIn
 from service.logs import ContextFilter, JsonFormatter, TextFormatter
 
 
@@ -125,3 +130,20 @@ def test_a_traceback_keeps_its_lines_after_the_record_and_its_context() -> None:
     assert first.endswith("ERROR service: failed [slot=slot-0]")
     assert trace[0] == "Traceback (most recent call last):"
     assert trace[-2:] == ["ValueError: bad", "value"]
+
+
+async def test_log_format_json_gives_one_json_object_a_line(
+    settings: Settings, manager: ManagerStandIn
+) -> None:
+    process = await spawn_service(settings, stderr=PIPE, LOG_FORMAT="json")
+    assert process.stderr is not None
+    try:
+        await manager.next_service()
+        while True:
+            entry = json.loads(await process.stderr.readline())
+            if "connected to the manager" in entry["message"]:
+                break
+        assert entry["slot"] == "slot-0" and entry["level"] == "INFO"
+    finally:
+        process.terminate()
+        assert await process.wait() == 0
