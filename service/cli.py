@@ -86,7 +86,8 @@ def settings_toml() -> str:
 # Each setting can also come from the environment, under the name on its "Environment:"
 # line; the environment wins over this file (a variable that is set and not empty). The file
 # is optional: the Docker image is meant to be configured by the environment alone. Unknown
-# keys are an error; every problem is reported at once. docs/configuration.md: the same."""
+# keys are an error; every problem is reported at once. docs/configuration.md has the same
+# settings as a table."""
     ]
     for option in OPTIONS:
         if option.required:
