@@ -392,14 +392,18 @@ async def test_cancelling_while_handling_closes_the_socket(
 async def test_cancelling_while_connecting_or_waiting_ends_at_once(
     manager: ManagerStandIn, http: aiohttp.ClientSession
 ) -> None:
-    silent = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0)
+    accepted: list[asyncio.StreamWriter] = []
+    silent = await asyncio.start_server(lambda _, writer: accepted.append(writer), "127.0.0.1", 0)
     port = silent.sockets[0].getsockname()[1]
     link = bare_link(f"ws://127.0.0.1:{port}/upload-service", http, BlockingHandler())
     task = asyncio.create_task(link.run())
     await wait_for_state(link, LinkState.CONNECTING)
     await asyncio.sleep(0.1)  # the TCP connection is open; the handshake never answers
     await cancel(task)
+    for writer in accepted:
+        writer.close()
     silent.close()
+    await silent.wait_closed()
 
     handler = BlockingHandler()
     link = bare_link(manager.address, http, handler)
