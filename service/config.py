@@ -5,9 +5,8 @@ names shared with the existing service). `load_settings` reports every missing o
 setting at once in a `ConfigError`.
 
 Adding a setting: a field in `Settings` (its default lives there only), one `Option` in
-`OPTIONS` (key, parser, one-sentence meaning), a commented line at its default in
-config.example.toml, then `upload-service settings --markdown > docs/configuration.md`.
-Tests fail until the last two are done.
+`OPTIONS` (key, parser, one-sentence meaning), then docs/configuration.md and
+config.example.toml generated again (CONTRIBUTING.md says how; tests fail until they are).
 """
 
 from __future__ import annotations

@@ -52,7 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = render(RULES.read_text())
     if args.check:
         if not OUTPUT.is_file() or OUTPUT.read_text() != text:
-            print(f"{OUTPUT} is stale: run {Path(__file__).name}", file=sys.stderr)
+            print(
+                f"{OUTPUT} is stale: run python deploy/monitoring/render_rules.py", file=sys.stderr
+            )
             return 1
         return 0
     OUTPUT.write_text(text)

@@ -20,6 +20,8 @@ from conftest import Harness
 from test_deploy_k8s import TOOL_TIMEOUT, load_yaml, run_tool
 from test_nginx import DEPLOY
 
+from service.intake.answers import REFUSAL_REASONS
+
 MONITORING = DEPLOY / "monitoring"
 OPERATIONS = DEPLOY.parent / "docs" / "operations.md"
 
@@ -140,6 +142,31 @@ def test_dashboard_panels_are_well_formed_and_documented() -> None:
         grid = panel["gridPos"]
         assert grid["x"] + grid["w"] <= 24, panel["title"]
         assert f"**{panel['title']}**" in operations, f"docs/operations.md: {panel['title']}"
+
+
+def sorted_reasons(text: str, reasons: set[str]) -> tuple[set[str], set[str]]:
+    """The `reasons` named in `text` before "Ours or Discord's" (the clients' mistakes) and
+    after it."""
+    clients, ours = " ".join(text.split()).split("Ours or Discord's")
+    named = [set(re.findall(r"\b[a-z_]+\b", part)) & reasons for part in (clients, ours)]
+    return named[0], named[1]
+
+
+def test_every_refusal_reason_is_sorted_alike_by_the_docs_the_dashboard_and_the_alert() -> None:
+    """Each reason the service counts refused chunks by is, in docs/operations.md's "Chunks
+    refused, by reason", the dashboard panel's description and UploadChunksFailing alike,
+    either the clients' mistake or ours (or Discord's), which the alert counts."""
+    reasons = set(REFUSAL_REASONS)
+    operations = OPERATIONS.read_text()
+    bullet = operations.split("- **Chunks refused, by reason**")[1].split("\n- **")[0]
+    (panel,) = [p for p in dashboard()["panels"] if p.get("title") == "Chunks refused, by reason"]
+    (rule,) = [rule for rule in alerts() if rule["alert"] == "UploadChunksFailing"]
+    alerted = set(re.search(r'reason=~"([^"]+)"', rule["expr"])[1].split("|"))
+    for where, text in (("docs/operations.md", bullet), ("dashboard.json", panel["description"])):
+        clients, ours = sorted_reasons(text, reasons)
+        assert clients | ours == reasons, f"{where} does not name {reasons - clients - ours}"
+        assert not clients & ours, f"{where} names {clients & ours} as both"
+        assert ours == alerted, f"{where} and UploadChunksFailing's regex differ"
 
 
 def test_every_alert_has_a_unit_test_and_a_runbook_section() -> None:

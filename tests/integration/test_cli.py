@@ -100,15 +100,18 @@ def test_the_settings_pages_are_what_the_code_generates(
     (the command is named at the top of each page)."""
     result = run_command([*SERVICE, "settings", flag], tmp_path)
     assert result.returncode == 0
-    assert result.stdout == (ROOT / page).read_text()
+    assert result.stdout == (ROOT / page).read_text(), (
+        f"run upload-service settings {flag} > {page}"
+    )
 
 
 def test_docs_configuration_md_shows_each_settings_default_and_meaning() -> None:
     committed = (ROOT / "docs" / "configuration.md").read_text()
     rows = [line for line in committed.splitlines() if line.startswith("| `")]
     for option in OPTIONS:
-        (row,) = [row for row in rows if row.startswith(f"| `{option.env}` | `{option.key}` |")]
-        assert option.shown_default in row and option.meaning in row
+        found = [row for row in rows if row.startswith(f"| `{option.env}` | `{option.key}` |")]
+        assert len(found) == 1, f"{option.key} is not in docs/configuration.md once: regenerate it"
+        assert option.shown_default in found[0] and option.meaning in found[0]
 
 
 def occupied_port() -> socket.socket:

@@ -218,7 +218,9 @@ def example_assignments() -> dict[str, str]:
 
 @pytest.mark.parametrize("option", OPTIONS, ids=lambda option: option.key)
 def test_the_example_config_file_shows_every_setting(option: Option) -> None:
-    line = example_assignments()[option.key]
+    assignments = example_assignments()
+    assert option.key in assignments, f"{option.key} is not in config.example.toml: regenerate it"
+    line = assignments[option.key]
     assert f"# Environment: {option.env}." in EXAMPLE_CONFIG.read_text()
     if option.required:
         assert not line.startswith("#"), "a required setting is set to an example value"
