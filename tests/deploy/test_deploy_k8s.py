@@ -25,6 +25,7 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Any, cast
 
 import aiohttp
@@ -61,12 +62,25 @@ def run_tool(name: str, *args: str, cwd: Path | None = None) -> subprocess.Compl
     )
 
 
-def load_yaml() -> Any:
+@functools.cache
+def crd_schema() -> ModuleType:
+    """deploy/crd_schema.py, which needs PyYAML, loaded once."""
     try:
-        import yaml
+        import yaml  # noqa: F401
     except ImportError:
         missing("PyYAML", "pip install -r deploy/ci-tools.txt")
-    return yaml
+    return deploy_script("crd_schema")
+
+
+def yaml_documents(text: str) -> list[Any]:
+    """The documents of a YAML text (empty ones left out), read as deploy/crd_schema.py
+    reads them."""
+    return crd_schema().documents(text)
+
+
+def yaml_document(text: str) -> Any:
+    (document,) = yaml_documents(text)
+    return document
 
 
 def render(
@@ -117,7 +131,7 @@ def _rendered(
     rendered.write_text(output)
     validated = run_tool("kubernetes-validate", "--strict", "--quiet", str(rendered))
     assert validated.returncode == 0, validated.stdout + validated.stderr
-    docs = [doc for doc in load_yaml().safe_load_all(output) if doc]
+    docs = yaml_documents(output)
     problems = crd_problems(rendered)
     assert not problems, problems
     return output, docs
@@ -125,7 +139,7 @@ def _rendered(
 
 def kustomize_settings() -> dict[str, str]:
     """deploy/k8s/kustomization.yaml's literals: PUBLIC_HOST, GATEWAY_NAME, ..."""
-    kustomization = load_yaml().safe_load((K8S / "kustomization.yaml").read_text())
+    kustomization = yaml_document((K8S / "kustomization.yaml").read_text())
     literals = [
         literal
         for generator in kustomization["configMapGenerator"]
@@ -137,17 +151,14 @@ def kustomize_settings() -> dict[str, str]:
 def crd_problems(rendered: Path) -> list[str]:
     """What deploy/crd_schema.py (as .ci/run runs it) finds wrong in `rendered`'s custom
     resources, checked against the vendored Gateway API CRD."""
-    crd_schema, schemas = _httproute_schemas()
-    _, problems = crd_schema.check([rendered], schemas, [])
+    _, problems = crd_schema().check([rendered], _httproute_schemas(), [])
     return problems
 
 
 @functools.cache
-def _httproute_schemas() -> tuple[Any, Any]:
-    """deploy/crd_schema.py and the vendored CRD's schemas, read once."""
-    crd_schema = deploy_script("crd_schema")
-    crds = list(load_yaml().safe_load_all(HTTPROUTE_CRD.read_text()))
-    return crd_schema, crd_schema.crd_schemas(crds)
+def _httproute_schemas() -> Any:
+    """The vendored CRD's schemas, read once."""
+    return crd_schema().crd_schemas(yaml_documents(HTTPROUTE_CRD.read_text()))
 
 
 def one(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
@@ -256,7 +267,7 @@ def test_the_vendored_crd_is_the_released_one_its_readme_names() -> None:
     readme = (GATEWAY_API / "README.md").read_text()
     digest = hashlib.sha256(HTTPROUTE_CRD.read_bytes()).hexdigest()
     assert f"| sha256 | `{digest}` |" in readme
-    crd = load_yaml().safe_load(HTTPROUTE_CRD.read_text())
+    crd = yaml_document(HTTPROUTE_CRD.read_text())
     annotations = crd["metadata"]["annotations"]
     assert annotations["gateway.networking.k8s.io/channel"] == "standard"
     assert f"**{annotations['gateway.networking.k8s.io/bundle-version']}, standard" in readme

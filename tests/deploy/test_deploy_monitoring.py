@@ -17,7 +17,7 @@ from typing import Any
 
 import aiohttp
 from conftest import Harness
-from test_deploy_k8s import TOOL_TIMEOUT, load_yaml, run_tool
+from test_deploy_k8s import TOOL_TIMEOUT, run_tool, yaml_document, yaml_documents
 from test_nginx import DEPLOY
 
 from service.intake.answers import REFUSAL_REASONS
@@ -65,7 +65,7 @@ def dashboard_expressions() -> list[str]:
 
 
 def alerts() -> list[dict[str, Any]]:
-    rules = load_yaml().safe_load((MONITORING / "alerts.yaml").read_text())
+    rules = yaml_document((MONITORING / "alerts.yaml").read_text())
     return [rule for group in rules["groups"] for rule in group["rules"]]
 
 
@@ -170,7 +170,7 @@ def test_every_refusal_reason_is_sorted_alike_by_the_docs_the_dashboard_and_the_
 
 
 def test_every_alert_has_a_unit_test_and_a_runbook_section() -> None:
-    tests = load_yaml().safe_load((MONITORING / "alerts.test.yaml").read_text())
+    tests = yaml_document((MONITORING / "alerts.test.yaml").read_text())
     tested = {case["alertname"] for t in tests["tests"] for case in t["alert_rule_test"]}
     headings = re.findall(r"^### (\w+)", OPERATIONS.read_text(), flags=re.MULTILINE)
     for rule in alerts():
@@ -194,20 +194,19 @@ def test_prometheus_rule_is_rendered_from_the_alerts() -> None:
         timeout=TOOL_TIMEOUT,
     )
     assert rendered.returncode == 0, rendered.stderr
-    rule = load_yaml().safe_load((MONITORING / "prometheusrule.yaml").read_text())
-    assert rule["spec"] == load_yaml().safe_load((MONITORING / "alerts.yaml").read_text())
+    rule = yaml_document((MONITORING / "prometheusrule.yaml").read_text())
+    assert rule["spec"] == yaml_document((MONITORING / "alerts.yaml").read_text())
 
 
 def test_the_pod_monitor_scrapes_the_instances_and_nothing_else() -> None:
-    yaml = load_yaml()
-    monitor = yaml.safe_load((MONITORING / "podmonitor.yaml").read_text())["spec"]
+    monitor = yaml_document((MONITORING / "podmonitor.yaml").read_text())["spec"]
     selector = monitor["selector"]["matchLabels"].items()
     [endpoint] = monitor["podMetricsEndpoints"]
     assert endpoint["path"] == "/metrics"
     workloads = {
         doc["metadata"]["name"]: doc["spec"]["template"]
         for path in ("statefulset.yaml", "router.yaml")
-        for doc in yaml.safe_load_all((DEPLOY / "k8s" / path).read_text())
+        for doc in yaml_documents((DEPLOY / "k8s" / path).read_text())
         if doc["kind"] in ("StatefulSet", "Deployment")
     }
     instance, router = workloads["upload"], workloads["upload-router"]
