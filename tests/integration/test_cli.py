@@ -1,6 +1,7 @@
 """The `upload-service` command, run as a real process: its refusals, --version, the
-settings' reference (`run --help`, docs/configuration.md), a port already in use, `check`,
-and what `run` leaves unloaded. How a signal stops it: test_lifecycle.py."""
+settings' reference (`run --help`, docs/configuration.md, config.example.toml), a port
+already in use, `check`, and what `run` leaves unloaded. How a signal stops it:
+test_lifecycle.py."""
 
 from __future__ import annotations
 
