@@ -14,12 +14,12 @@ each token, under keys named by a hash of the token (never the token itself):
 - `careful`: present, with a TTL, while a global 429 holds the fleet's places to answers;
 - `born`: when this state began: a young one means Redis came back empty.
 
-Each call is one Lua script (`shared_limit.lua`), atomic, with Redis's own TIME as the clock, so the
-processes' clocks do not matter. A call says everything about its process (its heartbeat,
-its count in flight, every request it sent that still holds a place, as a time left), never
-a difference: a call that timed out and ran all the same is corrected by the next one, and a
-Redis that restarted empty gets every process's requests back with its next call. Every
-process calls every `TICK` seconds, and as soon as its requests wait for places.
+Each call is one Lua script (`shared_limit.lua`), atomic, with Redis's own TIME as the
+clock, so the processes' clocks do not matter. A call says everything about its process (its
+heartbeat, its count in flight, every request it sent that still holds a place, as a time
+left), never a difference: a call that timed out and ran all the same is corrected by the
+next one, and a Redis that restarted empty gets every process's requests back with its next
+call. Every process calls every `TICK` seconds, and as soon as its requests wait for places.
 
 Redis away does not stop the service: a call gets `CALL_TIMEOUT`, and once Redis has not
 answered for `FALLBACK_AFTER` seconds the process keeps to its own share of the rate (the rate
