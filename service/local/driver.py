@@ -23,6 +23,9 @@ CONTENT_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
 FORM_TAIL = f"\r\n--{BOUNDARY}--\r\n".encode()
 # The directory that holds this `service` package: a child process imports the same code.
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent
+# What a child takes from this process's environment: where programs are, and the trust store
+# if this process was given one (the tests give an empty one: tests/conftest.py says why).
+_INHERITED = ("PATH", "SSL_CERT_FILE", "SSL_CERT_DIR")
 
 Output = int | IO[bytes] | None  # what asyncio.create_subprocess_exec takes for stdout/stderr
 
@@ -32,15 +35,17 @@ async def spawn_service(
 ) -> asyncio.subprocess.Process:
     """`python -m service run` as its own process, configured by the environment alone (the
     settings', then `environment`), importing the same `service` package as this process."""
-    env = {
-        "PATH": os.environ["PATH"],
-        "PYTHONPATH": str(_PACKAGE_ROOT),
-        **environment_of(settings),
-        **environment,
-    }
+    env = child_environment(**(environment_of(settings) | environment))
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "service", "run", env=env, stdout=stdout, stderr=stderr
     )
+
+
+def child_environment(**environment: str) -> dict[str, str]:
+    """A child's whole environment: `environment`, this process's PATH (and trust store, if
+    given one), and PYTHONPATH to import the same `service` package as this process."""
+    inherited = {name: os.environ[name] for name in _INHERITED if name in os.environ}
+    return {**inherited, "PYTHONPATH": str(_PACKAGE_ROOT), **environment}
 
 
 async def stop_service(process: asyncio.subprocess.Process, patience: float = 15.0) -> None:

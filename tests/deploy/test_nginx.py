@@ -9,7 +9,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,12 +27,14 @@ from conftest import (
     until,
 )
 
+from service.config import Settings
 from service.jobs.layout import MANAGER_CHUNK_SIZE
 from service.local.browser import upload
 from service.local.discord_api import DiscordStandIn
-from service.local.driver import spawn_service, stop_service
+from service.local.driver import stop_service
 from service.local.loopback import free_port, loopback_settings
 from service.local.manager import ManagerStandIn
+from service.server import UploadService
 
 READY_TRIES = 100
 STOP_TIMEOUT = 10.0
@@ -107,10 +109,10 @@ async def start_nginx(conf: Path, directory: Path, origin: str) -> asyncio.subpr
 
 @dataclass
 class Front:
-    """nginx at `origin` in front of the service processes `instances` (by name)."""
+    """nginx at `origin` in front of the services `instances` (by name)."""
 
     origin: str
-    instances: dict[str, asyncio.subprocess.Process]
+    instances: dict[str, UploadService]
     access_log: Path
 
     def log_entries(self) -> list[dict[str, object]]:
@@ -123,43 +125,43 @@ class Front:
         return self.log_entries()
 
 
-Start = Callable[[int, str], Awaitable[asyncio.subprocess.Process]]
-
-
 @contextlib.asynccontextmanager
-async def front(directory: Path, start: Start | None) -> AsyncIterator[Front]:
-    """nginx on a free loopback port in front of instances 1 and 2, each started by
-    `start(port, own_address)` (None: nothing runs behind nginx)."""
+async def front(
+    directory: Path, settings: Callable[[int, str], Settings] | None
+) -> AsyncIterator[Front]:
+    """nginx on a free loopback port in front of instances 1 and 2, each an `UploadService`
+    with `settings(port, own_address)` (None: nothing runs behind nginx). nginx cannot tell
+    these from service processes: they listen on their ports as a process's would."""
     find_nginx()
     nginx_port = free_port()
     origin = f"http://127.0.0.1:{nginx_port}"
     ports = {"1": free_port(), "2": free_port()}
     conf = write_nginx_conf(directory, nginx_port, ports)
-    instances: dict[str, asyncio.subprocess.Process] = {}
-    if start is not None:
-        instances = {name: await start(port, f"{origin}/u/{name}/") for name, port in ports.items()}
-    try:
+    async with contextlib.AsyncExitStack() as instances:
+        running = {
+            name: await instances.enter_async_context(
+                UploadService(settings(port, f"{origin}/u/{name}/"))
+            )
+            for name, port in ports.items()
+            if settings is not None
+        }
         nginx = await start_nginx(conf, directory, origin)
         try:
-            yield Front(origin, instances, directory / "access.log")
+            yield Front(origin, running, directory / "access.log")
         finally:
             await stop_service(nginx, STOP_TIMEOUT)
-    finally:
-        for process in reversed(instances.values()):
-            await stop_service(process, STOP_TIMEOUT)
 
 
 @pytest.fixture
 async def nginx_front(
     tmp_path: Path, discord: DiscordStandIn, manager: ManagerStandIn
 ) -> AsyncIterator[Front]:
-    """nginx in front of two service processes."""
+    """nginx in front of two services."""
 
-    async def start(port: int, own_address: str) -> asyncio.subprocess.Process:
-        settings = loopback_settings(discord, manager, PASSWORD, port=port, own_address=own_address)
-        return await spawn_service(settings)
+    def settings(port: int, own_address: str) -> Settings:
+        return loopback_settings(discord, manager, PASSWORD, port=port, own_address=own_address)
 
-    async with front(tmp_path, start) as running:
+    async with front(tmp_path, settings) as running:
         yield running
 
 
@@ -258,7 +260,7 @@ async def test_a_stopped_instance_is_a_json_503_with_retry_after_and_cors(
 ) -> None:
     for _ in range(2):
         await manager.next_service()
-    await stop_service(nginx_front.instances["2"], STOP_TIMEOUT)
+    await nginx_front.instances["2"].shutdown()
     stopped = f"{nginx_front.origin}/u/2/"
     async with http.post(stopped, data=b"x") as response:
         assert response.status == 503

@@ -6,7 +6,6 @@ test_lifecycle.py."""
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import socket
 import subprocess
@@ -19,7 +18,7 @@ from conftest import CHANNEL, KEY, TOKEN, stopped_stderr
 
 from service.config import OPTIONS, Settings
 from service.exit_status import EXIT_CONFIG, EXIT_LISTEN
-from service.local.driver import spawn_service
+from service.local.driver import child_environment, spawn_service
 from service.local.loopback import free_port
 from service.local.manager import ManagerStandIn
 
@@ -32,9 +31,9 @@ SECRET = "s3cret-Pa55word-that-must-not-leak"
 def run_command(
     command: list[str], cwd: Path, timeout: float = 60, **environment: str
 ) -> subprocess.CompletedProcess[str]:
-    """Run `command` with only PATH, `environment` and this checkout's `service` (PYTHONPATH,
-    whatever is installed), capturing its output."""
-    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT), **environment}
+    """Run `command` with only `environment` and what `child_environment` adds (this checkout's
+    `service`, whatever is installed), capturing its output."""
+    env = child_environment(**environment)
     return subprocess.run(
         command, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
     )
