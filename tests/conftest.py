@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import hashlib
 import importlib.util
 import os
@@ -42,10 +41,10 @@ SMALL_CHUNK = 64 * 1024
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 
 # Every process the tests start (xdist's workers, the service's, the tools') would load the
-# system's CA bundle into each TLS context it makes, aiohttp two at import: 40-75 ms of CPU a
-# process, for tests that speak TLS only to certificates they name (test_tls). An empty file
-# spares it; the system's certificate directory still serves, looked up on demand.
-os.environ.setdefault("SSL_CERT_FILE", os.devnull)
+# CA bundle into each TLS context it makes, aiohttp two at import: 40-75 ms of CPU a process,
+# for tests that speak TLS only to certificates they name (test_tls). An empty file spares it;
+# a certificate directory (SSL_CERT_DIR, the system's) still serves, looked up on demand.
+os.environ["SSL_CERT_FILE"] = os.devnull
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
@@ -115,15 +114,11 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client independent of aiohttp, for the tests of the HTTP contract: a quirk
     shared by aiohttp's client and server cannot hide behind it."""
-    async with httpx.AsyncClient(timeout=httpx.Timeout(30.0), verify=tls_context()) as independent:
+    # The standard library's context reads SSL_CERT_FILE as OpenSSL does (empty is no CA);
+    # httpx's own loads it explicitly, and fails on an empty file.
+    verify = ssl.create_default_context()
+    async with httpx.AsyncClient(timeout=httpx.Timeout(30.0), verify=verify) as independent:
         yield independent
-
-
-@functools.cache
-def tls_context() -> ssl.SSLContext:
-    """httpx's default TLS context, made once: each client would otherwise load the CA bundle
-    again (40 ms of CPU), though these tests speak plain HTTP."""
-    return httpx.create_ssl_context()
 
 
 ChunkFiles = dict[str, tuple[None, str] | tuple[str, bytes, str]]
