@@ -118,7 +118,9 @@ class Case:
     def _side_target(self, idle: JobRun, loaded: JobRun) -> Target:
         ratio = self.side_ratio
         if ratio is None:
-            return Target("other slot's job x idle", "did not complete", "<= 1.2", False)
+            return Target(
+                "other slot's job x idle", "did not complete", f"<= {MAX_SIDE_RATIO}", False
+            )
         runs = f"; median of {self.side_runs} runs" if self.side_runs > 1 else ""
         every = ""
         if self.repeats:

@@ -52,8 +52,11 @@ class PacingPlan:
 
 
 async def run_once(plan: PacingPlan, slots: int, source: Source) -> dict[str, Any]:
-    limits = {"messages_per_window": plan.limit, "window": plan.window}
-    limits["global_limit"] = Limit(plan.global_limit, 1.0)
+    limits = {
+        "messages_per_window": plan.limit,
+        "window": plan.window,
+        "global_limit": Limit(plan.global_limit, 1.0),
+    }
     channels = [str(CHANNEL_BASE + slot) for slot in range(slots)]
     async with stage(channels, discord=limits, discord_global_rate=plan.global_limit) as on:
         jobs = await upload_jobs(on, on.slots, source, BROWSER_CHUNKS_IN_FLIGHT, TRIES)

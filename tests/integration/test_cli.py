@@ -226,8 +226,9 @@ def test_config_with_a_command_that_reads_no_settings_is_refused(tmp_path: Path)
     assert result.stdout == ""
 
 
-# What only the demo, the stand-ins or REDIS_URL use: a process without them never loads it.
-NOT_FOR_RUN = ("service.demo", "service.local", "jsonschema", "tqdm", "redis")
+# What only the demo, the stand-ins, REDIS_URL or --version use: `run` without them never
+# loads it.
+NOT_FOR_RUN = ("service.demo", "service.local", "jsonschema", "tqdm", "redis", "importlib.metadata")
 
 
 async def test_run_loads_neither_the_demo_nor_redis_when_it_has_no_use_for_them(

@@ -168,9 +168,8 @@ async def test_redis_away_and_back_empty_loses_no_post_and_keeps_the_rate(
         await until(lambda: all(limit.shared is False for limit in limits), WAIT)
         assert [limit.share for limit in limits] == [RATE // 2, RATE // 2]
         stored = discord.posts_stored
-        await until(
-            lambda: discord.posts_stored >= stored + RATE // 2, WAIT
-        )  # posts go on without Redis
+        # Posts go on without Redis.
+        await until(lambda: discord.posts_stored >= stored + RATE // 2, WAIT)
         await redis_server.start()  # empty
         await until(lambda: all(limit.shared is True for limit in limits), WAIT)
         await load
