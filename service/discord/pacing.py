@@ -340,6 +340,7 @@ class Pacer:
     def _bucket(self, channel: str | None) -> Bucket | None:
         if channel is None:
             return None
-        if (bucket := self.buckets.get(channel)) is None:  # not setdefault: a Bucket a call
+        # Not setdefault, which would build a Bucket on every call.
+        if (bucket := self.buckets.get(channel)) is None:
             bucket = self.buckets[channel] = Bucket()
         return bucket

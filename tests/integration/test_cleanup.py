@@ -273,6 +273,22 @@ async def test_a_search_discord_refuses_is_logged_not_reported_as_done(
     assert not [r for r in caplog.records if "deleted the 1 messages" in r.getMessage()]
 
 
+async def test_a_search_that_fails_for_a_while_is_tried_again_and_finds_what_was_left(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The search shares the post's and the deletes' retry policy: a 5xx and a dropped
+    connection are tried again (DISCORD_RETRIES), and the message found is deleted."""
+    upload_id = await stored_job(harness, count=1)
+    # chunk 1 is stored but its answer is lost and the retries fail: its id is never learned
+    harness.discord.inject(Fault(store_then_drop=True), Fault(status=503), Fault(drop=True))
+    assert (await harness.post(upload_id, 1, os.urandom(SMALL_CHUNK)))[0] == 502
+    harness.discord.inject(Fault(status=500), Fault(drop=True), route=Route.LIST_MESSAGES)
+    assert await harness.link.abort() == {"success": True}
+    assert await cleaned(harness, upload_id) == []
+    assert harness.discord.deleted == 2
+    assert not [r for r in caplog.records if "could not be searched" in r.getMessage()]
+
+
 async def test_shutdown_waits_for_deletions_begun_while_it_waits_and_logs_what_is_left(
     discord: DiscordStandIn, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
