@@ -59,12 +59,9 @@ def kept_to_one_budget(discord: DiscordStandIn) -> None:
 
 
 @pytest.fixture
-async def discord(request: pytest.FixtureRequest) -> AsyncIterator[DiscordStandIn]:
-    """The stand-in enforcing the token's global limit (posts answered `param` s late)."""
-    answer_delay = getattr(request, "param", 0.0)
-    async with DiscordStandIn(
-        token=TOKEN, global_limit=Limit(RATE, 1.0), answer_delay=answer_delay
-    ) as standin:
+async def discord() -> AsyncIterator[DiscordStandIn]:
+    """The stand-in enforcing the token's global limit."""
+    async with DiscordStandIn(token=TOKEN, global_limit=Limit(RATE, 1.0)) as standin:
         yield standin
 
 
@@ -128,7 +125,6 @@ async def post_many(client: DiscordClient, count: int, first_channel: int) -> No
     await asyncio.gather(*(worker(str(first_channel + k)) for k in range(10)))
 
 
-@pytest.mark.parametrize("discord", [0.3], indirect=True)
 async def test_processes_sharing_a_token_keep_to_its_one_budget(
     redis_server: RedisServer, discord: DiscordStandIn, discord_base: None
 ) -> None:
