@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import hashlib
 import importlib.util
+import json
 import os
 import ssl
 import sys
@@ -39,6 +40,8 @@ CHANNEL = "1100000000000000001"
 KEY = bytes(range(32))
 SMALL_CHUNK = 64 * 1024
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+# Known answers made by Node's crypto: a copy of the project's ../shared/vectors.json.
+VECTORS = json.loads((Path(__file__).parent / "unit" / "vectors.json").read_text())
 
 # Every process the tests start (xdist's workers, the service's, the tools') would load the
 # CA bundle into each TLS context it makes, aiohttp two at import: 40-75 ms of CPU a process,

@@ -138,13 +138,11 @@ async def front(
     ports = {"1": free_port(), "2": free_port()}
     conf = write_nginx_conf(directory, nginx_port, ports)
     async with contextlib.AsyncExitStack() as instances:
-        running = {
-            name: await instances.enter_async_context(
-                UploadService(settings(port, f"{origin}/u/{name}/"))
-            )
-            for name, port in ports.items()
-            if settings is not None
-        }
+        running: dict[str, UploadService] = {}
+        if settings is not None:
+            for name, port in ports.items():
+                service = UploadService(settings(port, f"{origin}/u/{name}/"))
+                running[name] = await instances.enter_async_context(service)
         nginx = await start_nginx(conf, directory, origin)
         try:
             yield Front(origin, running, directory / "access.log")

@@ -44,6 +44,17 @@ async def stored_job(harness: Harness, count: int = 2) -> str:
     return upload_id
 
 
+async def with_an_unlearned_message(harness: Harness) -> str:
+    """Start a job of CHUNKS chunks and store chunk 0; chunk 1 is stored too, but its answer
+    is lost and both retries fail (502): the service never learns that message's id. The
+    upload id."""
+    upload_id = await stored_job(harness, count=1)
+    harness.discord.inject(Fault(store_then_drop=True), Fault(status=503), Fault(drop=True))
+    assert (await harness.post(upload_id, 1, os.urandom(SMALL_CHUNK)))[0] == 502
+    assert len(messages_of(harness.discord, upload_id)) == 2  # the service knows only one
+    return upload_id
+
+
 async def cleaned(harness: Harness, upload_id: str) -> list[str]:
     """Once nothing is being received or deleted: the upload's messages still on Discord."""
     await harness.service.endpoint.idle()
@@ -236,12 +247,7 @@ async def test_what_shutdown_cannot_delete_in_time_is_logged_with_its_ids(
 async def test_a_post_whose_answer_was_lost_and_whose_retries_failed_is_deleted_too(
     harness: Harness,
 ) -> None:
-    upload_id = await stored_job(harness, count=1)
-    # chunk 1 is stored but its answer is lost; both retries fail, nothing more is stored
-    harness.discord.inject(Fault(store_then_drop=True), Fault(status=503), Fault(drop=True))
-    status, _ = await harness.post(upload_id, 1, os.urandom(SMALL_CHUNK))
-    assert status == 502
-    assert len(messages_of(harness.discord, upload_id)) == 2  # the service knows only one of them
+    upload_id = await with_an_unlearned_message(harness)
     assert await harness.link.abort() == {"success": True}
     assert await cleaned(harness, upload_id) == []
 
@@ -259,10 +265,7 @@ async def test_a_post_whose_answer_was_lost_then_refused_is_deleted_too(harness:
 async def test_a_search_discord_refuses_is_logged_not_reported_as_done(
     harness: Harness, caplog: pytest.LogCaptureFixture
 ) -> None:
-    upload_id = await stored_job(harness, count=1)
-    # chunk 1 is stored but its answer is lost and the retries fail: its id is never learned
-    harness.discord.inject(Fault(store_then_drop=True), Fault(status=503), Fault(drop=True))
-    assert (await harness.post(upload_id, 1, os.urandom(SMALL_CHUNK)))[0] == 502
+    upload_id = await with_an_unlearned_message(harness)
     _, unknown = messages_of(harness.discord, upload_id)
     # the bot may not read the channel's history: the search is refused
     harness.discord.inject(Fault(status=403), route=Route.LIST_MESSAGES)
@@ -278,10 +281,7 @@ async def test_a_search_that_fails_for_a_while_is_tried_again_and_finds_what_was
 ) -> None:
     """The search shares the post's and the deletes' retry policy: a 5xx and a dropped
     connection are tried again (DISCORD_RETRIES), and the message found is deleted."""
-    upload_id = await stored_job(harness, count=1)
-    # chunk 1 is stored but its answer is lost and the retries fail: its id is never learned
-    harness.discord.inject(Fault(store_then_drop=True), Fault(status=503), Fault(drop=True))
-    assert (await harness.post(upload_id, 1, os.urandom(SMALL_CHUNK)))[0] == 502
+    upload_id = await with_an_unlearned_message(harness)
     harness.discord.inject(Fault(status=500), Fault(drop=True), route=Route.LIST_MESSAGES)
     assert await harness.link.abort() == {"success": True}
     assert await cleaned(harness, upload_id) == []

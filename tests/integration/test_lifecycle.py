@@ -81,7 +81,7 @@ async def test_a_second_signal_during_the_grace_period_exits_at_once_with_1(
     # A held post neither times out nor is given up within the test: the grace period runs.
     process = await spawn_service(
         settings,
-        stderr=asyncio.subprocess.PIPE,
+        stderr=PIPE,
         SHUTDOWN_GRACE="300",
         DISCORD_REQUEST_TIMEOUT="300",
     )

@@ -7,10 +7,10 @@ import hashlib
 import json
 import re
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import VECTORS
 
 from service.manager.outgoing import check_outgoing, encode, finish_failure, finish_success, reply
 from service.manager.packets import (
@@ -25,8 +25,6 @@ from service.manager.packets import (
     parse_envelope,
 )
 
-# Known answers made by Node's crypto: a copy of the project's ../shared/vectors.json.
-VECTORS = json.loads((Path(__file__).parent / "vectors.json").read_text())
 KEY_BASE64: str = VECTORS["aes_256_gcm"]["key_base64"]
 # PROTOCOL.md's patterns, matched whole (as the manager's JavaScript regexes do).
 LOWERCASE_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

@@ -5,12 +5,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import itertools
-import json
 import random
-from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import VECTORS
 from cryptography.exceptions import InvalidTag
 from hypothesis import given
 from hypothesis import strategies as st
@@ -27,8 +26,6 @@ from service.chunks.sealing import (
 from service.jobs.job import file_hash
 from service.manager.packets import MIME_TYPE_PATTERN
 
-# Known answers made by Node's crypto: a copy of the project's ../shared/vectors.json.
-VECTORS = json.loads((Path(__file__).parent / "vectors.json").read_text())
 AES = VECTORS["aes_256_gcm"]
 KEY = base64.b64decode(AES["key_base64"])
 IV = bytes.fromhex(AES["iv_hex"])
