@@ -262,9 +262,14 @@ async def until(holds: Callable[[], bool], within: float = 10.0) -> None:
 
 
 @pytest.fixture
-async def redis_server() -> AsyncIterator[RedisServer]:
-    """A real redis-server on a free port (no persistence: a restart comes back empty)."""
+def redis_installed() -> None:
+    """redis-server is installed (`missing` if not)."""
     if redis_server_path() is None:
         missing("redis-server", "apt-get install redis-server; .ci/run does")
+
+
+@pytest.fixture
+async def redis_server(redis_installed: None) -> AsyncIterator[RedisServer]:
+    """A real redis-server on a free port (no persistence: a restart comes back empty)."""
     async with RedisServer() as server:
         yield server

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio
-from conftest import CHANNEL, SMALL_CHUNK, TOKEN, HarnessFactory, missing, until
+from conftest import CHANNEL, SMALL_CHUNK, TOKEN, HarnessFactory, until
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -42,7 +42,7 @@ from service.discord.client import CAREFUL_SECONDS, DiscordClient, DiscordClient
 from service.discord.shared_limit import SCRIPT, SharedGlobalLimit, SharedLimits, token_keys
 from service.local.discord_api import DiscordStandIn, Limit
 from service.local.loopback import free_port
-from service.local.redis_server import RedisServer, redis_server_path
+from service.local.redis_server import RedisServer
 from service.metrics import Metrics
 
 RATE = 50  # the token's global limit (Discord's), in the stand-in and the service alike
@@ -375,12 +375,10 @@ def tls_files(directory: Path) -> tuple[Path, Path, Path]:
 
 
 async def test_a_redis_behind_tls_with_a_user_and_password_shares_the_limit(
-    tmp_path: Path,
+    tmp_path: Path, redis_installed: None
 ) -> None:
     """rediss:// with an ACL user and its password in REDIS_URL, as a managed Redis asks;
     a wrong password is Redis not answering (each process keeps to its share)."""
-    if redis_server_path() is None:
-        missing("redis-server", "apt-get install redis-server; .ci/run does")
     ca, cert, key = tls_files(tmp_path)
     secret, port = secrets.token_hex(12), free_port()
     options = [
