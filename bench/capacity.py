@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from clients import Probes, health_probed
+from clients import health_probed
 from measure import GIB, MIB, ProcessTimes, Source, floors, loop_lag, own_cpu, percentile, rss
 from report import BenchFailure, Column, Report, Target, figures_table, log, target, targets_table
 from scenario import Scenario, counts, measured, option
@@ -51,59 +51,6 @@ class Phase:
     seconds: float
     latencies: list[float]  # each chunk's POST sent to its 200
     bench_cpu: float  # this process's CPU seconds meanwhile (the clients, the stand-in)
-
-
-@dataclass
-class Run:
-    """One run at one number of jobs: the direct baseline, then the service."""
-
-    jobs: int
-    size_per_job: int
-    direct: Phase
-    service: Phase
-    times: ProcessTimes  # the service process's, during the service phase
-    peak_rss: int  # bytes, VmHWM
-    idle_rss: int  # bytes, VmRSS once configured and started, before any chunk
-    floor_per_gib: float  # crypto floor, CPU seconds per GiB
-    socket_floor_per_gib: float  # loopback send + receive alone, per GiB
-    probes: Probes  # /healthz response times during the service phase
-    bench_lag: list[float]  # this process's loop lag during the service phase
-
-    def figures(self) -> dict[str, float]:
-        total, cpu = self.jobs * self.size_per_job, self.times.cpu
-        growth = self.peak_rss - self.idle_rss
-        probed = self.probes.seconds
-        return {
-            "jobs": self.jobs,
-            "mib_per_job": self.size_per_job / MIB,
-            "service_mib_s": total / MIB / self.service.seconds,
-            "direct_mib_s": total / MIB / self.direct.seconds,
-            "throughput_ratio": self.direct.seconds / self.service.seconds,
-            "chunk_p50_ms": percentile(self.service.latencies, 50) * 1000,
-            "chunk_p99_ms": percentile(self.service.latencies, 99) * 1000,
-            "direct_chunk_p50_ms": percentile(self.direct.latencies, 50) * 1000,
-            "direct_chunk_p99_ms": percentile(self.direct.latencies, 99) * 1000,
-            "peak_rss_mib": self.peak_rss / MIB,
-            "idle_rss_mib": self.idle_rss / MIB,
-            "rss_per_job_mib": growth / self.jobs / MIB,
-            # against each slot's default CHUNK_MEMORY_MIB (no cgroup limit in the benchmark)
-            "rss_vs_budget": growth / (self.jobs * default_budget(slots=1, limit=None)),
-            "cpu_s": cpu,
-            "cpu_s_per_gib": cpu / (total / GIB),
-            "cpu_system_pct": 100 * self.times.system / cpu if cpu else 0.0,
-            "minor_faults_per_chunk": self.times.minor_faults
-            / (self.jobs * -(-self.size_per_job // MANAGER_CHUNK_SIZE)),
-            "floor_s_per_gib": self.floor_per_gib,
-            "cpu_vs_floor": cpu / (total / GIB) / self.floor_per_gib,
-            "socket_floor_s_per_gib": self.socket_floor_per_gib,
-            "loop_lag_max_ms": max(probed, default=0.0) * 1000,
-            "loop_lag_p99_ms": percentile(probed, 99) * 1000,
-            "probe_samples": float(len(probed)),
-            "probe_failures": float(self.probes.failures),
-            "bench_cpu_s_service_phase": self.service.bench_cpu,
-            "bench_cpu_s_direct_phase": self.direct.bench_cpu,
-            "bench_loop_lag_max_ms": max(self.bench_lag, default=0.0) * 1000,
-        }
 
 
 COLUMNS: list[Column] = [
@@ -214,21 +161,50 @@ async def run_service(
 
 
 async def run_once(jobs: int, source: Source) -> dict[str, float]:
-    floored = floors(source.chunks)
+    crypto_floor, socket_floor = floors(source.chunks)
     async with stage([str(SERVICE_CHANNEL_BASE + job) for job in range(jobs)]) as on:
         upload_ids = [await on.start_job(slot, source) for slot in on.slots]
         idle = rss(on.pid)
         log(f"  pid {on.pid}, {jobs} job(s) started, idle RSS {idle / MIB:.1f} MiB")
         direct = await run_direct(on, jobs, source)
         before = ProcessTimes.of(on.pid)
-        async with health_probed(on.settings.port) as probes, loop_lag() as lag:
+        async with health_probed(on.settings.port) as probes, loop_lag() as bench_lag:
             service, finishes = await run_service(on, upload_ids, source)
         spent, peak = ProcessTimes.of(on.pid) - before, rss(on.pid, "VmHWM")
         ends = {0, len(source.chunks) - 1}  # decrypting every chunk would double the wait
         pairs = zip(on.slots, finishes, strict=True)
         on.check([on.problems(slot, end, source, compared=ends) for slot, end in pairs], "job")
-    run = Run(jobs, source.size, direct, service, spent, peak, idle, *floored, probes, lag)
-    return run.figures()
+    total, cpu, probed = jobs * source.size, spent.cpu, probes.seconds
+    return {
+        "jobs": jobs,
+        "mib_per_job": source.size / MIB,
+        "service_mib_s": total / MIB / service.seconds,
+        "direct_mib_s": total / MIB / direct.seconds,
+        "throughput_ratio": direct.seconds / service.seconds,
+        "chunk_p50_ms": percentile(service.latencies, 50) * 1000,
+        "chunk_p99_ms": percentile(service.latencies, 99) * 1000,
+        "direct_chunk_p50_ms": percentile(direct.latencies, 50) * 1000,
+        "direct_chunk_p99_ms": percentile(direct.latencies, 99) * 1000,
+        "peak_rss_mib": peak / MIB,
+        "idle_rss_mib": idle / MIB,
+        "rss_per_job_mib": (peak - idle) / jobs / MIB,
+        # against each slot's default CHUNK_MEMORY_MIB (no cgroup limit in the benchmark)
+        "rss_vs_budget": (peak - idle) / (jobs * default_budget(slots=1, limit=None)),
+        "cpu_s": cpu,
+        "cpu_s_per_gib": cpu / (total / GIB),
+        "cpu_system_pct": 100 * spent.system / cpu if cpu else 0.0,
+        "minor_faults_per_chunk": spent.minor_faults / (jobs * len(source.chunks)),
+        "floor_s_per_gib": crypto_floor,
+        "cpu_vs_floor": cpu / (total / GIB) / crypto_floor,
+        "socket_floor_s_per_gib": socket_floor,
+        "loop_lag_max_ms": max(probed, default=0.0) * 1000,
+        "loop_lag_p99_ms": percentile(probed, 99) * 1000,
+        "probe_samples": float(len(probed)),
+        "probe_failures": float(probes.failures),
+        "bench_cpu_s_service_phase": service.bench_cpu,
+        "bench_cpu_s_direct_phase": direct.bench_cpu,
+        "bench_loop_lag_max_ms": max(bench_lag, default=0.0) * 1000,
+    }
 
 
 async def run(plan: CapacityPlan) -> Report:
