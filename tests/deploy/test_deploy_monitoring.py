@@ -147,9 +147,9 @@ def test_dashboard_panels_are_well_formed_and_documented() -> None:
 def sorted_reasons(text: str, reasons: set[str]) -> tuple[set[str], set[str]]:
     """The `reasons` named in `text` before "Ours or Discord's" (the clients' mistakes) and
     after it."""
-    clients, ours = " ".join(text.split()).split("Ours or Discord's")
-    named = [set(re.findall(r"\b[a-z_]+\b", part)) & reasons for part in (clients, ours)]
-    return named[0], named[1]
+    parts = " ".join(text.split()).split("Ours or Discord's")
+    clients, ours = (set(re.findall(r"\b[a-z_]+\b", part)) & reasons for part in parts)
+    return clients, ours
 
 
 def test_every_refusal_reason_is_sorted_alike_by_the_docs_the_dashboard_and_the_alert() -> None:

@@ -11,7 +11,10 @@ the request's answer), because here the stand-in runs in the clients' own event 
 loaded machine it may take a post in hand well after `COUNT_MARGIN` from its last byte,
 which is Discord counting late (and which the service meets by being careful,
 `test_global_limit`). The answer is the one bound this harness keeps under any load, so
-Discord's verdict must be exact: no global 429, never more than RATE in any second.
+Discord's verdict must be exact: no global 429, never more than RATE in any second. One
+fleet paces as a service starts, a place freeing a second after its last byte: its test
+sends one second's budget and a few more, so that Discord's window opens with the logins,
+before any post, and its verdict does not depend on how late the stand-in counts a post.
 """
 
 from __future__ import annotations
@@ -59,9 +62,14 @@ def kept_to_one_budget(discord: DiscordStandIn) -> None:
 
 
 @pytest.fixture
-async def discord() -> AsyncIterator[DiscordStandIn]:
-    """The stand-in enforcing the token's global limit."""
-    async with DiscordStandIn(token=TOKEN, global_limit=Limit(RATE, 1.0)) as standin:
+async def discord(request: pytest.FixtureRequest) -> AsyncIterator[DiscordStandIn]:
+    """The stand-in enforcing the token's global limit (each post answered `param` s after
+    it is counted)."""
+    answer_delay = getattr(request, "param", 0.0)
+    limit = Limit(RATE, 1.0)
+    async with DiscordStandIn(
+        token=TOKEN, global_limit=limit, answer_delay=answer_delay
+    ) as standin:
         yield standin
 
 
@@ -83,10 +91,12 @@ def wanting(limit: SharedGlobalLimit, places: int) -> None:
 
 
 @contextlib.asynccontextmanager
-async def fleet(url: str | None, processes: int) -> AsyncIterator[list[DiscordClient]]:
+async def fleet(
+    url: str | None, processes: int, *, careful: bool = True
+) -> AsyncIterator[list[DiscordClient]]:
     """`processes` logged-in clients of TOKEN, each with its own connection to Redis at `url`
     (None: each keeps to RATE alone, as without REDIS_URL), careful from their first request
-    (the module's docstring says why)."""
+    unless told otherwise (the module's docstring says why)."""
     registries = [
         DiscordClients(
             global_rate=RATE,
@@ -98,8 +108,9 @@ async def fleet(url: str | None, processes: int) -> AsyncIterator[list[DiscordCl
     ]
     try:
         clients = [registry.client(TOKEN) for registry in registries]
-        for client in clients:
-            client.gate.be_careful(CAREFUL_SECONDS)
+        if careful:
+            for client in clients:
+                client.gate.be_careful(CAREFUL_SECONDS)
         await asyncio.gather(*(client.login(WAIT) for client in clients))
         yield clients
     finally:
@@ -138,6 +149,33 @@ async def test_processes_sharing_a_token_keep_to_its_one_budget(
         )
     assert discord.posts_stored == 120
     kept_to_one_budget(discord)
+
+
+@pytest.mark.parametrize("discord", [60.0], indirect=True)
+async def test_processes_sharing_a_token_free_each_place_on_its_last_byte_not_its_answer(
+    redis_server: RedisServer, discord: DiscordStandIn, discord_base: None
+) -> None:
+    """As a service starts (not careful), a place shared through Redis frees a second after
+    its request's last byte, and not before. Discord answers each post a minute after
+    counting it, yet the two processes send more than one second's budget without a global
+    429: places held until the answers would keep the posts past RATE waiting a minute, and
+    places not held in Redis once written would let them all go in the first second."""
+    async with fleet(redis_server.url, 2, careful=False) as clients:
+        # A channel each: a channel's second post would wait for the answer to its first,
+        # which tells the channel's bucket.
+        posts = [
+            asyncio.create_task(post(clients[n % 2], str(1100000000000000300 + n), 4096))
+            for n in range(RATE + 10)
+        ]
+        try:
+            async with asyncio.timeout(WAIT):
+                await discord.wait_for_posts(RATE + 10)
+            assert discord.rate_limited_by_scope["global"] == 0
+            assert not any(task.done() for task in posts)  # no answer yet
+        finally:
+            for task in posts:
+                task.cancel()
+            await asyncio.gather(*posts, return_exceptions=True)
 
 
 async def test_redis_away_and_back_empty_loses_no_post_and_keeps_the_rate(
