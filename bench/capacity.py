@@ -177,6 +177,7 @@ async def run_once(jobs: int, source: Source) -> dict[str, float]:
         pairs = zip(on.slots, finishes, strict=True)
         on.check([on.problems(slot, end, source, compared=ends) for slot, end in pairs], "job")
     total, cpu, probed = jobs * source.size, spent.cpu, probes.seconds
+    cpu_per_gib = cpu / (total / GIB)
     return {
         "jobs": jobs,
         "mib_per_job": source.size / MIB,
@@ -195,11 +196,11 @@ async def run_once(jobs: int, source: Source) -> dict[str, float]:
         # against each slot's default CHUNK_MEMORY_MIB (no cgroup limit in the benchmark)
         "rss_vs_budget": (peak - idle) / (jobs * default_budget(slots=1, limit=None)),
         "cpu_s": cpu,
-        "cpu_s_per_gib": cpu / (total / GIB),
+        "cpu_s_per_gib": cpu_per_gib,
         "cpu_system_pct": 100 * spent.system / cpu if cpu else 0.0,
         "minor_faults_per_chunk": spent.minor_faults / (jobs * len(source.chunks)),
         "floor_s_per_gib": crypto_floor,
-        "cpu_vs_floor": cpu / (total / GIB) / crypto_floor,
+        "cpu_vs_floor": cpu_per_gib / crypto_floor,
         "socket_floor_s_per_gib": socket_floor,
         "loop_lag_max_ms": max(probed, default=0.0) * 1000,
         "loop_lag_p99_ms": percentile(probed, 99) * 1000,

@@ -66,9 +66,8 @@ async def discord(request: pytest.FixtureRequest) -> AsyncIterator[DiscordStandI
     """The stand-in enforcing the token's global limit (each post answered `param` s after
     it is counted)."""
     answer_delay = getattr(request, "param", 0.0)
-    limit = Limit(RATE, 1.0)
     async with DiscordStandIn(
-        token=TOKEN, global_limit=limit, answer_delay=answer_delay
+        token=TOKEN, global_limit=Limit(RATE, 1.0), answer_delay=answer_delay
     ) as standin:
         yield standin
 
