@@ -137,13 +137,15 @@ class JobRun:
         return not self.problems
 
 
-def upload_in_child(pipe: Connection, file: str, size: int, uploads: list, job: JobRun) -> None:
+def upload_in_child(
+    pipe: Connection, file: str, size: int, uploads: list[tuple[str, str]], job: JobRun
+) -> None:
     """(In a child) upload `file` in chunks of `size` to each (address, upload id) at once,
     as `job` says; then each upload's JobRun, untimed and unverified."""
 
     async def one(session: aiohttp.ClientSession, address: str, upload_id: str) -> JobRun:
         run = JobRun(job.chunks, job.concurrency, job.tries)
-        how = {"concurrency": job.concurrency, "tries": job.tries}
+        how: dict[str, Any] = {"concurrency": job.concurrency, "tries": job.tries}
         try:
             sent = await upload(session, address, upload_id, Path(file), size, **how)
             run.attempts, run.statuses = sent.attempts, sent.statuses

@@ -42,7 +42,7 @@ class Scenario:
     full: Any
     smoke: Any
 
-    def options(self) -> list[Field]:
+    def options(self) -> list[Field[Any]]:
         return [option for option in fields(self.full) if "parse" in option.metadata]
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:

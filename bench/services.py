@@ -79,7 +79,7 @@ class Service:
     def problems(
         self,
         slot: Slot,
-        finish: dict,
+        finish: dict[str, Any],
         source: Source,
         stored: AttachmentOf | None = None,
         compared: Collection[int] | None = None,
@@ -123,8 +123,9 @@ class Service:
                     connection = await self.manager.next_service()
                     self.slots.append(Slot(connection, channels[len(self.slots)]))
         for slot in self.slots:
-            config = {"token": self.token, "channel_id": slot.channel, "crypto_key": self.key}
-            reply = await slot.connection.configure(**config)
+            reply = await slot.connection.configure(
+                token=self.token, channel_id=slot.channel, crypto_key=self.key
+            )
             if not reply.get("success"):
                 raise BenchFailure(f"the configuration was refused: {reply.get('message')}")
 

@@ -16,7 +16,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 import aiohttp
 from tqdm import tqdm
@@ -48,7 +48,7 @@ class Verdict:
         return not self.problems
 
 
-def progress_bar(size: int, file: IO[str] | None = None) -> tqdm:
+def progress_bar(size: int, file: IO[str] | None = None) -> tqdm[NoReturn]:
     """A progress bar counting bytes in binary units: a 64 MiB file shows 64.0MiB."""
     return tqdm(
         total=size,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from types import SimpleNamespace
 
 import aiohttp
@@ -191,7 +191,7 @@ class Metrics:
         if outcome != "stored":
             self.chunks_refused.labels(outcome).inc()
 
-    def handler(self) -> Callable[[web.Request], object]:
+    def handler(self) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         """`GET /metrics`: prometheus_client's own handler (OpenMetrics, compression)."""
         return make_aiohttp_handler(self.registry)
 

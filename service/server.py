@@ -83,14 +83,14 @@ class UploadService:
     def port(self) -> int:
         """The port actually bound (settings may ask for 0, any free port)."""
         assert self._runner is not None
-        return self._runner.addresses[0][1]
+        return int(self._runner.addresses[0][1])
 
     @property
     def metrics_port(self) -> int:
         """The port /metrics is served on: its own, or the chunk port when asked for."""
         if self._metrics_runner is None:
             return self.port
-        return self._metrics_runner.addresses[0][1]
+        return int(self._metrics_runner.addresses[0][1])
 
     def build_app(self) -> web.Application:
         app = web.Application(middlewares=[request_ids, cors])
@@ -120,7 +120,7 @@ class UploadService:
         """Ready when at least one slot is connected to the manager and configured."""
         ready = sum(slot.ready for slot in self.slots)
         connected = sum(slot.link.connected for slot in self.slots)
-        body = {
+        body: dict[str, object] = {
             "ready": ready > 0,
             "slots": len(self.slots),
             "connected": connected,

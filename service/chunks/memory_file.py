@@ -54,6 +54,7 @@ class _MemoryPayload(aiohttp.payload.Payload):
     """
 
     SLICE = 256 * 1024
+    _value: MemoryReader
 
     def __init__(self, value: MemoryReader, *args: Any, **kwargs: Any) -> None:
         super().__init__(value, *args, **kwargs)

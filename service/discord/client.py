@@ -52,7 +52,7 @@ class DiscordClient:
         request_timeout: float,
         retry: RetryPolicy,
         metrics: Metrics,
-        forget: Callable[[], None],
+        forget: Callable[[DiscordClient], None],
     ) -> None:
         self.retry = retry  # how every request of the token is tried again
         self._token = token
@@ -168,7 +168,7 @@ class DiscordClient:
         is refused."""
         self._login = None
         self.token_refused = True
-        self._forget()
+        self._forget(self)
 
     def _hold(self, channel: str | None, answer: RateLimited) -> None:
         """Hold what the 429 names (the channel, or everything); raise `DiscordBusy` for a
@@ -250,7 +250,7 @@ class DiscordClients:
                 request_timeout=self._request_timeout,
                 retry=self._retry,
                 metrics=self._metrics,
-                forget=lambda: self._forget(token, client),
+                forget=partial(self._forget, token),
             )
         return client
 

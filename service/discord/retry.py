@@ -34,7 +34,7 @@ class RetryPolicy:
 
     def backoff(self, attempt: int) -> float:
         """Seconds to wait after failed try number `attempt` (from 1)."""
-        return self.first_backoff * 2 ** (attempt - 1)
+        return self.first_backoff * 2.0 ** (attempt - 1)
 
     async def run(
         self,

@@ -221,7 +221,7 @@ class SharedGlobalLimit:
         self._holding = [(frees, member) for frees, member in self._holding if frees > now]
         wanted = 0 if leaving else max(0, self._wanted - self._pool)
         self._calls += 1
-        args: list[object] = [
+        args: list[str | int] = [
             self._process,
             self._calls,
             0 if leaving else self.local.in_flight + self._pool,

@@ -17,7 +17,8 @@ import logging
 import re
 import secrets
 from collections.abc import Iterator, Sequence
-from typing import Any
+from functools import partial
+from typing import Any, TypeGuard
 
 import discord
 from discord.http import handle_message_parameters
@@ -52,7 +53,7 @@ def _as_store_errors(doing: str) -> Iterator[None]:
         raise DiscordFailed(f"Discord could not be reached: {discord_failure(error)}") from None
 
 
-def _is_snowflake(value: object) -> bool:
+def _is_snowflake(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and _SNOWFLAKE.fullmatch(value) is not None
 
 
@@ -171,7 +172,7 @@ class DiscordStore:
         found: list[str] = []
         before: str | None = None
         while True:
-            page = await self.retry.run(lambda before=before: self._page(before), patient=True)
+            page = await self.retry.run(partial(self._page, before), patient=True)
             messages = [m for m in page if isinstance(m, dict) and _is_snowflake(m.get("id"))]
             found += [m["id"] for m in messages if str(m.get("content")).startswith(content_prefix)]
             if len(page) < PAGE or not messages or int(messages[-1]["id"]) <= since:

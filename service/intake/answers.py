@@ -48,7 +48,7 @@ def answer_for(refusal: r.Refusal) -> Answer:
     """The catalogue's entry for `refusal`'s class, or its nearest listed ancestor's."""
     for cls in type(refusal).__mro__:
         if cls in CATALOGUE:
-            return CATALOGUE[cls]  # type: ignore[index]
+            return CATALOGUE[cls]
     return INTERNAL_ERROR
 
 

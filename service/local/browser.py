@@ -70,7 +70,7 @@ async def upload(
     concurrency: int = BROWSER_CHUNKS_IN_FLIGHT,
     tries: int = TRIES,
     give_up_on: frozenset[int] = frozenset(),
-    on_chunk_done: Callable[[int, bytes], None] | None = None,
+    on_chunk_done: Callable[[int, bytes], object] | None = None,
 ) -> UploadReport:
     """Upload every chunk of `source` (bytes, or a file's path); raise `UploadFailed`.
 

@@ -59,7 +59,7 @@ class ServiceConnection:
         if reply_to is None:
             await self.socket.send_str(text)
             return {}
-        waiter = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._replies[reply_to] = waiter
         try:
             await self.socket.send_str(text)

@@ -176,7 +176,7 @@ class ManagerLink:
         """A text frame's text; None for another frame, which is ignored. An ERROR frame
         means aiohttp has given up on the connection: raise `LinkBroken` naming why."""
         if frame.type is aiohttp.WSMsgType.TEXT:
-            return frame.data
+            return str(frame.data)
         if frame.type is aiohttp.WSMsgType.ERROR:
             raise LinkBroken(f"the link to the manager broke: {_frame_error(frame.data)}")
         log.warning("ignored a non-text frame (%s)", frame.type.name, extra=self._log)

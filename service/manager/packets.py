@@ -24,6 +24,7 @@ import binascii
 import dataclasses
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,7 +149,7 @@ def get_field(data: dict[str, Any], name: str, kind: type, *, required: bool = T
         raise MalformedPacket(
             f"field '{name}' must be {_JSON_NAMES[kind]}, got {_json_type(value)}"
         )
-    if kind is int and abs(value) > MAX_SAFE_INTEGER:
+    if type(value) is int and abs(value) > MAX_SAFE_INTEGER:
         raise MalformedPacket(f"field '{name}' is outside the safe-integer range")
     return value
 
@@ -268,7 +269,7 @@ def _decode_upload_abort(data: dict[str, Any]) -> UploadAbort:
     return UploadAbort()
 
 
-_DECODERS = {
+_DECODERS: dict[str, Callable[[dict[str, Any]], Request]] = {
     CONFIGURATION: _decode_configuration,
     UPLOAD_START: _decode_upload_start,
     UPLOAD_ABORT: _decode_upload_abort,

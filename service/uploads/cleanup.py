@@ -32,6 +32,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol, TypeVar
 
 from ..metrics import Metrics
@@ -245,7 +246,7 @@ class Cleanup:
     async def _delete_known(self, deletion: Deletion) -> None:
         deleter = deletion.deleter
         for batch in batches(list(deletion.left), time.time()):
-            _, failed = await self._tried(lambda batch=batch: deleter.delete_messages(batch))
+            _, failed = await self._tried(partial(deleter.delete_messages, batch))
             done = set(batch)
             deletion.left = [i for i in deletion.left if i not in done]
             if failed:

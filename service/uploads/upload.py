@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, Self
 
 from ..chunks.mime import FALLBACK, sniff_mime
 from ..chunks.sealing import SNIFF_SIZE, ChunkDigest, ChunkSealer, buffer_size
@@ -66,11 +66,13 @@ class IncomingChunk(Protocol):
     up the claim if it was not stored."""
 
     index: int
-    sink: ChunkSealer | ChunkDigest
+
+    @property
+    def sink(self) -> ChunkSealer | ChunkDigest: ...
 
     async def store(self) -> None: ...
 
-    def __enter__(self) -> IncomingChunk: ...
+    def __enter__(self) -> Self: ...
 
     def __exit__(self, *exc_info: object) -> None: ...
 

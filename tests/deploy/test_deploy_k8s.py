@@ -31,8 +31,8 @@ from typing import Any, cast
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import deploy_script, missing
-from test_nginx import DEPLOY, STOP_TIMEOUT, nginx_main_conf, render_nginx, start_nginx
+from conftest import DEPLOY, deploy_script, missing
+from test_nginx import STOP_TIMEOUT, nginx_main_conf, render_nginx, start_nginx
 
 from service.local.driver import stop_service
 from service.local.loopback import free_port
@@ -75,7 +75,8 @@ def crd_schema() -> ModuleType:
 def yaml_documents(text: str) -> list[Any]:
     """The documents of a YAML text (empty ones left out), read as deploy/crd_schema.py
     reads them."""
-    return crd_schema().documents(text)
+    documents: list[Any] = crd_schema().documents(text)
+    return documents
 
 
 def yaml_document(text: str) -> Any:
@@ -151,7 +152,7 @@ def kustomize_settings() -> dict[str, str]:
 def crd_problems(rendered: Path) -> list[str]:
     """What deploy/crd_schema.py (as .ci/run runs it) finds wrong in `rendered`'s custom
     resources, checked against the vendored Gateway API CRD."""
-    _, problems = crd_schema().check([rendered], _httproute_schemas(), [])
+    problems: list[str] = crd_schema().check([rendered], _httproute_schemas(), [])[1]
     return problems
 
 
@@ -337,7 +338,7 @@ def requests_per_second_at_most(docs: list[dict[str, Any]]) -> int:
     rate = int(env["DISCORD_GLOBAL_RATE"])
     url = env.get("REDIS_URL")
     if url is None:
-        return rate * statefulset["spec"]["replicas"]
+        return rate * int(statefulset["spec"]["replicas"])
     match = re.fullmatch(r"redis://([a-z0-9-]+):(\d+)/\d+", url)
     assert match, f"REDIS_URL {url!r} is not a Service of this output"
     service = one(docs, "Service", match[1])

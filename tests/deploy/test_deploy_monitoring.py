@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from conftest import Harness
+from conftest import DEPLOY, Harness
 from test_deploy_k8s import TOOL_TIMEOUT, run_tool, yaml_document, yaml_documents
-from test_nginx import DEPLOY
 
 from service.intake.answers import REFUSAL_REASONS
 
@@ -51,7 +50,8 @@ def metric_names(expression: str) -> set[str]:
 
 
 def dashboard() -> dict[str, Any]:
-    return json.loads((MONITORING / "dashboard.json").read_text())
+    board: dict[str, Any] = json.loads((MONITORING / "dashboard.json").read_text())
+    return board
 
 
 def dashboard_expressions() -> list[str]:
@@ -119,7 +119,7 @@ async def test_alerts_and_dashboard_name_only_exported_metrics(
 def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
     """promtool parses each query, Grafana's variables given plausible values."""
     expressions = dashboard_expressions()
-    rules = {"groups": [{"name": "dashboard", "rules": []}]}
+    rules: dict[str, Any] = {"groups": [{"name": "dashboard", "rules": []}]}
     for number, expression in enumerate(expressions):
         promql = expression.replace("$__rate_interval", "5m").replace("$job", ".+")
         rules["groups"][0]["rules"].append({"record": f"panel:query_{number}", "expr": promql})
@@ -161,7 +161,9 @@ def test_every_refusal_reason_is_sorted_alike_by_the_docs_the_dashboard_and_the_
     bullet = operations.split("- **Chunks refused, by reason**")[1].split("\n- **")[0]
     (panel,) = [p for p in dashboard()["panels"] if p.get("title") == "Chunks refused, by reason"]
     (rule,) = [rule for rule in alerts() if rule["alert"] == "UploadChunksFailing"]
-    alerted = set(re.search(r'reason=~"([^"]+)"', rule["expr"])[1].split("|"))
+    listed = re.search(r'reason=~"([^"]+)"', rule["expr"])
+    assert listed, f"UploadChunksFailing names no reasons: {rule['expr']}"
+    alerted = set(listed[1].split("|"))
     for where, text in (("docs/operations.md", bullet), ("dashboard.json", panel["description"])):
         clients, ours = sorted_reasons(text, reasons)
         assert clients | ours == reasons, f"{where} does not name {reasons - clients - ours}"

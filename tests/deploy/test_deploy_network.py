@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from conftest import DEPLOY
 from test_deploy_k8s import NAMESPACE, kustomize_settings, render
-from test_nginx import DEPLOY
 
 Policy = dict[str, Any]
 
@@ -34,7 +34,8 @@ class Endpoint:
 
 def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
     assert set(selector) <= {"matchLabels"}, f"not implemented here: {selector}"
-    return selector.get("matchLabels", {}).items() <= labels.items()
+    wanted: dict[str, str] = selector.get("matchLabels", {})
+    return wanted.items() <= labels.items()
 
 
 def _in_block(block: dict[str, Any], ip: str) -> bool:

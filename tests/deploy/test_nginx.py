@@ -12,6 +12,7 @@ import shutil
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -115,10 +116,10 @@ class Front:
     instances: dict[str, UploadService]
     access_log: Path
 
-    def log_entries(self) -> list[dict[str, object]]:
+    def log_entries(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.access_log.read_text().splitlines()]
 
-    async def wait_for_log_entries(self, count: int) -> list[dict[str, object]]:
+    async def wait_for_log_entries(self, count: int) -> list[dict[str, Any]]:
         """The access log once it has `count` entries: nginx writes an entry after it has sent
         the answer, so the test may read the log first (and there is no event to await)."""
         await until(lambda: len(self.log_entries()) >= count)

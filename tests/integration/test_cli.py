@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -29,11 +30,11 @@ SECRET = "s3cret-Pa55word-that-must-not-leak"
 
 
 def run_command(
-    command: list[str], cwd: Path, timeout: float = 60, **environment: str
+    command: list[str], cwd: Path, environment: Mapping[str, str] | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     """Run `command` with only `environment` and what `child_environment` adds (this checkout's
     `service`, whatever is installed), capturing its output."""
-    env = child_environment(**environment)
+    env = child_environment(**(environment or {}))
     return subprocess.run(
         command, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
     )
@@ -51,7 +52,7 @@ def test_run_without_configuration_exits_2_naming_every_problem(
     command: list[str], tmp_path: Path
 ) -> None:
     assert shutil.which(command[0]) is not None
-    result = run_command(command, tmp_path, PORT="eighty")
+    result = run_command(command, tmp_path, {"PORT": "eighty"})
     assert result.returncode == EXIT_CONFIG == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.count("upload-service: cannot start") == 1
@@ -61,7 +62,9 @@ def test_run_without_configuration_exits_2_naming_every_problem(
 
 
 def test_run_never_prints_the_secret(tmp_path: Path) -> None:
-    result = run_command([*SERVICE, "run"], tmp_path, SERVICE_PASSWORD=SECRET, PORT="eighty")
+    result = run_command(
+        [*SERVICE, "run"], tmp_path, {"SERVICE_PASSWORD": SECRET, "PORT": "eighty"}
+    )
     assert result.returncode == 2
     assert SECRET not in result.stderr + result.stdout
 
@@ -125,14 +128,8 @@ def occupied_port() -> socket.socket:
 def run_to_listen(tmp_path: Path, **addresses: str) -> subprocess.CompletedProcess[str]:
     """`run` configured but for where it listens (`addresses`), with a manager it never
     reaches: it gets as far as listening."""
-    return run_command(
-        [*SERVICE, "run"],
-        tmp_path,
-        timeout=15,
-        MANAGER_ADDRESS="ws://127.0.0.1:1/x",
-        SERVICE_PASSWORD="x",
-        **addresses,
-    )
+    manager = {"MANAGER_ADDRESS": "ws://127.0.0.1:1/x", "SERVICE_PASSWORD": "x"}
+    return run_command([*SERVICE, "run"], tmp_path, manager | addresses, timeout=15)
 
 
 @pytest.mark.parametrize(
@@ -187,7 +184,7 @@ def test_check_accepts_a_good_configuration_file_without_starting(
         if where == "after"
         else [*SERVICE, "--config", str(config), "check"]
     )
-    result = run_command(command, tmp_path, timeout=15, **GOOD_SETTINGS)
+    result = run_command(command, tmp_path, GOOD_SETTINGS, timeout=15)
     assert (result.returncode, result.stderr) == (0, "")
     assert result.stdout == (
         f"upload-service: the configuration is valid (settings from {config} and the environment)\n"
@@ -199,8 +196,8 @@ def test_check_names_every_problem_as_run_does_and_exits_2(tmp_path: Path) -> No
     config = tmp_path / "config.toml"
     config.write_text('prot = 7001\nmetrics_port = "nine"\nlog_level = "LOUD"\n')
     environment = {"SERVICE_PASSWORD": SECRET, "OWN_ADDRESS": "ftp://x/"}
-    checked = run_command([*SERVICE, "--config", str(config), "check"], tmp_path, **environment)
-    ran = run_command([*SERVICE, "--config", str(config), "run"], tmp_path, **environment)
+    checked = run_command([*SERVICE, "--config", str(config), "check"], tmp_path, environment)
+    ran = run_command([*SERVICE, "--config", str(config), "run"], tmp_path, environment)
     assert checked.returncode == ran.returncode == EXIT_CONFIG
     assert checked.stderr == ran.stderr
     assert checked.stdout == ran.stdout == ""
@@ -214,7 +211,7 @@ def test_check_names_every_problem_as_run_does_and_exits_2(tmp_path: Path) -> No
 def test_config_before_the_default_command_is_read(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text("port = 70000\n")
-    result = run_command([*SERVICE, "--config", str(config)], tmp_path, **GOOD_SETTINGS)
+    result = run_command([*SERVICE, "--config", str(config)], tmp_path, GOOD_SETTINGS)
     assert result.returncode == EXIT_CONFIG
     assert f"port in {config} must be a port number" in result.stderr
 

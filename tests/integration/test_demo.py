@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import CHANNEL, KEY, TOKEN, Harness, HarnessFactory
@@ -17,6 +18,7 @@ from service.local.browser import upload
 from service.local.verify import attachments_in, chunks_of, finish_problems
 
 SIZE = MANAGER_CHUNK_SIZE + 4321  # two chunks
+Uploaded = tuple[dict[str, Any], list[memoryview]]  # a job's finish packet, its chunks
 
 
 async def test_demo_uploads_a_file_and_verifies_it(
@@ -36,20 +38,20 @@ def test_the_progress_bar_counts_binary_units() -> None:
     assert "64.0MiB/64.0MiB" in output.getvalue()
 
 
-async def upload_to(harness: Harness, data: bytes) -> dict:
+async def upload_to(harness: Harness, data: bytes) -> dict[str, Any]:
     upload_id = await harness.start(len(data), chunk_size=MANAGER_CHUNK_SIZE)
     await upload(harness.http, harness.address, upload_id, data, MANAGER_CHUNK_SIZE)
     return await harness.link.next_finish()
 
 
 @pytest.fixture
-async def uploaded(harness: Harness) -> tuple[dict, list[memoryview]]:
+async def uploaded(harness: Harness) -> Uploaded:
     data = os.urandom(SIZE)
     return await upload_to(harness, data), chunks_of(data, MANAGER_CHUNK_SIZE)
 
 
 async def test_an_intact_upload_verifies_fetched_over_http_or_read_from_the_standin(
-    harness: Harness, uploaded
+    harness: Harness, uploaded: Uploaded
 ) -> None:
     finish, chunks = uploaded
     fetched = await fetch_attachments(harness.http, harness.discord, TOKEN, finish)
@@ -65,7 +67,9 @@ def sealed(data: bytes) -> bytes:
     return bytes(sealer.seal().payload)
 
 
-async def test_every_chunk_that_does_not_verify_is_named(harness: Harness, uploaded) -> None:
+async def test_every_chunk_that_does_not_verify_is_named(
+    harness: Harness, uploaded: Uploaded
+) -> None:
     finish, chunks = uploaded
     first, second = (harness.discord.message(CHANNEL, m) for m in finish["messages"])
     first.attachments[0].data = b"\0" * (len(chunks[0]) + HEADER_SIZE)  # does not decrypt
@@ -88,7 +92,9 @@ async def test_every_chunk_that_does_not_verify_is_named(harness: Harness, uploa
     ]
 
 
-async def test_every_mismatch_in_the_finish_packet_is_named(harness: Harness, uploaded) -> None:
+async def test_every_mismatch_in_the_finish_packet_is_named(
+    harness: Harness, uploaded: Uploaded
+) -> None:
     finish, chunks = uploaded
     stored = attachments_in(harness.discord, CHANNEL)
     wrong = {

@@ -55,7 +55,7 @@ packet_ids = st.sampled_from(
 @st.composite
 def frames(draw: st.DrawFn) -> str:
     """Frames near the protocol: right ids with wrong data, wrong ids, junk envelopes."""
-    frame = draw(
+    frame: dict[str, object] = draw(
         st.dictionaries(st.sampled_from(["id", "uuid", "data", "reply_uuid", "x"]), json_values)
     )
     if draw(st.booleans()):

@@ -8,11 +8,13 @@ import dataclasses
 import json
 import os
 import uuid
+from typing import Any
 
 import aiohttp
 import pytest
 from conftest import CHANNEL, KEY, PASSWORD, SMALL_CHUNK, TOKEN, Harness, HarnessFactory, until
 
+from service.config import Settings
 from service.local.browser import upload
 from service.local.loopback import free_port
 from service.local.manager import ManagerStandIn
@@ -56,7 +58,7 @@ def start_data() -> dict[str, object]:
     ],
 )
 async def test_bad_configuration_is_refused_with_a_reason(
-    start_service: HarnessFactory, crypto: dict, channel: str, expected: str
+    start_service: HarnessFactory, crypto: dict[str, Any], channel: str, expected: str
 ) -> None:
     harness = await start_service()
     reply = await harness.link.request(
@@ -202,7 +204,7 @@ async def test_link_drop_voids_the_job_and_the_service_reconnects(
     assert harness.link.finishes == []
 
 
-async def test_manager_down_at_start_is_retried_until_it_is_up(settings) -> None:
+async def test_manager_down_at_start_is_retried_until_it_is_up(settings: Settings) -> None:
     port = free_port()
     attempts = 0
     two_attempts = asyncio.Event()
@@ -306,7 +308,8 @@ async def test_handler_raising_is_answered_logged_and_the_link_reconnects(
 
     [record] = [r for r in caplog.records if r.exc_info and r.name == "service.manager.link"]
     assert record.getMessage() == "unexpected RuntimeError in the link; reconnecting"
-    assert "a bug in the handler" in record.exc_text and "Traceback" in record.exc_text
+    assert record.exc_text and "a bug in the handler" in record.exc_text
+    assert "Traceback" in record.exc_text
     assert (slot.link.reconnects, slot.link.failures) == (1, 0)
     assert slot.link.last_error == "unexpected RuntimeError in the link"
     assert await again.configure(token=TOKEN, channel_id=CHANNEL, crypto_key=KEY) == {

@@ -13,7 +13,7 @@ from conftest import CHANNEL, KEY, TOKEN, Harness, HarnessFactory, reassembled, 
 from service.chunks.sealing import buffer_size
 from service.local.browser import chunk_form
 from service.local.discord_api import DiscordStandIn, Fault
-from service.local.driver import raw_chunk_body, request_head, trickle
+from service.local.driver import Trickled, raw_chunk_body, request_head, trickle
 from service.local.manager import ManagerStandIn
 
 CHUNK = 400 * 1024  # two chunk buffers fit in CHUNK_MEMORY_MIB=1
@@ -27,7 +27,9 @@ async def memory_reserved(harness: Harness, size: int) -> None:
     await until(lambda: harness.service.memory.reserved == size)
 
 
-async def hold_all_memory(harness: Harness, upload_id: str, stop: asyncio.Event) -> list:
+async def hold_all_memory(
+    harness: Harness, upload_id: str, stop: asyncio.Event
+) -> list[asyncio.Task[Trickled]]:
     """Two clients trickling a byte every 0.1 s (until `stop`): the whole budget of two chunks."""
     port, path = harness.service.port, harness.service.settings.own_path
     trickles = [

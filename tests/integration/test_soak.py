@@ -17,6 +17,7 @@ import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import pytest
@@ -250,7 +251,7 @@ class Soak:
             self.tally.chunks += 1
         assert self.tally.losses == 0
 
-    def check_file(self, finish: dict, data: bytes) -> None:
+    def check_file(self, finish: dict[str, Any], data: bytes) -> None:
         assert reassembled(self.discord, finish) == data
         assert finish["hash"] == expected_hash(data, CHUNK)
 

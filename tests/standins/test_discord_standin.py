@@ -167,7 +167,7 @@ async def test_message_round_trips(standin: DiscordStandIn, connect: Connect) ->
     sent = await http.send_message(CHANNEL, params=upload(data, content="hello", nonce="n-1"))
 
     assert isinstance(sent, dict)
-    assert SNOWFLAKE.fullmatch(sent["id"])
+    assert isinstance(sent["id"], str) and SNOWFLAKE.fullmatch(sent["id"])
     assert (sent["channel_id"], sent["content"], sent["nonce"]) == (CHANNEL, "hello", "n-1")
     assert sent["author"]["bot"] is True
     [attachment] = sent["attachments"]

@@ -20,9 +20,9 @@ async def test_when_places_are_short_every_channel_opens_its_window_before_any_f
     gate.hold(None, 0.05)  # nothing goes until the queue has formed
     posts = {asyncio.create_task(gate.enter(channel, 30.0)): channel for channel in "AAABBBCCC"}
 
-    for went, done in enumerate(asyncio.as_completed(posts), 1):
+    for count, done in enumerate(asyncio.as_completed(posts), 1):
         await done
-        if went == 3:  # no more places for a second
+        if count == 3:  # no more places for a second
             break
     went = sorted(channel for task, channel in posts.items() if task.done())
     assert went == ["A", "B", "C"]

@@ -370,8 +370,8 @@ def test_a_pacer_tells_when_the_last_byte_frees_the_place() -> None:
     frees = pacer.written(0.1)
     assert frees == pytest.approx(0.1 + COUNT_MARGIN + 1.0)
     pacer.answered(CHANNEL, 0.5, RateHeaders(5, 4, 5.0, 100.0), released=frees)
-    assert pacer.global_limit.room(0.5) == 1  # type: ignore[attr-defined]
-    assert pacer.global_limit.room(1.15) == 2  # type: ignore[attr-defined]
+    assert pacer.global_limit.room(0.5) == 1
+    assert pacer.global_limit.room(1.15) == 2
 
 
 def test_rate_headers_are_parsed_or_refused() -> None:

@@ -53,7 +53,8 @@ def seal(plaintext: bytes, key: bytes | None, iv: bytes | None = None) -> Sealed
 
 @pytest.fixture(params=AES["vectors"], ids=lambda v: f"{len(v['plaintext_hex']) // 2}-bytes")
 def vector(request: pytest.FixtureRequest) -> dict[str, Any]:
-    return request.param
+    chosen: dict[str, Any] = request.param
+    return chosen
 
 
 def test_attachment_matches_nodes_known_answer(vector: dict[str, Any]) -> None:
@@ -205,7 +206,8 @@ def heads(draw: st.DrawFn) -> bytes:
         return draw(st.binary(max_size=SNIFF_SIZE))
     row = draw(st.sampled_from(SIGNATURES))
     before = draw(st.binary(min_size=row.offset, max_size=row.offset))
-    return before + row.byte_match + draw(st.binary(max_size=256))
+    signature: bytes = row.byte_match
+    return before + signature + draw(st.binary(max_size=256))
 
 
 @given(heads())

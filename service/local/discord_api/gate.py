@@ -27,7 +27,8 @@ class Gate:
     """Judges requests for one bot token; `faults` is the per-route queue tests fill."""
 
     def __init__(self, token: str, forbidden_channels: frozenset[str], limits: RateLimits) -> None:
-        self._token: str | None = token  # None once revoked: every request gets 401
+        self._token = token
+        self._revoked = False  # once revoked, every request gets 401
         self._forbidden_channels = forbidden_channels
         self._limits = limits
         self.faults = FaultQueues()
@@ -40,10 +41,10 @@ class Gate:
 
     def authorized(self, request: web.Request) -> bool:
         given = request.headers.get(hdrs.AUTHORIZATION)
-        return self._token is not None and given == f"Bot {self._token}"
+        return not self._revoked and given == f"Bot {self._token}"
 
     def revoke(self) -> None:
-        self._token = None
+        self._revoked = True
 
     def refusal(self, request: web.Request, channel_id: str) -> web.Response | None:
         """The error for a bad token or an inaccessible channel, if any."""

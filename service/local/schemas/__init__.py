@@ -78,7 +78,7 @@ def _strict_integer(checker: Any, instance: Any) -> bool:
     return type(instance) is int
 
 
-ManagerValidator = validators.extend(
+ManagerValidator = validators.extend(  # type: ignore[no-untyped-call]  # untyped in its stubs
     Draft202012Validator,
     validators={"pattern": _ecma_pattern},
     type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _strict_integer),
