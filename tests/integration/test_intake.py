@@ -119,8 +119,11 @@ class Relay:
             self.answered.set()
 
 
+Job = tuple[str, bytes]  # an upload id, its file
+
+
 @pytest.fixture
-async def job(harness: Harness) -> tuple[str, bytes]:
+async def job(harness: Harness) -> Job:
     data = os.urandom(2 * SMALL_CHUNK + 100)
     return await harness.start(len(data)), data
 
@@ -142,7 +145,7 @@ def test_the_test_client_sends_the_browsers_form() -> None:
 
 
 async def test_body_that_is_not_multipart_is_refused(
-    harness: Harness, client: httpx.AsyncClient, job: tuple[str, bytes]
+    harness: Harness, client: httpx.AsyncClient, job: Job
 ) -> None:
     status, error = refused(await client.post(harness.address, json={"id": job[0]}))
     assert status == 400 and "multipart/form-data" in error
@@ -151,7 +154,7 @@ async def test_body_that_is_not_multipart_is_refused(
 
 @pytest.mark.parametrize("missing", ["id", "chunk", "file"])
 async def test_missing_field_is_named(
-    harness: Harness, client: httpx.AsyncClient, job: tuple[str, bytes], missing: str
+    harness: Harness, client: httpx.AsyncClient, job: Job, missing: str
 ) -> None:
     upload_id, data = job
     files = chunk_files(upload_id, 0, data[:SMALL_CHUNK])
@@ -162,7 +165,7 @@ async def test_missing_field_is_named(
 
 
 async def test_unknown_upload_id_is_refused(
-    harness: Harness, client: httpx.AsyncClient, job: tuple[str, bytes]
+    harness: Harness, client: httpx.AsyncClient, job: Job
 ) -> None:
     response = await post_chunk(client, harness.address, str(uuid.uuid4()), 0, job[1][:SMALL_CHUNK])
     status, error = refused(response)
@@ -172,7 +175,7 @@ async def test_unknown_upload_id_is_refused(
 
 @pytest.mark.parametrize("index", ["-1", "1.5", "x", "", "3", "99999999999999999999"])
 async def test_bad_chunk_index_is_refused(
-    harness: Harness, client: httpx.AsyncClient, job: tuple[str, bytes], index: str
+    harness: Harness, client: httpx.AsyncClient, job: Job, index: str
 ) -> None:
     response = await post_chunk(client, harness.address, job[0], index, job[1][:SMALL_CHUNK])
     status, error = refused(response)
@@ -185,7 +188,7 @@ async def test_bad_chunk_index_is_refused(
     [(0, SMALL_CHUNK - 1), (0, SMALL_CHUNK + 1), (2, 99), (2, 101), (2, SMALL_CHUNK)],
 )
 async def test_chunk_of_the_wrong_length_is_refused(
-    harness: Harness, client: httpx.AsyncClient, job: tuple[str, bytes], index: int, length: int
+    harness: Harness, client: httpx.AsyncClient, job: Job, index: int, length: int
 ) -> None:
     response = await post_chunk(client, harness.address, job[0], index, os.urandom(length))
     status, error = refused(response)
@@ -197,7 +200,7 @@ async def test_chunk_of_the_wrong_length_is_refused(
 
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])
 async def test_body_far_larger_than_a_chunk_is_refused_before_it_is_read(
-    harness: Harness, client: httpx.AsyncClient, job: tuple[str, bytes], framing: str
+    harness: Harness, client: httpx.AsyncClient, job: Job, framing: str
 ) -> None:
     announced = 200 * MiB
     head = b"--x\r\n"
@@ -237,7 +240,7 @@ async def test_body_far_larger_than_a_chunk_is_refused_before_it_is_read(
 
 
 async def test_chunk_already_in_flight_is_refused_with_409(
-    harness: Harness, client: httpx.AsyncClient, job: tuple[str, bytes]
+    harness: Harness, client: httpx.AsyncClient, job: Job
 ) -> None:
     upload_id, data = job
     harness.discord.inject(Fault(hold=True))
@@ -257,7 +260,7 @@ async def test_chunk_already_in_flight_is_refused_with_409(
 
 
 async def test_stored_chunk_sent_again_with_same_bytes_gets_200(
-    harness: Harness, client: httpx.AsyncClient, job: tuple[str, bytes]
+    harness: Harness, client: httpx.AsyncClient, job: Job
 ) -> None:
     upload_id, data = job
     first = await post_chunk(client, harness.address, upload_id, 0, data[:SMALL_CHUNK])
@@ -269,7 +272,7 @@ async def test_stored_chunk_sent_again_with_same_bytes_gets_200(
 
 
 async def test_stored_chunk_sent_again_with_other_bytes_gets_409(
-    harness: Harness, client: httpx.AsyncClient, job: tuple[str, bytes]
+    harness: Harness, client: httpx.AsyncClient, job: Job
 ) -> None:
     upload_id, data = job
     first = await post_chunk(client, harness.address, upload_id, 0, data[:SMALL_CHUNK])
@@ -308,7 +311,7 @@ async def test_preflight_allows_cross_origin_posts(
 
 
 async def test_success_and_unknown_paths_carry_cors_headers(
-    harness: Harness, client: httpx.AsyncClient, job: tuple[str, bytes]
+    harness: Harness, client: httpx.AsyncClient, job: Job
 ) -> None:
     status, _ = refused(await client.get(f"http://127.0.0.1:{harness.service.port}/nope"))
     assert status == 404
@@ -321,7 +324,7 @@ async def test_success_and_unknown_paths_carry_cors_headers(
 async def test_client_that_drops_mid_chunk_loses_nothing(
     harness: Harness,
     client: httpx.AsyncClient,
-    job: tuple[str, bytes],
+    job: Job,
     framing: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
