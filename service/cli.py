@@ -160,12 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("file", nargs="?", type=Path, help="the file (default: 64 MiB generated)")
     settings = commands.add_parser("settings", help="list every setting, its default and meaning")
     shown_as = settings.add_mutually_exclusive_group()
-    for flag, render, page, regenerate in (
+    for flag, render, page, remake in (
         ("--markdown", settings_markdown, "docs/configuration.md", DOCS_COMMAND),
         ("--toml", settings_toml, "config.example.toml", EXAMPLE_COMMAND),
     ):
-        help = f"as {page} ({regenerate})"
-        shown_as.add_argument(flag, dest="render", action="store_const", const=render, help=help)
+        shown_as.add_argument(
+            flag, dest="render", action="store_const", const=render, help=f"as {page} ({remake})"
+        )
     settings.set_defaults(render=settings_text)
     parser.set_defaults(command="run")
     return parser

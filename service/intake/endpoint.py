@@ -1,6 +1,7 @@
 """The HTTP side: the chunk endpoint, request ids and CORS.
 
-A chunk's whole path, in order (`ChunkEndpoint._receive`, then `uploads/upload.py`):
+A chunk's whole path, in order (`ChunkEndpoint._receive`, then `uploads/upload.py` and
+`uploads/chunk.py`):
 
 1. read the form's small fields as the body streams in (`StreamingForm.read_fields`);
 2. find the upload the `id` names (`UploadDirectory.find`);
@@ -9,7 +10,7 @@ A chunk's whole path, in order (`ChunkEndpoint._receive`, then `uploads/upload.p
    up a minimum rate (`ChunkBody.chunk_claimed`);
 4. stream the file part into the chunk, hashed and encrypted as it arrives (`read_file`);
 5. store it: post it to Discord and record the message; with the last chunk, send the
-   finish packet (`chunk.store()` -> `Upload.post`);
+   finish packet (`NewChunk.store` -> `Upload.post`);
 6. answer 200 with the chunk index.
 
 Any step may raise a `Refusal`; `intake/answers.py` turns each into its status and

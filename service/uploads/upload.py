@@ -4,8 +4,9 @@ An `Upload` owns the job's chunk state (`jobs.Job`), its inactivity timer, the D
 and key it posts with, and its ending: `end(outcome, why)`, whoever calls it first, is the
 only way an upload ends, and the finish packet goes out exactly once. The endpoint
 asks it to `open_chunk` (the claim), streams the body into the chunk's sink, and calls the
-chunk's `store`: a new chunk is sealed and posted, a chunk sent again after it was stored is
-only compared. With the last chunk stored, the finish packet is sent before the 200.
+chunk's `store` (`chunk.py`): a new chunk is sealed and posted, a chunk sent again after it
+was stored is only compared. With the last chunk stored, the finish packet is sent before
+the 200.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Protocol, Self
 
 from ..chunks.mime import FALLBACK, sniff_mime
 from ..chunks.sealing import SNIFF_SIZE, ChunkDigest, ChunkSealer, buffer_size
@@ -24,11 +24,12 @@ from ..jobs.job import Job, StoredChunk
 from ..jobs.layout import ChunkLayout
 from ..manager import outgoing, packets
 from ..metrics import Metrics
-from ..refusals import ChunkConflict, DiscordRefused, ShuttingDown, StoreError, UploadEnded
+from ..refusals import DiscordRefused, ShuttingDown, StoreError, UploadEnded
+from .chunk import IncomingChunk, NewChunk, ResentChunk
 from .cleanup import Cleanup, Orphans, content_prefix, snowflake_at
 from .journal import Journal, State, UploadRecord
 from .leftovers import Leftovers
-from .memory import ChunkBuffer, ChunkMemory
+from .memory import ChunkMemory
 from .outcome import Outcome
 
 log = logging.getLogger(__name__)
@@ -59,22 +60,6 @@ class Shared:
     memory_wait: float  # seconds a chunk may wait for memory (CLIENT_READ_TIMEOUT)
     max_in_flight: int  # CHUNKS_IN_FLIGHT_PER_UPLOAD
     inactivity_timeout: float  # UPLOAD_INACTIVITY_TIMEOUT
-
-
-class IncomingChunk(Protocol):
-    """A claimed chunk: its bytes go to `sink`, then `store` makes it count. Closing it gives
-    up the claim if it was not stored."""
-
-    index: int
-
-    @property
-    def sink(self) -> ChunkSealer | ChunkDigest: ...
-
-    async def store(self) -> None: ...
-
-    def __enter__(self) -> Self: ...
-
-    def __exit__(self, *exc_info: object) -> None: ...
 
 
 class Upload:
@@ -303,49 +288,3 @@ class Upload:
         task = asyncio.get_running_loop().create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-
-class NewChunk:
-    """A chunk not stored yet: sealed as it arrives into its buffer, then posted."""
-
-    def __init__(
-        self, upload: Upload, index: int, memory: ChunkBuffer, sealer: ChunkSealer
-    ) -> None:
-        self.upload = upload
-        self.index = index
-        self.sink = sealer
-        self._memory = memory
-
-    async def store(self) -> None:
-        self._memory.reusable = False  # while posting, aiohttp may still read the buffer
-        await self.upload.post(self.index, self.sink)
-        self._memory.reusable = True
-
-    def __enter__(self) -> NewChunk:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.upload.release(self.index)
-        self._memory.give_back()
-
-
-class ResentChunk:
-    """A chunk stored already and sent again: the same bytes are a lost 200 retried."""
-
-    def __init__(
-        self, upload: Upload, index: int, stored: StoredChunk, digest: ChunkDigest
-    ) -> None:
-        self.upload = upload
-        self.index = index
-        self.sink = digest
-        self._stored = stored
-
-    async def store(self) -> None:
-        if self.sink.hexdigest() != self._stored.digest:
-            raise ChunkConflict(f"chunk {self.index} was already stored with different bytes")
-
-    def __enter__(self) -> ResentChunk:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        pass
