@@ -164,8 +164,8 @@ class DiscordClient:
 
     def _token_refused(self) -> None:
         """Discord answered 401: the token was revoked or reset. Its login no longer holds,
-        and the registry forgets this client, so the next configuration logs in again and
-        is refused."""
+        and the registry forgets this client, so the next configuration logs in again: refused
+        while Discord refuses the token, served once it accepts it again."""
         self._login = None
         self.token_refused = True
         self._forget(self)

@@ -164,6 +164,27 @@ async def test_a_token_revoked_mid_job_is_refused_at_the_next_configuration(
     assert reply["success"] is False and "token" in reply["message"]
 
 
+async def test_a_token_discord_refused_for_a_while_serves_again_once_configured_again(
+    harness: Harness,
+) -> None:
+    """A 401 ends the job and the slot wants a new configuration; once Discord accepts the
+    token again, the manager's next configuration (the same token) logs in anew and the slot
+    takes jobs, without a restart."""
+    data = os.urandom(2 * SMALL_CHUNK)
+    upload_id = await harness.start(len(data))
+    harness.discord.revoke_token()
+    assert (await harness.post(upload_id, 0, data[:SMALL_CHUNK]))[0] == 502
+    assert (await harness.link.next_finish())["success"] is False
+    harness.discord.restore_token()
+
+    assert await harness.configure() == {"success": True}
+    upload_id = await harness.start(len(data))
+    for index in (0, 1):
+        chunk = data[index * SMALL_CHUNK : (index + 1) * SMALL_CHUNK]
+        assert (await harness.post(upload_id, index, chunk))[0] == 200
+    assert (await harness.link.next_finish())["success"] is True
+
+
 async def test_a_token_revoked_before_a_clean_up_is_refused_at_the_next_configuration(
     harness: Harness,
 ) -> None:

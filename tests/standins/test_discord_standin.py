@@ -279,6 +279,10 @@ async def test_a_revoked_token_is_refused_everywhere_as_discord_does(
         await connect()
     assert standin.messages(CHANNEL) == []
 
+    standin.restore_token()  # a 401 Discord took back
+    await (await connect()).send_message(CHANNEL, params=upload())
+    assert len(standin.messages(CHANNEL)) == 1
+
 
 async def test_unknown_channel_and_message(standin: DiscordStandIn, connect: Connect) -> None:
     http = await connect()

@@ -46,6 +46,9 @@ class Gate:
     def revoke(self) -> None:
         self._revoked = True
 
+    def restore(self) -> None:
+        self._revoked = False
+
     def refusal(self, request: web.Request, channel_id: str) -> web.Response | None:
         """The error for a bad token or an inaccessible channel, if any."""
         if not self.authorized(request):

@@ -195,6 +195,11 @@ class DiscordStandIn:
         answered 401 {"message": "401: Unauthorized", "code": 0}, the login included."""
         self._gate.revoke()
 
+    def restore_token(self) -> None:
+        """Accept the bot token again: Discord has answered a valid token 401 for a while
+        (discord/discord-api-docs#6769), and a restart was what fixed it for its users."""
+        self._gate.restore()
+
     def release_held(self) -> None:
         """Let requests held by `Fault(hold=True)` (and later ones) proceed."""
         self._gate.held.set()
