@@ -26,6 +26,7 @@ from .upload import Shared, Upload
 log = logging.getLogger(__name__)
 
 LOGIN_TIMEOUT = 8.0  # the manager waits 10 s for the configuration's reply
+SHUTTING_DOWN = "the upload service is shutting down"
 
 
 class Slot:
@@ -55,12 +56,16 @@ class Slot:
         self.store: DiscordStore | None = None
         self.crypto_key: bytes | None = None
         self.upload: Upload | None = None
+        self._stopping = False  # the process is stopping: it takes no new job
 
     @property
     def ready(self) -> bool:
         """Connected to the manager and configured: the manager can give it jobs."""
         return (
-            self.link.connected and self.store is not None and not self.store.client.token_refused
+            self.link.connected
+            and self.store is not None
+            and not self.store.client.token_refused
+            and not self._stopping
         )
 
     async def handle(self, request: packets.Request) -> Answer:
@@ -99,6 +104,8 @@ class Slot:
         return Answer(True)
 
     def _start(self, start: packets.UploadStart) -> Answer:
+        if self._stopping:
+            return Answer(False, SHUTTING_DOWN)
         if self.store is None:
             return Answer(False, "this upload service has not been configured yet")
         if self.store.client.token_refused:
@@ -134,10 +141,14 @@ class Slot:
         await self.upload.end(Outcome.ABORTED, "it was aborted by the manager")
         return Answer(True)
 
+    def refuse_jobs(self) -> None:
+        """The process is stopping: a job started now could not receive a single chunk."""
+        self._stopping = True
+
     async def shut_down(self) -> None:
         """The process is stopping: fail the upload, which the manager can then reschedule."""
         if self.upload is not None:
-            await self.upload.end(Outcome.SHUTDOWN, "the upload service is shutting down")
+            await self.upload.end(Outcome.SHUTDOWN, SHUTTING_DOWN)
 
     async def disconnected(self) -> None:
         """The manager has forgotten this service: its upload is void, its configuration too."""
