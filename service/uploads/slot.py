@@ -12,7 +12,7 @@ import logging
 
 import aiohttp
 
-from ..chunks.sealing import HEADER_SIZE
+from ..chunks.sealing import HEADER_SIZE, buffer_size
 from ..config import Settings
 from ..discord.client import BAD_TOKEN, DiscordClients
 from ..discord.store import DiscordStore
@@ -115,13 +115,8 @@ class Slot:
         if self._directory.is_running(start.upload_id):
             running = f"upload {start.upload_id} is already running on another slot of this service"
             return Answer(False, running)
-        attachment = start.chunk_size + (HEADER_SIZE if self.crypto_key else 0)
-        if attachment > self._settings.discord_attachment_limit and start.size > 0:
-            return Answer(
-                False,
-                f"chunk_size {start.chunk_size} makes attachments of {attachment} bytes, over "
-                f"Discord's limit of {self._settings.discord_attachment_limit} bytes",
-            )
+        if (too_large := self._too_large(start)) is not None:
+            return Answer(False, too_large)
         self.upload = Upload(
             start,
             store=self.store,
@@ -134,6 +129,25 @@ class Slot:
         self._directory.add(self.upload)
         self.upload.begin()
         return Answer(True)
+
+    def _too_large(self, start: packets.UploadStart) -> str | None:
+        """Why the chunks of `start` could never be stored, if they could not: over Discord's
+        attachment limit, or over the chunk memory (each would be answered 503 for ever)."""
+        if start.size == 0:  # no chunk to store
+            return None
+        attachment = start.chunk_size + (HEADER_SIZE if self.crypto_key else 0)
+        if attachment > self._settings.discord_attachment_limit:
+            return (
+                f"chunk_size {start.chunk_size} makes attachments of {attachment} bytes, over "
+                f"Discord's limit of {self._settings.discord_attachment_limit} bytes"
+            )
+        if buffer_size(start.chunk_size) > self._shared.memory.budget:
+            return (
+                f"chunk_size {start.chunk_size} needs buffers of {buffer_size(start.chunk_size)} "
+                f"bytes, over the service's chunk memory of {self._shared.memory.budget} bytes "
+                "(CHUNK_MEMORY_MIB)"
+            )
+        return None
 
     async def _abort(self) -> Answer:
         if self.upload is None:
