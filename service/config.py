@@ -89,6 +89,10 @@ def _text(text: str) -> str:
     return text
 
 
+def _directory(text: str) -> Path:
+    return Path(_text(text))  # Path("") would be the working directory
+
+
 def _whole_number(text: str) -> int:
     try:
         return int(text)
@@ -292,7 +296,7 @@ OPTIONS = (
     ),
     Option(
         "state_dir",
-        Path,
+        _directory,
         "a directory where the service journals its uploads in progress, so that the next start "
         "deletes what a killed process left on Discord (docs/behaviour.md); it must survive a "
         "restart of the process and be local to its host",

@@ -107,6 +107,12 @@ def test_a_config_file_that_is_not_utf8_is_a_problem_naming_it(tmp_path: Path) -
     assert str(path) in problem and "UTF-8" in problem
 
 
+def test_an_empty_state_dir_in_the_config_file_is_a_problem(tmp_path: Path) -> None:
+    # Not the working directory: an empty variable is unset, an empty key names no directory.
+    [problem] = problems_of(REQUIRED, toml(tmp_path, 'state_dir = ""\n'))
+    assert "state_dir" in problem and "empty" in problem
+
+
 @pytest.mark.parametrize("address", ["ws://manager.test/", "wss://manager.test:8443/ws"])
 def test_manager_address_accepts_websocket_urls(address: str) -> None:
     assert load_settings({**REQUIRED, "MANAGER_ADDRESS": address}).manager_address == address
