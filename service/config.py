@@ -89,6 +89,10 @@ def _text(text: str) -> str:
     return text
 
 
+def _directory(text: str) -> Path:
+    return Path(_text(text))  # Path("") would be the working directory
+
+
 def _whole_number(text: str) -> int:
     try:
         return int(text)
@@ -292,7 +296,7 @@ OPTIONS = (
     ),
     Option(
         "state_dir",
-        Path,
+        _directory,
         "a directory where the service journals its uploads in progress, so that the next start "
         "deletes what a killed process left on Discord (docs/behaviour.md); it must survive a "
         "restart of the process and be local to its host",
@@ -323,7 +327,11 @@ def load_settings(environ: Mapping[str, str], config_file: Path | None = None) -
     raw: dict[str, Any] = {}
     if config_file is not None:
         try:
-            raw = tomllib.loads(config_file.read_text())
+            # TOML is UTF-8 whatever the locale says (read_text would decode by the locale).
+            raw = tomllib.loads(config_file.read_bytes().decode())
+        except UnicodeDecodeError as error:  # the message names the byte, never the text
+            problem = f"cannot read config file {config_file}: byte {error.start} is not UTF-8"
+            raise ConfigError([problem]) from None
         except (OSError, tomllib.TOMLDecodeError) as error:
             raise ConfigError([f"cannot read config file {config_file}: {error}"]) from None
         known = {option.key for option in OPTIONS}

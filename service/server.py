@@ -219,10 +219,12 @@ class UploadService:
         return limits
 
     async def shutdown(self) -> None:
-        """Refuse new chunks, let those being stored finish within the grace period, fail
-        the jobs left unfinished and delete what they left on Discord (in what is left of
-        the grace period), then close the manager links and the HTTP side."""
+        """Refuse new jobs and chunks, let the chunks being stored finish within the grace
+        period, fail the jobs left unfinished and delete what they left on Discord (in what is
+        left of the grace period), then close the manager links and the HTTP side."""
         deadline = time.monotonic() + self.settings.shutdown_grace
+        for slot in self.slots:
+            slot.refuse_jobs()
         await self.endpoint.drain(self.settings.shutdown_grace)
         for slot in self.slots:
             await _logging_failure(slot.shut_down(), "failing the upload of " + slot.name)

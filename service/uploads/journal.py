@@ -26,6 +26,7 @@ cannot read is set aside as `<name>.corrupt-<time>`.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -33,7 +34,7 @@ import re
 import socket
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -140,6 +141,7 @@ class Journal:
         self._db = db
         self.path = path  # None: in memory, nothing survives the process
         self._lock = lock
+        self._failing = False  # the last write failed: said once, until one succeeds again
 
     @classmethod
     def in_memory(cls) -> Journal:
@@ -168,43 +170,43 @@ class Journal:
     # --- an upload's life ------------------------------------------------------------------
 
     def began(self, record: UploadRecord) -> None:
-        with self._db:
-            self._db.execute(ADD_UPLOAD, vars(record))
+        with self._writing() as db:
+            db.execute(ADD_UPLOAD, vars(record))
 
     def stored(self, record: UploadRecord, message_id: str) -> None:
         """A post stored `message_id` (the upload's row comes back if it was dropped: a
         post can outlive its upload's clean-up)."""
-        with self._db:
-            self._db.execute(ADD_UPLOAD, vars(record))
-            self._db.execute(ADD_MESSAGE, (record.upload_id, message_id))
+        with self._writing() as db:
+            db.execute(ADD_UPLOAD, vars(record))
+            db.execute(ADD_MESSAGE, (record.upload_id, message_id))
 
     def unsure(self, record: UploadRecord) -> None:
         """A post went out without a definite answer: the channel is to be searched."""
-        with self._db:
-            self._db.execute(ADD_UPLOAD, vars(record))
-            self._db.execute(SET_SEARCH, (1, record.upload_id))
+        with self._writing() as db:
+            db.execute(ADD_UPLOAD, vars(record))
+            db.execute(SET_SEARCH, (1, record.upload_id))
 
     def ended(self, upload_id: str, state: State) -> None:
-        with self._db:
-            self._db.execute(SET_STATE, (state, upload_id))
+        with self._writing() as db:
+            db.execute(SET_STATE, (state, upload_id))
 
     # --- the clean-up ----------------------------------------------------------------------
 
     def deleted(self, upload_id: str, message_ids: Iterable[str]) -> None:
-        with self._db:
-            self._db.executemany(DROP_MESSAGE, [(upload_id, i) for i in message_ids])
+        with self._writing() as db:
+            db.executemany(DROP_MESSAGE, [(upload_id, i) for i in message_ids])
 
     def left(self, upload_id: str, message_ids: Iterable[str], *, search: bool) -> None:
         """The clean-up could not delete `message_ids` (or search the channel): kept for the
         next start."""
-        with self._db:
-            self._db.executemany(KEEP_MESSAGE, [(upload_id, i) for i in message_ids])
-            self._db.execute(SET_SEARCH, (int(search), upload_id))
+        with self._writing() as db:
+            db.executemany(KEEP_MESSAGE, [(upload_id, i) for i in message_ids])
+            db.execute(SET_SEARCH, (int(search), upload_id))
 
     def forget(self, upload_id: str) -> None:
-        with self._db:
-            self._db.execute(DROP_MESSAGES, (upload_id,))
-            self._db.execute(DROP_UPLOAD, (upload_id,))
+        with self._writing() as db:
+            db.execute(DROP_MESSAGES, (upload_id,))
+            db.execute(DROP_UPLOAD, (upload_id,))
 
     def uploads(self) -> list[JournaledUpload]:
         """Every upload the journal holds, oldest first."""
@@ -222,6 +224,29 @@ class Journal:
                 ALL_UPLOADS
             )
         ]
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """One transaction. One the disk does not take (full, failing, read-only) is logged
+        and dropped, not raised: the chunk it records is stored on Discord all the same, so
+        the upload goes on without this protection rather than failing every chunk."""
+        try:
+            with self._db:
+                yield self._db
+        except sqlite3.OperationalError as error:
+            if not self._failing:
+                log.error(
+                    "the journal %s cannot be written (%s): uploads go on, but what a killed "
+                    "process leaves on Discord until it can be may not be deleted by the next "
+                    "start",
+                    self.path,
+                    error,
+                )
+            self._failing = True
+            return
+        if self._failing:
+            log.warning("the journal %s is written again", self.path)
+            self._failing = False
 
     def close(self) -> None:
         self._db.close()

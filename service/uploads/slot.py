@@ -12,7 +12,7 @@ import logging
 
 import aiohttp
 
-from ..chunks.sealing import HEADER_SIZE
+from ..chunks.sealing import HEADER_SIZE, buffer_size
 from ..config import Settings
 from ..discord.client import BAD_TOKEN, DiscordClients
 from ..discord.store import DiscordStore
@@ -26,6 +26,7 @@ from .upload import Shared, Upload
 log = logging.getLogger(__name__)
 
 LOGIN_TIMEOUT = 8.0  # the manager waits 10 s for the configuration's reply
+SHUTTING_DOWN = "the upload service is shutting down"
 
 
 class Slot:
@@ -55,12 +56,16 @@ class Slot:
         self.store: DiscordStore | None = None
         self.crypto_key: bytes | None = None
         self.upload: Upload | None = None
+        self._stopping = False  # the process is stopping: it takes no new job
 
     @property
     def ready(self) -> bool:
         """Connected to the manager and configured: the manager can give it jobs."""
         return (
-            self.link.connected and self.store is not None and not self.store.client.token_refused
+            self.link.connected
+            and self.store is not None
+            and not self.store.client.token_refused
+            and not self._stopping
         )
 
     async def handle(self, request: packets.Request) -> Answer:
@@ -99,6 +104,8 @@ class Slot:
         return Answer(True)
 
     def _start(self, start: packets.UploadStart) -> Answer:
+        if self._stopping:
+            return Answer(False, SHUTTING_DOWN)
         if self.store is None:
             return Answer(False, "this upload service has not been configured yet")
         if self.store.client.token_refused:
@@ -108,13 +115,8 @@ class Slot:
         if self._directory.is_running(start.upload_id):
             running = f"upload {start.upload_id} is already running on another slot of this service"
             return Answer(False, running)
-        attachment = start.chunk_size + (HEADER_SIZE if self.crypto_key else 0)
-        if attachment > self._settings.discord_attachment_limit and start.size > 0:
-            return Answer(
-                False,
-                f"chunk_size {start.chunk_size} makes attachments of {attachment} bytes, over "
-                f"Discord's limit of {self._settings.discord_attachment_limit} bytes",
-            )
+        if (too_large := self._too_large(start)) is not None:
+            return Answer(False, too_large)
         self.upload = Upload(
             start,
             store=self.store,
@@ -128,16 +130,39 @@ class Slot:
         self.upload.begin()
         return Answer(True)
 
+    def _too_large(self, start: packets.UploadStart) -> str | None:
+        """Why the chunks of `start` could never be stored, if they could not: over Discord's
+        attachment limit, or over the chunk memory (each would be answered 503 for ever)."""
+        if start.size == 0:  # no chunk to store
+            return None
+        attachment = start.chunk_size + (HEADER_SIZE if self.crypto_key else 0)
+        if attachment > self._settings.discord_attachment_limit:
+            return (
+                f"chunk_size {start.chunk_size} makes attachments of {attachment} bytes, over "
+                f"Discord's limit of {self._settings.discord_attachment_limit} bytes"
+            )
+        if buffer_size(start.chunk_size) > self._shared.memory.budget:
+            return (
+                f"chunk_size {start.chunk_size} needs buffers of {buffer_size(start.chunk_size)} "
+                f"bytes, over the service's chunk memory of {self._shared.memory.budget} bytes "
+                "(CHUNK_MEMORY_MIB)"
+            )
+        return None
+
     async def _abort(self) -> Answer:
         if self.upload is None:
             return Answer(False, "there is no upload to abort")
         await self.upload.end(Outcome.ABORTED, "it was aborted by the manager")
         return Answer(True)
 
+    def refuse_jobs(self) -> None:
+        """The process is stopping: a job started now could not receive a single chunk."""
+        self._stopping = True
+
     async def shut_down(self) -> None:
         """The process is stopping: fail the upload, which the manager can then reschedule."""
         if self.upload is not None:
-            await self.upload.end(Outcome.SHUTDOWN, "the upload service is shutting down")
+            await self.upload.end(Outcome.SHUTDOWN, SHUTTING_DOWN)
 
     async def disconnected(self) -> None:
         """The manager has forgotten this service: its upload is void, its configuration too."""

@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import hashlib
 import os
+import resource
 import socket
 import time
 from asyncio.subprocess import PIPE
@@ -126,6 +127,11 @@ async def next_start_deletes(
 def set_aside(state_dir: Path, name: str) -> list[bytes]:
     """What the journal files set aside as unreadable hold."""
     return [path.read_bytes() for path in state_dir.glob(f"{name}.sqlite.corrupt-*")]
+
+
+def largest_file(directory: Path) -> int:
+    """The size of the largest file in `directory`."""
+    return max(path.stat().st_size for path in directory.iterdir())
 
 
 def sha256(text: str) -> str:
@@ -261,3 +267,30 @@ async def test_a_journal_sqlite_cannot_read_is_set_aside_and_the_service_starts(
     fresh = Journal.open(tmp_path, name)  # the new journal recorded the upload
     assert [left.record.upload_id for left in fresh.uploads()] == [upload_id]
     fresh.close()
+
+
+async def test_a_journal_the_disk_stops_taking_fails_no_chunk_and_says_so(
+    settings: Settings,
+    discord: DiscordStandIn,
+    manager: ManagerStandIn,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    """STATE_DIR's disk full (here: the process may grow no file past its size now, as
+    RLIMIT_FSIZE makes the kernel refuse with EFBIG): every chunk is still stored, answered
+    200 and reported; the journal's failure is one error line, not a 500 for each chunk."""
+    async with life(settings, manager, tmp_path) as service:
+        await service.configure()
+        data = os.urandom(2 * SMALL_CHUNK)
+        upload_id, _ = await service.link.start_upload(size=len(data), chunk_size=SMALL_CHUNK)
+        largest = largest_file(tmp_path)
+        resource.prlimit(service.process.pid, resource.RLIMIT_FSIZE, (largest, largest))
+        for index in range(2):
+            piece = data[index * SMALL_CHUNK : (index + 1) * SMALL_CHUNK]
+            status = await post(service, http, upload_id, index, piece)
+            assert status == 200, "".join(service.log.lines)
+        finish = await service.link.next_finish()
+        assert finish["success"] is True and reassembled(discord, finish) == data
+        await service.log.line("ERROR", "the journal", "cannot be written")
+        assert sum("cannot be written" in line for line in service.log.lines) == 1
+        assert "Traceback" not in "".join(service.log.lines)

@@ -117,3 +117,42 @@ async def test_a_second_signal_during_the_grace_period_exits_at_once_with_1(
         if held is not None:
             with contextlib.suppress(aiohttp.ClientError):
                 (await held).close()
+
+
+async def test_a_slot_free_during_the_grace_period_refuses_new_jobs(
+    settings: Settings,
+    discord: DiscordStandIn,
+    manager: ManagerStandIn,
+    http: aiohttp.ClientSession,
+) -> None:
+    process = await spawn_service(settings, stderr=PIPE, SHUTDOWN_GRACE="20", UPLOAD_SLOTS="2")
+    assert process.stderr is not None
+    try:
+        busy, free = await manager.next_service(), await manager.next_service()
+        for link in (busy, free):
+            await link.configure(token=TOKEN, channel_id=CHANNEL, crypto_key=KEY)
+        upload_id, _ = await busy.start_upload(size=SMALL_CHUNK, chunk_size=SMALL_CHUNK)
+        discord.inject(Fault(hold=True))  # the grace period runs while the chunk is at Discord
+        held = asyncio.create_task(
+            http.post(busy.own_address, data=chunk_form(upload_id, 0, os.urandom(SMALL_CHUNK)))
+        )
+        await discord.wait_for_posts(1)
+
+        process.send_signal(signal.SIGTERM)
+        await wait_for_line(process.stderr, "stopping")
+        _, reply = await free.start_upload(size=SMALL_CHUNK, chunk_size=SMALL_CHUNK)
+        # Accepted, the job could never receive a chunk (each gets 503) and would fail.
+        assert reply == {"success": False, "message": "the upload service is shutting down"}
+        async with http.get(f"http://127.0.0.1:{settings.port}/readyz") as readiness:
+            assert readiness.status == 503
+
+        discord.release_held()
+        async with await held as response:
+            assert response.status == 200
+        assert (await busy.next_finish())["success"] is True
+        assert free.finishes == []
+        assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

@@ -113,6 +113,18 @@ async def test_invalid_start_values_are_refused(
     await harness.start(10)  # nothing was left half-started
 
 
+async def test_a_chunk_size_the_chunk_memory_cannot_hold_is_refused(
+    start_service: HarnessFactory,
+) -> None:
+    harness = await start_service(chunk_memory_mib=1)
+    assert await harness.configure() == {"success": True}
+    # Accepted, every chunk of it would get 503 (no buffer can ever be that large) until the
+    # browser gives up.
+    _, reply = await harness.link.start_upload(size=4 << 20, chunk_size=2 << 20)
+    assert reply["success"] is False and "CHUNK_MEMORY_MIB" in reply["message"]
+    await harness.start(10)  # chunks the memory holds are taken
+
+
 # --- abort and timeout -----------------------------------------------------------------------
 
 

@@ -100,6 +100,19 @@ def test_unreadable_config_file_is_a_problem(tmp_path: Path) -> None:
     assert problems_of(REQUIRED, toml(tmp_path, "port = = 1\n"))
 
 
+def test_a_config_file_that_is_not_utf8_is_a_problem_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "latin-1.toml"
+    path.write_bytes('service_password = "caf\u00e9"\n'.encode("latin-1"))
+    [problem] = problems_of(REQUIRED, path)
+    assert str(path) in problem and "UTF-8" in problem
+
+
+def test_an_empty_state_dir_in_the_config_file_is_a_problem(tmp_path: Path) -> None:
+    # Not the working directory: an empty variable is unset, an empty key names no directory.
+    [problem] = problems_of(REQUIRED, toml(tmp_path, 'state_dir = ""\n'))
+    assert "state_dir" in problem and "empty" in problem
+
+
 @pytest.mark.parametrize("address", ["ws://manager.test/", "wss://manager.test:8443/ws"])
 def test_manager_address_accepts_websocket_urls(address: str) -> None:
     assert load_settings({**REQUIRED, "MANAGER_ADDRESS": address}).manager_address == address
