@@ -95,8 +95,10 @@ class DiscordClient:
         self, channel_id: str, message_ids: Sequence[str], *, max_wait: float
     ) -> None:
         """Delete messages of one channel, paced like posts (each route has its own bucket):
-        one with a single delete, 2 to 100 with a bulk delete. Raise as `post_message` does;
-        a single message already gone (404) counts as deleted."""
+        one with a single delete, 2 to 100 with a bulk delete, or one by one if Discord
+        refuses the bulk delete (403: it needs the Manage Messages permission, deleting the
+        bot's own messages does not). Raise as `post_message` does; a single message already
+        gone (404) counts as deleted."""
         if len(message_ids) == 1:
             delete = partial(self._http.delete_message, channel_id, message_ids[0])
             bucket = f"DELETE {channel_id}"
@@ -108,6 +110,11 @@ class DiscordClient:
         except discord.NotFound:
             if len(message_ids) > 1:
                 raise
+        except discord.Forbidden:
+            if len(message_ids) == 1:
+                raise
+            for message_id in message_ids:
+                await self.delete_messages(channel_id, [message_id], max_wait=max_wait)
 
     async def list_messages(
         self, channel_id: str, *, before: str | None, limit: int, max_wait: float

@@ -77,6 +77,7 @@ class DiscordStandIn:
         self._store = Store()
         self._post_arrived = asyncio.Condition()
         self._runner: web.AppRunner | None = None
+        self._manages_messages = True
         self.posts = 0
         self.posts_stored = 0
         self.deleted = 0
@@ -200,6 +201,12 @@ class DiscordStandIn:
         (discord/discord-api-docs#6769), and a restart was what fixed it for its users."""
         self._gate.restore()
 
+    def deny_manage_messages(self) -> None:
+        """Take the bot's Manage Messages permission: from now on a bulk delete is answered
+        403 {"message": "Missing Permissions", "code": 50013}, as Discord requires it for
+        bulk deletes even of the bot's own messages; deleting them one by one still works."""
+        self._manages_messages = False
+
     def release_held(self) -> None:
         """Let requests held by `Fault(hold=True)` (and later ones) proceed."""
         self._gate.held.set()
@@ -303,13 +310,16 @@ class DiscordStandIn:
         return no_content(headers)
 
     async def _bulk_delete(self, request: web.Request) -> web.Response:
-        """204 having deleted those of the ids that exist, or 400 deleting nothing (bulk.py)."""
+        """204 having deleted those of the ids that exist, or 400 deleting nothing (bulk.py);
+        403 without the Manage Messages permission."""
         channel_id = request.match_info["channel_id"]
         body, size = await read_json(request)
         entered = await self._gate.enter(request, Route.BULK_DELETE, channel_id, size)
         if isinstance(entered, web.Response):
             return entered
         fault, headers = entered
+        if not self._manages_messages:
+            return error(403, "Missing Permissions", 50013, headers=headers)
         checked = check_bulk_delete(body, datetime.now(UTC))
         if isinstance(checked, Refusal):
             return error(400, checked.message, checked.code, errors=checked.errors, headers=headers)
