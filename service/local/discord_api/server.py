@@ -22,6 +22,7 @@ from .routes import API_PREFIX, Route
 from .store import Attachment, Message, Snowflakes, Store
 
 _CLIENT_MAX_SIZE = 64 * 1024 * 1024
+MAX_NONCE = 25  # characters of a message's nonce Discord takes
 
 
 class DiscordStandIn:
@@ -273,6 +274,10 @@ class DiscordStandIn:
             return error(413, headers=headers)
         if post.invalid_json:
             return error(400, "The request body contains invalid JSON.", 50109, headers=headers)
+        if len(str(post.payload.get("nonce") or "")) > MAX_NONCE:
+            too_long = {"code": "BASE_TYPE_MAX_LENGTH", "message": "Must be 25 or fewer in length."}
+            errors = {"nonce": {"_errors": [too_long]}}
+            return error(400, "Invalid Form Body", 50035, errors=errors, headers=headers)
         answer = None if fault is None else fault.answer
         message = self._create(channel_id, post, with_files=answer is not OddAnswer.NO_ATTACHMENTS)
         if fault is not None and fault.store_then_drop:
