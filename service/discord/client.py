@@ -61,9 +61,9 @@ class DiscordClient:
         self._forget = forget
         self._metrics = metrics
         self.gate = PaceGate(Pacer(global_limit))
-        trace = metrics.discord_trace()
-        self._exchanges = ExchangeTrace(self.gate, trace)
-        self._http = PacedHTTPClient(asyncio.get_running_loop(), http_trace=trace)
+        self._trace = metrics.discord_trace()
+        self._exchanges = ExchangeTrace(self.gate, self._trace)
+        self._http = PacedHTTPClient(asyncio.get_running_loop(), http_trace=self._trace)
         self._login: asyncio.Task[None] | None = None
         self.closed = False
         self.token_refused = False  # Discord answered 401: only a new configuration helps
@@ -95,8 +95,10 @@ class DiscordClient:
         self, channel_id: str, message_ids: Sequence[str], *, max_wait: float
     ) -> None:
         """Delete messages of one channel, paced like posts (each route has its own bucket):
-        one with a single delete, 2 to 100 with a bulk delete. Raise as `post_message` does;
-        a single message already gone (404) counts as deleted."""
+        one with a single delete, 2 to 100 with a bulk delete, or one by one if Discord
+        refuses the bulk delete (403: it needs the Manage Messages permission, deleting the
+        bot's own messages does not). Raise as `post_message` does; a single message already
+        gone (404) counts as deleted."""
         if len(message_ids) == 1:
             delete = partial(self._http.delete_message, channel_id, message_ids[0])
             bucket = f"DELETE {channel_id}"
@@ -108,6 +110,11 @@ class DiscordClient:
         except discord.NotFound:
             if len(message_ids) > 1:
                 raise
+        except discord.Forbidden:
+            if len(message_ids) == 1:
+                raise
+            for message_id in message_ids:
+                await self.delete_messages(channel_id, [message_id], max_wait=max_wait)
 
     async def list_messages(
         self, channel_id: str, *, before: str | None, limit: int, max_wait: float
@@ -133,14 +140,20 @@ class DiscordClient:
             await self._send(None, lambda: self._http.static_login(self._token), max_wait)
         except discord.LoginFailure:
             self._token_refused()
-            await self._http.close()
+            await self._start_over()
             raise DiscordRefused(BAD_TOKEN) from None
         except (*TRANSIENT, discord.HTTPException, ValueError) as error:
-            await self._http.close()
+            await self._start_over()
             raise DiscordFailed(f"could not log in to Discord: {discord_failure(error)}") from None
         except StoreError:
-            await self._http.close()
+            await self._start_over()
             raise
+
+    async def _start_over(self) -> None:
+        """Close the discord.py client of a failed login and make a new one for the next:
+        closing its session closes the connector, which its next login would reuse."""
+        await self._http.close()
+        self._http = PacedHTTPClient(asyncio.get_running_loop(), http_trace=self._trace)
 
     async def _send(
         self, channel: str | None, request: Callable[[], Awaitable[Any]], max_wait: float

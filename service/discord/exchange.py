@@ -5,6 +5,8 @@ written (counted against its Content-Length: by then Discord can have counted it
 place in the global limit frees a window later) and what was answered, before discord.py
 sees the answer. A 429 or a 5xx is raised from here (`adapter.py` says why), and a second
 send of one request is refused (`UnpacedResend`): only the service's own retries are paced.
+Besides discord.py's resends, aiohttp writes a GET or DELETE whose connection closed
+unanswered again at once, within the same request: its second head is refused too.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class Exchange:
 
     channel: str | None
     sent: bool = False
+    headed: bool = False  # its head was written: a second head is aiohttp sending it again
     unwritten: int | None = None  # body bytes still to write; None: not known
     released: float | None = None  # its last byte was written: when its global place frees
     answered: bool = False
@@ -86,6 +89,9 @@ class ExchangeTrace:
     ) -> None:
         if (exchange := _unanswered()) is None:
             return
+        if exchange.headed:
+            raise UnpacedResend("aiohttp tried to send a request again on its own")
+        exchange.headed = True
         length = params.headers.get(hdrs.CONTENT_LENGTH)
         if length is not None:
             exchange.unwritten = int(length)

@@ -6,10 +6,10 @@ import asyncio
 import os
 
 import pytest
-from conftest import CHANNEL, SMALL_CHUNK, Harness, HarnessFactory
+from conftest import CHANNEL, SMALL_CHUNK, TOKEN, Harness, HarnessFactory
 
 from service.local.browser import chunk_form
-from service.local.discord_api import Fault
+from service.local.discord_api import DiscordStandIn, Fault
 
 
 async def test_rate_limit_is_waited_out_and_the_client_gets_200(harness: Harness) -> None:
@@ -183,6 +183,26 @@ async def test_a_token_discord_refused_for_a_while_serves_again_once_configured_
         chunk = data[index * SMALL_CHUNK : (index + 1) * SMALL_CHUNK]
         assert (await harness.post(upload_id, index, chunk))[0] == 200
     assert (await harness.link.next_finish())["success"] is True
+
+
+async def test_a_login_that_could_not_reach_discord_is_made_anew_at_the_next_configuration(
+    start_service: HarnessFactory, discord: DiscordStandIn
+) -> None:
+    """Discord unreachable when a configuration comes (a network blip, a pod started before
+    its network) is refused with the reason; once Discord answers again, the manager's next
+    configuration with the same token logs in and the slot takes jobs, without a restart."""
+    harness = await start_service()
+    port = int(discord.origin.rsplit(":", 1)[1])
+    await discord.close()
+    reply = await harness.configure()
+    assert reply["success"] is False and "could not log in" in reply["message"]
+
+    async with DiscordStandIn(token=TOKEN, port=port) as back:
+        assert await harness.configure() == {"success": True}
+        upload_id = await harness.start(SMALL_CHUNK)
+        assert (await harness.post(upload_id, 0, os.urandom(SMALL_CHUNK)))[0] == 200
+        assert (await harness.link.next_finish())["success"] is True
+        assert len(back.messages(CHANNEL)) == 1
 
 
 async def test_a_token_revoked_before_a_clean_up_is_refused_at_the_next_configuration(

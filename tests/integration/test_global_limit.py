@@ -22,7 +22,9 @@ from discord.http import Route, handle_message_parameters
 
 from service.chunks.memory_file import MemoryReader
 from service.discord.client import DiscordClient, DiscordClients
+from service.discord.store import DiscordStore
 from service.local.discord_api import DiscordStandIn, Fault
+from service.local.discord_api import Route as StandInRoute
 from service.metrics import Metrics
 from service.refusals import DiscordBusy
 
@@ -116,3 +118,22 @@ async def test_a_cloudflare_429_holds_every_channel_of_the_token(
     with pytest.raises(DiscordBusy):
         await post(client, CHANNELS[1])
     assert discord.posts == 1
+
+
+async def test_a_delete_or_search_whose_connection_dropped_is_tried_again_only_paced(
+    client: DiscordClient, discord: DiscordStandIn
+) -> None:
+    """aiohttp sends a GET or DELETE whose connection closed unanswered again at once, past
+    the pacer, and the place it held would be given back twice: the client refuses that
+    resend and the store tries the request again, paced. Discord then never counts more
+    than the rate in a second, then or later."""
+    message = discord.add_message(CHANNELS[0], "chunk 0")
+    discord.inject(Fault(drop=True), route=StandInRoute.DELETE_MESSAGE)
+    store = DiscordStore(
+        client=client, channel_id=CHANNELS[0], max_ratelimit_wait=WAIT, metrics=Metrics([], [])
+    )
+    async with asyncio.timeout(WAIT):
+        await store.delete_messages([message.id])
+        await asyncio.gather(post(client, CHANNELS[1]), post(client, CHANNELS[2]))
+    assert discord.messages(CHANNELS[0]) == []
+    assert discord.busiest_second() == 1

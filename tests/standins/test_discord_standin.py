@@ -359,6 +359,19 @@ async def test_same_nonce_stores_one_message(standin: DiscordStandIn, connect: C
     assert [m.id for m in standin.messages(CHANNEL)] == [first["id"], other["id"]]
 
 
+async def test_a_nonce_over_25_characters_is_refused(
+    standin: DiscordStandIn, connect: Connect
+) -> None:
+    http = await connect()
+    await http.send_message(CHANNEL, params=upload(nonce="n" * 25))
+    with pytest.raises(discord.HTTPException) as caught:
+        await http.send_message(CHANNEL, params=upload(nonce="n" * 26))
+
+    assert (caught.value.status, caught.value.code) == (400, 50035)
+    assert "nonce" in caught.value.text
+    assert len(standin.messages(CHANNEL)) == 1
+
+
 async def test_dropped_after_storing_then_retried_with_nonce(
     standin: DiscordStandIn, connect: Connect
 ) -> None:

@@ -92,6 +92,19 @@ async def test_bulk_delete_refuses_a_message_over_two_weeks_old() -> None:
         assert api.standin.deleted == 3
 
 
+async def test_a_bot_without_manage_messages_deletes_its_messages_only_one_by_one() -> None:
+    async with running() as api:
+        ids = [(await api.post()).json()["id"] for _ in range(3)]
+        api.standin.deny_manage_messages()
+        refused = await api.bulk_delete(ids[:2])
+        singles = [await api.delete(message_id) for message_id in ids]
+
+        assert refused.status == 403
+        assert refused.json() == {"message": "Missing Permissions", "code": 50013}
+        assert [single.status for single in singles] == [204] * 3
+        assert api.standin.messages(CHANNEL) == []
+
+
 async def test_bulk_delete_refuses_what_is_not_a_list_of_snowflakes() -> None:
     async with running() as api:
         not_ids = await api.bulk_delete(["1", "one"])

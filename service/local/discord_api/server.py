@@ -22,6 +22,7 @@ from .routes import API_PREFIX, Route
 from .store import Attachment, Message, Snowflakes, Store
 
 _CLIENT_MAX_SIZE = 64 * 1024 * 1024
+MAX_NONCE = 25  # characters of a message's nonce Discord takes
 
 
 class DiscordStandIn:
@@ -77,6 +78,7 @@ class DiscordStandIn:
         self._store = Store()
         self._post_arrived = asyncio.Condition()
         self._runner: web.AppRunner | None = None
+        self._manages_messages = True
         self.posts = 0
         self.posts_stored = 0
         self.deleted = 0
@@ -200,6 +202,12 @@ class DiscordStandIn:
         (discord/discord-api-docs#6769), and a restart was what fixed it for its users."""
         self._gate.restore()
 
+    def deny_manage_messages(self) -> None:
+        """Take the bot's Manage Messages permission: from now on a bulk delete is answered
+        403 {"message": "Missing Permissions", "code": 50013}, as Discord requires it for
+        bulk deletes even of the bot's own messages; deleting them one by one still works."""
+        self._manages_messages = False
+
     def release_held(self) -> None:
         """Let requests held by `Fault(hold=True)` (and later ones) proceed."""
         self._gate.held.set()
@@ -266,6 +274,10 @@ class DiscordStandIn:
             return error(413, headers=headers)
         if post.invalid_json:
             return error(400, "The request body contains invalid JSON.", 50109, headers=headers)
+        if len(str(post.payload.get("nonce") or "")) > MAX_NONCE:
+            too_long = {"code": "BASE_TYPE_MAX_LENGTH", "message": "Must be 25 or fewer in length."}
+            errors = {"nonce": {"_errors": [too_long]}}
+            return error(400, "Invalid Form Body", 50035, errors=errors, headers=headers)
         answer = None if fault is None else fault.answer
         message = self._create(channel_id, post, with_files=answer is not OddAnswer.NO_ATTACHMENTS)
         if fault is not None and fault.store_then_drop:
@@ -303,13 +315,16 @@ class DiscordStandIn:
         return no_content(headers)
 
     async def _bulk_delete(self, request: web.Request) -> web.Response:
-        """204 having deleted those of the ids that exist, or 400 deleting nothing (bulk.py)."""
+        """204 having deleted those of the ids that exist, or 400 deleting nothing (bulk.py);
+        403 without the Manage Messages permission."""
         channel_id = request.match_info["channel_id"]
         body, size = await read_json(request)
         entered = await self._gate.enter(request, Route.BULK_DELETE, channel_id, size)
         if isinstance(entered, web.Response):
             return entered
         fault, headers = entered
+        if not self._manages_messages:
+            return error(403, "Missing Permissions", 50013, headers=headers)
         checked = check_bulk_delete(body, datetime.now(UTC))
         if isinstance(checked, Refusal):
             return error(400, checked.message, checked.code, errors=checked.errors, headers=headers)
