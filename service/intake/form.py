@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError, MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from ..refusals import MalformedForm, WrongLength
@@ -87,19 +87,22 @@ class StreamingForm:
         self._file_length = 0  # what the sink said the file part's length must be
         self._counting = 0  # file bytes still to pass to the sink without the parser
         self._after_file = b""  # the part of the delimiter still to be checked
-        self._parser = MultipartParser(
-            boundary,
-            {
-                "on_part_begin": self._part_begin,
-                "on_header_field": self._header_field,
-                "on_header_value": self._header_value,
-                "on_header_end": self._header_end,
-                "on_headers_finished": self._headers_finished,
-                "on_part_data": self._part_data,
-                "on_part_end": self._part_end,
-                "on_end": self._end,
-            },
-        )
+        try:
+            self._parser = MultipartParser(
+                boundary,
+                {
+                    "on_part_begin": self._part_begin,
+                    "on_header_field": self._header_field,
+                    "on_header_value": self._header_value,
+                    "on_header_end": self._header_end,
+                    "on_headers_finished": self._headers_finished,
+                    "on_part_data": self._part_data,
+                    "on_part_end": self._part_end,
+                    "on_end": self._end,
+                },
+            )
+        except FormParserError as error:  # a boundary it cannot take (over 256 bytes)
+            raise MalformedForm(f"the multipart boundary is unusable: {error}") from None
 
     async def read_fields(self, read: Read) -> ChunkFields:
         """Read up to the start of the file part; the fields that came before it."""

@@ -25,7 +25,7 @@ from conftest import (
 )
 
 from service.local.discord_api import Fault
-from service.local.driver import raw_chunk_body
+from service.local.driver import BOUNDARY, raw_chunk_body
 
 MiB = 1024 * 1024
 
@@ -195,6 +195,24 @@ async def test_chunk_of_the_wrong_length_is_refused(
     expected = SMALL_CHUNK if index < 2 else 100
     assert status == 400 and f"{expected} bytes" in error
     assert harness.stored() == []
+    await finishes_intact(harness, client, *job)
+
+
+async def test_boundary_longer_than_the_parser_takes_is_refused_with_400(
+    harness: Harness, client: httpx.AsyncClient, job: Job
+) -> None:
+    """python-multipart takes boundaries of up to 256 bytes (RFC 2046 allows 70): a longer
+    one is the client's mistake, not a bug's 500."""
+    upload_id, data = job
+    boundary = "b" * 300
+    _, body = raw_chunk_body(upload_id, 0, data[:SMALL_CHUNK])
+    body = body.replace(BOUNDARY.encode(), boundary.encode())
+    content_type = f"multipart/form-data; boundary={boundary}"
+    response = await client.post(
+        harness.address, content=body, headers={"Content-Type": content_type}
+    )
+    status, error = refused(response)
+    assert status == 400 and "boundary" in error
     await finishes_intact(harness, client, *job)
 
 
