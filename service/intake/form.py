@@ -203,11 +203,14 @@ class StreamingForm:
         file part has another length (the parser would only see stray bytes)."""
         seen = data[start : start + len(self._after_file)]
         if not self._after_file.startswith(seen):
-            raise WrongLength(
-                f"the file part is not exactly {self._file_length} bytes long: "
-                "no boundary follows its last byte"
-            )
+            raise self._not_exactly_the_length()
         self._after_file = self._after_file[len(seen) :]
+
+    def _not_exactly_the_length(self) -> WrongLength:
+        return WrongLength(
+            f"the file part is not exactly {self._file_length} bytes long: "
+            "no boundary follows its last byte"
+        )
 
     # --- parser callbacks ----------------------------------------------------------------
 
@@ -251,9 +254,8 @@ class StreamingForm:
             self.file_seen = self._awaiting_sink = True
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
-        if self._sink is not None:
-            self._sink.write(memoryview(data)[start:end])
-            return
+        if self._sink is not None:  # its `length` bytes were counted: the file part goes on
+            raise self._not_exactly_the_length()
         self._text += data[start:end]
         if len(self._text) > FIELD_LIMIT:
             raise MalformedForm(f"the field {self._name!r} is longer than {FIELD_LIMIT} bytes")

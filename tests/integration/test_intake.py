@@ -216,6 +216,24 @@ async def test_boundary_longer_than_the_parser_takes_is_refused_with_400(
     await finishes_intact(harness, client, *job)
 
 
+@pytest.mark.parametrize("tail", [b"-\r\n", b"x\r\n"])
+async def test_file_part_followed_by_a_broken_delimiter_is_refused_with_400(
+    harness: Harness, client: httpx.AsyncClient, job: Job, tail: bytes
+) -> None:
+    """The chunk's bytes are followed by the boundary, but not by what ends a delimiter
+    (`--`, or a line break): the parser takes it all as more of the file part."""
+    upload_id, data = job
+    content_type, body = raw_chunk_body(upload_id, 0, data[:SMALL_CHUNK])
+    body = body.removesuffix(b"--\r\n") + tail
+    response = await client.post(
+        harness.address, content=body, headers={"Content-Type": content_type}
+    )
+    status, error = refused(response)
+    assert status == 400 and f"not exactly {SMALL_CHUNK} bytes" in error
+    assert harness.stored() == []
+    await finishes_intact(harness, client, *job)
+
+
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])
 async def test_body_far_larger_than_a_chunk_is_refused_before_it_is_read(
     harness: Harness, client: httpx.AsyncClient, job: Job, framing: str
