@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError, MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from ..refusals import MalformedForm, WrongLength
@@ -87,19 +87,22 @@ class StreamingForm:
         self._file_length = 0  # what the sink said the file part's length must be
         self._counting = 0  # file bytes still to pass to the sink without the parser
         self._after_file = b""  # the part of the delimiter still to be checked
-        self._parser = MultipartParser(
-            boundary,
-            {
-                "on_part_begin": self._part_begin,
-                "on_header_field": self._header_field,
-                "on_header_value": self._header_value,
-                "on_header_end": self._header_end,
-                "on_headers_finished": self._headers_finished,
-                "on_part_data": self._part_data,
-                "on_part_end": self._part_end,
-                "on_end": self._end,
-            },
-        )
+        try:
+            self._parser = MultipartParser(
+                boundary,
+                {
+                    "on_part_begin": self._part_begin,
+                    "on_header_field": self._header_field,
+                    "on_header_value": self._header_value,
+                    "on_header_end": self._header_end,
+                    "on_headers_finished": self._headers_finished,
+                    "on_part_data": self._part_data,
+                    "on_part_end": self._part_end,
+                    "on_end": self._end,
+                },
+            )
+        except FormParserError as error:  # a boundary it cannot take (over 256 bytes)
+            raise MalformedForm(f"the multipart boundary is unusable: {error}") from None
 
     async def read_fields(self, read: Read) -> ChunkFields:
         """Read up to the start of the file part; the fields that came before it."""
@@ -200,11 +203,14 @@ class StreamingForm:
         file part has another length (the parser would only see stray bytes)."""
         seen = data[start : start + len(self._after_file)]
         if not self._after_file.startswith(seen):
-            raise WrongLength(
-                f"the file part is not exactly {self._file_length} bytes long: "
-                "no boundary follows its last byte"
-            )
+            raise self._not_exactly_the_length()
         self._after_file = self._after_file[len(seen) :]
+
+    def _not_exactly_the_length(self) -> WrongLength:
+        return WrongLength(
+            f"the file part is not exactly {self._file_length} bytes long: "
+            "no boundary follows its last byte"
+        )
 
     # --- parser callbacks ----------------------------------------------------------------
 
@@ -248,9 +254,8 @@ class StreamingForm:
             self.file_seen = self._awaiting_sink = True
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
-        if self._sink is not None:
-            self._sink.write(memoryview(data)[start:end])
-            return
+        if self._sink is not None:  # its `length` bytes were counted: the file part goes on
+            raise self._not_exactly_the_length()
         self._text += data[start:end]
         if len(self._text) > FIELD_LIMIT:
             raise MalformedForm(f"the field {self._name!r} is longer than {FIELD_LIMIT} bytes")

@@ -66,6 +66,7 @@ class ResentChunk:
         self._stored = stored
 
     async def store(self) -> None:
+        self.upload.refuse_unless_kept()  # it ended as the bytes arrived: its message goes
         if self.sink.hexdigest() != self._stored.digest:
             raise ChunkConflict(f"chunk {self.index} was already stored with different bytes")
 

@@ -175,6 +175,12 @@ class Upload:
     def release(self, index: int) -> None:
         self.job.release(index)
 
+    def refuse_unless_kept(self) -> None:
+        """Refuse a chunk stored already once the upload has ended, unless it succeeded: the
+        messages of any other ending are deleted, and a 200 says the chunk is stored."""
+        if self.outcome is not Outcome.SUCCEEDED:
+            self._refuse_if_ended()
+
     def _refuse_if_ended(self) -> None:
         if self.outcome is None:
             return

@@ -21,13 +21,21 @@ from conftest import (
     Harness,
     HarnessFactory,
     chunk_files,
+    messages_of,
     post_chunk,
+    until,
 )
 
 from service.local.discord_api import Fault
-from service.local.driver import raw_chunk_body
+from service.local.driver import BOUNDARY, CONTENT_TYPE, FORM_TAIL, form_head, raw_chunk_body
 
 MiB = 1024 * 1024
+
+
+def received(harness: Harness) -> float:
+    """Chunks claimed so far: POSTs whose file part began arriving."""
+    registry = harness.service.metrics.registry
+    return registry.get_sample_value("upload_chunks_received_total") or 0
 
 
 def refused(response: httpx.Response) -> tuple[int, str]:
@@ -198,6 +206,42 @@ async def test_chunk_of_the_wrong_length_is_refused(
     await finishes_intact(harness, client, *job)
 
 
+async def test_boundary_longer_than_the_parser_takes_is_refused_with_400(
+    harness: Harness, client: httpx.AsyncClient, job: Job
+) -> None:
+    """python-multipart takes boundaries of up to 256 bytes (RFC 2046 allows 70): a longer
+    one is the client's mistake, not a bug's 500."""
+    upload_id, data = job
+    boundary = "b" * 300
+    _, body = raw_chunk_body(upload_id, 0, data[:SMALL_CHUNK])
+    body = body.replace(BOUNDARY.encode(), boundary.encode())
+    content_type = f"multipart/form-data; boundary={boundary}"
+    response = await client.post(
+        harness.address, content=body, headers={"Content-Type": content_type}
+    )
+    status, error = refused(response)
+    assert status == 400 and "boundary" in error
+    await finishes_intact(harness, client, *job)
+
+
+@pytest.mark.parametrize("tail", [b"-\r\n", b"x\r\n"])
+async def test_file_part_followed_by_a_broken_delimiter_is_refused_with_400(
+    harness: Harness, client: httpx.AsyncClient, job: Job, tail: bytes
+) -> None:
+    """The chunk's bytes are followed by the boundary, but not by what ends a delimiter
+    (`--`, or a line break): the parser takes it all as more of the file part."""
+    upload_id, data = job
+    content_type, body = raw_chunk_body(upload_id, 0, data[:SMALL_CHUNK])
+    body = body.removesuffix(b"--\r\n") + tail
+    response = await client.post(
+        harness.address, content=body, headers={"Content-Type": content_type}
+    )
+    status, error = refused(response)
+    assert status == 400 and f"not exactly {SMALL_CHUNK} bytes" in error
+    assert harness.stored() == []
+    await finishes_intact(harness, client, *job)
+
+
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])
 async def test_body_far_larger_than_a_chunk_is_refused_before_it_is_read(
     harness: Harness, client: httpx.AsyncClient, job: Job, framing: str
@@ -269,6 +313,41 @@ async def test_stored_chunk_sent_again_with_same_bytes_gets_200(
     assert (again.status_code, again.text) == (200, "0")
     assert again.headers["Access-Control-Allow-Origin"] == "*"
     assert len(harness.stored()) == 1
+
+
+@pytest.mark.parametrize("ending", ["abort", "inactivity"])
+async def test_stored_chunk_sent_again_as_its_upload_ends_is_refused(
+    start_service: HarnessFactory, client: httpx.AsyncClient, ending: str
+) -> None:
+    """A chunk stored already and sent again is only compared, never posted: if its upload
+    ends (aborted, timed out) while its bytes arrive, its message is deleted with the rest,
+    and the answer is a 410, not a 200 saying it is stored."""
+    inactivity = 2.0 if ending == "inactivity" else 120.0
+    harness = await start_service(upload_inactivity_timeout=inactivity)
+    await harness.configure()
+    data = os.urandom(2 * SMALL_CHUNK)
+    upload_id = await harness.start(len(data))
+    chunk = data[:SMALL_CHUNK]
+    assert (await post_chunk(client, harness.address, upload_id, 0, chunk)).status_code == 200
+    head, tail = form_head(upload_id, 0), FORM_TAIL
+    ended = asyncio.Event()
+
+    async def resent() -> AsyncIterator[bytes]:
+        yield head + chunk[:100]
+        await ended.wait()
+        yield chunk[100:] + tail
+
+    headers = {"Content-Type": CONTENT_TYPE, "Content-Length": str(len(head + chunk + tail))}
+    answer = asyncio.create_task(client.post(harness.address, content=resent(), headers=headers))
+    await until(lambda: received(harness) == 2)  # the chunk sent again is claimed
+    if ending == "abort":
+        assert await harness.link.abort() == {"success": True}
+    else:
+        assert (await harness.link.next_finish())["success"] is False
+    ended.set()
+    status, error = refused(await answer)
+    assert status == 410 and "has ended" in error
+    await until(lambda: messages_of(harness.discord, upload_id) == [])  # it was deleted
 
 
 async def test_stored_chunk_sent_again_with_other_bytes_gets_409(
