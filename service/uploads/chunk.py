@@ -71,7 +71,8 @@ class ResentChunk:
             raise ChunkConflict(f"chunk {self.index} was already stored with different bytes")
 
     def __enter__(self) -> ResentChunk:
+        self.upload.resending += 1
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        pass
+        self.upload.resending -= 1

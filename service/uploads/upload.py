@@ -85,6 +85,7 @@ class Upload:
         self.slot = slot
         self._log = {"slot": slot, "upload_id": start.upload_id}
         self._timer: asyncio.TimerHandle | None = None
+        self.resending = 0  # chunks stored already arriving again: not inactive either
         self.outcome: Outcome | None = None  # None while it runs
         self.why = ""  # why it ended: for the log and the chunks that come later
         self._background: set[asyncio.Task[None]] = set()
@@ -284,7 +285,7 @@ class Upload:
         )
 
     def _expire(self) -> None:
-        if self.job.in_flight:  # a chunk is still arriving or being stored: not inactive
+        if self.job.in_flight or self.resending:  # a chunk is still arriving or being stored
             self._touch()
             return
         why = f"No chunk was received for {self.shared.inactivity_timeout:g} seconds"

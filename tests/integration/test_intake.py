@@ -17,7 +17,10 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from conftest import (
+    CHANNEL,
+    KEY,
     SMALL_CHUNK,
+    TOKEN,
     Harness,
     HarnessFactory,
     chunk_files,
@@ -28,8 +31,10 @@ from conftest import (
 
 from service.local.discord_api import Fault
 from service.local.driver import BOUNDARY, CONTENT_TYPE, FORM_TAIL, form_head, raw_chunk_body
+from service.local.manager import ManagerStandIn
 
 MiB = 1024 * 1024
+OTHER_CHANNEL = "1100000000000000002"
 
 
 def received(harness: Harness) -> float:
@@ -315,39 +320,69 @@ async def test_stored_chunk_sent_again_with_same_bytes_gets_200(
     assert len(harness.stored()) == 1
 
 
-@pytest.mark.parametrize("ending", ["abort", "inactivity"])
-async def test_stored_chunk_sent_again_as_its_upload_ends_is_refused(
-    start_service: HarnessFactory, client: httpx.AsyncClient, ending: str
-) -> None:
-    """A chunk stored already and sent again is only compared, never posted: if its upload
-    ends (aborted, timed out) while its bytes arrive, its message is deleted with the rest,
-    and the answer is a 410, not a 200 saying it is stored."""
-    inactivity = 2.0 if ending == "inactivity" else 120.0
-    harness = await start_service(upload_inactivity_timeout=inactivity)
-    await harness.configure()
-    data = os.urandom(2 * SMALL_CHUNK)
-    upload_id = await harness.start(len(data))
-    chunk = data[:SMALL_CHUNK]
-    assert (await post_chunk(client, harness.address, upload_id, 0, chunk)).status_code == 200
-    head, tail = form_head(upload_id, 0), FORM_TAIL
-    ended = asyncio.Event()
+def held_chunk(
+    client: httpx.AsyncClient, address: str, upload_id: str, index: int, chunk: bytes
+) -> tuple[asyncio.Task[httpx.Response], asyncio.Event]:
+    """A POST of the chunk whose first 100 bytes go out at once and the rest once the event
+    is set: a slow link, held for as long as a test needs."""
+    head, tail, go_on = form_head(upload_id, index), FORM_TAIL, asyncio.Event()
 
-    async def resent() -> AsyncIterator[bytes]:
+    async def body() -> AsyncIterator[bytes]:
         yield head + chunk[:100]
-        await ended.wait()
+        await go_on.wait()
         yield chunk[100:] + tail
 
     headers = {"Content-Type": CONTENT_TYPE, "Content-Length": str(len(head + chunk + tail))}
-    answer = asyncio.create_task(client.post(harness.address, content=resent(), headers=headers))
+    return asyncio.create_task(client.post(address, content=body(), headers=headers)), go_on
+
+
+async def test_stored_chunk_sent_again_as_its_upload_is_aborted_is_refused(
+    harness: Harness, client: httpx.AsyncClient, job: Job
+) -> None:
+    """A chunk stored already and sent again is only compared, never posted: if its upload
+    is aborted while its bytes arrive, its message is deleted with the rest, and the answer
+    is a 410, not a 200 saying it is stored."""
+    upload_id, data = job
+    chunk = data[:SMALL_CHUNK]
+    assert (await post_chunk(client, harness.address, upload_id, 0, chunk)).status_code == 200
+    answer, go_on = held_chunk(client, harness.address, upload_id, 0, chunk)
     await until(lambda: received(harness) == 2)  # the chunk sent again is claimed
-    if ending == "abort":
-        assert await harness.link.abort() == {"success": True}
-    else:
-        assert (await harness.link.next_finish())["success"] is False
-    ended.set()
+    assert await harness.link.abort() == {"success": True}
+    go_on.set()
     status, error = refused(await answer)
     assert status == 410 and "has ended" in error
     await until(lambda: messages_of(harness.discord, upload_id) == [])  # it was deleted
+
+
+@pytest.mark.parametrize("stored", [False, True], ids=["new", "sent-again"])
+async def test_a_chunk_arriving_slowly_holds_off_the_inactivity_timeout(
+    start_service: HarnessFactory, manager: ManagerStandIn, client: httpx.AsyncClient, stored: bool
+) -> None:
+    """A chunk whose bytes are still arriving (a slow link), new or sent again after a lost
+    200, keeps its upload active past UPLOAD_INACTIVITY_TIMEOUT. The clock: another slot's
+    upload, started later with the same timeout, times out first."""
+    harness = await start_service(slots=2, upload_inactivity_timeout=0.3)
+    other = await manager.next_service()
+    for link, channel in ((harness.link, CHANNEL), (other, OTHER_CHANNEL)):
+        await link.configure(token=TOKEN, channel_id=channel, crypto_key=KEY)
+    data = os.urandom(2 * SMALL_CHUNK)
+    upload_id = await harness.start(len(data))
+    first, second = data[:SMALL_CHUNK], data[SMALL_CHUNK:]
+    assert (await post_chunk(client, harness.address, upload_id, 0, first)).status_code == 200
+    slow, go_on = held_chunk(
+        client, harness.address, upload_id, 0 if stored else 1, first if stored else second
+    )
+    await until(lambda: received(harness) == 2)  # its timer restarts with this claim
+    _, reply = await other.start_upload(size=SMALL_CHUNK, chunk_size=SMALL_CHUNK)
+    assert reply == {"success": True}
+    assert (await other.next_finish())["success"] is False  # its timer fell due after ours
+
+    go_on.set()
+    assert (await slow).status_code == 200
+    if stored:
+        assert (await post_chunk(client, harness.address, upload_id, 1, second)).status_code == 200
+    finish = await harness.link.next_finish()
+    assert finish["success"] is True and len(finish["messages"]) == 2
 
 
 async def test_stored_chunk_sent_again_with_other_bytes_gets_409(
