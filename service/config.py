@@ -59,8 +59,11 @@ class Settings:
 
     @property
     def own_path(self) -> str:
-        """The path of `own_address`, where clients POST chunks."""
-        return urlsplit(self.own_address).path or "/"
+        """The path of `own_address`, where clients POST chunks, as aiohttp matches a
+        request's: escapes decoded (but `%2F` and `%25`), dot segments resolved."""
+        from yarl import URL  # aiohttp's; not for `check` or --help
+
+        return URL(self.own_address).path_safe or "/"
 
     @property
     def metrics_on_chunk_port(self) -> bool:
