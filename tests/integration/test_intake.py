@@ -416,6 +416,15 @@ async def test_chunks_are_taken_at_own_address_as_written_whatever_its_path(
     assert preflight.status_code == 204
 
 
+async def test_a_method_the_chunk_path_does_not_take_is_a_json_405_naming_those_it_does(
+    harness: Harness, client: httpx.AsyncClient
+) -> None:
+    response = await client.get(harness.address)
+    status, _ = refused(response)
+    assert status == 405
+    assert {"POST", "OPTIONS"} <= {m.strip() for m in response.headers["Allow"].split(",")}
+
+
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])
 async def test_client_that_drops_mid_chunk_loses_nothing(
     harness: Harness,
