@@ -86,6 +86,17 @@ def _url(*schemes: str) -> Callable[[str], str]:
     return parse
 
 
+def _redis_url(text: str) -> str:
+    url = _url("redis", "rediss")(text)
+    from redis.asyncio.connection import parse_url  # redis-py: loaded only with REDIS_URL
+
+    try:
+        parse_url(url)
+    except ValueError as error:  # its messages name the query argument, never the password
+        raise ValueError(f"must be a URL redis-py takes: {error}") from None
+    return url
+
+
 def _text(text: str) -> str:
     if not text:
         raise ValueError("must not be empty")
@@ -308,7 +319,7 @@ OPTIONS = (
     ),
     Option(
         "redis_url",
-        _url("redis", "rediss"),
+        _redis_url,
         "a redis:// or rediss:// (TLS) URL, with user and password if needed, of the Redis or "
         "Valkey through which every process shares each bot token's DISCORD_GLOBAL_RATE; unset: "
         "each process keeps to DISCORD_GLOBAL_RATE alone; only its host is ever logged",
