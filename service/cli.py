@@ -157,7 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="upload a file through the service and local stand-ins, then verify it"
     )
-    demo.add_argument("file", nargs="?", type=Path, help="the file (default: 64 MiB generated)")
+    demo.add_argument(
+        "file", nargs="?", type=_readable_file, help="the file (default: 64 MiB generated)"
+    )
     settings = commands.add_parser("settings", help="list every setting, its default and meaning")
     shown_as = settings.add_mutually_exclusive_group()
     for flag, render, page, remake in (
@@ -170,6 +172,17 @@ def build_parser() -> argparse.ArgumentParser:
     settings.set_defaults(render=settings_text)
     parser.set_defaults(command="run")
     return parser
+
+
+def _readable_file(text: str) -> Path:
+    """The demo's FILE, refused before anything starts if it cannot be read."""
+    path = Path(text)
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as error:
+        raise argparse.ArgumentTypeError(f"cannot read {text}: {_reason(error)}") from None
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -59,8 +59,11 @@ class Settings:
 
     @property
     def own_path(self) -> str:
-        """The path of `own_address`, where clients POST chunks."""
-        return urlsplit(self.own_address).path or "/"
+        """The path of `own_address`, where clients POST chunks, as aiohttp matches a
+        request's: escapes decoded (but `%2F` and `%25`), dot segments resolved."""
+        from yarl import URL  # aiohttp's; not for `check` or --help
+
+        return URL(self.own_address).path_safe or "/"
 
     @property
     def metrics_on_chunk_port(self) -> bool:
@@ -81,6 +84,17 @@ def _url(*schemes: str) -> Callable[[str], str]:
         return text
 
     return parse
+
+
+def _redis_url(text: str) -> str:
+    url = _url("redis", "rediss")(text)
+    from redis.asyncio.connection import parse_url  # redis-py: loaded only with REDIS_URL
+
+    try:
+        parse_url(url)
+    except ValueError as error:  # its messages name the query argument, never the password
+        raise ValueError(f"must be a URL redis-py takes: {error}") from None
+    return url
 
 
 def _text(text: str) -> str:
@@ -305,7 +319,7 @@ OPTIONS = (
     ),
     Option(
         "redis_url",
-        _url("redis", "rediss"),
+        _redis_url,
         "a redis:// or rediss:// (TLS) URL, with user and password if needed, of the Redis or "
         "Valkey through which every process shares each bot token's DISCORD_GLOBAL_RATE; unset: "
         "each process keeps to DISCORD_GLOBAL_RATE alone; only its host is ever logged",

@@ -95,8 +95,12 @@ class UploadService:
     def build_app(self) -> web.Application:
         app = web.Application(middlewares=[request_ids, cors])
         for path in {self.settings.own_path, "/"}:
-            app.router.add_post(path, self.endpoint.post)
-            app.router.add_route("OPTIONS", path, preflight)
+            # A plain resource: the path as written, even one with braces (`add_post` would
+            # take `{...}` for a variable).
+            chunks = web.PlainResource(path)
+            app.router.register_resource(chunks)
+            chunks.add_route("POST", self.endpoint.post)
+            chunks.add_route("OPTIONS", preflight)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         if self.settings.metrics_on_chunk_port:

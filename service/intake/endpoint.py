@@ -176,6 +176,8 @@ async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
     except web.HTTPException as error:
         response = error_response(error.status, error.reason)
+        if "Allow" in error.headers:  # a 405 names the methods the path takes (RFC 9110)
+            response.headers["Allow"] = error.headers["Allow"]
     except Exception:
         log.exception("an unexpected error answering %s %s", request.method, request.path)
         response = internal_error_response()

@@ -129,6 +129,10 @@ class ServiceConnection:
         """Drop the connection, as a manager restart does."""
         await self.socket.close()
 
+    def _drop(self, text: str, why: str) -> None:
+        log.error("manager stand-in dropped a packet: %s", why)
+        self._dropped.append(Dropped(text, why))
+
     async def _receive(self, text: str) -> None:
         # Two independent checks: the JSON Schema files (the contract as data) and the
         # service's own `check_outgoing`. A frame either one refuses is dropped.
@@ -139,8 +143,7 @@ class ServiceConnection:
         except packets.MalformedPacket as error:
             why.append(str(error))
         if why or envelope is None:
-            log.error("manager stand-in dropped a packet: %s", "; ".join(why))
-            self._dropped.append(Dropped(text, "; ".join(why)))
+            self._drop(text, "; ".join(why))
             return
         if envelope.id == packets.BOOLEAN:
             waiter = self._replies.get(envelope.reply_uuid or "")
@@ -226,6 +229,8 @@ class ManagerStandIn:
             async for frame in socket:
                 if frame.type is WSMsgType.TEXT:
                     await service._receive(frame.data)
+                elif frame.type is WSMsgType.BINARY:  # the protocol has none: dropped
+                    service._drop(repr(frame.data), "a binary frame, not a JSON text frame")
         finally:
             service.closed.set()
             with contextlib.suppress(Exception):

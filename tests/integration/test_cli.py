@@ -223,6 +223,20 @@ def test_config_with_a_command_that_reads_no_settings_is_refused(tmp_path: Path)
     assert result.stdout == ""
 
 
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [("missing.bin", "no such file or directory"), (".", "is a directory")],
+)
+def test_demo_names_a_file_it_cannot_read_and_exits_2(
+    name: str, reason: str, tmp_path: Path
+) -> None:
+    result = run_command([*SERVICE, "demo", name], tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert f"cannot read {name}: {reason}" in result.stderr
+    assert result.stdout == ""
+
+
 # What only the demo, the stand-ins, REDIS_URL or --version use: `run` without them never
 # loads it.
 NOT_FOR_RUN = ("service.demo", "service.local", "jsonschema", "tqdm", "redis", "importlib.metadata")

@@ -29,6 +29,7 @@ from conftest import (
     until,
 )
 
+from service.config import Settings
 from service.local.discord_api import Fault
 from service.local.driver import BOUNDARY, CONTENT_TYPE, FORM_TAIL, form_head, raw_chunk_body
 from service.local.manager import ManagerStandIn
@@ -432,6 +433,31 @@ async def test_success_and_unknown_paths_carry_cors_headers(
     response = await post_chunk(client, harness.address, job[0], 0, job[1][:SMALL_CHUNK])
     assert response.status_code == 200
     assert response.headers["Access-Control-Allow-Origin"] == "*"
+
+
+@pytest.mark.parametrize("path", ["/u/a%20b/", "/u/%C3%A4/", "/u/{name}/", "/u/./x/"])
+async def test_chunks_are_taken_at_own_address_as_written_whatever_its_path(
+    start_service: HarnessFactory, settings: Settings, client: httpx.AsyncClient, path: str
+) -> None:
+    own_address = f"http://127.0.0.1:{settings.port}{path}"
+    harness = await start_service(own_address=own_address)
+    assert harness.address == own_address  # announced to the manager as written
+    await harness.configure()
+    data = os.urandom(SMALL_CHUNK)
+    upload_id = await harness.start(len(data))
+    response = await post_chunk(client, own_address, upload_id, 0, data)
+    assert (response.status_code, response.text) == (200, "0")
+    preflight = await client.options(own_address, headers={"Access-Control-Request-Method": "POST"})
+    assert preflight.status_code == 204
+
+
+async def test_a_method_the_chunk_path_does_not_take_is_a_json_405_naming_those_it_does(
+    harness: Harness, client: httpx.AsyncClient
+) -> None:
+    response = await client.get(harness.address)
+    status, _ = refused(response)
+    assert status == 405
+    assert {"POST", "OPTIONS"} <= {m.strip() for m in response.headers["Allow"].split(",")}
 
 
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])

@@ -177,6 +177,11 @@ DROPPED: dict[str, Mutation] = {
     ),
     "failure without reason": _with(failure_frame, lambda f: f["data"].pop("reason")),
     "failure with empty reason": _with(failure_frame, lambda f: f["data"].update(reason="")),
+    "a float in a field no schema types": _with(reply_frame, lambda f: f["data"].update(n=1.5)),
+    "an integral float at the top level": _with(reply_frame, lambda f: f.update(n=10.0)),
+    "an integer past 2**53 in a field no schema types": _with(
+        failure_frame, lambda f: f["data"].update(retry=[MAX_SAFE + 1])
+    ),
 }
 
 

@@ -159,6 +159,15 @@ def test_port_must_be_a_port_number(text: str) -> None:
     assert len(problems) == 1 and "PORT" in problems[0]
 
 
+def test_a_redis_url_that_redis_py_refuses_is_a_problem_without_its_password() -> None:
+    url = "redis://user:redis-pw-5e2b@redis:6379/0?socket_timeout=soon"
+    with pytest.raises(ConfigError) as refused:
+        load_settings({**REQUIRED, "REDIS_URL": url})
+    [problem] = refused.value.problems
+    assert problem.startswith("REDIS_URL must be a URL redis-py takes")
+    assert "socket_timeout" in problem and "redis-pw-5e2b" not in problem
+
+
 def test_secret_never_appears_in_problems() -> None:
     error_environ = {
         "SERVICE_PASSWORD": SECRET,

@@ -14,6 +14,9 @@ closed here, so the checker is at least as strict as the manager:
   JavaScript cannot tell `5.0` from `5` once parsed, but a float in an integer field is a bug
   on the sending side, so it is refused. NaN and Infinity, which `JSON.parse` rejects, are not
   JSON either.
+- The manager rejects floats and integers outside JavaScript's safe range anywhere in a
+  frame, not only in the fields a schema types: `problems_in_sent` refuses such a number
+  wherever it is.
 """
 
 from __future__ import annotations
@@ -140,7 +143,23 @@ def problems(text: str | bytes, by_id: Mapping[str, str]) -> list[str]:
 
 def problems_in_sent(text: str | bytes) -> list[str]:
     """Why the manager would drop this frame from an upload service; `[]` when it would not."""
-    return problems(text, SENT_BY_SERVICE)
+    return problems(text, SENT_BY_SERVICE) or list(_unsafe_numbers(parse_frame(text)))
+
+
+# The range is envelope.json's, the schemas' own: this module stays independent of the service.
+MAX_SAFE_INTEGER = SCHEMAS["envelope.json"]["$defs"]["safe_integer"]["maximum"]
+
+
+def _unsafe_numbers(value: Any, where: str = "") -> Iterator[str]:
+    """Each number in `value` that is not an integer in JavaScript's safe range, by path."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _unsafe_numbers(item, f"{where}/{key}" if where else key)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _unsafe_numbers(item, f"{where}/{index}" if where else str(index))
+    elif type(value) is float or (type(value) is int and abs(value) > MAX_SAFE_INTEGER):
+        yield f"{where or '(frame)'}: {value!r} is not an integer in JavaScript's safe range"
 
 
 def problems_in_received(text: str | bytes) -> list[str]:
