@@ -12,6 +12,7 @@ config.example.toml generated again (CONTRIBUTING.md says how; tests fail until 
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
@@ -84,6 +85,16 @@ def _url(*schemes: str) -> Callable[[str], str]:
         return text
 
     return parse
+
+
+_NOT_AN_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def _own_address(text: str) -> str:
+    url = _url("http", "https")(text)
+    if _NOT_AN_ESCAPE.search(urlsplit(url).path):  # no request path would match it
+        raise ValueError("has a % in its path that is not a percent-escape (%XX): write %25")
+    return url
 
 
 def _redis_url(text: str) -> str:
@@ -210,7 +221,7 @@ OPTIONS = (
     ),
     Option(
         "own_address",
-        _url("http", "https"),
+        _own_address,
         "the http(s):// URL clients POST chunks to; announced to the manager, and its path is "
         "served (as is /)",
         example="https://upload.example.com/upload",

@@ -168,6 +168,16 @@ def test_a_redis_url_that_redis_py_refuses_is_a_problem_without_its_password() -
     assert "socket_timeout" in problem and "redis-pw-5e2b" not in problem
 
 
+def test_an_own_address_with_a_percent_that_is_no_escape_is_a_problem() -> None:
+    """A browser sends `%zz` as written, which no route can be made to match: every chunk
+    would be answered 404 while `check` said the configuration was valid."""
+    with pytest.raises(ConfigError) as refused:
+        load_settings({**REQUIRED, "OWN_ADDRESS": "https://h/u/%zz/"})
+    [problem] = refused.value.problems
+    assert problem.startswith("OWN_ADDRESS has a % in its path that is not a percent-escape")
+    assert load_settings({**REQUIRED, "OWN_ADDRESS": "https://h/u/a%2fb%20c/"}).own_address
+
+
 def test_secret_never_appears_in_problems() -> None:
     error_environ = {
         "SERVICE_PASSWORD": SECRET,
