@@ -400,16 +400,20 @@ def pod_address(k: int) -> str:
     return f"127.0.0.{k + 2}"
 
 
-class StandInDns(asyncio.DatagramProtocol):
-    """Answers A queries for upload-K.upload.<namespace>.svc.<domain> with pod_address(K)
-    for K below `pods`; any other name does not exist; other types get no answer."""
+def pod_names(pods: int) -> dict[str, str]:
+    """The cluster's DNS names of pods upload-0 .. upload-<pods - 1>, with their addresses."""
+    return {
+        f"upload-{k}.upload.{NAMESPACE}.svc.{CLUSTER_DOMAIN}": pod_address(k) for k in range(pods)
+    }
 
-    def __init__(self, pods: int) -> None:
-        self.pods = pods
+
+class StandInDns(asyncio.DatagramProtocol):
+    """Answers A queries for the names in `addresses` (which a test may change) with their
+    IPv4 address; any other name does not exist; other types of a known name get no answer."""
+
+    def __init__(self, addresses: dict[str, str]) -> None:
+        self.addresses = addresses
         self.transport: asyncio.DatagramTransport | None = None
-        self.names = re.compile(
-            rf"upload-(\d+)\.upload\.{NAMESPACE}\.svc\.{re.escape(CLUSTER_DOMAIN)}"
-        )
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # asyncio's own datagram transport is not a DatagramTransport subclass.
@@ -425,14 +429,11 @@ class StandInDns(asyncio.DatagramProtocol):
             offset += 1 + length
         qtype = struct.unpack("!H", data[offset + 1 : offset + 3])[0]
         question = data[12 : offset + 5]
-        match = self.names.fullmatch(".".join(labels).lower())
-        exists = match is not None and int(match[1]) < self.pods
+        address = self.addresses.get(".".join(labels).lower())
+        exists = address is not None
         answers = b""
-        if exists and qtype == 1:  # A
-            assert match is not None
-            answers = struct.pack("!HHHIH", 0xC00C, 1, 1, 5, 4) + socket.inet_aton(
-                pod_address(int(match[1]))
-            )
+        if address is not None and qtype == 1:  # A
+            answers = struct.pack("!HHHIH", 0xC00C, 1, 1, 5, 4) + socket.inet_aton(address)
         rcode = 0 if exists else 3  # NXDOMAIN
         header = struct.pack(
             "!HHHHHH", query_id, 0x8180 | rcode, questions, 1 if answers else 0, 0, 0
@@ -463,7 +464,7 @@ async def router(tmp_path: Path, template: str, pods: int) -> AsyncIterator[str]
     """The router's configuration as its entrypoint would fill it in, run by nginx."""
     loop = asyncio.get_running_loop()
     dns, _ = await loop.create_datagram_endpoint(
-        lambda: StandInDns(pods), local_addr=("127.0.0.1", 0)
+        lambda: StandInDns(pod_names(pods)), local_addr=("127.0.0.1", 0)
     )
     dns_port = dns.get_extra_info("sockname")[1]
     pod_port = free_port()
