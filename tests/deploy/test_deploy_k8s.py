@@ -302,6 +302,29 @@ def test_pods_meet_the_restricted_pod_security_standard(tmp_path: Path) -> None:
             assert any(b.items() <= labels.items() for b in budgets), doc["metadata"]["name"]
 
 
+def test_a_disruption_budget_never_blocks_a_drain_for_pods_that_are_not_ready(
+    tmp_path: Path,
+) -> None:
+    """The upload pods are ready only while a slot is connected to the manager. With the
+    budgets' default policy (IfHealthyBudget), a pod that is not ready may be evicted only
+    while the budget holds, so a manager outage (every pod unready) or a crash loop would
+    block every node drain, cluster upgrade and scale-down until it ends. A pod that is not
+    ready serves nothing: evicting it disrupts nothing."""
+    docs = render(tmp_path, 3)
+    for budget in (d for d in docs if d["kind"] == "PodDisruptionBudget"):
+        replicas = [
+            w["spec"]["replicas"]
+            for w in docs
+            if w["kind"] in ("Deployment", "StatefulSet")
+            and budget["spec"]["selector"]["matchLabels"].items()
+            <= w["spec"]["template"]["metadata"]["labels"].items()
+        ]
+        if replicas == [1] and budget["spec"].get("maxUnavailable") == 1:
+            continue  # its one pod is always evictable
+        policy = budget["spec"].get("unhealthyPodEvictionPolicy", "IfHealthyBudget")
+        assert policy == "AlwaysAllow", budget["metadata"]["name"]
+
+
 def test_replicas_spread_across_nodes_without_blocking_scheduling(tmp_path: Path) -> None:
     docs = render(tmp_path, 3)
     for name in ("upload", "upload-router"):
