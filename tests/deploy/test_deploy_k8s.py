@@ -325,6 +325,18 @@ def test_a_disruption_budget_never_blocks_a_drain_for_pods_that_are_not_ready(
         assert policy == "AlwaysAllow", budget["metadata"]["name"]
 
 
+def test_the_router_keeps_listening_until_the_gateway_has_seen_it_leave(tmp_path: Path) -> None:
+    """nginx closes its listening socket at its stop signal; the endpoints' removal reaches
+    the gateway (and a cloud load balancer) only after that, and a request sent meanwhile is
+    refused. A preStop sleep holds the signal back, within the grace period."""
+    docs = render(tmp_path, 3)
+    spec = one(docs, "Deployment", "upload-router")["spec"]["template"]["spec"]
+    [nginx] = spec["containers"]
+    waits = nginx.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+    assert waits >= 5, "the router's nginx stops listening as soon as its pod is deleted"
+    assert spec["terminationGracePeriodSeconds"] >= waits + 30, "too little left for nginx"
+
+
 def test_replicas_spread_across_nodes_without_blocking_scheduling(tmp_path: Path) -> None:
     docs = render(tmp_path, 3)
     for name in ("upload", "upload-router"):
