@@ -46,6 +46,7 @@ _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 # What a DNS route may substitute: nginx variables ($name) and the nginx image's envsubst
 # placeholders (${NAME}), in a host name.
 _DNS_ADDRESS = re.compile(r"([A-Za-z0-9.-]|\$[a-z_]+|\$\{[A-Z_]+\})+:[0-9]{1,5}")
+UPSTREAM_KEEPALIVE_SECONDS = 20  # below the instances' CLIENT_READ_TIMEOUT (default 30 s)
 # nginx `resolver` addresses given by hand: host names or addresses, with ports, spaced.
 _RESOLVER = re.compile(r"[A-Za-z0-9.:\[\]-]+( [A-Za-z0-9.:\[\]-]+)*")
 
@@ -133,8 +134,13 @@ def render(
     values = {"listen": listen, "access_log": access_log, "instances": described}
     if resolver is not None:
         return fill(text, values | _resolved_values(instances, resolver))
+    # An idle connection to an instance is dropped by nginx before the instance drops it
+    # (after CLIENT_READ_TIMEOUT, 30 s by default; nginx's own default is 60 s): a chunk sent
+    # on a connection the instance is closing is a 502 that nginx cannot retry (a POST
+    # whose body it has begun to stream).
     upstreams = "".join(
-        f"\nupstream {i.upstream} {{\n    server {i.host}:{i.port};\n    keepalive 8;\n}}\n"
+        f"\nupstream {i.upstream} {{\n    server {i.host}:{i.port};\n    keepalive 8;\n"
+        f"    keepalive_timeout {UPSTREAM_KEEPALIVE_SECONDS}s;\n}}\n"
         for i in instances
     )
     locations = "".join(
