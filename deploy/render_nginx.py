@@ -1,6 +1,7 @@
 """Render the nginx configuration that routes /u/<name>/ to each upload service instance.
 
     python deploy/render_nginx.py --listen 80 1=upload-1:8080 2=upload-2:8080 > upload.conf
+    python deploy/render_nginx.py --resolver 127.0.0.11 1=upload-1:8080 ...   # names per request
     python deploy/render_nginx.py --compose           # rewrite deploy/nginx/upload.conf
     python deploy/render_nginx.py --k8s               # rewrite deploy/k8s/router.conf.template
     python deploy/render_nginx.py --compose --k8s --check   # exit 1 if either is stale
@@ -9,7 +10,8 @@ The output goes in nginx's `http` context. Each instance must be started with
 OWN_ADDRESS=<public URL>/u/<name>/: nginx passes the path unchanged, and the service
 accepts chunks at the path of its OWN_ADDRESS.
 
-Two ways to find an instance: a fixed list (`name=host:port`, one upstream each), or, for
+Two ways to find an instance: a fixed list (`name=host:port`, one upstream each, resolved
+once when nginx starts; with a resolver, each host looked up per request instead), or, for
 Kubernetes, a DNS route: any /u/<name>/ whose name matches a pattern goes to a host name
 derived from it, looked up per request, so that the count of instances appears nowhere in
 the configuration. Standard library only.
@@ -30,9 +32,12 @@ COMPOSE_CONFIG = HERE / "nginx" / "upload.conf"
 K8S_CONFIG = HERE / "k8s" / "router.conf.template"
 DEFAULT_ACCESS_LOG = "/var/log/nginx/access.log"  # the nginx image's stdout
 
-# What deploy/docker-compose.yml runs; keep the two in step.
+# What deploy/docker-compose.yml runs; keep the two in step. The instances are looked up per
+# request at Docker's DNS (which knows only running containers): nginx starts while one is
+# stopped, and follows one that comes back at another address.
 COMPOSE_LISTEN = "80"
 COMPOSE_INSTANCES = ("1=upload-1:8080", "2=upload-2:8080", "3=upload-3:8080")
+COMPOSE_RESOLVER = "127.0.0.11"
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 _HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]")
@@ -41,6 +46,9 @@ _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 # What a DNS route may substitute: nginx variables ($name) and the nginx image's envsubst
 # placeholders (${NAME}), in a host name.
 _DNS_ADDRESS = re.compile(r"([A-Za-z0-9.-]|\$[a-z_]+|\$\{[A-Z_]+\})+:[0-9]{1,5}")
+UPSTREAM_KEEPALIVE_SECONDS = 20  # below the instances' CLIENT_READ_TIMEOUT (default 30 s)
+# nginx `resolver` addresses given by hand: host names or addresses, with ports, spaced.
+_RESOLVER = re.compile(r"[A-Za-z0-9.:\[\]-]+( [A-Za-z0-9.:\[\]-]+)*")
 
 
 @dataclass(frozen=True)
@@ -104,9 +112,11 @@ def render(
     instances: Sequence[Instance] | DnsRoute,
     template: str | None = None,
     access_log: str = DEFAULT_ACCESS_LOG,
+    resolver: str | None = None,
 ) -> str:
-    """The configuration: one upstream and one location per instance, or the one location of
-    a DNS route; raise ValueError."""
+    """The configuration: one upstream and one location per instance (with a `resolver`, one
+    location each, its host looked up per request), or the one location of a DNS route; raise
+    ValueError."""
     if not _LISTEN.fullmatch(listen):
         raise ValueError(f"--listen {listen!r} is not [address:]port")
     if not access_log or any(c.isspace() or c in ";{}'\"" for c in access_log):
@@ -120,24 +130,42 @@ def render(
         seen = [getattr(instance, key) for instance in instances]
         if len(set(seen)) != len(seen):
             raise ValueError(f"instance {key}s must differ: {', '.join(seen)}")
+    described = " ".join(f"{i.name}={i.host}:{i.port}" for i in instances)
+    values = {"listen": listen, "access_log": access_log, "instances": described}
+    if resolver is not None:
+        return fill(text, values | _resolved_values(instances, resolver))
+    # An idle connection to an instance is dropped by nginx before the instance drops it
+    # (after CLIENT_READ_TIMEOUT, 30 s by default; nginx's own default is 60 s): a chunk sent
+    # on a connection the instance is closing is a 502 that nginx cannot retry (a POST
+    # whose body it has begun to stream).
     upstreams = "".join(
-        f"\nupstream {i.upstream} {{\n    server {i.host}:{i.port};\n    keepalive 8;\n}}\n"
+        f"\nupstream {i.upstream} {{\n    server {i.host}:{i.port};\n    keepalive 8;\n"
+        f"    keepalive_timeout {UPSTREAM_KEEPALIVE_SECONDS}s;\n}}\n"
         for i in instances
     )
     locations = "".join(
         f"\n    location {i.path} {{\n        proxy_pass http://{i.upstream};\n    }}\n"
         for i in instances
     )
-    described = " ".join(f"{i.name}={i.host}:{i.port}" for i in instances)
-    values = {
-        "listen": listen,
-        "access_log": access_log,
-        "resolver": "",
-        "instances": described,
-        "upstreams": upstreams,
-        "locations": locations,
-    }
-    return fill(text, values)
+    return fill(text, values | {"resolver": "", "upstreams": upstreams, "locations": locations})
+
+
+def _resolver_lines(resolver: str) -> str:
+    return f"    resolver {resolver} valid=5s;\n    resolver_timeout 3s;\n"
+
+
+def _resolved_values(instances: Sequence[Instance], resolver: str) -> dict[str, str]:
+    """A variable in proxy_pass makes nginx look its host up per request (through
+    `resolver`, each answer kept 5 s) instead of once at start, where a name that does not
+    resolve stops nginx from starting at all."""
+    if not _RESOLVER.fullmatch(resolver):
+        raise ValueError(f"--resolver {resolver!r} is not addresses separated by spaces")
+    locations = "".join(
+        f"\n    location {i.path} {{\n        set $upload_address {i.host}:{i.port};\n"
+        f"        proxy_pass http://$upload_address;\n    }}\n"
+        for i in instances
+    )
+    return {"resolver": _resolver_lines(resolver), "upstreams": "", "locations": locations}
 
 
 def _dns_values(listen: str, route: DnsRoute, access_log: str) -> dict[str, str]:
@@ -154,7 +182,7 @@ def _dns_values(listen: str, route: DnsRoute, access_log: str) -> dict[str, str]
     return {
         "listen": listen,
         "access_log": access_log,
-        "resolver": f"    resolver {route.resolver} valid=5s;\n    resolver_timeout 3s;\n",
+        "resolver": _resolver_lines(route.resolver),
         "instances": f"/u/<{route.names}>/ to {route.address}",
         "upstreams": "",
         "locations": location,
@@ -163,7 +191,8 @@ def _dns_values(listen: str, route: DnsRoute, access_log: str) -> dict[str, str]
 
 def render_compose() -> str:
     """What deploy/nginx/upload.conf must hold for deploy/docker-compose.yml."""
-    return render(COMPOSE_LISTEN, [parse_instance(text) for text in COMPOSE_INSTANCES])
+    instances = [parse_instance(text) for text in COMPOSE_INSTANCES]
+    return render(COMPOSE_LISTEN, instances, resolver=COMPOSE_RESOLVER)
 
 
 def render_k8s() -> str:
@@ -183,6 +212,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--listen", default="80", help="nginx `listen`: [address:]port")
     parser.add_argument(
         "--access-log", default=DEFAULT_ACCESS_LOG, help="where nginx logs each request (JSON)"
+    )
+    parser.add_argument(
+        "--resolver",
+        help="DNS server(s) to look each instance's host up at per request (nginx `resolver`), "
+        "instead of once when nginx starts",
     )
     parser.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
     for flag, (path, _) in COMMITTED.items():
@@ -205,7 +239,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             outputs = [(COMMITTED[flag][0], COMMITTED[flag][1]()) for flag in committed]
         else:
             instances = [parse_instance(item) for item in args.instances]
-            text = render(args.listen, instances, access_log=args.access_log)
+            text = render(
+                args.listen, instances, access_log=args.access_log, resolver=args.resolver
+            )
             outputs = [(args.output, text)]
     except ValueError as error:
         parser.error(str(error))

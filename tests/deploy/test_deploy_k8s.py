@@ -302,6 +302,41 @@ def test_pods_meet_the_restricted_pod_security_standard(tmp_path: Path) -> None:
             assert any(b.items() <= labels.items() for b in budgets), doc["metadata"]["name"]
 
 
+def test_a_disruption_budget_never_blocks_a_drain_for_pods_that_are_not_ready(
+    tmp_path: Path,
+) -> None:
+    """The upload pods are ready only while a slot is connected to the manager. With the
+    budgets' default policy (IfHealthyBudget), a pod that is not ready may be evicted only
+    while the budget holds, so a manager outage (every pod unready) or a crash loop would
+    block every node drain, cluster upgrade and scale-down until it ends. A pod that is not
+    ready serves nothing: evicting it disrupts nothing."""
+    docs = render(tmp_path, 3)
+    for budget in (d for d in docs if d["kind"] == "PodDisruptionBudget"):
+        replicas = [
+            w["spec"]["replicas"]
+            for w in docs
+            if w["kind"] in ("Deployment", "StatefulSet")
+            and budget["spec"]["selector"]["matchLabels"].items()
+            <= w["spec"]["template"]["metadata"]["labels"].items()
+        ]
+        if replicas == [1] and budget["spec"].get("maxUnavailable") == 1:
+            continue  # its one pod is always evictable
+        policy = budget["spec"].get("unhealthyPodEvictionPolicy", "IfHealthyBudget")
+        assert policy == "AlwaysAllow", budget["metadata"]["name"]
+
+
+def test_the_router_keeps_listening_until_the_gateway_has_seen_it_leave(tmp_path: Path) -> None:
+    """nginx closes its listening socket at its stop signal; the endpoints' removal reaches
+    the gateway (and a cloud load balancer) only after that, and a request sent meanwhile is
+    refused. A preStop sleep holds the signal back, within the grace period."""
+    docs = render(tmp_path, 3)
+    spec = one(docs, "Deployment", "upload-router")["spec"]["template"]["spec"]
+    [nginx] = spec["containers"]
+    waits = nginx.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+    assert waits >= 5, "the router's nginx stops listening as soon as its pod is deleted"
+    assert spec["terminationGracePeriodSeconds"] >= waits + 30, "too little left for nginx"
+
+
 def test_replicas_spread_across_nodes_without_blocking_scheduling(tmp_path: Path) -> None:
     docs = render(tmp_path, 3)
     for name in ("upload", "upload-router"):
@@ -400,16 +435,20 @@ def pod_address(k: int) -> str:
     return f"127.0.0.{k + 2}"
 
 
-class StandInDns(asyncio.DatagramProtocol):
-    """Answers A queries for upload-K.upload.<namespace>.svc.<domain> with pod_address(K)
-    for K below `pods`; any other name does not exist; other types get no answer."""
+def pod_names(pods: int) -> dict[str, str]:
+    """The cluster's DNS names of pods upload-0 .. upload-<pods - 1>, with their addresses."""
+    return {
+        f"upload-{k}.upload.{NAMESPACE}.svc.{CLUSTER_DOMAIN}": pod_address(k) for k in range(pods)
+    }
 
-    def __init__(self, pods: int) -> None:
-        self.pods = pods
+
+class StandInDns(asyncio.DatagramProtocol):
+    """Answers A queries for the names in `addresses` (which a test may change) with their
+    IPv4 address; any other name does not exist; other types of a known name get no answer."""
+
+    def __init__(self, addresses: dict[str, str]) -> None:
+        self.addresses = addresses
         self.transport: asyncio.DatagramTransport | None = None
-        self.names = re.compile(
-            rf"upload-(\d+)\.upload\.{NAMESPACE}\.svc\.{re.escape(CLUSTER_DOMAIN)}"
-        )
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # asyncio's own datagram transport is not a DatagramTransport subclass.
@@ -425,14 +464,11 @@ class StandInDns(asyncio.DatagramProtocol):
             offset += 1 + length
         qtype = struct.unpack("!H", data[offset + 1 : offset + 3])[0]
         question = data[12 : offset + 5]
-        match = self.names.fullmatch(".".join(labels).lower())
-        exists = match is not None and int(match[1]) < self.pods
+        address = self.addresses.get(".".join(labels).lower())
+        exists = address is not None
         answers = b""
-        if exists and qtype == 1:  # A
-            assert match is not None
-            answers = struct.pack("!HHHIH", 0xC00C, 1, 1, 5, 4) + socket.inet_aton(
-                pod_address(int(match[1]))
-            )
+        if address is not None and qtype == 1:  # A
+            answers = struct.pack("!HHHIH", 0xC00C, 1, 1, 5, 4) + socket.inet_aton(address)
         rcode = 0 if exists else 3  # NXDOMAIN
         header = struct.pack(
             "!HHHHHH", query_id, 0x8180 | rcode, questions, 1 if answers else 0, 0, 0
@@ -463,7 +499,7 @@ async def router(tmp_path: Path, template: str, pods: int) -> AsyncIterator[str]
     """The router's configuration as its entrypoint would fill it in, run by nginx."""
     loop = asyncio.get_running_loop()
     dns, _ = await loop.create_datagram_endpoint(
-        lambda: StandInDns(pods), local_addr=("127.0.0.1", 0)
+        lambda: StandInDns(pod_names(pods)), local_addr=("127.0.0.1", 0)
     )
     dns_port = dns.get_extra_info("sockname")[1]
     pod_port = free_port()

@@ -28,7 +28,7 @@ from conftest import (
     until,
 )
 
-from service.config import Settings
+from service.config import OPTIONS, Settings
 from service.jobs.layout import MANAGER_CHUNK_SIZE
 from service.local.browser import upload
 from service.local.discord_api import DiscordStandIn
@@ -63,6 +63,20 @@ def test_committed_configs_are_what_the_renderer_produces() -> None:
         # ${PUBLIC_URL}/u/<name>/, possibly with a message for when PUBLIC_URL is unset
         own_address = r"OWN_ADDRESS: \$\{PUBLIC_URL[^}]*\}" + re.escape(instance.path) + "\n"
         assert re.search(own_address, compose), f"{instance.host} has no OWN_ADDRESS for it"
+
+
+def test_nginx_drops_an_idle_connection_to_an_instance_before_the_instance_does() -> None:
+    """The service closes a connection idle for CLIENT_READ_TIMEOUT (aiohttp's keep-alive
+    timeout). Were nginx to keep it longer, a chunk it sent on it as the service closed it
+    would be a 502, which nginx does not retry for a POST it has begun to stream."""
+    instances = [render_nginx.parse_instance(text) for text in ("1=10.0.0.11:8080",)]
+    conf = render_nginx.render("80", instances)
+    [upstream] = re.findall(r"\nupstream \w+ \{\n(.*?)\n\}", conf, flags=re.DOTALL)
+    assert "keepalive " in upstream
+    found = re.search(r"keepalive_timeout (\d+)s;", upstream)
+    nginx_keeps = int(found[1]) if found else 60  # nginx's default
+    [option] = [option for option in OPTIONS if option.key == "client_read_timeout"]
+    assert nginx_keeps < option.default, upstream
 
 
 def write_nginx_conf(directory: Path, nginx_port: int, ports: dict[str, int]) -> Path:
