@@ -105,7 +105,7 @@ class Upload:
         return self.start.chunk_size + FORM_ALLOWANCE
 
     def begin(self) -> None:
-        self.shared.memory.begin(self.upload_id)
+        self.shared.memory.begin(self.upload_id, buffer_size(self.start.chunk_size))
         self.shared.journal.began(self._record)
         log.info(
             "upload started: %d bytes in %d chunks",

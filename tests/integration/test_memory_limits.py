@@ -283,3 +283,36 @@ async def test_an_upload_that_ends_as_a_wait_for_memory_times_out_ends_whole(
 def waiting_for_memory(harness: Harness) -> float:
     registry = harness.service.metrics.registry
     return registry.get_sample_value("upload_chunks_waiting_for_memory") or 0
+
+
+async def test_the_buffer_kept_for_a_job_is_the_size_of_its_own_chunks(
+    start_service: HarnessFactory, discord: DiscordStandIn, manager: ManagerStandIn
+) -> None:
+    """A job of small chunks keeps one buffer free for the other job under way, which has
+    larger chunks: that job's first chunk must find a buffer of its size, not of the small."""
+    small, large = 200 * 1024, 600 * 1024  # in CHUNK_MEMORY_MIB=1: 2 small and 1 large fit
+    harness = await start_service(slots=2, chunk_memory_mib=1, client_read_timeout=5.0)
+    other = await manager.next_service()
+    await harness.configure()
+    await other.configure(token=TOKEN, channel_id=OTHER_CHANNEL, crypto_key=KEY)
+    small_data, large_data = os.urandom(3 * small), os.urandom(large)
+    small_id = await harness.start(len(small_data), chunk_size=small)
+    large_id, _ = await other.start_upload(size=len(large_data), chunk_size=large)
+    discord.inject(Fault(hold=True))  # the small job's first post: its chunks stay in memory
+
+    def post(index: int) -> asyncio.Task[tuple[int, str]]:
+        piece = small_data[index * small : (index + 1) * small]
+        return asyncio.create_task(harness.post(small_id, index, piece))
+
+    flood = [post(i) for i in range(3)]
+    job = harness.service.slots[0].upload
+    assert job is not None
+    await until(lambda: len(job.job.in_flight) == 3)  # each has its memory, or waits for it
+    assert (await harness.post(large_id, 0, large_data, url=other.own_address))[0] == 200
+
+    discord.release_held()
+    for index, (status, _) in enumerate(await asyncio.gather(*flood)):
+        if status != 200:  # waited longer than CLIENT_READ_TIMEOUT on a loaded machine
+            assert (await post(index))[0] == 200
+    assert (await harness.link.next_finish())["success"] is True
+    assert (await other.next_finish())["success"] is True

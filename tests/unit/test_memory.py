@@ -130,7 +130,7 @@ async def test_an_upload_holding_five_buffers_gets_more_only_from_spare_memory()
 async def test_a_buffer_is_kept_for_each_upload_under_way_that_holds_none() -> None:
     chunks = memory(4 * 100)
     for owner in ("busy", "new", "later"):
-        chunks.begin(owner)
+        chunks.begin(owner, 100)
     for _ in range(2):
         await chunks.take(100, owner="busy", wait=0)
     with pytest.raises(MemoryBusy):  # the last 2 are kept for "new" and "later"
@@ -140,9 +140,19 @@ async def test_a_buffer_is_kept_for_each_upload_under_way_that_holds_none() -> N
     assert await chunks.take(100, owner="busy", wait=0)
 
 
+async def test_the_buffer_kept_for_an_upload_is_the_size_of_its_own_buffers() -> None:
+    chunks = memory(4 * 100)
+    chunks.begin("small", 100)
+    chunks.begin("large", 300)
+    await chunks.take(100, owner="small", wait=0)
+    with pytest.raises(MemoryBusy):  # 300 are kept for "large", not 100
+        await chunks.take(100, owner="small", wait=0.01)
+    assert await chunks.take(300, owner="large", wait=0)
+
+
 async def test_an_upload_alone_may_take_the_whole_budget() -> None:
     chunks = memory(5 * 100)
-    chunks.begin("only")
+    chunks.begin("only", 100)
     taken = [await chunks.take(100, owner="only", wait=0) for _ in range(5)]
     assert len(taken) == 5 and chunks.reserved == 500
 
