@@ -103,6 +103,19 @@ async def test_freed_memory_goes_to_the_upload_holding_the_fewest_buffers() -> N
     assert chunks.held_by("flood") == 2 and chunks.held_by("other") == 1
 
 
+async def test_a_chunk_first_in_line_that_gives_up_lets_the_ones_behind_it_in() -> None:
+    chunks = memory(3 * 100)
+    await chunks.take(100, owner="a", wait=0)
+    large = asyncio.create_task(chunks.take(250, owner="large", wait=0.01))
+    await asyncio.sleep(0)
+    small = asyncio.create_task(chunks.take(100, owner="small", wait=30))
+    await asyncio.sleep(0)
+    assert not small.done()  # first come, first served: it waits behind the large one
+    with pytest.raises(MemoryBusy):
+        await large
+    assert len((await small).buffer) == 100  # the 200 free bytes were there all along
+
+
 async def test_a_newcomer_waits_behind_chunks_already_waiting() -> None:
     chunks = memory(2 * 100)
     held = [await chunks.take(100, owner="a", wait=0) for _ in range(2)]
