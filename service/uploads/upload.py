@@ -139,6 +139,10 @@ class Upload:
         except BaseException:
             self.job.release(index)
             raise
+        if self.outcome is not None:  # it ended while the chunk waited: the memory goes on
+            memory.give_back()
+            self.job.release(index)
+            self._refuse_if_ended()
         head_size = SNIFF_SIZE if index == 0 else 0  # only the file's start is sniffed
         sealer = ChunkSealer(length, self.key, buffer=memory.buffer, head_size=head_size)
         return NewChunk(self, index, memory, sealer)

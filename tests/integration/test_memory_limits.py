@@ -316,3 +316,48 @@ async def test_the_buffer_kept_for_a_job_is_the_size_of_its_own_chunks(
             assert (await post(index))[0] == 200
     assert (await harness.link.next_finish())["success"] is True
     assert (await other.next_finish())["success"] is True
+
+
+async def test_a_chunk_of_an_upload_that_ended_while_it_waited_leaves_the_memory_to_others(
+    start_service: HarnessFactory, discord: DiscordStandIn, manager: ManagerStandIn
+) -> None:
+    """An aborted upload's chunk waiting for memory comes first when memory frees (its upload
+    holds none): it is answered 410 at once, not read, and the live upload's chunk gets the
+    buffer."""
+    harness = await start_service(
+        slots=2, chunk_memory_mib=1, client_read_timeout=3.0, client_min_rate=1
+    )
+    other = await manager.next_service()
+    await harness.configure()
+    await other.configure(token=TOKEN, channel_id=OTHER_CHANNEL, crypto_key=KEY)
+    data = os.urandom(2 * CHUNK)
+    live_id = await harness.start(len(data), chunk_size=CHUNK)
+    ended_id, _ = await other.start_upload(size=len(data), chunk_size=CHUNK)
+    port, path = harness.service.port, harness.service.settings.own_path
+
+    def trickled(index: int, stop: asyncio.Event) -> asyncio.Task[Trickled]:
+        """A client that sends on until `stop` (or for 10 s, longer than any wait here)."""
+        chunk = data[index * CHUNK : (index + 1) * CHUNK]
+        work = trickle(
+            port, path, ended_id, index, chunk, interval=0.1, stop=stop, give_up_after=10
+        )
+        return asyncio.create_task(work)
+
+    discord.inject(Fault(hold=True))
+    live = [asyncio.create_task(harness.post(live_id, 0, data[:CHUNK]))]
+    await memory_reserved(harness, BUFFER)
+    stop_first = asyncio.Event()
+    first = trickled(0, stop_first)  # the aborted upload's first chunk holds the other buffer
+    await memory_reserved(harness, 2 * BUFFER)
+    live.append(asyncio.create_task(harness.post(live_id, 1, data[CHUNK:])))
+    await until(lambda: waiting_for_memory(harness) == 1)
+    second = trickled(1, asyncio.Event())  # then it waits, behind the live chunk
+    await until(lambda: waiting_for_memory(harness) == 2)
+    assert await other.abort() == {"success": True}
+
+    stop_first.set()  # its buffer frees: the aborted upload holds none, the live one holds one
+    await first
+    assert (await second).status == 410
+    discord.release_held()
+    assert [status for status, _ in await asyncio.gather(*live)] == [200, 200]
+    assert (await harness.link.next_finish())["success"] is True
