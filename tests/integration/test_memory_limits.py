@@ -361,3 +361,22 @@ async def test_a_chunk_of_an_upload_that_ended_while_it_waited_leaves_the_memory
     discord.release_held()
     assert [status for status, _ in await asyncio.gather(*live)] == [200, 200]
     assert (await harness.link.next_finish())["success"] is True
+
+
+async def test_a_declared_length_over_its_uploads_chunks_is_refused_before_the_body_is_read(
+    start_service: HarnessFactory, manager: ManagerStandIn
+) -> None:
+    """Another upload has larger chunks, so the length passes the check made before the
+    upload is known; once it is, its own limit refuses the length before a buffer is taken."""
+    harness = await start_service(slots=2)
+    other = await manager.next_service()
+    await harness.configure()
+    await other.configure(token=TOKEN, channel_id=OTHER_CHANNEL, crypto_key=KEY)
+    upload_id = await harness.start(2 * CHUNK, chunk_size=CHUNK)
+    await other.start_upload(size=4 * CHUNK, chunk_size=4 * CHUNK)
+    before = received(harness)
+    status, text = await harness.post(upload_id, 0, os.urandom(2 * CHUNK))
+    assert status == 413 and "larger than" in text
+    assert received(harness) - before < CHUNK  # the fields, not a chunk's worth
+    assert harness.service.memory.in_use == 0  # no buffer was taken for it
+    assert (await harness.post(upload_id, 0, os.urandom(CHUNK)))[0] == 200
