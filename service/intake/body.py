@@ -38,8 +38,18 @@ class ChunkBody:
         self._received = 0
         self._claimed_at: float | None = None
         self._received_at_claim = 0
+        self._declared = request.content_length
         self.limit = limit
-        if request.content_length is not None and request.content_length > limit:
+
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    @limit.setter
+    def limit(self, limit: int) -> None:
+        """The most bytes the body may have; a declared length over it is refused at once."""
+        self._limit = limit
+        if self._declared is not None and self._declared > limit:
             raise self._too_large()
 
     async def read(self) -> bytes:

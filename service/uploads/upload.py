@@ -105,7 +105,7 @@ class Upload:
         return self.start.chunk_size + FORM_ALLOWANCE
 
     def begin(self) -> None:
-        self.shared.memory.begin(self.upload_id)
+        self.shared.memory.begin(self.upload_id, buffer_size(self.start.chunk_size))
         self.shared.journal.began(self._record)
         log.info(
             "upload started: %d bytes in %d chunks",
@@ -139,6 +139,10 @@ class Upload:
         except BaseException:
             self.job.release(index)
             raise
+        if self.outcome is not None:  # it ended while the chunk waited: the memory goes on
+            memory.give_back()
+            self.job.release(index)
+            self._refuse_if_ended()
         head_size = SNIFF_SIZE if index == 0 else 0  # only the file's start is sniffed
         sealer = ChunkSealer(length, self.key, buffer=memory.buffer, head_size=head_size)
         return NewChunk(self, index, memory, sealer)

@@ -283,3 +283,100 @@ async def test_an_upload_that_ends_as_a_wait_for_memory_times_out_ends_whole(
 def waiting_for_memory(harness: Harness) -> float:
     registry = harness.service.metrics.registry
     return registry.get_sample_value("upload_chunks_waiting_for_memory") or 0
+
+
+async def test_the_buffer_kept_for_a_job_is_the_size_of_its_own_chunks(
+    start_service: HarnessFactory, discord: DiscordStandIn, manager: ManagerStandIn
+) -> None:
+    """A job of small chunks keeps one buffer free for the other job under way, which has
+    larger chunks: that job's first chunk must find a buffer of its size, not of the small."""
+    small, large = 200 * 1024, 600 * 1024  # in CHUNK_MEMORY_MIB=1: 2 small and 1 large fit
+    harness = await start_service(slots=2, chunk_memory_mib=1, client_read_timeout=5.0)
+    other = await manager.next_service()
+    await harness.configure()
+    await other.configure(token=TOKEN, channel_id=OTHER_CHANNEL, crypto_key=KEY)
+    small_data, large_data = os.urandom(3 * small), os.urandom(large)
+    small_id = await harness.start(len(small_data), chunk_size=small)
+    large_id, _ = await other.start_upload(size=len(large_data), chunk_size=large)
+    discord.inject(Fault(hold=True))  # the small job's first post: its chunks stay in memory
+
+    def post(index: int) -> asyncio.Task[tuple[int, str]]:
+        piece = small_data[index * small : (index + 1) * small]
+        return asyncio.create_task(harness.post(small_id, index, piece))
+
+    flood = [post(i) for i in range(3)]
+    job = harness.service.slots[0].upload
+    assert job is not None
+    await until(lambda: len(job.job.in_flight) == 3)  # each has its memory, or waits for it
+    assert (await harness.post(large_id, 0, large_data, url=other.own_address))[0] == 200
+
+    discord.release_held()
+    for index, (status, _) in enumerate(await asyncio.gather(*flood)):
+        if status != 200:  # waited longer than CLIENT_READ_TIMEOUT on a loaded machine
+            assert (await post(index))[0] == 200
+    assert (await harness.link.next_finish())["success"] is True
+    assert (await other.next_finish())["success"] is True
+
+
+async def test_a_chunk_of_an_upload_that_ended_while_it_waited_leaves_the_memory_to_others(
+    start_service: HarnessFactory, discord: DiscordStandIn, manager: ManagerStandIn
+) -> None:
+    """An aborted upload's chunk waiting for memory comes first when memory frees (its upload
+    holds none): it is answered 410 at once, not read, and the live upload's chunk gets the
+    buffer."""
+    harness = await start_service(
+        slots=2, chunk_memory_mib=1, client_read_timeout=3.0, client_min_rate=1
+    )
+    other = await manager.next_service()
+    await harness.configure()
+    await other.configure(token=TOKEN, channel_id=OTHER_CHANNEL, crypto_key=KEY)
+    data = os.urandom(2 * CHUNK)
+    live_id = await harness.start(len(data), chunk_size=CHUNK)
+    ended_id, _ = await other.start_upload(size=len(data), chunk_size=CHUNK)
+    port, path = harness.service.port, harness.service.settings.own_path
+
+    def trickled(index: int, stop: asyncio.Event) -> asyncio.Task[Trickled]:
+        """A client that sends on until `stop` (or for 10 s, longer than any wait here)."""
+        chunk = data[index * CHUNK : (index + 1) * CHUNK]
+        work = trickle(
+            port, path, ended_id, index, chunk, interval=0.1, stop=stop, give_up_after=10
+        )
+        return asyncio.create_task(work)
+
+    discord.inject(Fault(hold=True))
+    live = [asyncio.create_task(harness.post(live_id, 0, data[:CHUNK]))]
+    await memory_reserved(harness, BUFFER)
+    stop_first = asyncio.Event()
+    first = trickled(0, stop_first)  # the aborted upload's first chunk holds the other buffer
+    await memory_reserved(harness, 2 * BUFFER)
+    live.append(asyncio.create_task(harness.post(live_id, 1, data[CHUNK:])))
+    await until(lambda: waiting_for_memory(harness) == 1)
+    second = trickled(1, asyncio.Event())  # then it waits, behind the live chunk
+    await until(lambda: waiting_for_memory(harness) == 2)
+    assert await other.abort() == {"success": True}
+
+    stop_first.set()  # its buffer frees: the aborted upload holds none, the live one holds one
+    await first
+    assert (await second).status == 410
+    discord.release_held()
+    assert [status for status, _ in await asyncio.gather(*live)] == [200, 200]
+    assert (await harness.link.next_finish())["success"] is True
+
+
+async def test_a_declared_length_over_its_uploads_chunks_is_refused_before_the_body_is_read(
+    start_service: HarnessFactory, manager: ManagerStandIn
+) -> None:
+    """Another upload has larger chunks, so the length passes the check made before the
+    upload is known; once it is, its own limit refuses the length before a buffer is taken."""
+    harness = await start_service(slots=2)
+    other = await manager.next_service()
+    await harness.configure()
+    await other.configure(token=TOKEN, channel_id=OTHER_CHANNEL, crypto_key=KEY)
+    upload_id = await harness.start(2 * CHUNK, chunk_size=CHUNK)
+    await other.start_upload(size=4 * CHUNK, chunk_size=4 * CHUNK)
+    before = received(harness)
+    status, text = await harness.post(upload_id, 0, os.urandom(2 * CHUNK))
+    assert status == 413 and "larger than" in text
+    assert received(harness) - before < CHUNK  # the fields, not a chunk's worth
+    assert harness.service.memory.in_use == 0  # no buffer was taken for it
+    assert (await harness.post(upload_id, 0, os.urandom(CHUNK)))[0] == 200

@@ -103,6 +103,19 @@ async def test_freed_memory_goes_to_the_upload_holding_the_fewest_buffers() -> N
     assert chunks.held_by("flood") == 2 and chunks.held_by("other") == 1
 
 
+async def test_a_chunk_first_in_line_that_gives_up_lets_the_ones_behind_it_in() -> None:
+    chunks = memory(3 * 100)
+    await chunks.take(100, owner="a", wait=0)
+    large = asyncio.create_task(chunks.take(250, owner="large", wait=0.01))
+    await asyncio.sleep(0)
+    small = asyncio.create_task(chunks.take(100, owner="small", wait=30))
+    await asyncio.sleep(0)
+    assert not small.done()  # first come, first served: it waits behind the large one
+    with pytest.raises(MemoryBusy):
+        await large
+    assert len((await small).buffer) == 100  # the 200 free bytes were there all along
+
+
 async def test_a_newcomer_waits_behind_chunks_already_waiting() -> None:
     chunks = memory(2 * 100)
     held = [await chunks.take(100, owner="a", wait=0) for _ in range(2)]
@@ -130,7 +143,7 @@ async def test_an_upload_holding_five_buffers_gets_more_only_from_spare_memory()
 async def test_a_buffer_is_kept_for_each_upload_under_way_that_holds_none() -> None:
     chunks = memory(4 * 100)
     for owner in ("busy", "new", "later"):
-        chunks.begin(owner)
+        chunks.begin(owner, 100)
     for _ in range(2):
         await chunks.take(100, owner="busy", wait=0)
     with pytest.raises(MemoryBusy):  # the last 2 are kept for "new" and "later"
@@ -140,9 +153,19 @@ async def test_a_buffer_is_kept_for_each_upload_under_way_that_holds_none() -> N
     assert await chunks.take(100, owner="busy", wait=0)
 
 
+async def test_the_buffer_kept_for_an_upload_is_the_size_of_its_own_buffers() -> None:
+    chunks = memory(4 * 100)
+    chunks.begin("small", 100)
+    chunks.begin("large", 300)
+    await chunks.take(100, owner="small", wait=0)
+    with pytest.raises(MemoryBusy):  # 300 are kept for "large", not 100
+        await chunks.take(100, owner="small", wait=0.01)
+    assert await chunks.take(300, owner="large", wait=0)
+
+
 async def test_an_upload_alone_may_take_the_whole_budget() -> None:
     chunks = memory(5 * 100)
-    chunks.begin("only")
+    chunks.begin("only", 100)
     taken = [await chunks.take(100, owner="only", wait=0) for _ in range(5)]
     assert len(taken) == 5 and chunks.reserved == 500
 

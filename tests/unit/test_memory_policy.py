@@ -22,7 +22,7 @@ def run(budget: int, plan: list[tuple[str, str]]) -> MemoryPolicy:
     under_way: set[str] = set()
     for step, owner in plan:
         if step == "begin":
-            policy.begin(owner)
+            policy.begin(owner, SIZE)
             under_way.add(owner)
         elif step == "end":
             policy.end(owner)

@@ -45,9 +45,10 @@ class ChunkMemory:
         """How many buffers `owner` holds."""
         return self._policy.held_by(owner)
 
-    def begin(self, owner: str) -> None:
-        """`owner`'s upload is under way: while it holds no buffer, one is kept for it."""
-        self._policy.begin(owner)
+    def begin(self, owner: str, size: int) -> None:
+        """`owner`'s upload, of buffers of `size` bytes, is under way: while it holds no
+        buffer, one is kept for it."""
+        self._policy.begin(owner, size)
 
     def end(self, owner: str) -> None:
         """`owner`'s upload ended: nothing is kept for it any more."""

@@ -15,9 +15,9 @@ another's browser:
   memory: never while a chunk waits, and never the last 5 buffers' worth (nor those kept
   below), so that another browser's 5 chunks can start at once. Such a burst is refused at
   once;
-- each upload under way that holds no buffer has one kept for it: an upload that holds
-  buffers takes another only if one stays free for each of them, so that a job starting
-  after the others have spent the budget begins at once.
+- each upload under way that holds no buffer has one of its own size kept for it: an upload
+  that holds buffers takes another only if one stays free for each of them, so that a job
+  starting after the others have spent the budget begins at once.
 
 Idle buffers kept for reuse count against the budget too (`spare` is what they may keep).
 
@@ -48,7 +48,7 @@ class MemoryPolicy:
         self.budget = budget
         self.reserved = 0  # bytes of the buffers handed out
         self._held: Counter[str] = Counter()  # buffers handed out, by owner (upload id)
-        self._under_way: set[str] = set()  # owners that began and did not end
+        self._under_way: dict[str, int] = {}  # owners that began and did not end: buffer size
 
     @property
     def spare(self) -> int:
@@ -59,13 +59,14 @@ class MemoryPolicy:
         """How many buffers `owner` holds."""
         return self._held[owner]
 
-    def begin(self, owner: str) -> None:
-        """`owner`'s upload is under way: while it holds no buffer, one is kept for it."""
-        self._under_way.add(owner)
+    def begin(self, owner: str, size: int) -> None:
+        """`owner`'s upload, of buffers of `size` bytes, is under way: while it holds no
+        buffer, one is kept for it."""
+        self._under_way[owner] = size
 
     def end(self, owner: str) -> None:
         """`owner`'s upload ended: nothing is kept for it any more."""
-        self._under_way.discard(owner)
+        self._under_way.pop(owner, None)
 
     def is_burst(self, owner: str) -> bool:
         """Whether `owner` holds a browser's worth of buffers already."""
@@ -99,13 +100,17 @@ class MemoryPolicy:
             del self._held[owner]
 
     def _kept_from(self, owner: str, size: int) -> int:
-        """Memory `owner` may not take: nothing while it holds no buffer; else one buffer for
-        each other upload under way that holds none, and once it holds a browser's 5, at
-        least 5 buffers' worth."""
+        """Memory `owner` may not take: nothing while it holds no buffer; else a buffer for
+        each other upload under way that holds none (of that upload's size), and once it
+        holds a browser's 5, at least 5 of its own buffers' worth."""
         held = self._held[owner]
         if not held:
             return 0
-        waiting_for_first = sum(1 for u in self._under_way if u != owner and not self._held[u])
+        kept = sum(
+            kept_size
+            for u, kept_size in self._under_way.items()
+            if u != owner and not self._held[u]
+        )
         if held >= BROWSER_CHUNKS_IN_FLIGHT:
-            return max(waiting_for_first, BROWSER_CHUNKS_IN_FLIGHT) * size
-        return waiting_for_first * size
+            return max(kept, BROWSER_CHUNKS_IN_FLIGHT * size)
+        return kept

@@ -2,7 +2,8 @@
 
 A chunk whose wait ends (its timeout, its client gone, the service stopping) leaves the line
 only when its task next runs; until then its future is done, and it is skipped, never granted:
-a grant it could not take would be lost with it.
+a grant it could not take would be lost with it. A chunk that leaves ungranted lets the
+ones behind it take what it was waiting for (a larger buffer than theirs).
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ class MemoryQueue:
             raise
         finally:
             self._waiting.dec()
-            self._waiters.pop(claim, None)
+            if self._waiters.pop(claim, None) is not None:
+                self.grant()  # first in line, it may have kept the chunks behind it waiting
 
     def give(self, owner: str, size: int) -> None:
         """`owner` gives `size` bytes back: they go to the chunks whose turn it is."""
