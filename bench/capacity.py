@@ -202,7 +202,7 @@ async def run_once(jobs: int, source: Source) -> dict[str, float]:
         "floor_s_per_gib": crypto_floor,
         "cpu_vs_floor": cpu_per_gib / crypto_floor,
         "socket_floor_s_per_gib": socket_floor,
-        "loop_lag_max_ms": max(probed, default=0.0) * 1000,
+        "loop_lag_max_ms": max(probed, default=math.nan) * 1000,
         "loop_lag_p99_ms": percentile(probed, 99) * 1000,
         "probe_samples": float(len(probed)),
         "probe_failures": float(probes.failures),

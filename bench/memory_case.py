@@ -89,7 +89,7 @@ class Case:
                     f"{len(cut)} x 408 at {min(cut, default=0):.1f}-{max(cut, default=0):.1f} s; "
                     f"{unanswered} unanswered",
                     f"<= {self.cutoff_limit:g}",
-                    not late and not unanswered,
+                    bool(cut) and not late and not unanswered,
                 )
             )
         if self.release_seconds is not None:
