@@ -146,6 +146,23 @@ async def test_abort_while_a_chunk_is_at_discord_discards_its_result(harness: Ha
     assert harness.link.finishes == []
 
 
+async def test_a_chunk_whose_upload_ended_while_it_waited_to_be_sent_again_is_not_sent(
+    harness: Harness,
+) -> None:
+    """A 429 stores nothing: once the upload has ended, its resend would only store a message
+    to delete (taking the next job's room in the channel), or draw one more refusal."""
+    upload_id = await harness.start(SMALL_CHUNK)
+    harness.discord.inject(Fault(status=429, retry_after=0.5))
+    waiting = asyncio.create_task(harness.post(upload_id, 0, os.urandom(SMALL_CHUNK)))
+    await harness.discord.wait_for_posts(1)
+
+    assert await harness.link.abort() == {"success": True}
+    status, body = await waiting
+    assert status == 410 and "ended" in body
+    assert harness.discord.posts == 1
+    assert harness.stored() == []
+
+
 async def test_a_token_revoked_mid_job_is_refused_at_the_next_configuration(
     harness: Harness,
 ) -> None:
