@@ -84,11 +84,11 @@ class DiscordClient:
         max_wait: float,
         wanted: Callable[[], None] = lambda: None,
     ) -> Any:
-        """Post one message, paced, waiting out 429s of up to `max_wait` seconds; return
-        discord.py's decoding of the answer (not checked). Raise `DiscordBusy` for a longer
-        wait, `discord.HTTPException` for an error status, or a transport error. `wanted` is
-        called each time the pacer lets the post go, just before it goes out: what it raises
-        keeps the post in."""
+        """Post one message, paced, waiting out 429s and the pacer for up to `max_wait`
+        seconds in all; return discord.py's decoding of the answer (not checked). Raise
+        `DiscordBusy` for a longer wait, `discord.HTTPException` for an error status, or a
+        transport error. `wanted` is called each time the pacer lets the post go, just before
+        it goes out: what it raises keeps the post in."""
         route = Route("POST", "/channels/{channel_id}/messages", channel_id=channel_id)
         return await self._send(
             channel_id,
@@ -170,8 +170,10 @@ class DiscordClient:
         max_wait: float,
         wanted: Callable[[], None] = lambda: None,
     ) -> Any:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max_wait  # for every wait of the request, in all
         for _ in range(self.retry.rate_limited_tries):
-            await self.gate.enter(channel, max_wait)
+            await self.gate.enter(channel, max(0.0, deadline - loop.time()))
             try:
                 with self._exchanges.exchange(channel):
                     wanted()  # raising, it gives its place back unsent

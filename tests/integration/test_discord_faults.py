@@ -129,6 +129,24 @@ async def test_rate_limit_longer_than_the_ceiling_answers_503_and_the_job_goes_o
     assert (await harness.link.next_finish())["success"] is True
 
 
+async def test_rate_limits_in_a_row_hold_a_chunk_no_longer_than_the_ceiling_in_all(
+    start_service: HarnessFactory,
+) -> None:
+    """Each 429's own wait is under the ceiling, their sum is not: the chunk is answered 503
+    once the next wait would take it past the ceiling, not held for five of them (a proxy in
+    front gives up on a chunk after proxy_read_timeout, deploy/README.md)."""
+    harness = await start_service(discord_max_ratelimit_wait=1.0)
+    await harness.configure()
+    data = os.urandom(SMALL_CHUNK)
+    upload_id = await harness.start(len(data))
+    harness.discord.inject(Fault(status=429, retry_after=0.6), Fault(status=429, retry_after=0.6))
+
+    status, body = await harness.post(upload_id, 0, data)
+    assert status == 503 and "rate-limits" in body
+    assert harness.discord.posts == 2
+    assert (await harness.post(upload_id, 0, data))[0] == 200  # the job goes on
+
+
 async def test_abort_while_a_chunk_is_at_discord_discards_its_result(harness: Harness) -> None:
     data = os.urandom(2 * SMALL_CHUNK)
     upload_id = await harness.start(len(data))
