@@ -12,6 +12,7 @@ may retry), `DiscordBusy` (a longer wait than a client is held for) and `Discord
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
@@ -118,9 +119,12 @@ class DiscordStore:
         wanted: Callable[[], None] = lambda: None,
     ) -> str:
         """Post one message with `payload` as its only attachment; return the message id.
+        Its tries wait for the pacer and out 429s for `max_ratelimit_wait` seconds in all.
         While no try may have stored it, `wanted` is called just before each goes out (after
         its wait for the pacer): what it raises is raised, and the post is not sent."""
         nonce = secrets.token_hex(12)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._max_wait  # for the waits of every try, in all
         unsure = False  # a try went out without a definite answer: it may have stored
 
         def failed(attempt: int, failure: DiscordFailed) -> None:
@@ -141,7 +145,12 @@ class DiscordStore:
             # wanted: only the same nonce tells the message's id, for the clean-up.
             return await self.retry.run(
                 lambda: self._post_once(
-                    content, filename, payload, nonce, wanted=(lambda: None) if unsure else wanted
+                    content,
+                    filename,
+                    payload,
+                    nonce,
+                    max_wait=max(0.0, deadline - loop.time()),
+                    wanted=(lambda: None) if unsure else wanted,
                 ),
                 failed=failed,
             )
@@ -162,6 +171,7 @@ class DiscordStore:
         payload: memoryview,
         nonce: str,
         *,
+        max_wait: float,
         wanted: Callable[[], None],
     ) -> str:
         self._refuse_if_closed()  # shut down meanwhile
@@ -172,7 +182,7 @@ class DiscordStore:
         )
         try:
             answer = await self.client.post_message(
-                self.channel_id, params, max_wait=self._max_wait, wanted=wanted
+                self.channel_id, params, max_wait=max_wait, wanted=wanted
             )
             return stored_message_id(answer, len(payload))
         except discord.HTTPException as error:

@@ -147,6 +147,22 @@ async def test_rate_limits_in_a_row_hold_a_chunk_no_longer_than_the_ceiling_in_a
     assert (await harness.post(upload_id, 0, data))[0] == 200  # the job goes on
 
 
+async def test_the_ceiling_on_rate_limit_waits_spans_a_chunks_tries_after_a_failure(
+    start_service: HarnessFactory,
+) -> None:
+    harness = await start_service(discord_max_ratelimit_wait=1.0)
+    await harness.configure()
+    data = os.urandom(SMALL_CHUNK)
+    upload_id = await harness.start(len(data))
+    wait = Fault(status=429, retry_after=0.6)
+    harness.discord.inject(wait, Fault(status=500), wait)
+
+    status, body = await harness.post(upload_id, 0, data)
+    assert status == 503 and "rate-limits" in body
+    assert harness.discord.posts == 3
+    assert (await harness.post(upload_id, 0, data))[0] == 200
+
+
 async def test_abort_while_a_chunk_is_at_discord_discards_its_result(harness: Harness) -> None:
     data = os.urandom(2 * SMALL_CHUNK)
     upload_id = await harness.start(len(data))
