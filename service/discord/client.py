@@ -77,11 +77,18 @@ class DiscordClient:
         await asyncio.shield(self._login)
 
     async def post_message(
-        self, channel_id: str, params: MultipartParameters, *, max_wait: float
+        self,
+        channel_id: str,
+        params: MultipartParameters,
+        *,
+        max_wait: float,
+        wanted: Callable[[], None] = lambda: None,
     ) -> Any:
-        """Post one message, paced, waiting out 429s of up to `max_wait` seconds; return
-        discord.py's decoding of the answer (not checked). Raise `DiscordBusy` for a longer
-        wait, `discord.HTTPException` for an error status, or a transport error."""
+        """Post one message, paced, waiting out 429s and the pacer for up to `max_wait`
+        seconds in all; return discord.py's decoding of the answer (not checked). Raise
+        `DiscordBusy` for a longer wait, `discord.HTTPException` for an error status, or a
+        transport error. `wanted` is called each time the pacer lets the post go, just before
+        it goes out: what it raises keeps the post in."""
         route = Route("POST", "/channels/{channel_id}/messages", channel_id=channel_id)
         return await self._send(
             channel_id,
@@ -89,6 +96,7 @@ class DiscordClient:
                 route, files=params.files, form=params.multipart, timeout=self._timeout
             ),
             max_wait,
+            wanted,
         )
 
     async def delete_messages(
@@ -156,12 +164,19 @@ class DiscordClient:
         self._http = PacedHTTPClient(asyncio.get_running_loop(), http_trace=self._trace)
 
     async def _send(
-        self, channel: str | None, request: Callable[[], Awaitable[Any]], max_wait: float
+        self,
+        channel: str | None,
+        request: Callable[[], Awaitable[Any]],
+        max_wait: float,
+        wanted: Callable[[], None] = lambda: None,
     ) -> Any:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max_wait  # for every wait of the request, in all
         for _ in range(self.retry.rate_limited_tries):
-            await self.gate.enter(channel, max_wait)
+            await self.gate.enter(channel, max(0.0, deadline - loop.time()))
             try:
                 with self._exchanges.exchange(channel):
+                    wanted()  # raising, it gives its place back unsent
                     return await request()
             except RateLimited as answer:
                 limited = answer

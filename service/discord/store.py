@@ -12,11 +12,12 @@ may retry), `DiscordBusy` (a longer wait than a client is held for) and `Discord
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from typing import Any, TypeGuard
 
@@ -109,9 +110,21 @@ class DiscordStore:
         `DiscordRefused` for a bad token."""
         await self.client.login(self._max_wait)
 
-    async def post(self, content: str, filename: str, payload: memoryview) -> str:
-        """Post one message with `payload` as its only attachment; return the message id."""
+    async def post(
+        self,
+        content: str,
+        filename: str,
+        payload: memoryview,
+        *,
+        wanted: Callable[[], None] = lambda: None,
+    ) -> str:
+        """Post one message with `payload` as its only attachment; return the message id.
+        Its tries wait for the pacer and out 429s for `max_ratelimit_wait` seconds in all.
+        While no try may have stored it, `wanted` is called just before each goes out (after
+        its wait for the pacer): what it raises is raised, and the post is not sent."""
         nonce = secrets.token_hex(12)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._max_wait  # for the waits of every try, in all
         unsure = False  # a try went out without a definite answer: it may have stored
 
         def failed(attempt: int, failure: DiscordFailed) -> None:
@@ -128,10 +141,18 @@ class DiscordStore:
                 self._metrics.discord_retries.inc()
 
         try:
-            # Tried again even when the upload has ended meanwhile: an earlier try may have
-            # stored the message, and only the same nonce tells its id, for the clean-up.
+            # Once a try may have stored the message, tried again even when it is no longer
+            # wanted: only the same nonce tells the message's id, for the clean-up.
             return await self.retry.run(
-                lambda: self._post_once(content, filename, payload, nonce), failed=failed
+                lambda: self._post_once(
+                    content,
+                    filename,
+                    payload,
+                    nonce,
+                    max_wait=max(0.0, deadline - loop.time()),
+                    wanted=(lambda: None) if unsure else wanted,
+                ),
+                failed=failed,
             )
         except DiscordFailed as failure:
             given_up = DiscordFailed(
@@ -143,7 +164,16 @@ class DiscordStore:
             error.maybe_stored = unsure
             raise
 
-    async def _post_once(self, content: str, filename: str, payload: memoryview, nonce: str) -> str:
+    async def _post_once(
+        self,
+        content: str,
+        filename: str,
+        payload: memoryview,
+        nonce: str,
+        *,
+        max_wait: float,
+        wanted: Callable[[], None],
+    ) -> str:
         self._refuse_if_closed()  # shut down meanwhile
         params = handle_message_parameters(
             content=content,
@@ -152,7 +182,7 @@ class DiscordStore:
         )
         try:
             answer = await self.client.post_message(
-                self.channel_id, params, max_wait=self._max_wait
+                self.channel_id, params, max_wait=max_wait, wanted=wanted
             )
             return stored_message_id(answer, len(payload))
         except discord.HTTPException as error:

@@ -153,7 +153,10 @@ class Upload:
         sealed = sealer.seal()
         content = f"{content_prefix(self.upload_id)} chunk {index}"
         try:
-            message_id = await self.store.post(content, str(index), sealed.payload)
+            # Not sent if the upload ends while it waits for the pacer (or after a 429).
+            message_id = await self.store.post(
+                content, str(index), sealed.payload, wanted=self._refuse_if_ended
+            )
         except StoreError as error:
             if error.maybe_stored:
                 self._unrecorded = True

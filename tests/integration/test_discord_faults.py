@@ -129,6 +129,40 @@ async def test_rate_limit_longer_than_the_ceiling_answers_503_and_the_job_goes_o
     assert (await harness.link.next_finish())["success"] is True
 
 
+async def test_rate_limits_in_a_row_hold_a_chunk_no_longer_than_the_ceiling_in_all(
+    start_service: HarnessFactory,
+) -> None:
+    """Each 429's own wait is under the ceiling, their sum is not: the chunk is answered 503
+    once the next wait would take it past the ceiling, not held for five of them (a proxy in
+    front gives up on a chunk after proxy_read_timeout, deploy/README.md)."""
+    harness = await start_service(discord_max_ratelimit_wait=1.0)
+    await harness.configure()
+    data = os.urandom(SMALL_CHUNK)
+    upload_id = await harness.start(len(data))
+    harness.discord.inject(Fault(status=429, retry_after=0.6), Fault(status=429, retry_after=0.6))
+
+    status, body = await harness.post(upload_id, 0, data)
+    assert status == 503 and "rate-limits" in body
+    assert harness.discord.posts == 2
+    assert (await harness.post(upload_id, 0, data))[0] == 200  # the job goes on
+
+
+async def test_the_ceiling_on_rate_limit_waits_spans_a_chunks_tries_after_a_failure(
+    start_service: HarnessFactory,
+) -> None:
+    harness = await start_service(discord_max_ratelimit_wait=1.0)
+    await harness.configure()
+    data = os.urandom(SMALL_CHUNK)
+    upload_id = await harness.start(len(data))
+    wait = Fault(status=429, retry_after=0.6)
+    harness.discord.inject(wait, Fault(status=500), wait)
+
+    status, body = await harness.post(upload_id, 0, data)
+    assert status == 503 and "rate-limits" in body
+    assert harness.discord.posts == 3
+    assert (await harness.post(upload_id, 0, data))[0] == 200
+
+
 async def test_abort_while_a_chunk_is_at_discord_discards_its_result(harness: Harness) -> None:
     data = os.urandom(2 * SMALL_CHUNK)
     upload_id = await harness.start(len(data))
@@ -144,6 +178,23 @@ async def test_abort_while_a_chunk_is_at_discord_discards_its_result(harness: Ha
 
     await harness.start(3)  # the service is free; and no finish came for the aborted job
     assert harness.link.finishes == []
+
+
+async def test_a_chunk_whose_upload_ended_while_it_waited_to_be_sent_again_is_not_sent(
+    harness: Harness,
+) -> None:
+    """A 429 stores nothing: once the upload has ended, its resend would only store a message
+    to delete (taking the next job's room in the channel), or draw one more refusal."""
+    upload_id = await harness.start(SMALL_CHUNK)
+    harness.discord.inject(Fault(status=429, retry_after=0.5))
+    waiting = asyncio.create_task(harness.post(upload_id, 0, os.urandom(SMALL_CHUNK)))
+    await harness.discord.wait_for_posts(1)
+
+    assert await harness.link.abort() == {"success": True}
+    status, body = await waiting
+    assert status == 410 and "ended" in body
+    assert harness.discord.posts == 1
+    assert harness.stored() == []
 
 
 async def test_a_token_revoked_mid_job_is_refused_at_the_next_configuration(
