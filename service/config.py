@@ -255,8 +255,8 @@ OPTIONS = (
     Option(
         "discord_max_ratelimit_wait",
         _positive_seconds,
-        "longest rate-limit wait a client's POST is held for; longer ones answer 503 with "
-        "Retry-After",
+        "longest a client's POST is held waiting for Discord's rate limits, over all its 429s "
+        "and tries; a longer wait answers 503 with Retry-After",
     ),
     Option(
         "discord_global_rate",

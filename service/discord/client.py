@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,18 @@ TRANSIENT = (OSError, aiohttp.ClientError)
 BAD_TOKEN = "Discord rejected the bot token (401 Unauthorized)"
 CLOUDFLARE_HOLD = 60.0  # seconds nothing goes out after a Cloudflare 429 that says no more
 CAREFUL_SECONDS = 60.0  # after a global 429: requests hold their place until their answer
+
+
+@dataclass
+class Patience:
+    """Seconds a request may still wait for the pacer and out 429s, over all its tries. Only
+    the waits spend it: a try that took long at Discord (and failed) leaves the next its
+    wait."""
+
+    seconds: float
+
+    def spend(self, seconds: float) -> None:
+        self.seconds = max(0.0, self.seconds - seconds)
 
 
 class DiscordClient:
@@ -81,12 +94,12 @@ class DiscordClient:
         channel_id: str,
         params: MultipartParameters,
         *,
-        max_wait: float,
+        patience: Patience,
         wanted: Callable[[], None] = lambda: None,
     ) -> Any:
-        """Post one message, paced, waiting out 429s and the pacer for up to `max_wait`
-        seconds in all; return discord.py's decoding of the answer (not checked). Raise
-        `DiscordBusy` for a longer wait, `discord.HTTPException` for an error status, or a
+        """Post one message, paced, waiting for the pacer and out 429s while `patience`
+        lasts (the waits spend it); return discord.py's decoding of the answer (not checked).
+        Raise `DiscordBusy` for a longer wait, `discord.HTTPException` for an error status, or a
         transport error. `wanted` is called each time the pacer lets the post go, just before
         it goes out: what it raises keeps the post in."""
         route = Route("POST", "/channels/{channel_id}/messages", channel_id=channel_id)
@@ -95,7 +108,7 @@ class DiscordClient:
             lambda: self._http.request(
                 route, files=params.files, form=params.multipart, timeout=self._timeout
             ),
-            max_wait,
+            patience,
             wanted,
         )
 
@@ -114,7 +127,7 @@ class DiscordClient:
             delete = partial(self._http.delete_messages, channel_id, list(message_ids))
             bucket = f"bulk-delete {channel_id}"
         try:
-            await self._send(bucket, delete, max_wait)
+            await self._send(bucket, delete, Patience(max_wait))
         except discord.NotFound:
             if len(message_ids) > 1:
                 raise
@@ -130,7 +143,7 @@ class DiscordClient:
         """A page of the channel's messages, newest first, older than `before` (discord.py's
         decoding, not checked). Raise as `post_message` does."""
         page = partial(self._http.logs_from, channel_id, limit, before=before)
-        return await self._send(f"GET messages {channel_id}", page, max_wait)
+        return await self._send(f"GET messages {channel_id}", page, Patience(max_wait))
 
     async def close(self) -> None:
         self.closed = True
@@ -145,7 +158,8 @@ class DiscordClient:
 
     async def _log_in(self, max_wait: float) -> None:
         try:
-            await self._send(None, lambda: self._http.static_login(self._token), max_wait)
+            login = partial(self._http.static_login, self._token)
+            await self._send(None, login, Patience(max_wait))
         except discord.LoginFailure:
             self._token_refused()
             await self._start_over()
@@ -167,13 +181,16 @@ class DiscordClient:
         self,
         channel: str | None,
         request: Callable[[], Awaitable[Any]],
-        max_wait: float,
+        patience: Patience,
         wanted: Callable[[], None] = lambda: None,
     ) -> Any:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + max_wait  # for every wait of the request, in all
         for _ in range(self.retry.rate_limited_tries):
-            await self.gate.enter(channel, max(0.0, deadline - loop.time()))
+            began = loop.time()
+            try:
+                await self.gate.enter(channel, patience.seconds)
+            finally:
+                patience.spend(loop.time() - began)
             try:
                 with self._exchanges.exchange(channel):
                     wanted()  # raising, it gives its place back unsent

@@ -12,7 +12,6 @@ may retry), `DiscordBusy` (a longer wait than a client is held for) and `Discord
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import re
@@ -27,7 +26,7 @@ from discord.http import handle_message_parameters
 from ..chunks.memory_file import MemoryReader
 from ..metrics import Metrics
 from ..refusals import DiscordClosed, DiscordFailed, DiscordRefused, StoreError
-from .client import BAD_TOKEN, TRANSIENT, DiscordClient, discord_failure
+from .client import BAD_TOKEN, TRANSIENT, DiscordClient, Patience, discord_failure
 from .retry import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -119,12 +118,12 @@ class DiscordStore:
         wanted: Callable[[], None] = lambda: None,
     ) -> str:
         """Post one message with `payload` as its only attachment; return the message id.
-        Its tries wait for the pacer and out 429s for `max_ratelimit_wait` seconds in all.
+        Its tries wait for the pacer and out 429s for `max_ratelimit_wait` seconds in all
+        (the time they take at Discord is not counted).
         While no try may have stored it, `wanted` is called just before each goes out (after
         its wait for the pacer): what it raises is raised, and the post is not sent."""
         nonce = secrets.token_hex(12)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._max_wait  # for the waits of every try, in all
+        patience = Patience(self._max_wait)  # for the waits of every try, in all
         unsure = False  # a try went out without a definite answer: it may have stored
 
         def failed(attempt: int, failure: DiscordFailed) -> None:
@@ -149,7 +148,7 @@ class DiscordStore:
                     filename,
                     payload,
                     nonce,
-                    max_wait=max(0.0, deadline - loop.time()),
+                    patience=patience,
                     wanted=(lambda: None) if unsure else wanted,
                 ),
                 failed=failed,
@@ -171,7 +170,7 @@ class DiscordStore:
         payload: memoryview,
         nonce: str,
         *,
-        max_wait: float,
+        patience: Patience,
         wanted: Callable[[], None],
     ) -> str:
         self._refuse_if_closed()  # shut down meanwhile
@@ -182,7 +181,7 @@ class DiscordStore:
         )
         try:
             answer = await self.client.post_message(
-                self.channel_id, params, max_wait=max_wait, wanted=wanted
+                self.channel_id, params, patience=patience, wanted=wanted
             )
             return stored_message_id(answer, len(payload))
         except discord.HTTPException as error:

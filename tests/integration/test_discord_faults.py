@@ -163,6 +163,21 @@ async def test_the_ceiling_on_rate_limit_waits_spans_a_chunks_tries_after_a_fail
     assert (await harness.post(upload_id, 0, data))[0] == 200
 
 
+async def test_a_try_that_took_long_at_discord_leaves_the_next_its_whole_wait(
+    start_service: HarnessFactory,
+) -> None:
+    """Only waits spend the ceiling, not the time a try takes at Discord: after a try that
+    failed slowly (a 5xx after longer than the ceiling), the next still waits out a 429."""
+    harness = await start_service(discord_max_ratelimit_wait=1.0)
+    await harness.configure()
+    data = os.urandom(SMALL_CHUNK)
+    upload_id = await harness.start(len(data))
+    harness.discord.inject(Fault(delay=1.2, status=500), Fault(status=429, retry_after=0.6))
+
+    assert (await harness.post(upload_id, 0, data))[0] == 200
+    assert harness.discord.posts == 3
+
+
 async def test_abort_while_a_chunk_is_at_discord_discards_its_result(harness: Harness) -> None:
     data = os.urandom(2 * SMALL_CHUNK)
     upload_id = await harness.start(len(data))

@@ -21,7 +21,7 @@ from discord import File
 from discord.http import Route, handle_message_parameters
 
 from service.chunks.memory_file import MemoryReader
-from service.discord.client import DiscordClient, DiscordClients
+from service.discord.client import DiscordClient, DiscordClients, Patience
 from service.discord.store import DiscordStore
 from service.local.discord_api import DiscordStandIn, Fault
 from service.local.discord_api import Route as StandInRoute
@@ -61,7 +61,7 @@ async def post(client: DiscordClient, channel: str, size: int = 256 * 1024) -> N
     params = handle_message_parameters(
         content="chunk", file=File(MemoryReader(data), filename="0"), nonce=secrets.token_hex(8)
     )
-    answer = await client.post_message(channel, params, max_wait=WAIT)
+    answer = await client.post_message(channel, params, patience=Patience(WAIT))
     assert answer["attachments"][0]["size"] == size
 
 
