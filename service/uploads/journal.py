@@ -78,6 +78,7 @@ ALL_UPLOADS = (
     "SELECT upload_id, channel_id, token_sha256, began, state, search FROM uploads ORDER BY began"
 )
 ALL_MESSAGES = "SELECT upload_id, message_id FROM messages ORDER BY length(message_id), message_id"
+STATE_OF = "SELECT state FROM uploads WHERE upload_id = ?"
 HAS_UPLOADS = "SELECT count(*) FROM old.sqlite_master WHERE type = 'table' AND name = 'uploads'"
 MERGE = (
     "INSERT OR IGNORE INTO main.uploads SELECT * FROM old.uploads",
@@ -189,6 +190,17 @@ class Journal:
     def ended(self, upload_id: str, state: State) -> None:
         with self._writing() as db:
             db.execute(SET_STATE, (state, upload_id))
+
+    def succeeded(self, upload_id: str) -> bool:
+        """Mark the upload succeeded, before its success finish packet is sent. False if the
+        journal holds it in another state all the same (the disk refused the mark, or cannot
+        be read): a start after the process is killed would delete what the manager records."""
+        self.ended(upload_id, State.SUCCEEDED)
+        try:
+            row = self._db.execute(STATE_OF, (upload_id,)).fetchone()
+        except sqlite3.Error:
+            return False
+        return row is None or row[0] == State.SUCCEEDED
 
     # --- the clean-up ----------------------------------------------------------------------
 

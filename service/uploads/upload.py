@@ -41,6 +41,10 @@ UNREPORTABLE = (
     "The upload service stored every chunk but could not report them; please upload the file again"
 )
 
+UNJOURNALED = (
+    "The upload service could not record the upload's success in its journal (STATE_DIR refused "
+    "the write); please upload the file again"
+)
 UNSENT = "the link to the manager was lost before the success finish could be sent"
 ALL_STORED = "all chunks are stored"
 STRAYS = "a chunk sent again after a post without a definite answer may have left a copy"
@@ -204,7 +208,8 @@ class Upload:
         """End the upload, once (later calls do nothing): it stops at once (its timer, its
         slot, its memory), the manager gets the finish packet `outcome` calls for, then the
         outcome is counted and what the manager will never record is deleted. A success
-        whose packet cannot be built ends FAILED, one the link could not send VOIDED."""
+        whose packet cannot be built, or that the journal cannot mark, ends FAILED, one the
+        link could not send VOIDED."""
         if not self.job.end():
             return
         outcome, why, packet = self._finish_packet(outcome, why)
@@ -224,10 +229,14 @@ class Upload:
             return outcome, why, None
         if outcome is Outcome.SUCCEEDED:
             try:
-                return outcome, why, self._success_packet()
+                packet = self._success_packet()
             except Exception:
                 log.exception("the success finish packet could not be built", extra=self._log)
                 outcome, why = Outcome.FAILED, UNREPORTABLE
+            else:  # marked before its packet is sent: kept if the process dies as it is sent
+                if self.shared.journal.succeeded(self.upload_id):
+                    return outcome, why, packet
+                outcome, why = Outcome.FAILED, UNJOURNALED
         return outcome, why, outgoing.finish_failure(why)
 
     def _success_packet(self) -> str:
@@ -242,8 +251,6 @@ class Upload:
     def _stop(self, outcome: Outcome, why: str) -> None:
         """Take no more chunks: the timer stops, the slot and the memory kept are freed."""
         self.outcome, self.why = outcome, why
-        if outcome is Outcome.SUCCEEDED:  # before its finish packet: kept if the process dies
-            self.shared.journal.ended(self.upload_id, State.SUCCEEDED)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

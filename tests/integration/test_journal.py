@@ -28,6 +28,7 @@ from service.local.driver import spawn_service
 from service.local.manager import ManagerStandIn, ServiceConnection
 from service.uploads.cleanup import content_prefix, snowflake_at
 from service.uploads.journal import Journal, State, UploadRecord, journal_name
+from service.uploads.upload import UNJOURNALED
 
 LOG_TIMEOUT = 30.0  # seconds a log line may take to come (the machine may be loaded)
 
@@ -129,9 +130,11 @@ def set_aside(state_dir: Path, name: str) -> list[bytes]:
     return [path.read_bytes() for path in state_dir.glob(f"{name}.sqlite.corrupt-*")]
 
 
-def largest_file(directory: Path) -> int:
-    """The size of the largest file in `directory`."""
-    return max(path.stat().st_size for path in directory.iterdir())
+def refuse_journal_writes(process: asyncio.subprocess.Process, state_dir: Path) -> None:
+    """Let `process` grow no file past its journal's WAL now (RLIMIT_FSIZE: the kernel
+    refuses with EFBIG, as a full disk would): its next commit fails, and every one after."""
+    wal = max(path.stat().st_size for path in state_dir.glob("*.sqlite-wal"))
+    resource.prlimit(process.pid, resource.RLIMIT_FSIZE, (wal, wal))
 
 
 def sha256(text: str) -> str:
@@ -276,15 +279,14 @@ async def test_a_journal_the_disk_stops_taking_fails_no_chunk_and_says_so(
     http: aiohttp.ClientSession,
     tmp_path: Path,
 ) -> None:
-    """STATE_DIR's disk full (here: the process may grow no file past its size now, as
-    RLIMIT_FSIZE makes the kernel refuse with EFBIG): every chunk is still stored, answered
-    200 and reported; the journal's failure is one error line, not a 500 for each chunk."""
+    """STATE_DIR's disk full before an upload begins (`refuse_journal_writes`): every chunk
+    is still stored, answered 200 and reported; the journal's failure is one error line, not
+    a 500 for each chunk."""
     async with life(settings, manager, tmp_path) as service:
         await service.configure()
+        refuse_journal_writes(service.process, tmp_path)
         data = os.urandom(2 * SMALL_CHUNK)
         upload_id, _ = await service.link.start_upload(size=len(data), chunk_size=SMALL_CHUNK)
-        largest = largest_file(tmp_path)
-        resource.prlimit(service.process.pid, resource.RLIMIT_FSIZE, (largest, largest))
         for index in range(2):
             piece = data[index * SMALL_CHUNK : (index + 1) * SMALL_CHUNK]
             status = await post(service, http, upload_id, index, piece)
@@ -294,3 +296,33 @@ async def test_a_journal_the_disk_stops_taking_fails_no_chunk_and_says_so(
         await service.log.line("ERROR", "the journal", "cannot be written")
         assert sum("cannot be written" in line for line in service.log.lines) == 1
         assert "Traceback" not in "".join(service.log.lines)
+
+
+async def test_a_success_the_journal_could_not_mark_is_never_deleted_by_the_next_start(
+    settings: Settings,
+    discord: DiscordStandIn,
+    manager: ManagerStandIn,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    """The disk stops taking the journal's writes after an upload began (its row says it is
+    running): a success finish reported then would leave that row behind, and the next start
+    would delete every message the manager recorded. What the manager was told is kept."""
+    async with life(settings, manager, tmp_path) as first:
+        await first.configure()
+        data = os.urandom(2 * SMALL_CHUNK)
+        upload_id, _ = await first.link.start_upload(size=len(data), chunk_size=SMALL_CHUNK)
+        refuse_journal_writes(first.process, tmp_path)
+        for index in range(2):
+            piece = data[index * SMALL_CHUNK : (index + 1) * SMALL_CHUNK]
+            await post(first, http, upload_id, index, piece)
+        finish = await first.link.next_finish()
+        await first.kill()
+
+    async with life(settings, manager, tmp_path) as second:
+        await second.configure()
+        await second.log.line("deleted the", upload_id)
+    recorded = set(finish.get("messages", []))
+    assert recorded <= set(messages_of(discord, upload_id)), "a reported message was deleted"
+    assert finish == {"success": False, "reason": UNJOURNALED}
+    assert messages_of(discord, upload_id) == []
