@@ -158,16 +158,17 @@ class Upload:
         content = f"{content_prefix(self.upload_id)} chunk {index}"
         try:
             # Not sent if the upload ends while it waits for the pacer (or after a 429).
-            message_id = await self.store.post(
-                content, str(index), sealed.payload, wanted=self._refuse_if_ended
-            )
+            with self.shared.journal.posting(self.upload_id):
+                message_id = await self.store.post(
+                    content, str(index), sealed.payload, wanted=self._refuse_if_ended
+                )
         except StoreError as error:
             if error.maybe_stored:
                 self._unrecorded = True
                 self.shared.journal.unsure(self._record)
-                if self.outcome not in (None, Outcome.SUCCEEDED):
-                    why = f"a post failed after the upload ended: {self.why}"
-                    self._clean_up((), why, search=True)
+            if self.outcome not in (None, Outcome.SUCCEEDED):  # the journal kept it for this post
+                why = f"a post failed after the upload ended: {self.why}"
+                self._clean_up((), why, search=error.maybe_stored)
             self._refuse_if_ended()
             if isinstance(error, DiscordRefused):
                 await self.end(Outcome.DISCORD_REFUSED, f"Discord refused the upload: {error}")

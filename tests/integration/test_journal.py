@@ -19,7 +19,16 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from conftest import CHANNEL, KEY, SMALL_CHUNK, TOKEN, messages_of, reassembled, store_some
+from conftest import (
+    CHANNEL,
+    KEY,
+    SMALL_CHUNK,
+    TOKEN,
+    messages_of,
+    reassembled,
+    store_some,
+    until,
+)
 
 from service.config import Settings
 from service.local.browser import chunk_form
@@ -192,6 +201,45 @@ async def test_a_search_discord_refused_is_made_again_by_the_next_start(
         assert len(messages_of(discord, upload_id)) == 1  # the one whose id it never learned
         await first.kill()
     await next_start_deletes(settings, manager, discord, tmp_path, upload_id, 1)
+
+
+@pytest.mark.parametrize(
+    ("cleaned_first", "deleted"), [(True, 1), (False, 3)], ids=["cleaned", "not cleaned yet"]
+)
+async def test_a_post_at_discord_when_its_aborted_upload_was_killed_is_found_by_the_next_start(
+    settings: Settings,
+    discord: DiscordStandIn,
+    manager: ManagerStandIn,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+    cleaned_first: bool,
+    deleted: int,
+) -> None:
+    """The manager aborts an upload while one of its posts is at Discord, and the process is
+    killed before the answer comes back (its 2 known messages deleted already, or their bulk
+    delete still at Discord): Discord stores that message all the same, under an id nobody
+    learned. The next start searches the channel for it (and deletes the known ones again,
+    if their deletion was not answered: Discord ignores ids already gone)."""
+    async with life(settings, manager, tmp_path) as first:
+        await first.configure()
+        upload_id = await store_some(first.link, http, stored=2, chunks=3)
+        if not cleaned_first:
+            discord.inject(Fault(hold=True), route=Route.BULK_DELETE)
+        discord.inject(Fault(hold=True))
+        late = asyncio.create_task(post(first, http, upload_id, 2))
+        await until(lambda: discord.faults_served == 1)  # its body is at Discord, held
+        assert await first.link.abort() == {"success": True}
+        if cleaned_first:
+            await first.log.line("deleted the 2 messages", upload_id)
+        else:
+            await until(lambda: discord.faults_served == 2)  # the bulk delete is held
+        await first.kill()
+        with pytest.raises(aiohttp.ClientError):
+            await late
+    discord.release_held()
+    await until(lambda: discord.posts_stored == 3 and discord.deleted == 2)
+    assert len(messages_of(discord, upload_id)) == 1
+    await next_start_deletes(settings, manager, discord, tmp_path, upload_id, deleted)
 
 
 async def test_a_success_reported_before_the_kill_keeps_every_message(
