@@ -232,8 +232,9 @@ class Journal:
             db.execute(SET_SEARCH, (int(search), upload_id))
 
     def forget(self, upload_id: str) -> None:
-        """Drop the upload; one with a post at Discord stays, to be searched for, until the
-        clean-up of what that post leaves forgets it again."""
+        """Drop the upload, unless a post of it is at Discord: then it stays, to be searched
+        for. That post's clean-up forgets it again if it stores a message; one that fails
+        leaves it to the next start's search (a post cut off by the shutdown may be stored)."""
         with self._writing() as db:
             db.execute(DROP_MESSAGES, (upload_id,))
             if self._posting[upload_id]:

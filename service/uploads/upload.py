@@ -166,9 +166,9 @@ class Upload:
             if error.maybe_stored:
                 self._unrecorded = True
                 self.shared.journal.unsure(self._record)
-            if self.outcome not in (None, Outcome.SUCCEEDED):  # the journal kept it for this post
-                why = f"a post failed after the upload ended: {self.why}"
-                self._clean_up((), why, search=error.maybe_stored)
+                if self.outcome not in (None, Outcome.SUCCEEDED):
+                    why = f"a post failed after the upload ended: {self.why}"
+                    self._clean_up((), why, search=True)
             self._refuse_if_ended()
             if isinstance(error, DiscordRefused):
                 await self.end(Outcome.DISCORD_REFUSED, f"Discord refused the upload: {error}")
