@@ -173,6 +173,9 @@ class Upload:
             if isinstance(error, DiscordRefused):
                 await self.end(Outcome.DISCORD_REFUSED, f"Discord refused the upload: {error}")
             raise
+        except (UploadEnded, ShuttingDown):  # not sent: the journal kept the upload for nothing
+            self._clean_up((), self.why, search=False)
+            raise
         self.shared.journal.stored(self._record, message_id)  # before the 200
         if self.outcome is not None:  # it ended while Discord was busy: nobody will read it
             why = f"stored after the upload ended: {self.why}"

@@ -242,6 +242,31 @@ async def test_a_post_at_discord_when_its_aborted_upload_was_killed_is_found_by_
     await next_start_deletes(settings, manager, discord, tmp_path, upload_id, deleted)
 
 
+async def test_a_chunk_its_aborted_upload_never_sent_leaves_nothing_in_the_journal(
+    settings: Settings,
+    discord: DiscordStandIn,
+    manager: ManagerStandIn,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    """A chunk waiting out a 429 when its upload is aborted is never sent: nothing of the
+    upload is left for a later start to search the channel for."""
+    async with life(settings, manager, tmp_path) as service:
+        await service.configure()
+        upload_id, _ = await service.link.start_upload(size=SMALL_CHUNK, chunk_size=SMALL_CHUNK)
+        discord.inject(Fault(status=429, retry_after=0.5))
+        waiting = asyncio.create_task(post(service, http, upload_id, 0))
+        await discord.wait_for_posts(1)
+        assert await service.link.abort() == {"success": True}
+        assert await waiting == 410
+        service.process.terminate()
+        assert await service.process.wait() == 0
+    assert discord.posts == 1
+    journal = Journal.open(tmp_path, journal_name(socket.gethostname(), settings.port))
+    assert journal.uploads() == []
+    journal.close()
+
+
 async def test_a_success_reported_before_the_kill_keeps_every_message(
     settings: Settings,
     discord: DiscordStandIn,
