@@ -7,7 +7,8 @@ the chunk is answered 200; whether a post went out without a definite answer (it
 may exist under an id nobody learned); and how it ended: `succeeded` is written before the
 success finish packet is sent, `failed` when it ended otherwise. A succeeded upload's rows
 are dropped once its finish packet went out, a failed one's once the clean-up deleted its
-messages. What is left when the process starts is what its previous life did not finish.
+messages and no post of it is at Discord (until then it is kept, to be searched for). What
+is left when the process starts is what its previous life did not finish.
 
 The file is SQLite in WAL mode with `synchronous=NORMAL`: a commit is written to the
 operating system, not flushed to the disk (20 to 30 microseconds here, against 1.4 ms for
@@ -34,6 +35,7 @@ import re
 import socket
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
@@ -78,6 +80,7 @@ ALL_UPLOADS = (
     "SELECT upload_id, channel_id, token_sha256, began, state, search FROM uploads ORDER BY began"
 )
 ALL_MESSAGES = "SELECT upload_id, message_id FROM messages ORDER BY length(message_id), message_id"
+STATE_OF = "SELECT state FROM uploads WHERE upload_id = ?"
 HAS_UPLOADS = "SELECT count(*) FROM old.sqlite_master WHERE type = 'table' AND name = 'uploads'"
 MERGE = (
     "INSERT OR IGNORE INTO main.uploads SELECT * FROM old.uploads",
@@ -142,6 +145,7 @@ class Journal:
         self.path = path  # None: in memory, nothing survives the process
         self._lock = lock
         self._failing = False  # the last write failed: said once, until one succeeds again
+        self._posting: Counter[str] = Counter()  # posts at Discord, by upload id
 
     @classmethod
     def in_memory(cls) -> Journal:
@@ -186,9 +190,32 @@ class Journal:
             db.execute(ADD_UPLOAD, vars(record))
             db.execute(SET_SEARCH, (1, record.upload_id))
 
+    @contextlib.contextmanager
+    def posting(self, upload_id: str) -> Iterator[None]:
+        """A post of the upload is at Discord: until it is answered, an upload that ended is
+        kept to be searched for, as a killed process would never learn its message's id."""
+        self._posting[upload_id] += 1
+        try:
+            yield
+        finally:
+            self._posting -= Counter({upload_id: 1})
+
     def ended(self, upload_id: str, state: State) -> None:
         with self._writing() as db:
             db.execute(SET_STATE, (state, upload_id))
+            if self._posting[upload_id]:
+                db.execute(SET_SEARCH, (1, upload_id))
+
+    def succeeded(self, upload_id: str) -> bool:
+        """Mark the upload succeeded, before its success finish packet is sent. False if the
+        journal holds it in another state all the same (the disk refused the mark, or cannot
+        be read): a start after the process is killed would delete what the manager records."""
+        self.ended(upload_id, State.SUCCEEDED)
+        try:
+            row = self._db.execute(STATE_OF, (upload_id,)).fetchone()
+        except sqlite3.Error:
+            return False
+        return row is None or row[0] == State.SUCCEEDED
 
     # --- the clean-up ----------------------------------------------------------------------
 
@@ -199,14 +226,21 @@ class Journal:
     def left(self, upload_id: str, message_ids: Iterable[str], *, search: bool) -> None:
         """The clean-up could not delete `message_ids` (or search the channel): kept for the
         next start."""
+        search = search or self._posting[upload_id] > 0
         with self._writing() as db:
             db.executemany(KEEP_MESSAGE, [(upload_id, i) for i in message_ids])
             db.execute(SET_SEARCH, (int(search), upload_id))
 
     def forget(self, upload_id: str) -> None:
+        """Drop the upload, unless a post of it is at Discord: then it stays, to be searched
+        for. That post's clean-up forgets it again if it stores a message; one that fails
+        leaves it to the next start's search (a post cut off by the shutdown may be stored)."""
         with self._writing() as db:
             db.execute(DROP_MESSAGES, (upload_id,))
-            db.execute(DROP_UPLOAD, (upload_id,))
+            if self._posting[upload_id]:
+                db.execute(SET_SEARCH, (1, upload_id))
+            else:
+                db.execute(DROP_UPLOAD, (upload_id,))
 
     def uploads(self) -> list[JournaledUpload]:
         """Every upload the journal holds, oldest first."""

@@ -13,7 +13,7 @@ class Outcome(StrEnum):
     SHUTDOWN = "shutdown"  # the service stopped
     ABORTED = "aborted"  # the manager asked for it
     VOIDED = "voided"  # the manager link was lost, or the success finish could not be sent
-    FAILED = "failed"  # every chunk stored, but the success finish could not be built
+    FAILED = "failed"  # every chunk stored, but the success could not be built or journaled
 
     @property
     def reported(self) -> bool:

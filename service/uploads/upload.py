@@ -41,6 +41,10 @@ UNREPORTABLE = (
     "The upload service stored every chunk but could not report them; please upload the file again"
 )
 
+UNJOURNALED = (
+    "The upload service could not record the upload's success in its journal (STATE_DIR refused "
+    "the write); please upload the file again"
+)
 UNSENT = "the link to the manager was lost before the success finish could be sent"
 ALL_STORED = "all chunks are stored"
 STRAYS = "a chunk sent again after a post without a definite answer may have left a copy"
@@ -154,9 +158,10 @@ class Upload:
         content = f"{content_prefix(self.upload_id)} chunk {index}"
         try:
             # Not sent if the upload ends while it waits for the pacer (or after a 429).
-            message_id = await self.store.post(
-                content, str(index), sealed.payload, wanted=self._refuse_if_ended
-            )
+            with self.shared.journal.posting(self.upload_id):
+                message_id = await self.store.post(
+                    content, str(index), sealed.payload, wanted=self._refuse_if_ended
+                )
         except StoreError as error:
             if error.maybe_stored:
                 self._unrecorded = True
@@ -167,6 +172,9 @@ class Upload:
             self._refuse_if_ended()
             if isinstance(error, DiscordRefused):
                 await self.end(Outcome.DISCORD_REFUSED, f"Discord refused the upload: {error}")
+            raise
+        except (UploadEnded, ShuttingDown):  # not sent: the journal kept the upload for nothing
+            self._clean_up((), self.why, search=False)
             raise
         self.shared.journal.stored(self._record, message_id)  # before the 200
         if self.outcome is not None:  # it ended while Discord was busy: nobody will read it
@@ -204,7 +212,8 @@ class Upload:
         """End the upload, once (later calls do nothing): it stops at once (its timer, its
         slot, its memory), the manager gets the finish packet `outcome` calls for, then the
         outcome is counted and what the manager will never record is deleted. A success
-        whose packet cannot be built ends FAILED, one the link could not send VOIDED."""
+        whose packet cannot be built, or that the journal cannot mark, ends FAILED, one the
+        link could not send VOIDED."""
         if not self.job.end():
             return
         outcome, why, packet = self._finish_packet(outcome, why)
@@ -224,10 +233,14 @@ class Upload:
             return outcome, why, None
         if outcome is Outcome.SUCCEEDED:
             try:
-                return outcome, why, self._success_packet()
+                packet = self._success_packet()
             except Exception:
                 log.exception("the success finish packet could not be built", extra=self._log)
                 outcome, why = Outcome.FAILED, UNREPORTABLE
+            else:  # marked before its packet is sent: kept if the process dies as it is sent
+                if self.shared.journal.succeeded(self.upload_id):
+                    return outcome, why, packet
+                outcome, why = Outcome.FAILED, UNJOURNALED
         return outcome, why, outgoing.finish_failure(why)
 
     def _success_packet(self) -> str:
@@ -242,8 +255,6 @@ class Upload:
     def _stop(self, outcome: Outcome, why: str) -> None:
         """Take no more chunks: the timer stops, the slot and the memory kept are freed."""
         self.outcome, self.why = outcome, why
-        if outcome is Outcome.SUCCEEDED:  # before its finish packet: kept if the process dies
-            self.shared.journal.ended(self.upload_id, State.SUCCEEDED)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

@@ -19,7 +19,16 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from conftest import CHANNEL, KEY, SMALL_CHUNK, TOKEN, messages_of, reassembled, store_some
+from conftest import (
+    CHANNEL,
+    KEY,
+    SMALL_CHUNK,
+    TOKEN,
+    messages_of,
+    reassembled,
+    store_some,
+    until,
+)
 
 from service.config import Settings
 from service.local.browser import chunk_form
@@ -28,6 +37,7 @@ from service.local.driver import spawn_service
 from service.local.manager import ManagerStandIn, ServiceConnection
 from service.uploads.cleanup import content_prefix, snowflake_at
 from service.uploads.journal import Journal, State, UploadRecord, journal_name
+from service.uploads.upload import UNJOURNALED
 
 LOG_TIMEOUT = 30.0  # seconds a log line may take to come (the machine may be loaded)
 
@@ -129,9 +139,11 @@ def set_aside(state_dir: Path, name: str) -> list[bytes]:
     return [path.read_bytes() for path in state_dir.glob(f"{name}.sqlite.corrupt-*")]
 
 
-def largest_file(directory: Path) -> int:
-    """The size of the largest file in `directory`."""
-    return max(path.stat().st_size for path in directory.iterdir())
+def refuse_journal_writes(process: asyncio.subprocess.Process, state_dir: Path) -> None:
+    """Let `process` grow no file past its journal's WAL now (RLIMIT_FSIZE: the kernel
+    refuses with EFBIG, as a full disk would): its next commit fails, and every one after."""
+    wal = max(path.stat().st_size for path in state_dir.glob("*.sqlite-wal"))
+    resource.prlimit(process.pid, resource.RLIMIT_FSIZE, (wal, wal))
 
 
 def sha256(text: str) -> str:
@@ -189,6 +201,70 @@ async def test_a_search_discord_refused_is_made_again_by_the_next_start(
         assert len(messages_of(discord, upload_id)) == 1  # the one whose id it never learned
         await first.kill()
     await next_start_deletes(settings, manager, discord, tmp_path, upload_id, 1)
+
+
+@pytest.mark.parametrize(
+    ("cleaned_first", "deleted"), [(True, 1), (False, 3)], ids=["cleaned", "not cleaned yet"]
+)
+async def test_a_post_at_discord_when_its_aborted_upload_was_killed_is_found_by_the_next_start(
+    settings: Settings,
+    discord: DiscordStandIn,
+    manager: ManagerStandIn,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+    cleaned_first: bool,
+    deleted: int,
+) -> None:
+    """The manager aborts an upload while one of its posts is at Discord, and the process is
+    killed before the answer comes back (its 2 known messages deleted already, or their bulk
+    delete still at Discord): Discord stores that message all the same, under an id nobody
+    learned. The next start searches the channel for it (and deletes the known ones again,
+    if their deletion was not answered: Discord ignores ids already gone)."""
+    async with life(settings, manager, tmp_path) as first:
+        await first.configure()
+        upload_id = await store_some(first.link, http, stored=2, chunks=3)
+        if not cleaned_first:
+            discord.inject(Fault(hold=True), route=Route.BULK_DELETE)
+        discord.inject(Fault(hold=True))
+        late = asyncio.create_task(post(first, http, upload_id, 2))
+        await until(lambda: discord.faults_served == 1)  # its body is at Discord, held
+        assert await first.link.abort() == {"success": True}
+        if cleaned_first:
+            await first.log.line("deleted the 2 messages", upload_id)
+        else:
+            await until(lambda: discord.faults_served == 2)  # the bulk delete is held
+        await first.kill()
+        with pytest.raises(aiohttp.ClientError):
+            await late
+    discord.release_held()
+    await until(lambda: discord.posts_stored == 3 and discord.deleted == 2)
+    assert len(messages_of(discord, upload_id)) == 1
+    await next_start_deletes(settings, manager, discord, tmp_path, upload_id, deleted)
+
+
+async def test_a_chunk_its_aborted_upload_never_sent_leaves_nothing_in_the_journal(
+    settings: Settings,
+    discord: DiscordStandIn,
+    manager: ManagerStandIn,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    """A chunk waiting out a 429 when its upload is aborted is never sent: nothing of the
+    upload is left for a later start to search the channel for."""
+    async with life(settings, manager, tmp_path) as service:
+        await service.configure()
+        upload_id, _ = await service.link.start_upload(size=SMALL_CHUNK, chunk_size=SMALL_CHUNK)
+        discord.inject(Fault(status=429, retry_after=0.5))
+        waiting = asyncio.create_task(post(service, http, upload_id, 0))
+        await discord.wait_for_posts(1)
+        assert await service.link.abort() == {"success": True}
+        assert await waiting == 410
+        service.process.terminate()
+        assert await service.process.wait() == 0
+    assert discord.posts == 1
+    journal = Journal.open(tmp_path, journal_name(socket.gethostname(), settings.port))
+    assert journal.uploads() == []
+    journal.close()
 
 
 async def test_a_success_reported_before_the_kill_keeps_every_message(
@@ -276,15 +352,14 @@ async def test_a_journal_the_disk_stops_taking_fails_no_chunk_and_says_so(
     http: aiohttp.ClientSession,
     tmp_path: Path,
 ) -> None:
-    """STATE_DIR's disk full (here: the process may grow no file past its size now, as
-    RLIMIT_FSIZE makes the kernel refuse with EFBIG): every chunk is still stored, answered
-    200 and reported; the journal's failure is one error line, not a 500 for each chunk."""
+    """STATE_DIR's disk full before an upload begins (`refuse_journal_writes`): every chunk
+    is still stored, answered 200 and reported; the journal's failure is one error line, not
+    a 500 for each chunk."""
     async with life(settings, manager, tmp_path) as service:
         await service.configure()
+        refuse_journal_writes(service.process, tmp_path)
         data = os.urandom(2 * SMALL_CHUNK)
         upload_id, _ = await service.link.start_upload(size=len(data), chunk_size=SMALL_CHUNK)
-        largest = largest_file(tmp_path)
-        resource.prlimit(service.process.pid, resource.RLIMIT_FSIZE, (largest, largest))
         for index in range(2):
             piece = data[index * SMALL_CHUNK : (index + 1) * SMALL_CHUNK]
             status = await post(service, http, upload_id, index, piece)
@@ -294,3 +369,33 @@ async def test_a_journal_the_disk_stops_taking_fails_no_chunk_and_says_so(
         await service.log.line("ERROR", "the journal", "cannot be written")
         assert sum("cannot be written" in line for line in service.log.lines) == 1
         assert "Traceback" not in "".join(service.log.lines)
+
+
+async def test_a_success_the_journal_could_not_mark_is_never_deleted_by_the_next_start(
+    settings: Settings,
+    discord: DiscordStandIn,
+    manager: ManagerStandIn,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    """The disk stops taking the journal's writes after an upload began (its row says it is
+    running): a success finish reported then would leave that row behind, and the next start
+    would delete every message the manager recorded. What the manager was told is kept."""
+    async with life(settings, manager, tmp_path) as first:
+        await first.configure()
+        data = os.urandom(2 * SMALL_CHUNK)
+        upload_id, _ = await first.link.start_upload(size=len(data), chunk_size=SMALL_CHUNK)
+        refuse_journal_writes(first.process, tmp_path)
+        for index in range(2):
+            piece = data[index * SMALL_CHUNK : (index + 1) * SMALL_CHUNK]
+            await post(first, http, upload_id, index, piece)
+        finish = await first.link.next_finish()
+        await first.kill()
+
+    async with life(settings, manager, tmp_path) as second:
+        await second.configure()
+        await second.log.line("deleted the", upload_id)
+    recorded = set(finish.get("messages", []))
+    assert recorded <= set(messages_of(discord, upload_id)), "a reported message was deleted"
+    assert finish == {"success": False, "reason": UNJOURNALED}
+    assert messages_of(discord, upload_id) == []
