@@ -12,7 +12,8 @@ each token, under keys named by a hash of the token (never the token itself):
   called for `STALE` seconds is gone, and so are its places in flight;
 - `calls`: per process, the number of its last call, so that a late one changes nothing;
 - `careful`: present, with a TTL, while a global 429 holds the fleet's places to answers;
-- `born`: when this state began: a young one means Redis came back empty.
+- `born`: when this state began: a young one means Redis came back empty, or a process came
+  back from its own share (below), which Redis does not know.
 
 Each call is one Lua script (`shared_limit.lua`), atomic, with Redis's own TIME as the
 clock, so the processes' clocks do not matter. A call says everything about its process (its
@@ -23,11 +24,14 @@ call. Every process calls every `TICK` seconds, and as soon as its requests wait
 
 Redis away does not stop the service: a call gets `CALL_TIMEOUT`, and once Redis has not
 answered for `FALLBACK_AFTER` seconds the process keeps to its own share of the rate (the rate
-divided by the processes it last saw alive), until Redis answers again. For `STALE` seconds
-after Redis came back empty (every process has called again by then) a process also keeps to
-that share, and one that never saw the fleet before waits, so the first second after an
-outage cannot be over-granted (a new fleet's first requests wait those seconds too). The
-per-channel buckets stay in each process: a channel belongs to one slot.
+divided by the processes it last saw alive), until Redis answers again. Its first call then
+begins the state anew, as the others may have kept to their shares too: a Redis that kept its
+state (a partition, a stall, a failover) knows nothing of what was sent without it. For `STALE`
+seconds after Redis came back empty or a state began anew (every process has called again by
+then) a process also keeps to that share, and one that never saw the fleet before waits, so
+the first second after an outage cannot be over-granted (a new fleet's first requests wait
+those seconds too). The per-channel buckets stay in each process: a channel belongs to one
+slot.
 """
 
 from __future__ import annotations
@@ -231,6 +235,7 @@ class SharedGlobalLimit:
             _ms(max(0.0, self._careful_until - now)),
             int(leaving),
             _ms(KEEP),
+            int(self.shared is False),
         ]
         for frees, member in self._holding:
             args += [member, _ms(frees - now)]
