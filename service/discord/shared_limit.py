@@ -108,7 +108,8 @@ class SharedGlobalLimit:
         self._wanted = 0
         self._careful_until = -math.inf
         self._warm_until = -math.inf  # the state in Redis is young until then
-        self._known = False  # this process has seen the fleet in a state that was not young
+        self._known = False  # it knows how many processes there are (answered for STALE)
+        self._first_answer: float | None = None
         self._changed: Callable[[], None] = lambda: None
         self._loop = asyncio.get_running_loop()
         self._last_answer = self._loop.time()
@@ -276,12 +277,17 @@ class SharedGlobalLimit:
         if granted < 0:  # a late call: Redis ignored it
             return
         self.local.be_careful(now + careful / 1000)
+        if self._first_answer is None:
+            self._first_answer = now
         if age < _ms(STALE):  # processes may be missing yet: never count fewer than before
             self._warm_until = now + (_ms(STALE) - age) / 1000
             self.alive = max(self.alive, alive)
         else:
-            self._known = True
             self.alive = max(1, alive)
+        # Answered for STALE, it has seen every process that calls, however young the state
+        # (a process that keeps coming back from its share keeps it young).
+        if age >= _ms(STALE) or now - self._first_answer >= STALE:
+            self._known = True
         self._pool += granted
         later = TICK if wait < 0 else min(TICK, wait / 1000)
         self._grant_at = now if granted >= wanted else now + later
