@@ -2,7 +2,8 @@
 -- atomic, with Redis's own TIME as the clock.
 -- KEYS: counted, in_flight, alive, calls, careful, born.
 -- ARGV: process, call number, places in flight, places wanted, rate, STALE ms, careful ms,
--- leaving (1/0), KEEP ms, then (member, ms left) for each request that holds a place.
+-- leaving (1/0), KEEP ms, alone (1/0: it kept to its own share since its last answer), then
+-- (member, ms left) for each request that holds a place.
 -- Returns: places granted (-1: a late call, ignored), processes alive, ms until the first
 -- counted place frees (-1: none), ms of careful counting left, ms since this state began.
 local counted, in_flight, alive, calls, careful, born =
@@ -10,15 +11,17 @@ local counted, in_flight, alive, calls, careful, born =
 local process, call = ARGV[1], tonumber(ARGV[2])
 local mine, want, rate = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local stale, careful_ms = tonumber(ARGV[6]), tonumber(ARGV[7])
-local leaving, keep = ARGV[8] == '1', tonumber(ARGV[9])
+local leaving, keep, alone = ARGV[8] == '1', tonumber(ARGV[9]), ARGV[10] == '1'
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 
 if call <= tonumber(redis.call('HGET', calls, process) or '0') then
   return {-1, 0, -1, 0, 0}
 end
+-- A process back from its own share took places Redis never granted, and so may the others
+-- that have not called yet: the state begins anew, as when Redis came back empty.
 local began = redis.call('GET', born)
-if began then
+if began and not alone then
   began = tonumber(began)
 else
   began = now
@@ -32,7 +35,7 @@ for _, gone in ipairs(redis.call('ZRANGEBYSCORE', alive, '-inf', horizon)) do
 end
 redis.call('ZREMRANGEBYSCORE', alive, '-inf', horizon)
 
-for i = 10, #ARGV, 2 do
+for i = 11, #ARGV, 2 do
   redis.call('ZADD', counted, 'GT', now + tonumber(ARGV[i + 1]), ARGV[i])
 end
 redis.call('ZREMRANGEBYSCORE', counted, '-inf', now)

@@ -12,7 +12,8 @@ each token, under keys named by a hash of the token (never the token itself):
   called for `STALE` seconds is gone, and so are its places in flight;
 - `calls`: per process, the number of its last call, so that a late one changes nothing;
 - `careful`: present, with a TTL, while a global 429 holds the fleet's places to answers;
-- `born`: when this state began: a young one means Redis came back empty.
+- `born`: when this state began: a young one means Redis came back empty, or a process came
+  back from its own share (below), which Redis does not know.
 
 Each call is one Lua script (`shared_limit.lua`), atomic, with Redis's own TIME as the
 clock, so the processes' clocks do not matter. A call says everything about its process (its
@@ -23,11 +24,14 @@ call. Every process calls every `TICK` seconds, and as soon as its requests wait
 
 Redis away does not stop the service: a call gets `CALL_TIMEOUT`, and once Redis has not
 answered for `FALLBACK_AFTER` seconds the process keeps to its own share of the rate (the rate
-divided by the processes it last saw alive), until Redis answers again. For `STALE` seconds
-after Redis came back empty (every process has called again by then) a process also keeps to
-that share, and one that never saw the fleet before waits, so the first second after an
-outage cannot be over-granted (a new fleet's first requests wait those seconds too). The
-per-channel buckets stay in each process: a channel belongs to one slot.
+divided by the processes it last saw alive), until Redis answers again. Its first call then
+begins the state anew, as the others may have kept to their shares too: a Redis that kept its
+state (a partition, a stall, a failover) knows nothing of what was sent without it. For `STALE`
+seconds after Redis came back empty or a state began anew (every process has called again by
+then) a process also keeps to that share, and one that never saw the fleet before waits, so
+the first second after an outage cannot be over-granted (a new fleet's first requests wait
+those seconds too). The per-channel buckets stay in each process: a channel belongs to one
+slot.
 """
 
 from __future__ import annotations
@@ -104,7 +108,8 @@ class SharedGlobalLimit:
         self._wanted = 0
         self._careful_until = -math.inf
         self._warm_until = -math.inf  # the state in Redis is young until then
-        self._known = False  # this process has seen the fleet in a state that was not young
+        self._known = False  # it knows how many processes there are (answered for STALE)
+        self._first_answer: float | None = None
         self._changed: Callable[[], None] = lambda: None
         self._loop = asyncio.get_running_loop()
         self._last_answer = self._loop.time()
@@ -231,6 +236,7 @@ class SharedGlobalLimit:
             _ms(max(0.0, self._careful_until - now)),
             int(leaving),
             _ms(KEEP),
+            int(self.shared is False),
         ]
         for frees, member in self._holding:
             args += [member, _ms(frees - now)]
@@ -271,12 +277,17 @@ class SharedGlobalLimit:
         if granted < 0:  # a late call: Redis ignored it
             return
         self.local.be_careful(now + careful / 1000)
+        if self._first_answer is None:
+            self._first_answer = now
         if age < _ms(STALE):  # processes may be missing yet: never count fewer than before
             self._warm_until = now + (_ms(STALE) - age) / 1000
             self.alive = max(self.alive, alive)
         else:
-            self._known = True
             self.alive = max(1, alive)
+        # Answered for STALE, it has seen every process that calls, however young the state
+        # (a process that keeps coming back from its share keeps it young).
+        if age >= _ms(STALE) or now - self._first_answer >= STALE:
+            self._known = True
         self._pool += granted
         later = TICK if wait < 0 else min(TICK, wait / 1000)
         self._grant_at = now if granted >= wanted else now + later

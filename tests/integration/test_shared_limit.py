@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import itertools
 import logging
 import os
 import secrets
@@ -42,7 +43,13 @@ from discord.http import Route
 from test_global_limit import post
 
 from service.discord.client import CAREFUL_SECONDS, DiscordClient, DiscordClients
-from service.discord.shared_limit import SCRIPT, SharedGlobalLimit, SharedLimits, token_keys
+from service.discord.shared_limit import (
+    SCRIPT,
+    TICK,
+    SharedGlobalLimit,
+    SharedLimits,
+    token_keys,
+)
 from service.local.discord_api import DiscordStandIn, Limit
 from service.local.loopback import free_port
 from service.local.redis_server import RedisServer
@@ -256,7 +263,7 @@ async def test_every_call_puts_back_the_requests_still_counted_and_grants_only_t
 
     async def call(process: str, number: int, want: int, *held: str) -> list[int]:
         held_for = [arg for member in held for arg in (member, 10_000)]
-        args = [process, number, 0, want, RATE, 1500, 0, 0, 60_000, *held_for]
+        args = [process, number, 0, want, RATE, 1500, 0, 0, 60_000, 0, *held_for]
         return [int(value) for value in await script(keys=keys, args=args)]
 
     try:
@@ -346,6 +353,76 @@ async def test_a_killed_process_holds_its_places_only_until_its_heartbeat_expire
             await holder.wait()
         await inspector.aclose()
         await survivor.close()
+
+
+async def test_a_redis_that_kept_its_state_grants_none_of_the_places_taken_without_it(
+    redis_installed: None,
+) -> None:
+    """Redis away for every process and back with its state (a partition, a Redis that
+    stalled or failed over to its replica; not empty, so nothing looks young): the places a
+    process took on its own share meanwhile are unknown to Redis until it calls, so the first
+    process back must not be granted them. Here each process reaches Redis as a user of its
+    own, which the test turns off and on again, so that the idle one comes back first."""
+    users = [arg for user in "ab" for arg in ("--user", user, "on", f">{user}", "~*", "+@all")]
+    async with RedisServer(options=users) as server:
+        inspector = redis.asyncio.from_url(server.url)
+        urls = [server.url.replace("//", f"//{user}:{user}@") for user in "ab"]
+        fleet = [SharedLimits(url, rate=RATE, metrics=Metrics([], [])) for url in urls]
+        try:
+            busy, idle = (registry.limit(TOKEN) for registry in fleet)
+            await until(lambda: busy.alive == idle.alive == 2, WAIT)
+            await until(lambda: not (busy.warming(now()) or idle.warming(now())), WAIT)
+            for user in "ab":
+                await inspector.acl_setuser(user, enabled=False)
+                await inspector.client_kill_filter(user=user)
+            await until(lambda: busy.shared is False and idle.shared is False, WAIT)
+            taken = busy.room(now())
+            assert taken == RATE // 2
+            for _ in range(taken):  # on their way, sent on its own share
+                busy.take(now())
+
+            wanting(idle, RATE)
+            await inspector.acl_setuser("b", enabled=True)
+            await until(lambda: idle.shared is True, WAIT)
+            await until(lambda: idle.warming(now()) or idle.room(now()) == RATE, WAIT)
+            await inspector.acl_setuser("a", enabled=True)
+            await until(lambda: busy.shared is True and not idle.warming(now()), WAIT)
+            assert idle.room(now()) == RATE - taken
+        finally:
+            for registry in fleet:
+                await registry.close()
+            await inspector.aclose()
+
+
+async def test_a_process_that_keeps_coming_back_from_its_share_starves_no_newcomer(
+    redis_server: RedisServer,
+) -> None:
+    """Each process back from its own share begins the state anew; one whose link to Redis
+    keeps failing does so again and again (here the script is called as it would). A process
+    that joins meanwhile waits while the state is young and it does not know the fleet, and
+    knows it once it has been answered for STALE all the same: every process called since."""
+    client = redis.asyncio.from_url(redis_server.url)
+    script = client.register_script(SCRIPT)
+    keys = token_keys(TOKEN)
+
+    async def coming_back() -> None:
+        for number in itertools.count(1):
+            args: list[str | int] = ["back", number, 0, 0, RATE, 1500, 0, 0, 60_000, 1]
+            assert (await script(keys=keys, args=args))[4] == 0  # the state begins anew
+            await asyncio.sleep(TICK)
+
+    flapping = asyncio.create_task(coming_back())
+    newcomer = SharedLimits(redis_server.url, rate=RATE, metrics=Metrics([], []))
+    try:
+        limit = newcomer.limit(TOKEN)
+        wanting(limit, RATE)
+        await until(lambda: limit.room(now()) > 0, WAIT)
+        assert limit.warming(now()) and limit.room(now()) == RATE // 2  # its share while young
+    finally:
+        flapping.cancel()
+        await asyncio.gather(flapping, return_exceptions=True)
+        await newcomer.close()
+        await client.aclose()
 
 
 async def test_the_service_shares_through_redis_and_does_without_it(
