@@ -117,6 +117,7 @@ class SharedGlobalLimit:
         self._grant_at = -math.inf
         self._connected = False
         self._wake = asyncio.Event()
+        self._closing = False
         self._task = asyncio.create_task(self._run())
 
     # --- pacing.GlobalBudget -------------------------------------------------------------
@@ -178,6 +179,9 @@ class SharedGlobalLimit:
 
     async def close(self) -> None:
         """Stop calling; tell Redis this process left (its places in flight with it)."""
+        # Not by the cancel alone: redis-py (8.2) can end a call it was cancelled in with its
+        # reply, the cancel lost, and the calls would go on for ever.
+        self._closing = True
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
@@ -207,7 +211,7 @@ class SharedGlobalLimit:
         return frees
 
     async def _run(self) -> None:
-        while True:
+        while not self._closing:
             now = self._loop.time()
             due = self._last_call + TICK
             if self._wanted > self._pool and self.shared is not False:
