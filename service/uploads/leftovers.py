@@ -122,8 +122,8 @@ class Leftovers:
         self._told.add(left.record.upload_id)
         log.warning(
             "left alone: a stopped process left this upload's messages with another bot token "
-            "than this slot's (channel %s); kept for a slot with that token or a later start, "
-            "until %s UTC: %s",
+            "than this slot's (channel %s); kept for a slot with that token, now or at a later "
+            "start (one after %s UTC gives it up): %s",
             left.record.channel_id,
             datetime.fromtimestamp(expires(left), UTC).strftime("%Y-%m-%d %H:%M"),
             " ".join(left.message_ids),
