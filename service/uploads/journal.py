@@ -15,52 +15,27 @@ operating system, not flushed to the disk (20 to 30 microseconds here, against 1
 FULL's flush on every chunk, which would stall the event loop). It survives the process
 being killed (SIGKILL, the OOM killer, a crash) but may lose the last commits if the
 machine loses power; it is never left inconsistent. All calls run inline, from the event
-loop: one connection, one writer.
-
-One journal per process: `journal-<host name>-<port>.sqlite` in STATE_DIR, locked (flock on
-a `.lock` file beside it) for the process's life, so that a restarted instance finds its
-own again and two processes never share one. A journal no live process holds (its process
-stopped and the name will not come back, say after a container was recreated) is taken
-over: its rows are merged into this process's journal, and the file removed. A file SQLite
-cannot read is set aside as `<name>.corrupt-<time>`.
+loop: one connection, one writer. Which file, its lock, taking over a stopped process's
+journal and setting aside one SQLite cannot read: `journal_files.py`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
-import re
 import socket
 import sqlite3
-import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from .journal_files import claim, connect, journal_name, ready, take_over
+
 log = logging.getLogger(__name__)
 
-NAME_TRIES = 8  # names tried (journal-<host>-<port>, then -2, -3, ...) when others are held
-FILE_SUFFIXES = ("", "-wal", "-shm")  # the files SQLite keeps for one journal
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS uploads (
-    upload_id TEXT PRIMARY KEY,
-    channel_id TEXT NOT NULL,
-    token_sha256 TEXT NOT NULL,
-    began INTEGER NOT NULL,
-    state TEXT NOT NULL DEFAULT 'running',
-    search INTEGER NOT NULL DEFAULT 0
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS messages (
-    upload_id TEXT NOT NULL,
-    message_id TEXT NOT NULL,
-    PRIMARY KEY (upload_id, message_id)
-) WITHOUT ROWID;
-"""
 ADD_UPLOAD = (
     "INSERT OR IGNORE INTO uploads (upload_id, channel_id, token_sha256, began) "
     "VALUES (:upload_id, :channel_id, :token_sha256, :began)"
@@ -81,11 +56,6 @@ ALL_UPLOADS = (
 )
 ALL_MESSAGES = "SELECT upload_id, message_id FROM messages ORDER BY length(message_id), message_id"
 STATE_OF = "SELECT state FROM uploads WHERE upload_id = ?"
-HAS_UPLOADS = "SELECT count(*) FROM old.sqlite_master WHERE type = 'table' AND name = 'uploads'"
-MERGE = (
-    "INSERT OR IGNORE INTO main.uploads SELECT * FROM old.uploads",
-    "INSERT OR IGNORE INTO main.messages SELECT * FROM old.messages",
-)
 
 
 class State(StrEnum):
@@ -112,12 +82,6 @@ class JournaledUpload:
     state: State
     search: bool  # a post went out without a definite answer
     message_ids: tuple[str, ...]
-
-
-def journal_name(hostname: str, port: int) -> str:
-    """The journal's name for this host and PORT: the same after a restart."""
-    host = re.sub(r"[^A-Za-z0-9._-]", "_", hostname) or "host"
-    return f"journal-{host}-{port}"
 
 
 def open_journal(state_dir: Path | None, port: int) -> Journal:
@@ -149,22 +113,22 @@ class Journal:
 
     @classmethod
     def in_memory(cls) -> Journal:
-        return cls(_ready(sqlite3.connect(":memory:")))
+        return cls(ready(sqlite3.connect(":memory:")))
 
     @classmethod
     def open(cls, state_dir: Path, name: str) -> Journal:
         """Claim a journal in `state_dir` and take over those no live process holds; raise
         `OSError` if the directory cannot be used."""
         state_dir.mkdir(parents=True, exist_ok=True)
-        path, lock = _claim(state_dir, name)
+        path, lock = claim(state_dir, name)
         try:
-            journal = cls(_connect(path), path, lock)
+            journal = cls(connect(path), path, lock)
         except BaseException:
             os.close(lock)
             raise
         for other in sorted(state_dir.glob("journal-*.sqlite")):
             if other != path:
-                journal._take_over(other)
+                take_over(journal._db, other)
         return journal
 
     @property
@@ -287,119 +251,3 @@ class Journal:
         if self._lock is not None:
             os.close(self._lock)
             self._lock = None
-
-    # --- files -----------------------------------------------------------------------------
-
-    def _take_over(self, other: Path) -> None:
-        """Merge the journal of a stopped process into this one, then remove its files."""
-        lock_path = other.with_suffix(".lock")
-        try:
-            lock = _lock(lock_path)
-            if lock is None:  # a live process's
-                return
-            try:
-                self._move_rows(other)
-                lock_path.unlink(missing_ok=True)
-            finally:
-                os.close(lock)
-        except OSError as error:  # this process's own journal works all the same
-            log.warning("could not take over the journal %s: %s", other, error)
-
-    def _move_rows(self, other: Path) -> None:
-        try:
-            count = self._merge(other)
-        except sqlite3.DatabaseError as error:
-            _set_aside(other, error)
-            return
-        log.info("took over the journal %s of a stopped process (%d uploads)", other, count)
-        for suffix in FILE_SUFFIXES:
-            Path(f"{other}{suffix}").unlink(missing_ok=True)
-
-    def _merge(self, other: Path) -> int:
-        """Copy the rows of the journal at `other` into this one; how many uploads it held."""
-        self._db.execute("ATTACH DATABASE ? AS old", (str(other),))
-        try:
-            _check(self._db, "old")
-            if self._db.execute(HAS_UPLOADS).fetchone() == (0,):
-                return 0  # its process stopped before it wrote anything
-            count = self._db.execute("SELECT count(*) FROM old.uploads").fetchone()[0]
-            with self._db:
-                for statement in MERGE:
-                    self._db.execute(statement)
-            return int(count)
-        finally:
-            self._db.execute("DETACH DATABASE old")
-
-
-def _lock(path: Path) -> int | None:
-    """An exclusive lock on `path` (created if missing), held while its descriptor is open;
-    None if another process holds it."""
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(descriptor)
-        return None
-    return descriptor
-
-
-def _claim(state_dir: Path, name: str) -> tuple[Path, int]:
-    """The first journal of `name`, `name-2`, ... that no other process holds, locked."""
-    for attempt in range(1, NAME_TRIES + 1):
-        stem = name if attempt == 1 else f"{name}-{attempt}"
-        lock = _lock(state_dir / f"{stem}.lock")
-        if lock is None:
-            continue
-        if attempt > 1:
-            log.warning(
-                "another process holds the journal %s in %s (the same host name and PORT): "
-                "this one keeps %s.sqlite",
-                name,
-                state_dir,
-                stem,
-            )
-        return state_dir / f"{stem}.sqlite", lock
-    raise BlockingIOError(f"other processes hold the journals {name} to {name}-{NAME_TRIES}")
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    """The journal at `path`, checked; a file SQLite cannot read is set aside for a new one."""
-    try:
-        return _ready(sqlite3.connect(path))
-    except sqlite3.DatabaseError as error:
-        _set_aside(path, error)
-        return _ready(sqlite3.connect(path))
-
-
-def _ready(db: sqlite3.Connection) -> sqlite3.Connection:
-    try:
-        db.execute("PRAGMA journal_mode = WAL")
-        db.execute("PRAGMA synchronous = NORMAL")
-        _check(db, "main")
-        db.executescript(SCHEMA)
-    except BaseException:
-        db.close()
-        raise
-    return db
-
-
-def _check(db: sqlite3.Connection, schema: str) -> None:
-    result = db.execute(f"PRAGMA {schema}.quick_check").fetchall()
-    if result != [("ok",)]:
-        raise sqlite3.DatabaseError(f"quick_check: {'; '.join(row[0] for row in result[:3])}")
-
-
-def _set_aside(path: Path, error: Exception) -> None:
-    """Rename a journal SQLite cannot read (and its WAL files), keeping it for a person."""
-    suffix = ".corrupt-" + time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    for part in (Path(f"{path}{extra}") for extra in FILE_SUFFIXES):
-        if part.exists():
-            part.rename(f"{part}{suffix}")
-    log.warning(
-        "the journal %s cannot be read (%s): set aside as %s%s, and the uploads it recorded "
-        "are not cleaned up",
-        path,
-        error,
-        path.name,
-        suffix,
-    )

@@ -36,7 +36,8 @@ from service.local.discord_api import DiscordStandIn, Fault, Route
 from service.local.driver import spawn_service
 from service.local.manager import ManagerStandIn, ServiceConnection
 from service.uploads.cleanup import content_prefix, snowflake_at
-from service.uploads.journal import Journal, State, UploadRecord, journal_name
+from service.uploads.journal import Journal, State, UploadRecord
+from service.uploads.journal_files import journal_name
 from service.uploads.upload import UNJOURNALED
 
 LOG_TIMEOUT = 30.0  # seconds a log line may take to come (the machine may be loaded)

@@ -16,7 +16,8 @@ import pytest
 from service.intake.answers import REFUSAL_REASONS
 from service.metrics import Metrics
 from service.uploads.cleanup import Cleanup, snowflake_at
-from service.uploads.journal import Journal, State, UploadRecord, journal_name, open_journal
+from service.uploads.journal import Journal, State, UploadRecord, open_journal
+from service.uploads.journal_files import journal_name
 from service.uploads.leftovers import Leftovers, orphans
 from service.uploads.outcome import Outcome
 
@@ -129,7 +130,7 @@ def test_a_journal_sqlite_cannot_read_is_set_aside(
     assert journal.uploads() == []
     journal.close()
     assert [name for name in files(tmp_path) if ".corrupt-" in name]
-    [line] = [r for r in caplog.records if r.name == "service.uploads.journal"]
+    [line] = [r for r in caplog.records if r.name == "service.uploads.journal_files"]
     assert line.levelno == logging.WARNING and "set aside" in line.getMessage()
 
 
