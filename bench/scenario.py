@@ -10,7 +10,7 @@ from typing import Any
 
 from report import Column, Report, log, row_text
 
-from service.config import _positive_int, _positive_seconds
+from service.setting_values import positive_int, positive_seconds
 
 
 def option(default: Any, parse: Callable[[str], Any], help: str) -> Any:
@@ -77,7 +77,7 @@ async def measured(
 
 
 def flag(parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    """A settings parser of service/config.py as an argparse type: its sentence in the error."""
+    """A parser of service/setting_values.py as an argparse type: its sentence in the error."""
 
     def convert(text: str) -> Any:
         try:
@@ -88,8 +88,8 @@ def flag(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     return convert
 
 
-POSITIVE_INT = flag(_positive_int)
-POSITIVE_SECONDS = flag(_positive_seconds)
+POSITIVE_INT = flag(positive_int)
+POSITIVE_SECONDS = flag(positive_seconds)
 
 
 def counts(text: str) -> tuple[int, ...]:

@@ -5,20 +5,20 @@ names shared with the existing service). `load_settings` reports every missing o
 setting at once in a `ConfigError`.
 
 Adding a setting: a field in `Settings` (its default lives there only), one `Option` in
-`OPTIONS` (key, parser, one-sentence meaning), then docs/configuration.md and
-config.example.toml generated again (CONTRIBUTING.md says how; tests fail until they are).
+`OPTIONS` (key, a parser of `setting_values.py`, one-sentence meaning), then
+docs/configuration.md and config.example.toml generated again (CONTRIBUTING.md says how;
+tests fail until they are).
 """
 
 from __future__ import annotations
 
-import math
-import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+
+from . import setting_values
 
 DEFAULT_DISCORD_API_BASE = "https://discord.com/api/v10"
 
@@ -72,96 +72,6 @@ class Settings:
         return self.metrics_port == self.port
 
 
-def _url(*schemes: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        wanted = " or ".join(scheme + "://" for scheme in schemes)
-        parts = urlsplit(text)
-        try:
-            parts.port  # noqa: B018 - raises ValueError for a port that is not a port
-        except ValueError:
-            raise ValueError(f"must be a {wanted} URL with a valid port") from None
-        if parts.scheme not in schemes or not parts.hostname:
-            raise ValueError(f"must be a {wanted} URL")
-        return text
-
-    return parse
-
-
-_NOT_AN_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
-
-
-def _own_address(text: str) -> str:
-    url = _url("http", "https")(text)
-    if _NOT_AN_ESCAPE.search(urlsplit(url).path):  # no request path would match it
-        raise ValueError("has a % in its path that is not a percent-escape (%XX): write %25")
-    return url
-
-
-def _redis_url(text: str) -> str:
-    url = _url("redis", "rediss")(text)
-    from redis.asyncio.connection import parse_url  # redis-py: loaded only with REDIS_URL
-
-    try:
-        parse_url(url)
-    except ValueError as error:  # its messages name the query argument, never the password
-        raise ValueError(f"must be a URL redis-py takes: {error}") from None
-    return url
-
-
-def _text(text: str) -> str:
-    if not text:
-        raise ValueError("must not be empty")
-    return text
-
-
-def _directory(text: str) -> Path:
-    return Path(_text(text))  # Path("") would be the working directory
-
-
-def _whole_number(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError("must be a whole number") from None
-
-
-def _port(text: str) -> int:
-    port = _whole_number(text)
-    if not 0 <= port <= 65535:
-        raise ValueError("must be a port number from 0 to 65535")
-    return port
-
-
-def _positive_seconds(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        raise ValueError("must be a number of seconds") from None
-    if not (seconds > 0 and math.isfinite(seconds)):
-        raise ValueError("must be a positive number of seconds")
-    return seconds
-
-
-def _positive_int(text: str) -> int:
-    number = _whole_number(text)
-    if number < 1:
-        raise ValueError("must be a whole number of at least 1")
-    return number
-
-
-def _log_level(text: str) -> str:
-    level = text.upper()
-    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
-    return level
-
-
-def _log_format(text: str) -> str:
-    if text not in ("text", "json"):
-        raise ValueError("must be text or json")
-    return text
-
-
 _SETTINGS_FIELDS = {field.name: field for field in fields(Settings)}
 
 
@@ -209,76 +119,82 @@ class Option:
 OPTIONS = (
     Option(
         "manager_address",
-        _url("ws", "wss"),
+        setting_values.url("ws", "wss"),
         "the manager's ws:// or wss:// URL (TLS certificates are verified)",
         example="wss://manager.example.com/",
     ),
     Option(
         "service_password",
-        _text,
+        setting_values.nonempty,
         "the secret shared by the manager and all services; keep it out of version control",
         example="change-me",
     ),
     Option(
         "own_address",
-        _own_address,
+        setting_values.own_address,
         "the http(s):// URL clients POST chunks to; announced to the manager, and its path is "
         "served (as is /)",
         example="https://upload.example.com/upload",
     ),
-    Option("port", _port, "the HTTP port (0 picks a free one)"),
-    Option("host", _text, "the address to listen on"),
-    Option("discord_api_base", _url("http", "https"), "Discord's REST base URL"),
+    Option("port", setting_values.port, "the HTTP port (0 picks a free one)"),
+    Option("host", setting_values.nonempty, "the address to listen on"),
+    Option("discord_api_base", setting_values.url("http", "https"), "Discord's REST base URL"),
     Option(
-        "upload_inactivity_timeout", _positive_seconds, "seconds without a chunk before a job fails"
+        "upload_inactivity_timeout",
+        setting_values.positive_seconds,
+        "seconds without a chunk before a job fails",
     ),
     Option(
         "discord_attachment_limit",
-        _positive_int,
+        setting_values.positive_int,
         "the bot's attachment size limit in bytes; a job whose chunks would exceed it is "
         "refused at upload-start",
     ),
-    Option("discord_request_timeout", _positive_seconds, "seconds one request to Discord may take"),
+    Option(
+        "discord_request_timeout",
+        setting_values.positive_seconds,
+        "seconds one request to Discord may take",
+    ),
     Option(
         "discord_retries",
-        _positive_int,
+        setting_values.positive_int,
         "tries for a request to Discord that fails (a post, a delete, a channel search: a 5xx, "
         "a reset connection, a timeout, an answer that does not show what was asked for); a "
         "post's tries are each paced and carry the same nonce",
     ),
     Option(
         "discord_retry_backoff",
-        _positive_seconds,
+        setting_values.positive_seconds,
         "seconds before the second try of a failed request to Discord (a post, a delete, a "
         "channel search), doubling before each try after it",
     ),
     Option(
         "discord_max_ratelimit_wait",
-        _positive_seconds,
+        setting_values.positive_seconds,
         "longest a client's POST is held waiting for Discord's rate limits, over all its 429s "
         "and tries; a longer wait answers 503 with Retry-After",
     ),
     Option(
         "discord_global_rate",
-        _positive_int,
+        setting_values.positive_int,
         "requests per second one bot token may make (Discord allows 50 per token across every "
         "process using it): with REDIS_URL, the one budget every process using that Redis "
         "shares; without, this process's own (then divide 50 among the processes)",
     ),
     Option(
         "client_read_timeout",
-        _positive_seconds,
+        setting_values.positive_seconds,
         "seconds a client may send nothing in the middle of a chunk before it is cut off (408)",
     ),
     Option(
         "client_min_rate",
-        _positive_int,
+        setting_values.positive_int,
         "bytes per second a chunk must average once it has been arriving for "
         "CLIENT_READ_TIMEOUT seconds; a slower one is cut off (408) and its memory freed",
     ),
     Option(
         "chunk_memory_mib",
-        _positive_int,
+        setting_values.positive_int,
         "MiB of chunk buffers the process may hold at once, all slots together, shared "
         "fairly between uploads; beyond it a new chunk waits up to CLIENT_READ_TIMEOUT "
         "seconds, then gets 503 with Retry-After",
@@ -288,40 +204,40 @@ OPTIONS = (
     ),
     Option(
         "chunks_in_flight_per_upload",
-        _positive_int,
+        setting_values.positive_int,
         "chunks of one upload received or stored at once (the browser sends 5); one more gets "
         "503 with Retry-After",
     ),
     Option(
         "shutdown_grace",
-        _positive_seconds,
+        setting_values.positive_seconds,
         "seconds after SIGTERM or SIGINT for the chunks being received or stored to finish, "
         "then for what failed jobs left on Discord to be deleted; keep it below the "
         "orchestrator's kill timeout (docker stop's default is 10 s)",
     ),
     Option(
         "slots",
-        _positive_int,
+        setting_values.positive_int,
         "job slots in this process: each opens its own manager link and is, to the manager, a "
         "separate service with one job at a time; all share the HTTP port",
         env_name="UPLOAD_SLOTS",
     ),
     Option(
         "log_level",
-        _log_level,
+        setting_values.log_level,
         "DEBUG, INFO, WARNING or ERROR; discord.py's loggers stay at INFO or above even at "
         "DEBUG, as its debug lines hold message texts and signed attachment URLs",
     ),
-    Option("log_format", _log_format, "text, or json for one JSON object a line"),
+    Option("log_format", setting_values.log_format, "text, or json for one JSON object a line"),
     Option(
         "metrics_port",
-        _port,
+        setting_values.port,
         "the port of /metrics, on HOST, apart from the chunk port (which answers 404 there); "
         "0 picks a free one, the same value as PORT serves /metrics on the chunk port",
     ),
     Option(
         "state_dir",
-        _directory,
+        setting_values.directory,
         "a directory where the service journals its uploads in progress, so that the next start "
         "deletes what a killed process left on Discord (docs/behaviour.md); it must survive a "
         "restart of the process and be local to its host",
@@ -330,7 +246,7 @@ OPTIONS = (
     ),
     Option(
         "redis_url",
-        _redis_url,
+        setting_values.redis_url,
         "a redis:// or rediss:// (TLS) URL, with user and password if needed, of the Redis or "
         "Valkey through which every process shares each bot token's DISCORD_GLOBAL_RATE; unset: "
         "each process keeps to DISCORD_GLOBAL_RATE alone; only its host is ever logged",
