@@ -12,17 +12,17 @@ from typing import Self
 from aiohttp import web
 
 from .answers import drop, error, json_answer, no_content, raw_answer
-from .bodies import MessagePost, read_json, read_message_post
+from .bodies import read_json, read_message_post
 from .bulk import Refusal, check_bulk_delete
 from .faults import Fault, OddAnswer, odd_answer
 from .gate import Gate
 from .objects import bot_user, message_json
+from .posts import check_message_post, store_post
 from .ratelimit import Limit, RateLimits, busiest_second
 from .routes import API_PREFIX, Route
 from .store import Attachment, Message, Snowflakes, Store
 
 _CLIENT_MAX_SIZE = 64 * 1024 * 1024
-MAX_NONCE = 25  # characters of a message's nonce Discord takes
 
 
 class DiscordStandIn:
@@ -272,14 +272,14 @@ class DiscordStandIn:
             return drop(request)
         if post.too_large:
             return error(413, headers=headers)
-        if post.invalid_json:
-            return error(400, "The request body contains invalid JSON.", 50109, headers=headers)
-        if len(str(post.payload.get("nonce") or "")) > MAX_NONCE:
-            too_long = {"code": "BASE_TYPE_MAX_LENGTH", "message": "Must be 25 or fewer in length."}
-            errors = {"nonce": {"_errors": [too_long]}}
-            return error(400, "Invalid Form Body", 50035, errors=errors, headers=headers)
+        if (refused := check_message_post(post)) is not None:
+            return error(400, refused.message, refused.code, errors=refused.errors, headers=headers)
         answer = None if fault is None else fault.answer
-        message = self._create(channel_id, post, with_files=answer is not OddAnswer.NO_ATTACHMENTS)
+        with_files = answer is not OddAnswer.NO_ATTACHMENTS
+        message, stored = store_post(
+            self._store, self._ids, channel_id, post, with_files=with_files
+        )
+        self.posts_stored += stored
         if fault is not None and fault.store_then_drop:
             return drop(request)
         body = message_json(message, self._user, self.origin)
@@ -332,29 +332,3 @@ class DiscordStandIn:
         if fault is not None and fault.store_then_drop:
             return drop(request)
         return no_content(headers)
-
-    def _create(self, channel_id: str, post: MessagePost, *, with_files: bool) -> Message:
-        """Store the post's message; with enforce_nonce, a nonce already used returns its
-        message instead (Discord's de-duplication)."""
-        payload = post.payload
-        nonce = None if payload.get("nonce") is None else str(payload["nonce"])
-        existing = None if nonce is None else self._store.with_nonce(channel_id, nonce)
-        if existing is not None and payload.get("enforce_nonce"):
-            return existing
-        names = {int(a["id"]): a.get("filename") for a in payload.get("attachments", [])}
-        files = sorted(post.files, key=lambda f: f.index) if with_files else []
-        attachments = [
-            Attachment(
-                self._ids.next(),
-                names.get(f.index) or f.filename or f"file{f.index}",
-                f.data,
-                f.content_type,
-            )
-            for f in files
-        ]
-        message = Message(
-            self._ids.next(), channel_id, payload.get("content") or "", attachments, nonce
-        )
-        self._store.add(message)
-        self.posts_stored += 1
-        return message
