@@ -260,12 +260,13 @@ class SharedGlobalLimit:
             self.shared = False
             self._pool = 0
             log.warning(
-                "Redis at %s has not answered for %.1f s (%s): this process keeps to its own "
-                "share of bot token %s's global limit, %d requests/s (%d / %d processes last "
-                "seen), until Redis answers again",
+                "Redis at %s has not answered for %.1f s (%s: %s): this process keeps to its "
+                "own share of bot token %s's global limit, %d requests/s (%d / %d processes "
+                "last seen), until Redis answers again",
                 self._where,
                 now - self._last_answer,
                 type(error).__name__,
+                error,
                 self._name,
                 self.share,
                 self.rate,

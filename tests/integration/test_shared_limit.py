@@ -495,10 +495,12 @@ def tls_files(directory: Path) -> tuple[Path, Path, Path]:
 
 
 async def test_a_redis_behind_tls_with_a_user_and_password_shares_the_limit(
-    tmp_path: Path, redis_installed: None
+    tmp_path: Path, redis_installed: None, caplog: pytest.LogCaptureFixture
 ) -> None:
     """rediss:// with an ACL user and its password in REDIS_URL, as a managed Redis asks;
-    a wrong password is Redis not answering (each process keeps to its share)."""
+    a wrong password is Redis not answering (each process keeps to its share), and the log
+    says what Redis answered, without the password."""
+    caplog.set_level(logging.WARNING, logger=SHARED_LIMIT_LOG)
     ca, cert, key = tls_files(tmp_path)
     secret, port = secrets.token_hex(12), free_port()
     options = [
@@ -508,10 +510,14 @@ async def test_a_redis_behind_tls_with_a_user_and_password_shares_the_limit(
     ]
     async with RedisServer(options=options):
         url = f"rediss://uploader:{secret}@127.0.0.1:{port}/0?ssl_ca_certs={ca}"
-        for password, shared in ((secret, True), ("wrong", False)):
+        wrong = secrets.token_hex(12)
+        for password, shared in ((secret, True), (wrong, False)):
             limits = SharedLimits(url.replace(secret, password), rate=RATE, metrics=Metrics([], []))
             try:
                 limit = limits.limit(TOKEN)
                 await until(lambda: limit.shared is shared, WAIT)  # noqa: B023 - awaited here
             finally:
                 await limits.close()
+    (fallback,) = [r.getMessage() for r in caplog.records if r.name == SHARED_LIMIT_LOG]
+    assert "AuthenticationError: invalid username-password pair" in fallback
+    assert wrong not in fallback and secret not in fallback
