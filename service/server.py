@@ -24,6 +24,7 @@ from .discord.retry import RetryPolicy
 from .exit_status import EXIT_CUT_SHORT
 from .intake.answers import REFUSAL_REASONS
 from .intake.endpoint import ChunkEndpoint, cors, preflight, request_ids
+from .logs import MALFORMED_REQUESTS
 from .manager.link import warn_if_in_clear
 from .manager.supervisor import LinkSupervisor
 from .metrics import Metrics
@@ -158,6 +159,7 @@ class UploadService:
         # for chunks in flight: what is left (a stalled client) is cut off promptly.
         # keepalive_timeout also closes a connection that sends no complete request head:
         # aiohttp arms it when the connection opens (web_protocol.connection_made).
+        logging.getLogger("aiohttp.server").addFilter(MALFORMED_REQUESTS)  # once per process
         self._runner = web.AppRunner(
             self.build_app(),
             access_log=None,

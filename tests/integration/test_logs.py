@@ -5,6 +5,7 @@ keeps its lines), and with LOG_FORMAT=json one JSON object a line from the runni
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -147,3 +148,30 @@ async def test_log_format_json_gives_one_json_object_a_line(
     finally:
         process.terminate()
         assert await process.wait() == 0
+
+
+@pytest.mark.parametrize(
+    ("head", "body", "named"),
+    [
+        ("Bad Header", b"", "Invalid header token"),
+        ("X-Long: " + "a" * 9000, b"", "Got more than 8190 bytes"),
+        ("Transfer-Encoding: chunked", b"zz\r\n", "Invalid character in chunk size"),
+    ],
+    ids=["bad header", "header too long", "bad chunk size"],
+)
+async def test_a_request_aiohttp_cannot_parse_is_one_info_line_naming_the_problem(
+    harness: Harness, logs: pytest.LogCaptureFixture, head: str, body: bytes, named: str
+) -> None:
+    """A client's malformed request (a scanner's, say) gets aiohttp's 400, and the log one
+    INFO line saying what was wrong: no ERROR, no traceback to page anyone."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", harness.service.port)
+    request = f"POST {harness.service.settings.own_path} HTTP/1.1\r\nHost: x\r\n{head}\r\n\r\n"
+    writer.write(request.encode() + body)
+    answer = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+
+    assert answer.startswith(b"HTTP/1.0 400 ")
+    assert not [r for r in logs.records if r.levelno >= logging.WARNING or r.exc_info]
+    (line,) = [r.getMessage() for r in logs.records if "malformed" in r.getMessage()]
+    assert line.startswith("a malformed request from 127.0.0.1, answered 400: " + named)
