@@ -24,12 +24,12 @@ from ..jobs.job import Job, StoredChunk
 from ..jobs.layout import ChunkLayout
 from ..manager import outgoing, packets
 from ..metrics import Metrics
-from ..refusals import DiscordRefused, ShuttingDown, StoreError, UploadEnded
+from ..refusals import ChunkInFlight, DiscordRefused, ShuttingDown, StoreError, UploadEnded
 from .chunk import IncomingChunk, NewChunk, ResentChunk
 from .cleanup import Cleanup, Orphans, content_prefix, snowflake_at
 from .journal import Journal, State, UploadRecord
 from .leftovers import Leftovers
-from .memory import ChunkMemory
+from .memory import ChunkBuffer, ChunkMemory
 from .outcome import Outcome
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,7 @@ class Upload:
         self.why = ""  # why it ended: for the log and the chunks that come later
         self._background: set[asyncio.Task[None]] = set()
         self._unrecorded = False  # a post may have stored a message whose id we never learned
+        self._waiting: dict[int, asyncio.Future[None]] = {}  # chunks waiting for memory
         began = snowflake_at(time.time() - CLOCK_MARGIN)  # to search the channel from
         self._record = UploadRecord(
             start.upload_id, store.channel_id, store.client.token_sha256, began
@@ -128,21 +129,22 @@ class Upload:
         """Claim the chunk the client names and reserve its memory, before its bytes are
         read; raise a `Refusal` if it cannot be received."""
         index = self.job.layout.parse_index(index_text)
-        stored = self.job.claim(index)
+        stored = self._claim(index)
         self._touch()
         self.shared.metrics.chunks_received.inc()
         length = self.job.layout.length(index)
         if stored is not None:
             return ResentChunk(self, index, stored, ChunkDigest(length))
         try:
-            memory = await self.shared.memory.take(
-                buffer_size(self.start.chunk_size),
-                owner=self.upload_id,
-                wait=self.shared.memory_wait,
-            )
+            memory = await self._memory_for(index)
         except BaseException:
             self.job.release(index)
             raise
+        if memory is None:
+            raise ChunkInFlight(
+                f"chunk {index} was sent again while this request waited for memory; the new "
+                "request takes its place"
+            )
         if self.outcome is not None:  # it ended while the chunk waited: the memory goes on
             memory.give_back()
             self.job.release(index)
@@ -150,6 +152,33 @@ class Upload:
         head_size = SNIFF_SIZE if index == 0 else 0  # only the file's start is sniffed
         sealer = ChunkSealer(length, self.key, buffer=memory.buffer, head_size=head_size)
         return NewChunk(self, index, memory, sealer)
+
+    def _claim(self, index: int) -> StoredChunk | None:
+        """`Job.claim`, or the claim of a request for the chunk still waiting for memory: the
+        client sending it again has given that one up, and its loss went unseen (a waiting
+        chunk's body is not read)."""
+        if self.job.ended or (earlier := self._waiting.pop(index, None)) is None:
+            return self.job.claim(index)
+        earlier.set_result(None)
+        return None
+
+    async def _memory_for(self, index: int) -> ChunkBuffer | None:
+        """Chunk `index`'s buffer, once its turn comes; None if a newer request for the chunk
+        takes its claim meanwhile (`_claim`)."""
+        loop = asyncio.get_running_loop()
+        size, wait = buffer_size(self.start.chunk_size), self.shared.memory_wait
+        taking = loop.create_task(self.shared.memory.take(size, owner=self.upload_id, wait=wait))
+        taken_over = self._waiting[index] = loop.create_future()
+        buffer = None
+        try:
+            await asyncio.wait((taking, taken_over), return_when=asyncio.FIRST_COMPLETED)
+            buffer = None if taken_over.done() else taking.result()
+            return buffer
+        finally:
+            if self._waiting.get(index) is taken_over:
+                del self._waiting[index]
+            if buffer is None:  # taken over, failed or cancelled: a buffer that came goes back
+                _give_up(taking)
 
     async def post(self, index: int, sealer: ChunkSealer) -> None:
         """Post a received chunk to Discord and record it; the upload may finish here."""
@@ -313,3 +342,9 @@ class Upload:
         task = asyncio.get_running_loop().create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _give_up(taking: asyncio.Task[ChunkBuffer]) -> None:
+    """Stop waiting for a chunk's memory; give its buffer back if it came meanwhile."""
+    if not taking.cancel() and not taking.cancelled() and taking.exception() is None:
+        taking.result().give_back()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 import time
 
@@ -380,3 +381,38 @@ async def test_a_declared_length_over_its_uploads_chunks_is_refused_before_the_b
     assert received(harness) - before < CHUNK  # the fields, not a chunk's worth
     assert harness.service.memory.in_use == 0  # no buffer was taken for it
     assert (await harness.post(upload_id, 0, os.urandom(CHUNK)))[0] == 200
+
+
+async def test_a_chunk_sent_again_while_its_lost_request_waits_for_memory_takes_its_place(
+    start_service: HarnessFactory, discord: DiscordStandIn
+) -> None:
+    """A browser whose request is lost while its chunk waits for memory (a dropped
+    connection, a timeout of its own) sends the chunk again. The service reads nothing of a
+    waiting chunk's body, so it cannot see the first request go: the new one takes its place,
+    instead of a 409 for every try until that wait runs out (CLIENT_READ_TIMEOUT)."""
+    harness = await start_service(chunk_memory_mib=1, client_read_timeout=60, client_min_rate=1)
+    await harness.configure()
+    data = os.urandom(3 * CHUNK)
+    upload_id = await harness.start(len(data), chunk_size=CHUNK)
+    stop = asyncio.Event()
+    trickles = await hold_all_memory(harness, upload_id, stop)
+
+    port, path = harness.service.port, harness.service.settings.own_path
+    content_type, body = raw_chunk_body(upload_id, 2, data[2 * CHUNK :])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request_head(port, path, len(body), content_type) + body[: len(body) // 2])
+    await until(lambda: waiting_for_memory(harness) == 1)
+    again = asyncio.create_task(harness.post(upload_id, 2, data[2 * CHUNK :]))
+    head = await reader.readuntil(b"\r\n\r\n")  # the browser gave up on this request
+    length = re.search(rb"Content-Length: (\d+)", head)
+    assert length is not None
+    lost = head + await reader.readexactly(int(length[1]))
+    writer.close()
+    assert lost.startswith(b"HTTP/1.1 409") and b"sent again" in lost
+    stop.set()  # the trickling clients give up: their memory comes back
+    await asyncio.gather(*trickles)
+
+    assert await again == (200, "2")
+    for index in (0, 1):
+        assert (await harness.post(upload_id, index, data[index * CHUNK :][:CHUNK]))[0] == 200
+    assert reassembled(discord, await harness.link.next_finish()) == data

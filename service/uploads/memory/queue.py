@@ -1,9 +1,10 @@
 """Chunks waiting for memory, on the event loop: the policy's turns handed out as futures.
 
-A chunk whose wait ends (its timeout, its client gone, the service stopping) leaves the line
-only when its task next runs; until then its future is done, and it is skipped, never granted:
-a grant it could not take would be lost with it. A chunk that leaves ungranted lets the
-ones behind it take what it was waiting for (a larger buffer than theirs).
+A chunk whose wait ends (its timeout, a newer request for it taking its place, the service
+stopping) leaves the line only when its task next runs; until then its future is done, and it
+is skipped, never granted: a grant it could not take would be lost with it. A chunk that
+leaves ungranted lets the ones behind it take what it was waiting for (a larger buffer than
+theirs).
 """
 
 from __future__ import annotations
