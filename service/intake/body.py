@@ -39,16 +39,12 @@ class ChunkBody:
         self._claimed_at: float | None = None
         self._received_at_claim = 0
         self._declared = request.content_length
+        self.limit_to(limit)
+
+    def limit_to(self, limit: int) -> None:
+        """The most bytes the body may have, from now on; raise `BodyTooLarge` at once if
+        its declared length is over it."""
         self.limit = limit
-
-    @property
-    def limit(self) -> int:
-        return self._limit
-
-    @limit.setter
-    def limit(self, limit: int) -> None:
-        """The most bytes the body may have; a declared length over it is refused at once."""
-        self._limit = limit
         if self._declared is not None and self._declared > limit:
             raise self._too_large()
 

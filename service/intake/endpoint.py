@@ -105,7 +105,7 @@ class ChunkEndpoint:
             upload = self._directory.find(fields.upload_id)
             # Bound only now: until it names a running upload, the id is whatever was sent.
             bind(upload_id=upload.upload_id, slot=upload.slot)
-            body.limit = upload.body_limit
+            body.limit_to(upload.body_limit)
             with await upload.open_chunk(fields.chunk) as chunk:
                 bind(chunk=chunk.index)
                 body.chunk_claimed()
