@@ -44,7 +44,7 @@ import math
 import secrets
 from collections.abc import Callable
 from importlib import resources
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import redis.asyncio
 from redis.asyncio.retry import Retry
@@ -82,6 +82,17 @@ def redis_host(url: str) -> str:
     return f"{parts.hostname}:{parts.port or 6379}"
 
 
+def redis_error(error: Exception, url: str) -> str:
+    """What Redis or redis-py said, for the logs: its type and message, with the URL's user
+    and password cut out (a NOPERM error names the ACL user)."""
+    said = f"{type(error).__name__}: {error}"
+    parts = urlsplit(url)
+    for credential in (parts.username, parts.password):
+        if credential:
+            said = said.replace(unquote(credential), "[hidden]")
+    return said
+
+
 def _ms(seconds: float) -> int:
     return math.ceil(seconds * 1000)
 
@@ -91,14 +102,14 @@ class SharedGlobalLimit:
     `pacing.GlobalBudget`. `local` keeps this process's own requests, which are what it puts
     back into Redis and what its own share is counted against."""
 
-    def __init__(self, script: AsyncScript, keys: list[str], *, rate: int, where: str) -> None:
+    def __init__(self, script: AsyncScript, keys: list[str], *, rate: int, url: str) -> None:
         self.rate = rate
         self.local = GlobalLimit(rate)
         self.alive = 1  # processes seen alive at the last answer, this one included
         self.shared: bool | None = None  # None until Redis first answers; False: fallen back
         self._script = script
         self._keys = keys
-        self._where = where
+        self._url = url  # REDIS_URL: only its host, port and errors are logged
         self._name = keys[0].split("{")[1][:8]  # for the logs: a piece of the token's hash
         self._process = secrets.token_hex(8)
         self._calls = 0
@@ -260,13 +271,12 @@ class SharedGlobalLimit:
             self.shared = False
             self._pool = 0
             log.warning(
-                "Redis at %s has not answered for %.1f s (%s: %s): this process keeps to its "
-                "own share of bot token %s's global limit, %d requests/s (%d / %d processes "
-                "last seen), until Redis answers again",
-                self._where,
+                "Redis at %s has not answered for %.1f s (%s): this process keeps to its own "
+                "share of bot token %s's global limit, %d requests/s (%d / %d processes last "
+                "seen), until Redis answers again",
+                redis_host(self._url),
                 now - self._last_answer,
-                type(error).__name__,
-                error,
+                redis_error(error, self._url),
                 self._name,
                 self.share,
                 self.rate,
@@ -302,7 +312,7 @@ class SharedGlobalLimit:
                 "requests/s for every process using it (%d alive)",
                 "Redis answers again" if self.shared is False else "joined",
                 self._name,
-                self._where,
+                redis_host(self._url),
                 self.rate,
                 self.alive,
             )
@@ -315,6 +325,7 @@ class SharedLimits:
 
     def __init__(self, url: str, *, rate: int, metrics: Metrics) -> None:
         self.where = redis_host(url)
+        self._url = url
         self._rate = rate
         # No retries of its own: a call that fails is the next call's business.
         self._redis = redis.asyncio.from_url(
@@ -328,7 +339,7 @@ class SharedLimits:
         keys = token_keys(token)
         if (limit := self._limits.get(keys[0])) is None:
             limit = self._limits[keys[0]] = SharedGlobalLimit(
-                self._script, keys, rate=self._rate, where=self.where
+                self._script, keys, rate=self._rate, url=self._url
             )
         return limit
 

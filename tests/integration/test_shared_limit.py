@@ -48,6 +48,7 @@ from service.discord.shared_limit import (
     TICK,
     SharedGlobalLimit,
     SharedLimits,
+    redis_error,
     token_keys,
 )
 from service.local.discord_api import DiscordStandIn, Limit
@@ -497,27 +498,42 @@ def tls_files(directory: Path) -> tuple[Path, Path, Path]:
 async def test_a_redis_behind_tls_with_a_user_and_password_shares_the_limit(
     tmp_path: Path, redis_installed: None, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """rediss:// with an ACL user and its password in REDIS_URL, as a managed Redis asks;
-    a wrong password is Redis not answering (each process keeps to its share), and the log
-    says what Redis answered, without the password."""
+    """rediss:// with an ACL user and its password in REDIS_URL, as a managed Redis asks. A
+    wrong password, or a user who may not run scripts, is Redis not answering (each process
+    keeps to its share), and the log says what Redis answered, without user or password."""
     caplog.set_level(logging.WARNING, logger=SHARED_LIMIT_LOG)
     ca, cert, key = tls_files(tmp_path)
     secret, port = secrets.token_hex(12), free_port()
+    reader = f"reader{secrets.token_hex(4)}"  # may read keys, not run scripts
     options = [
         *("--port", "0", "--tls-port", str(port), "--tls-auth-clients", "no"),
         *("--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file", str(ca)),
         *("--user", "default", "off", "--user", "uploader", "on", f">{secret}", "~*", "+@all"),
+        *("--user", reader, "on", f">{secret}", "~*", "+@read"),
     ]
+    wrong = secrets.token_hex(12)
     async with RedisServer(options=options):
         url = f"rediss://uploader:{secret}@127.0.0.1:{port}/0?ssl_ca_certs={ca}"
-        wrong = secrets.token_hex(12)
-        for password, shared in ((secret, True), (wrong, False)):
-            limits = SharedLimits(url.replace(secret, password), rate=RATE, metrics=Metrics([], []))
+        urls = {
+            url: True,
+            url.replace(secret, wrong): False,
+            url.replace("uploader", reader): False,
+        }
+        for tried, shared in urls.items():
+            limits = SharedLimits(tried, rate=RATE, metrics=Metrics([], []))
             try:
                 limit = limits.limit(TOKEN)
                 await until(lambda: limit.shared is shared, WAIT)  # noqa: B023 - awaited here
             finally:
                 await limits.close()
-    (fallback,) = [r.getMessage() for r in caplog.records if r.name == SHARED_LIMIT_LOG]
-    assert "AuthenticationError: invalid username-password pair" in fallback
-    assert wrong not in fallback and secret not in fallback
+    password, permission = [r.getMessage() for r in caplog.records if r.name == SHARED_LIMIT_LOG]
+    assert "(AuthenticationError: invalid username-password pair" in password
+    assert "(NoPermissionError: this user has no permissions to run the 'evalsha'" in permission
+    for line in (password, permission):
+        assert wrong not in line and secret not in line and reader not in line
+
+
+def test_what_redis_said_is_logged_without_the_urls_user_and_password() -> None:
+    url = "rediss://upload%20er:p%40ss@redis.example:6380/0"
+    error = redis.exceptions.ResponseError("user upload er (password p@ss) may not")
+    assert redis_error(error, url) == "ResponseError: user [hidden] (password [hidden]) may not"
