@@ -283,6 +283,7 @@ async def test_a_post_whose_answer_was_lost_then_refused_is_deleted_too(harness:
 async def test_a_search_discord_refuses_is_logged_not_reported_as_done(
     harness: Harness, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO)  # the line saying it is done is INFO: it must be seen
     upload_id = await with_an_unlearned_message(harness)
     _, unknown = messages_of(harness.discord, upload_id)
     # the bot may not read the channel's history: the search is refused
