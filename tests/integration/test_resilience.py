@@ -8,7 +8,7 @@ import os
 
 import aiohttp
 import pytest
-from conftest import CHANNEL, KEY, SMALL_CHUNK, TOKEN, Harness, HarnessFactory
+from conftest import CHANNEL, KEY, SMALL_CHUNK, TOKEN, Harness, HarnessFactory, until
 
 from service.config import Settings
 from service.local.browser import chunk_form
@@ -69,7 +69,7 @@ async def test_a_link_that_keeps_dying_is_restarted_and_makes_healthz_fail(
         service.links = LinkSupervisor(restart_delay=lambda failures: 0.0)
         service.links.start("slot-0", dying_run)
         await all_failed.wait()
-        await asyncio.sleep(0)  # let the last failure be counted
+        await until(lambda: not service.links.healthy)  # the last failure is counted
         async with http.get(f"http://127.0.0.1:{service.port}/healthz") as answer:
             assert answer.status == 503
             assert "slot-0" in (await answer.json())["why"]
