@@ -66,11 +66,26 @@ def metric(harness: Harness, name: str) -> float:
     return harness.service.metrics.registry.get_sample_value(name) or 0.0
 
 
+BULK_DELETE_ROUTE = "POST /channels/{channel_id}/messages/bulk-delete"
+DELETE_ROUTE = "DELETE /channels/{channel_id}/messages/{message_id}"
+
+
+def requests_to(harness: Harness, route: str) -> float:
+    """Requests the service sent to Discord on `route`, whatever their answers."""
+    return sum(
+        sample.value
+        for family in harness.service.metrics.registry.collect()
+        for sample in family.samples
+        if sample.name == "upload_discord_requests_total" and sample.labels["route"] == route
+    )
+
+
 async def test_an_aborted_job_leaves_nothing_and_uses_one_bulk_delete(harness: Harness) -> None:
     upload_id = await stored_job(harness)
     assert await harness.link.abort() == {"success": True}
     assert await cleaned(harness, upload_id) == []
     assert harness.discord.deleted == 2
+    assert (requests_to(harness, BULK_DELETE_ROUTE), requests_to(harness, DELETE_ROUTE)) == (1, 0)
     assert metric(harness, "upload_discord_messages_deleted_total") == 2
     assert harness.service.journal.uploads() == []  # nothing left for the next start
 
@@ -283,6 +298,7 @@ async def test_a_post_whose_answer_was_lost_then_refused_is_deleted_too(harness:
 async def test_a_search_discord_refuses_is_logged_not_reported_as_done(
     harness: Harness, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO)  # the line saying it is done is INFO: it must be seen
     upload_id = await with_an_unlearned_message(harness)
     _, unknown = messages_of(harness.discord, upload_id)
     # the bot may not read the channel's history: the search is refused

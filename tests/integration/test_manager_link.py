@@ -413,7 +413,7 @@ async def test_cancelling_while_connecting_or_waiting_ends_at_once(
     link = bare_link(f"ws://127.0.0.1:{port}/upload-service", http, BlockingHandler())
     task = asyncio.create_task(link.run())
     await wait_for_state(link, LinkState.CONNECTING)
-    await asyncio.sleep(0.1)  # the TCP connection is open; the handshake never answers
+    await until(lambda: bool(accepted))  # the TCP connection is open; the handshake never answers
     await cancel(task)
     for writer in accepted:
         writer.close()

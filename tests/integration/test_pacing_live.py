@@ -1,7 +1,7 @@
 """Pacing over real sockets: the service against a rate-limited Discord stand-in.
 
 No test here measures time: each proves its point by what the stand-in counted, or by
-finishing long before a window the service must not sleep out would have ended.
+finishing inside a window the service must not sleep out (a post after it is still refused).
 """
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 
+import aiohttp
 import pytest
-from conftest import CHANNEL, KEY, SMALL_CHUNK, TOKEN, HarnessFactory, reassembled
+from conftest import CHANNEL, KEY, SMALL_CHUNK, TOKEN, Harness, HarnessFactory, reassembled
 
 from service.local.browser import upload
 from service.local.discord_api import DiscordStandIn
@@ -55,12 +56,24 @@ async def test_the_post_that_empties_the_bucket_is_answered_without_sleeping_out
     data = os.urandom(5 * SMALL_CHUNK)
     upload_id = await harness.start(len(data))
 
-    async with asyncio.timeout(10):
-        await upload(harness.http, harness.address, upload_id, data, SMALL_CHUNK)
-        finish = await harness.link.next_finish()
+    await upload(harness.http, harness.address, upload_id, data, SMALL_CHUNK)
+    finish = await harness.link.next_finish()
 
     assert finish["success"] is True
     assert discord.rate_limited == 0
+    # The upload ended inside the window its posts emptied: a post now is still refused.
+    assert await another_post(harness, discord) == 429
+
+
+async def another_post(harness: Harness, discord: DiscordStandIn) -> int:
+    """The status Discord answers one more post to CHANNEL with, sent past the service."""
+    form = aiohttp.FormData(quote_fields=False)
+    form.add_field("payload_json", '{"content": "x", "attachments": [{"id": 0, "filename": "0"}]}')
+    form.add_field("files[0]", b"x", filename="0", content_type="application/octet-stream")
+    url = f"{discord.base_url}/channels/{CHANNEL}/messages"
+    headers = {"Authorization": f"Bot {TOKEN}"}
+    async with harness.http.post(url, data=form, headers=headers) as answer:
+        return answer.status
 
 
 async def test_slots_with_one_token_share_one_client_and_one_login(

@@ -51,6 +51,9 @@ async def test_each_chunk_is_one_message_named_by_index_without_the_file_name(
     await upload(harness.http, harness.address, upload_id, data, SMALL_CHUNK)
     finish = await harness.link.next_finish()
 
+    # one message a chunk: the channel holds the two the finish lists, and nothing else
+    assert len(finish["messages"]) == 2
+    assert sorted(m.id for m in harness.discord.messages(CHANNEL)) == sorted(finish["messages"])
     for index, message_id in enumerate(finish["messages"]):
         message = harness.discord.message(CHANNEL, message_id)
         assert [a.filename for a in message.attachments] == [str(index)]
