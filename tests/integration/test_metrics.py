@@ -5,13 +5,15 @@ process itself, served by prometheus_client with content negotiation on a port o
 
 from __future__ import annotations
 
+import asyncio
 import os
 
-from conftest import SMALL_CHUNK, Harness, HarnessFactory
+from conftest import SMALL_CHUNK, Harness, HarnessFactory, until
 
+from service.chunks.sealing import buffer_size
 from service.config import Settings
 from service.intake.answers import REFUSAL_REASONS
-from service.local.driver import parse_metrics
+from service.local.driver import parse_metrics, trickle
 from service.uploads.outcome import Outcome
 
 
@@ -95,3 +97,42 @@ async def test_metrics_port_0_picks_a_free_port_of_its_own(
     assert harness.service.metrics_port not in (0, harness.service.port)
     assert await status_of(harness, harness.service.metrics_port, "/metrics") == 200
     assert await status_of(harness, harness.service.port, "/metrics") == 404
+
+
+async def test_a_chunk_waiting_for_memory_leaves_the_gauge_when_its_upload_ends(
+    start_service: HarnessFactory,
+) -> None:
+    """An upload aborted while one of its chunks waits for memory: that chunk waits for
+    nothing, so it is answered 410 at once and leaves `upload_chunks_waiting_for_memory`, not
+    held until memory frees (or refused `memory_busy` after CLIENT_READ_TIMEOUT)."""
+    chunk = 400 * 1024  # two chunk buffers fit in CHUNK_MEMORY_MIB=1
+    harness = await start_service(chunk_memory_mib=1, client_read_timeout=60, client_min_rate=1)
+    await harness.configure()
+    upload_id = await harness.start(3 * chunk, chunk_size=chunk)
+    port, path, stop = harness.service.port, harness.service.settings.own_path, asyncio.Event()
+    trickles = [  # two clients sending a byte every 0.1 s hold the whole budget
+        asyncio.create_task(
+            trickle(port, path, upload_id, i, os.urandom(chunk), interval=0.1, stop=stop)
+        )
+        for i in (0, 1)
+    ]
+    await until(lambda: harness.service.memory.reserved == 2 * buffer_size(chunk))
+    waiting = asyncio.create_task(harness.post(upload_id, 2, os.urandom(chunk)))
+    await until(lambda: sample(harness, "upload_chunks_waiting_for_memory") == 1)
+
+    assert await harness.link.abort() == {"success": True}
+    try:
+        await until(lambda: sample(harness, "upload_chunks_waiting_for_memory") == 0)
+        status, text = await waiting
+    finally:
+        stop.set()
+        await asyncio.gather(*trickles)
+    assert status == 410 and "aborted" in text
+    metrics = await scrape(harness)
+    assert metrics['upload_chunks_refused_total{reason="upload_ended"}'] == 1
+    assert metrics['upload_chunks_refused_total{reason="memory_busy"}'] == 0
+
+
+def sample(harness: Harness, name: str) -> float:
+    """One sample of the service's registry, as /metrics shows it."""
+    return harness.service.metrics.registry.get_sample_value(name) or 0
