@@ -311,8 +311,7 @@ class Upload:
             self.shared.journal.ended(self.upload_id, State.FAILED)
             stored = tuple(c.message_id for c in self.job.stored.values())
             self._clean_up(stored, why, search=self._unrecorded)
-        level = logging.INFO if outcome is Outcome.SUCCEEDED else logging.WARNING
-        log.log(level, "upload ended: %s", why, extra=self._log)
+        log.log(outcome.log_level, "upload ended: %s", why, extra=self._log)
 
     def _clean_up(
         self,
