@@ -226,3 +226,24 @@ def refuse_file_growth(pid: int, state_dir: Path) -> None:
     with EFBIG, as a full disk would)."""
     wal = max(path.stat().st_size for path in state_dir.glob("*.sqlite-wal"))
     resource.prlimit(pid, resource.RLIMIT_FSIZE, (wal, wal))
+
+
+async def test_a_client_over_the_chunks_in_flight_cap_is_an_info_line(
+    start_service: HarnessFactory, logs: pytest.LogCaptureFixture
+) -> None:
+    """More chunks of one upload at once than CHUNKS_IN_FLIGHT_PER_UPLOAD (a browser sends 5)
+    is the client's doing, answered 503 so that it retries: INFO, as its 4xx are, not a
+    WARNING for every chunk a misbehaving client sends."""
+    harness = await start_service(chunks_in_flight_per_upload=1)
+    await harness.configure()
+    upload_id = await harness.start(2 * SMALL_CHUNK)
+    harness.discord.inject(Fault(hold=True))
+    held = asyncio.create_task(harness.post(upload_id, 0, os.urandom(SMALL_CHUNK)))
+    try:
+        await harness.discord.wait_for_posts(1)
+        assert (await harness.post(upload_id, 1, os.urandom(SMALL_CHUNK)))[0] == 503
+    finally:
+        harness.discord.release_held()
+        assert (await held)[0] == 200
+    [line] = [r for r in logs.records if r.getMessage().startswith("chunk refused")]
+    assert "503 too_many_chunks" in line.getMessage() and line.levelname == "INFO"
