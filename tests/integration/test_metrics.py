@@ -8,12 +8,20 @@ from __future__ import annotations
 import asyncio
 import os
 
-from conftest import SMALL_CHUNK, Harness, HarnessFactory, until
+import pytest
+from conftest import CHANNEL, SMALL_CHUNK, TOKEN, Harness, HarnessFactory, until
+from discord import http as discord_http
 
 from service.chunks.sealing import buffer_size
 from service.config import Settings
+from service.discord.client import DiscordClients
+from service.discord.store import DiscordStore
 from service.intake.answers import REFUSAL_REASONS
+from service.local.discord_api import DiscordStandIn, Fault, Route
 from service.local.driver import parse_metrics, trickle
+from service.metrics import Metrics
+from service.uploads.cleanup import Cleanup, Orphans, content_prefix
+from service.uploads.journal import Journal
 from service.uploads.outcome import Outcome
 
 
@@ -136,3 +144,36 @@ async def test_a_chunk_waiting_for_memory_leaves_the_gauge_when_its_upload_ends(
 def sample(harness: Harness, name: str) -> float:
     """One sample of the service's registry, as /metrics shows it."""
     return harness.service.metrics.registry.get_sample_value(name) or 0
+
+
+async def test_messages_discord_refused_to_delete_before_the_shutdown_are_counted_left(
+    discord: DiscordStandIn, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The clean-up's shutdown with a real store: Discord refuses the bulk delete of two
+    messages (404), and the single delete of a third, stored meanwhile, never gets an answer.
+    All three are left: all three are counted and logged with their ids, not only the one
+    being deleted when the shutdown cut it off."""
+    monkeypatch.setattr(discord_http.Route, "BASE", discord.base_url)
+    metrics = Metrics([], [])
+    clients = DiscordClients(global_rate=50, request_timeout=5.0, metrics=metrics)
+    store = DiscordStore(
+        client=clients.client(TOKEN), channel_id=CHANNEL, max_ratelimit_wait=5.0, metrics=metrics
+    )
+    await store.open()
+    upload_id = "6f1c0e6e-5a61-4a8e-9a39-0d3f4a7c9b21"
+    refused = [discord.add_message(CHANNEL, f"{content_prefix(upload_id)} {i}").id for i in (0, 1)]
+    late = discord.add_message(CHANNEL, f"{content_prefix(upload_id)} 2").id
+    discord.inject(Fault(delay=0.2, status=404), route=Route.BULK_DELETE)
+    discord.inject(Fault(hang=True), route=Route.DELETE_MESSAGE)  # never answers
+    cleanup = Cleanup(metrics, Journal.in_memory())
+    cleanup.delete(store, Orphans(upload_id, tuple(refused), "it was aborted"))
+    finishing = asyncio.create_task(cleanup.finish(grace=1.0))
+    await asyncio.sleep(0)  # the bulk delete is under way
+    cleanup.delete(store, Orphans(upload_id, (late,), "stored after the upload ended"))
+    await finishing
+    await clients.close()
+
+    assert [m.id for m in discord.messages(CHANNEL)] == [*refused, late]
+    assert metrics.registry.get_sample_value("upload_discord_messages_left_total") == 3
+    [left] = [r.getMessage() for r in caplog.records if "stopped before deleting" in r.getMessage()]
+    assert all(message_id in left for message_id in (*refused, late))
