@@ -17,6 +17,7 @@ from service.config import Settings
 from service.discord.client import DiscordClients
 from service.discord.store import DiscordStore
 from service.intake.answers import REFUSAL_REASONS
+from service.jobs.layout import MANAGER_CHUNK_SIZE
 from service.local.discord_api import DiscordStandIn, Fault, Route
 from service.local.driver import parse_metrics, trickle
 from service.metrics import Metrics
@@ -177,3 +178,22 @@ async def test_messages_discord_refused_to_delete_before_the_shutdown_are_counte
     assert metrics.registry.get_sample_value("upload_discord_messages_left_total") == 3
     [left] = [r.getMessage() for r in caplog.records if "stopped before deleting" in r.getMessage()]
     assert all(message_id in left for message_id in (*refused, late))
+
+
+async def test_chunk_durations_have_buckets_up_to_the_slowest_chunk_the_service_takes(
+    harness: Harness,
+) -> None:
+    """A browser on a slow uplink sends its 5 chunks at once, each at a fifth of it: a 10 MiB
+    chunk may arrive at just over CLIENT_MIN_RATE and still be stored, after its wait for
+    memory. The dashboard's p95 of stored chunks reads the buckets: with none that high, it
+    stays pinned at the largest (histogram_quantile cannot see into +Inf)."""
+    settings = harness.service.settings
+    slowest = MANAGER_CHUNK_SIZE / settings.client_min_rate + settings.client_read_timeout
+    metrics = await scrape(harness)
+    prefix = 'upload_chunk_duration_seconds_bucket{le="'
+    bounds = [
+        float(name[len(prefix) :].split('"', 1)[0])
+        for name in metrics
+        if name.startswith(prefix) and name.endswith('outcome="stored"}')
+    ]
+    assert max(b for b in bounds if b != float("inf")) >= slowest
