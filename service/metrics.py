@@ -28,7 +28,9 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-CHUNK_SECONDS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+# Up to the slowest chunk taken: 10 MiB at just over CLIENT_MIN_RATE (16 KiB/s, 640 s), a
+# browser on a slow uplink sending 5 at once, after its wait for memory and Discord's time.
+CHUNK_SECONDS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200)
 DISCORD_SECONDS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 MESSAGES_ROUTE = "POST /channels/{channel_id}/messages"
 _SNOWFLAKE_IN_PATH = re.compile(r"/(channels|messages)/[0-9]+")

@@ -122,7 +122,8 @@ class UploadService:
         return web.json_response({"status": "failing", "why": why}, status=503)
 
     async def readyz(self, request: web.Request) -> web.Response:
-        """Ready when at least one slot is connected to the manager and configured."""
+        """Ready when at least one slot is connected to the manager and configured; if none
+        is, `why` says what keeps each from taking a job."""
         ready = sum(slot.ready for slot in self.slots)
         connected = sum(slot.link.connected for slot in self.slots)
         body: dict[str, object] = {
@@ -132,10 +133,8 @@ class UploadService:
             "configured": ready,
         }
         if not ready:
-            body["why"] = (
-                f"no slot is both connected to the manager and configured "
-                f"({connected} of {len(self.slots)} connected)"
-            )
+            reasons = [f"{slot.name}: {slot.not_ready}" for slot in self.slots]
+            body["why"] = "; ".join(reasons) or "the service is starting"
             body["links_down"] = {
                 slot.name: slot.link.last_error or "connecting"
                 for slot in self.slots

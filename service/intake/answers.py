@@ -2,11 +2,13 @@
 
 A reader answers "where does a 410 come from?" here: find the status, then the refusal
 class, then who raises it (`refusals.py` says). Every answer is `{"error": <sentence>}`;
-the sentence is the refusal's message. The reason labels `upload_chunks_refused_total`.
+the sentence is the refusal's message. The reason labels `upload_chunks_refused_total`;
+the log line's level is INFO for what a client did, WARNING for ours or Discord's trouble.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -19,6 +21,13 @@ from .. import refusals as r
 class Answer:
     status: int
     reason: str  # the metric label
+    by_client: bool = False  # a 5xx that is the client's doing all the same
+
+    @property
+    def log_level(self) -> int:
+        """INFO for a refusal the client brought on itself, WARNING for the service's or
+        Discord's trouble."""
+        return logging.INFO if self.status < 500 or self.by_client else logging.WARNING
 
 
 CATALOGUE: dict[type[r.Refusal], Answer] = {
@@ -36,7 +45,7 @@ CATALOGUE: dict[type[r.Refusal], Answer] = {
     r.DiscordRefused: Answer(502, "discord_failed"),
     r.DiscordBusy: Answer(503, "unavailable"),
     r.DiscordClosed: Answer(503, "unavailable"),
-    r.TooManyChunks: Answer(503, "too_many_chunks"),
+    r.TooManyChunks: Answer(503, "too_many_chunks", by_client=True),  # a browser sends 5
     r.MemoryBusy: Answer(503, "memory_busy"),
     r.ShuttingDown: Answer(503, "unavailable"),
 }

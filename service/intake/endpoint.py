@@ -76,7 +76,7 @@ class ChunkEndpoint:
             answer = answer_for(refusal)
             self._metrics.chunk_answered(answer.reason, started)
             log.log(
-                logging.WARNING if answer.status >= 500 else logging.INFO,
+                answer.log_level,
                 "chunk refused: %d %s in %.3f s: %s",
                 answer.status,
                 answer.reason,

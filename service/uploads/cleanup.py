@@ -198,18 +198,20 @@ class Cleanup:
         await asyncio.gather(*(task for _, task in unfinished), return_exceptions=True)
 
     def _give_up(self, deletion: Deletion) -> None:
-        """Log (and count) what a deletion the shutdown cut off leaves on Discord; the
-        journal keeps it for the next start."""
+        """Log (and count) what a deletion the shutdown cut off leaves on Discord, those
+        Discord refused to delete before included; the journal keeps it for the next start."""
         search = deletion.unsearched or deletion.search_failed
-        self._journal.left(deletion.upload_id, deletion.left + deletion.given_up, search=search)
+        left = deletion.left + deletion.given_up
+        self._journal.left(deletion.upload_id, left, search=search)
         kept = " (kept in the journal for the next start)" if self._journal.durable else ""
-        if deletion.left:
-            self._metrics.messages_left.inc(len(deletion.left))
+        if left:
+            self._metrics.messages_left.inc(len(left))
             log.warning(
-                "left %d messages on Discord: the service stopped before deleting them%s: %s",
-                len(deletion.left),
+                "left %d messages on Discord: %s%s: %s",
+                len(left),
+                "; ".join(["the service stopped before deleting them", *deletion.problems]),
                 kept,
-                " ".join(deletion.left),
+                " ".join(left),
                 extra={"upload_id": deletion.upload_id},
             )
         if deletion.unsearched:

@@ -3,6 +3,7 @@ under."""
 
 from __future__ import annotations
 
+import logging
 from enum import StrEnum
 
 
@@ -20,3 +21,12 @@ class Outcome(StrEnum):
         """Whether the manager is sent a finish packet: not for an abort (its reply is the
         answer) nor a lost link (the manager fails the job itself)."""
         return self not in (Outcome.ABORTED, Outcome.VOIDED)
+
+    @property
+    def log_level(self) -> int:
+        """How loud its end is logged: INFO for what the user did (finished, abandoned,
+        cancelled), ERROR for a failure of ours (the runbook's error lines name the job),
+        WARNING for the rest (Discord refusing the job, a lost link, a shutdown)."""
+        if self in (Outcome.SUCCEEDED, Outcome.TIMED_OUT, Outcome.ABORTED):
+            return logging.INFO
+        return logging.ERROR if self is Outcome.FAILED else logging.WARNING

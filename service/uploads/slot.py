@@ -57,16 +57,25 @@ class Slot:
         self.crypto_key: bytes | None = None
         self.upload: Upload | None = None
         self._stopping = False  # the process is stopping: it takes no new job
+        self._refused: str | None = None  # why the link's configuration was refused
 
     @property
     def ready(self) -> bool:
         """Connected to the manager and configured: the manager can give it jobs."""
-        return (
-            self.link.connected
-            and self.store is not None
-            and not self.store.client.token_refused
-            and not self._stopping
-        )
+        return self.not_ready is None
+
+    @property
+    def not_ready(self) -> str | None:
+        """Why the manager cannot give this slot a job now, for `/readyz`; None if it can."""
+        if self._stopping:
+            return SHUTTING_DOWN
+        if not self.link.connected:
+            return f"its manager link is down: {self.link.last_error or 'connecting'}"
+        if self.store is None:
+            return self._refused or "the manager has not configured it yet"
+        if self.store.client.token_refused:
+            return f"{BAD_TOKEN}; it needs a new configuration from the manager"
+        return None
 
     async def handle(self, request: packets.Request) -> Answer:
         if request.problems:
@@ -92,8 +101,9 @@ class Slot:
         except (StoreError, TimeoutError) as error:
             reason = str(error) or f"Discord did not answer the login within {LOGIN_TIMEOUT:g} s"
             log.warning("configuration refused: %s", reason, extra=self._log)
+            self._refused = f"its configuration was refused: {reason}"
             return Answer(False, reason)
-        self.store, self.crypto_key = store, configuration.crypto_key
+        self.store, self.crypto_key, self._refused = store, configuration.crypto_key, None
         log.info(
             "configured for channel %s, encryption %s",
             configuration.channel_id,
@@ -177,4 +187,4 @@ class Slot:
 
     def _forget_configuration(self) -> None:
         """The store's client stays: other slots may share it, and a clean-up may use it."""
-        self.store, self.crypto_key = None, None
+        self.store, self.crypto_key, self._refused = None, None, None

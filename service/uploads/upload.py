@@ -140,15 +140,16 @@ class Upload:
         except BaseException:
             self.job.release(index)
             raise
+        if self.outcome is not None:  # it ended while the chunk waited: the memory goes on
+            if memory is not None:
+                memory.give_back()
+            self.job.release(index)
+            self._refuse_if_ended()
         if memory is None:
             raise ChunkInFlight(
                 f"chunk {index} was sent again while this request waited for memory; the new "
                 "request takes its place"
             )
-        if self.outcome is not None:  # it ended while the chunk waited: the memory goes on
-            memory.give_back()
-            self.job.release(index)
-            self._refuse_if_ended()
         head_size = SNIFF_SIZE if index == 0 else 0  # only the file's start is sniffed
         sealer = ChunkSealer(length, self.key, buffer=memory.buffer, head_size=head_size)
         return NewChunk(self, index, memory, sealer)
@@ -164,7 +165,7 @@ class Upload:
 
     async def _memory_for(self, index: int) -> ChunkBuffer | None:
         """Chunk `index`'s buffer, once its turn comes; None if a newer request for the chunk
-        takes its claim meanwhile (`_claim`)."""
+        takes its claim meanwhile (`_claim`), or the upload ends (`_stop`)."""
         loop = asyncio.get_running_loop()
         size, wait = buffer_size(self.start.chunk_size), self.shared.memory_wait
         taking = loop.create_task(self.shared.memory.take(size, owner=self.upload_id, wait=wait))
@@ -177,7 +178,7 @@ class Upload:
         finally:
             if self._waiting.get(index) is taken_over:
                 del self._waiting[index]
-            if buffer is None:  # taken over, failed or cancelled: a buffer that came goes back
+            if buffer is None:  # taken over, ended, failed, cancelled: a buffer that came goes back
                 _give_up(taking)
 
     async def post(self, index: int, sealer: ChunkSealer) -> None:
@@ -282,11 +283,15 @@ class Upload:
         )
 
     def _stop(self, outcome: Outcome, why: str) -> None:
-        """Take no more chunks: the timer stops, the slot and the memory kept are freed."""
+        """Take no more chunks: the timer stops, the slot and the memory kept are freed, and
+        the chunks waiting for memory stop waiting (each is refused as the ending says)."""
         self.outcome, self.why = outcome, why
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        for waiting in self._waiting.values():
+            waiting.set_result(None)
+        self._waiting.clear()
         self._on_end(self)
         try:
             self.shared.memory.end(self.upload_id)
@@ -306,8 +311,7 @@ class Upload:
             self.shared.journal.ended(self.upload_id, State.FAILED)
             stored = tuple(c.message_id for c in self.job.stored.values())
             self._clean_up(stored, why, search=self._unrecorded)
-        level = logging.INFO if outcome is Outcome.SUCCEEDED else logging.WARNING
-        log.log(level, "upload ended: %s", why, extra=self._log)
+        log.log(outcome.log_level, "upload ended: %s", why, extra=self._log)
 
     def _clean_up(
         self,

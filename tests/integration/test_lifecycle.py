@@ -9,17 +9,20 @@ import contextlib
 import os
 import signal
 from asyncio.subprocess import PIPE
+from typing import Any
 
 import aiohttp
 import pytest
-from conftest import CHANNEL, KEY, SMALL_CHUNK, TOKEN
+from conftest import CHANNEL, KEY, SMALL_CHUNK, TOKEN, Harness, HarnessFactory
 
 from service.config import Settings
+from service.discord.client import BAD_TOKEN
 from service.exit_status import EXIT_CUT_SHORT
 from service.local.browser import chunk_form
 from service.local.discord_api import DiscordStandIn, Fault
 from service.local.driver import spawn_service
 from service.local.manager import ManagerStandIn
+from service.uploads.slot import SHUTTING_DOWN
 
 
 async def wait_for_line(stream: asyncio.StreamReader, text: str) -> None:
@@ -145,6 +148,8 @@ async def test_a_slot_free_during_the_grace_period_refuses_new_jobs(
         assert reply == {"success": False, "message": "the upload service is shutting down"}
         async with http.get(f"http://127.0.0.1:{settings.port}/readyz") as readiness:
             assert readiness.status == 503
+            why = (await readiness.json())["why"]
+            assert why == f"slot-0: {SHUTTING_DOWN}; slot-1: {SHUTTING_DOWN}"
 
         discord.release_held()
         async with await held as response:
@@ -156,3 +161,33 @@ async def test_a_slot_free_during_the_grace_period_refuses_new_jobs(
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def readiness(harness: Harness) -> tuple[int, dict[str, Any]]:
+    async with harness.http.get(f"http://127.0.0.1:{harness.service.port}/readyz") as answer:
+        return answer.status, await answer.json()
+
+
+async def test_readyz_says_why_a_connected_slot_takes_no_job(
+    start_service: HarnessFactory, discord: DiscordStandIn
+) -> None:
+    """Connected yet not ready: /readyz names the reason an operator can act on (Discord
+    refused the token the manager gave, at the configuration or later), not only that the
+    slot is not "connected and configured"."""
+    harness = await start_service()
+    reply = await harness.link.configure(
+        token="not-the-bot-token", channel_id=CHANNEL, crypto_key=KEY
+    )
+    assert reply["success"] is False
+    status, body = await readiness(harness)
+    assert status == 503 and body["connected"] == 1
+    assert f"slot-0: its configuration was refused: {BAD_TOKEN}" in body["why"]
+
+    assert (await harness.configure())["success"] is True
+    assert (await readiness(harness))[0] == 200
+    upload_id = await harness.start(SMALL_CHUNK)
+    discord.revoke_token()  # reset by its owner: the next post is answered 401
+    assert (await harness.post(upload_id, 0, os.urandom(SMALL_CHUNK)))[0] == 502
+    status, body = await readiness(harness)
+    assert status == 503 and body["connected"] == 1
+    assert f"slot-0: {BAD_TOKEN}" in body["why"]

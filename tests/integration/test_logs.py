@@ -10,11 +10,14 @@ import json
 import logging
 import os
 import re
+import resource
 import sys
 from asyncio.subprocess import PIPE
+from pathlib import Path
 
+import aiohttp
 import pytest
-from conftest import SMALL_CHUNK, Harness
+from conftest import CHANNEL, KEY, SMALL_CHUNK, TOKEN, Harness, HarnessFactory, stopped_stderr
 
 from service.config import Settings
 from service.local.browser import chunk_form
@@ -175,3 +178,72 @@ async def test_a_request_aiohttp_cannot_parse_is_one_info_line_naming_the_proble
     assert not [r for r in logs.records if r.levelno >= logging.WARNING or r.exc_info]
     (line,) = [r.getMessage() for r in logs.records if "malformed" in r.getMessage()]
     assert line.startswith("a malformed request from 127.0.0.1, answered 400: " + named)
+
+
+async def test_an_upload_the_browser_or_the_manager_ended_is_an_info_line(
+    start_service: HarnessFactory, logs: pytest.LogCaptureFixture
+) -> None:
+    """A job the user abandoned (no chunk for UPLOAD_INACTIVITY_TIMEOUT) or cancelled (the
+    manager's abort) is nobody's fault here: INFO, as a client's refused chunk is."""
+    harness = await start_service(upload_inactivity_timeout=0.2)
+    await harness.configure()
+    await harness.start(2 * SMALL_CHUNK)
+    assert "No chunk was received" in (await harness.link.next_finish())["reason"]
+    await harness.start(2 * SMALL_CHUNK)
+    assert await harness.link.abort() == {"success": True}
+    ended = [r for r in logs.records if r.getMessage().startswith("upload ended")]
+    assert [(r.levelname, r.getMessage()) for r in ended] == [
+        ("INFO", "upload ended: No chunk was received for 0.2 seconds"),
+        ("INFO", "upload ended: it was aborted by the manager"),
+    ]
+
+
+async def test_an_upload_that_failed_on_our_side_is_an_error_line_naming_it(
+    settings: Settings, manager: ManagerStandIn, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """docs/operations.md's runbook for `upload_jobs_total{outcome="failed"}` says the error
+    lines name the job: the journal's own error line is said once, when the disk first
+    refuses, so the upload's end must be one. Here the journal cannot mark the success."""
+    process = await spawn_service(settings, stderr=PIPE, STATE_DIR=str(tmp_path))
+    try:
+        link = await manager.next_service()
+        await link.configure(token=TOKEN, channel_id=CHANNEL, crypto_key=KEY)
+        upload_id, _ = await link.start_upload(size=SMALL_CHUNK, chunk_size=SMALL_CHUNK)
+        refuse_file_growth(process.pid, tmp_path)
+        form = chunk_form(upload_id, 0, os.urandom(SMALL_CHUNK))
+        async with http.post(link.own_address, data=form) as answer:
+            assert answer.status == 200
+        assert "could not record" in (await link.next_finish())["reason"]
+    finally:
+        lines = (await stopped_stderr(process)).splitlines()
+    [ended] = [line for line in lines if "upload ended" in line]
+    assert " ERROR service.uploads.upload: upload ended: " in ended
+    assert f"upload_id={upload_id}" in ended
+
+
+def refuse_file_growth(pid: int, state_dir: Path) -> None:
+    """Let process `pid` grow no file past its journal's WAL (RLIMIT_FSIZE: the kernel refuses
+    with EFBIG, as a full disk would)."""
+    wal = max(path.stat().st_size for path in state_dir.glob("*.sqlite-wal"))
+    resource.prlimit(pid, resource.RLIMIT_FSIZE, (wal, wal))
+
+
+async def test_a_client_over_the_chunks_in_flight_cap_is_an_info_line(
+    start_service: HarnessFactory, logs: pytest.LogCaptureFixture
+) -> None:
+    """More chunks of one upload at once than CHUNKS_IN_FLIGHT_PER_UPLOAD (a browser sends 5)
+    is the client's doing, answered 503 so that it retries: INFO, as its 4xx are, not a
+    WARNING for every chunk a misbehaving client sends."""
+    harness = await start_service(chunks_in_flight_per_upload=1)
+    await harness.configure()
+    upload_id = await harness.start(2 * SMALL_CHUNK)
+    harness.discord.inject(Fault(hold=True))
+    held = asyncio.create_task(harness.post(upload_id, 0, os.urandom(SMALL_CHUNK)))
+    try:
+        await harness.discord.wait_for_posts(1)
+        assert (await harness.post(upload_id, 1, os.urandom(SMALL_CHUNK)))[0] == 503
+    finally:
+        harness.discord.release_held()
+        assert (await held)[0] == 200
+    [line] = [r for r in logs.records if r.getMessage().startswith("chunk refused")]
+    assert "503 too_many_chunks" in line.getMessage() and line.levelname == "INFO"

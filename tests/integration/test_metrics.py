@@ -5,13 +5,24 @@ process itself, served by prometheus_client with content negotiation on a port o
 
 from __future__ import annotations
 
+import asyncio
 import os
 
-from conftest import SMALL_CHUNK, Harness, HarnessFactory
+import pytest
+from conftest import CHANNEL, SMALL_CHUNK, TOKEN, Harness, HarnessFactory, until
+from discord import http as discord_http
 
+from service.chunks.sealing import buffer_size
 from service.config import Settings
+from service.discord.client import DiscordClients
+from service.discord.store import DiscordStore
 from service.intake.answers import REFUSAL_REASONS
-from service.local.driver import parse_metrics
+from service.jobs.layout import MANAGER_CHUNK_SIZE
+from service.local.discord_api import DiscordStandIn, Fault, Route
+from service.local.driver import parse_metrics, trickle
+from service.metrics import Metrics
+from service.uploads.cleanup import Cleanup, Orphans, content_prefix
+from service.uploads.journal import Journal
 from service.uploads.outcome import Outcome
 
 
@@ -95,3 +106,94 @@ async def test_metrics_port_0_picks_a_free_port_of_its_own(
     assert harness.service.metrics_port not in (0, harness.service.port)
     assert await status_of(harness, harness.service.metrics_port, "/metrics") == 200
     assert await status_of(harness, harness.service.port, "/metrics") == 404
+
+
+async def test_a_chunk_waiting_for_memory_leaves_the_gauge_when_its_upload_ends(
+    start_service: HarnessFactory,
+) -> None:
+    """An upload aborted while one of its chunks waits for memory: that chunk waits for
+    nothing, so it is answered 410 at once and leaves `upload_chunks_waiting_for_memory`, not
+    held until memory frees (or refused `memory_busy` after CLIENT_READ_TIMEOUT)."""
+    chunk = 400 * 1024  # two chunk buffers fit in CHUNK_MEMORY_MIB=1
+    harness = await start_service(chunk_memory_mib=1, client_read_timeout=60, client_min_rate=1)
+    await harness.configure()
+    upload_id = await harness.start(3 * chunk, chunk_size=chunk)
+    port, path, stop = harness.service.port, harness.service.settings.own_path, asyncio.Event()
+    trickles = [  # two clients sending a byte every 0.1 s hold the whole budget
+        asyncio.create_task(
+            trickle(port, path, upload_id, i, os.urandom(chunk), interval=0.1, stop=stop)
+        )
+        for i in (0, 1)
+    ]
+    await until(lambda: harness.service.memory.reserved == 2 * buffer_size(chunk))
+    waiting = asyncio.create_task(harness.post(upload_id, 2, os.urandom(chunk)))
+    await until(lambda: sample(harness, "upload_chunks_waiting_for_memory") == 1)
+
+    assert await harness.link.abort() == {"success": True}
+    try:
+        await until(lambda: sample(harness, "upload_chunks_waiting_for_memory") == 0)
+        status, text = await waiting
+    finally:
+        stop.set()
+        await asyncio.gather(*trickles)
+    assert status == 410 and "aborted" in text
+    metrics = await scrape(harness)
+    assert metrics['upload_chunks_refused_total{reason="upload_ended"}'] == 1
+    assert metrics['upload_chunks_refused_total{reason="memory_busy"}'] == 0
+
+
+def sample(harness: Harness, name: str) -> float:
+    """One sample of the service's registry, as /metrics shows it."""
+    return harness.service.metrics.registry.get_sample_value(name) or 0
+
+
+async def test_messages_discord_refused_to_delete_before_the_shutdown_are_counted_left(
+    discord: DiscordStandIn, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The clean-up's shutdown with a real store: Discord refuses the bulk delete of two
+    messages (404), and the single delete of a third, stored meanwhile, never gets an answer.
+    All three are left: all three are counted and logged with their ids, not only the one
+    being deleted when the shutdown cut it off."""
+    monkeypatch.setattr(discord_http.Route, "BASE", discord.base_url)
+    metrics = Metrics([], [])
+    clients = DiscordClients(global_rate=50, request_timeout=5.0, metrics=metrics)
+    store = DiscordStore(
+        client=clients.client(TOKEN), channel_id=CHANNEL, max_ratelimit_wait=5.0, metrics=metrics
+    )
+    await store.open()
+    upload_id = "6f1c0e6e-5a61-4a8e-9a39-0d3f4a7c9b21"
+    refused = [discord.add_message(CHANNEL, f"{content_prefix(upload_id)} {i}").id for i in (0, 1)]
+    late = discord.add_message(CHANNEL, f"{content_prefix(upload_id)} 2").id
+    discord.inject(Fault(delay=0.2, status=404), route=Route.BULK_DELETE)
+    discord.inject(Fault(hang=True), route=Route.DELETE_MESSAGE)  # never answers
+    cleanup = Cleanup(metrics, Journal.in_memory())
+    cleanup.delete(store, Orphans(upload_id, tuple(refused), "it was aborted"))
+    finishing = asyncio.create_task(cleanup.finish(grace=1.0))
+    await asyncio.sleep(0)  # the bulk delete is under way
+    cleanup.delete(store, Orphans(upload_id, (late,), "stored after the upload ended"))
+    await finishing
+    await clients.close()
+
+    assert [m.id for m in discord.messages(CHANNEL)] == [*refused, late]
+    assert metrics.registry.get_sample_value("upload_discord_messages_left_total") == 3
+    [left] = [r.getMessage() for r in caplog.records if "stopped before deleting" in r.getMessage()]
+    assert all(message_id in left for message_id in (*refused, late))
+
+
+async def test_chunk_durations_have_buckets_up_to_the_slowest_chunk_the_service_takes(
+    harness: Harness,
+) -> None:
+    """A browser on a slow uplink sends its 5 chunks at once, each at a fifth of it: a 10 MiB
+    chunk may arrive at just over CLIENT_MIN_RATE and still be stored, after its wait for
+    memory. The dashboard's p95 of stored chunks reads the buckets: with none that high, it
+    stays pinned at the largest (histogram_quantile cannot see into +Inf)."""
+    settings = harness.service.settings
+    slowest = MANAGER_CHUNK_SIZE / settings.client_min_rate + settings.client_read_timeout
+    metrics = await scrape(harness)
+    prefix = 'upload_chunk_duration_seconds_bucket{le="'
+    bounds = [
+        float(name[len(prefix) :].split('"', 1)[0])
+        for name in metrics
+        if name.startswith(prefix) and name.endswith('outcome="stored"}')
+    ]
+    assert max(b for b in bounds if b != float("inf")) >= slowest
