@@ -29,7 +29,8 @@ from .chunk import IncomingChunk, NewChunk, ResentChunk
 from .cleanup import Cleanup, Orphans, content_prefix, snowflake_at
 from .journal import Journal, State, UploadRecord
 from .leftovers import Leftovers
-from .memory import ChunkBuffer, ChunkMemory
+from .memory import ChunkMemory
+from .memory_waits import MemoryWaits
 from .outcome import Outcome
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,10 @@ class Upload:
         self.why = ""  # why it ended: for the log and the chunks that come later
         self._background: set[asyncio.Task[None]] = set()
         self._unrecorded = False  # a post may have stored a message whose id we never learned
-        self._waiting: dict[int, asyncio.Future[None]] = {}  # chunks waiting for memory
+        self._buffer_size = buffer_size(start.chunk_size)  # each new chunk's memory
+        self._waits = MemoryWaits(
+            shared.memory, start.upload_id, size=self._buffer_size, longest=shared.memory_wait
+        )
         began = snowflake_at(time.time() - CLOCK_MARGIN)  # to search the channel from
         self._record = UploadRecord(
             start.upload_id, store.channel_id, store.client.token_sha256, began
@@ -110,7 +114,7 @@ class Upload:
         return self.start.chunk_size + FORM_ALLOWANCE
 
     def begin(self) -> None:
-        self.shared.memory.begin(self.upload_id, buffer_size(self.start.chunk_size))
+        self.shared.memory.begin(self.upload_id, self._buffer_size)
         self.shared.journal.began(self._record)
         log.info(
             "upload started: %d bytes in %d chunks",
@@ -136,7 +140,7 @@ class Upload:
         if stored is not None:
             return ResentChunk(self, index, stored, ChunkDigest(length))
         try:
-            memory = await self._memory_for(index)
+            memory = await self._waits.buffer(index)
         except BaseException:
             self.job.release(index)
             raise
@@ -155,31 +159,11 @@ class Upload:
         return NewChunk(self, index, memory, sealer)
 
     def _claim(self, index: int) -> StoredChunk | None:
-        """`Job.claim`, or the claim of a request for the chunk still waiting for memory: the
-        client sending it again has given that one up, and its loss went unseen (a waiting
-        chunk's body is not read)."""
-        if self.job.ended or (earlier := self._waiting.pop(index, None)) is None:
+        """`Job.claim`, or the claim of a request for the chunk still waiting for memory,
+        which the client sending it again has given up (`memory_waits.py`)."""
+        if self.job.ended or not self._waits.take_over(index):
             return self.job.claim(index)
-        earlier.set_result(None)
         return None
-
-    async def _memory_for(self, index: int) -> ChunkBuffer | None:
-        """Chunk `index`'s buffer, once its turn comes; None if a newer request for the chunk
-        takes its claim meanwhile (`_claim`), or the upload ends (`_stop`)."""
-        loop = asyncio.get_running_loop()
-        size, wait = buffer_size(self.start.chunk_size), self.shared.memory_wait
-        taking = loop.create_task(self.shared.memory.take(size, owner=self.upload_id, wait=wait))
-        taken_over = self._waiting[index] = loop.create_future()
-        buffer = None
-        try:
-            await asyncio.wait((taking, taken_over), return_when=asyncio.FIRST_COMPLETED)
-            buffer = None if taken_over.done() else taking.result()
-            return buffer
-        finally:
-            if self._waiting.get(index) is taken_over:
-                del self._waiting[index]
-            if buffer is None:  # taken over, ended, failed, cancelled: a buffer that came goes back
-                _give_up(taking)
 
     async def post(self, index: int, sealer: ChunkSealer) -> None:
         """Post a received chunk to Discord and record it; the upload may finish here."""
@@ -289,9 +273,7 @@ class Upload:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        for waiting in self._waiting.values():
-            waiting.set_result(None)
-        self._waiting.clear()
+        self._waits.end_all()
         self._on_end(self)
         try:
             self.shared.memory.end(self.upload_id)
@@ -346,9 +328,3 @@ class Upload:
         task = asyncio.get_running_loop().create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-
-def _give_up(taking: asyncio.Task[ChunkBuffer]) -> None:
-    """Stop waiting for a chunk's memory; give its buffer back if it came meanwhile."""
-    if not taking.cancel() and not taking.cancelled() and taking.exception() is None:
-        taking.result().give_back()

@@ -322,9 +322,9 @@ async def test_the_buffer_kept_for_a_job_is_the_size_of_its_own_chunks(
 async def test_a_chunk_of_an_upload_that_ended_while_it_waited_leaves_the_memory_to_others(
     start_service: HarnessFactory, discord: DiscordStandIn, manager: ManagerStandIn
 ) -> None:
-    """An aborted upload's chunk waiting for memory comes first when memory frees (its upload
-    holds none): it is answered 410 at once, not read, and the live upload's chunk gets the
-    buffer."""
+    """An aborted upload's chunk waiting for memory, which would come first when memory
+    frees (its upload holds none), is answered 410 as the upload ends, not read, and leaves
+    the line: the live upload's chunk gets the buffer."""
     harness = await start_service(
         slots=2, chunk_memory_mib=1, client_read_timeout=3.0, client_min_rate=1
     )
