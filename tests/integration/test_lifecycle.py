@@ -26,8 +26,9 @@ from service.uploads.slot import SHUTTING_DOWN
 
 
 async def wait_for_line(stream: asyncio.StreamReader, text: str) -> None:
-    while text not in (await stream.readline()).decode():
-        pass
+    """Read log lines until one holds `text`; fail if the output ends first."""
+    while text not in (line := (await stream.readline()).decode()):
+        assert line, f"the service ended before logging {text!r}"
 
 
 async def test_sigterm_lets_stored_chunks_finish_fails_the_job_and_exits_0(
