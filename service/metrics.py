@@ -33,6 +33,7 @@ from prometheus_client.registry import Collector
 CHUNK_SECONDS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200)
 DISCORD_SECONDS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 MESSAGES_ROUTE = "POST /channels/{channel_id}/messages"
+NO_ANSWER = "none"  # the status label of a request to Discord that got no answer
 _SNOWFLAKE_IN_PATH = re.compile(r"/(channels|messages)/[0-9]+")
 
 
@@ -110,7 +111,7 @@ class Metrics:
         )
         self.discord_requests = Counter(
             "upload_discord_requests",
-            "Requests to Discord by route and status (429: rate limited)",
+            "Requests to Discord by route and status (429: rate limited; none: no answer)",
             ["route", "status"],
             registry=r,
         )
@@ -169,7 +170,7 @@ class Metrics:
             self.chunk_seconds.labels(reason)
         for outcome in job_outcomes:
             self.jobs.labels(outcome)
-        for status in ("200", "429"):
+        for status in ("200", "429", NO_ANSWER):
             self.discord_requests.labels(MESSAGES_ROUTE, status)
         self.discord_seconds.labels(MESSAGES_ROUTE)
 
@@ -198,23 +199,38 @@ class Metrics:
         return make_aiohttp_handler(self.registry)
 
     def discord_trace(self) -> aiohttp.TraceConfig:
-        """An aiohttp trace that times every request discord.py makes and counts statuses."""
+        """An aiohttp trace that times every request discord.py makes and counts it by its
+        status, or as NO_ANSWER when it got none (a timeout, a dropped connection)."""
         trace = aiohttp.TraceConfig()
 
         async def on_start(
             session: aiohttp.ClientSession, context: SimpleNamespace, params: object
         ) -> None:
-            context.started = time.perf_counter()
+            context.started, context.counted = time.perf_counter(), False
+
+        def count(context: SimpleNamespace, method: str, path: str, status: str) -> None:
+            if context.counted:  # answered: what the trace raises after is not another
+                return
+            context.counted = True
+            route = discord_route(method, path)
+            self.discord_seconds.labels(route).observe(time.perf_counter() - context.started)
+            self.discord_requests.labels(route, status).inc()
 
         async def on_end(
             session: aiohttp.ClientSession,
             context: SimpleNamespace,
             params: aiohttp.TraceRequestEndParams,
         ) -> None:
-            route = discord_route(params.method, params.url.path)
-            self.discord_seconds.labels(route).observe(time.perf_counter() - context.started)
-            self.discord_requests.labels(route, str(params.response.status)).inc()
+            count(context, params.method, params.url.path, str(params.response.status))
+
+        async def on_exception(
+            session: aiohttp.ClientSession,
+            context: SimpleNamespace,
+            params: aiohttp.TraceRequestExceptionParams,
+        ) -> None:
+            count(context, params.method, params.url.path, NO_ANSWER)
 
         trace.on_request_start.append(on_start)
         trace.on_request_end.append(on_end)
+        trace.on_request_exception.append(on_exception)
         return trace

@@ -197,3 +197,25 @@ async def test_chunk_durations_have_buckets_up_to_the_slowest_chunk_the_service_
         if name.startswith(prefix) and name.endswith('outcome="stored"}')
     ]
     assert max(b for b in bounds if b != float("inf")) >= slowest
+
+
+async def test_requests_to_discord_that_got_no_answer_are_counted_and_timed(
+    start_service: HarnessFactory, discord: DiscordStandIn
+) -> None:
+    """A post Discord never answers (its timeout) and one whose connection drops count as
+    status `none`, with their time in the duration histogram: a Discord that hangs shows on
+    the dashboard and in UploadDiscordFailing, not as fewer requests. A 429 counts once, as
+    429, though the service raises from it."""
+    harness = await start_service(discord_request_timeout=0.3)
+    await harness.configure()
+    data = os.urandom(SMALL_CHUNK)
+    upload_id = await harness.start(len(data))
+    discord.inject(Fault(hang=True), Fault(drop=True), Fault(status=429, retry_after=0.01))
+    assert (await harness.post(upload_id, 0, data))[0] == 200
+
+    found = await scrape(harness)
+    route = 'route="POST /channels/{channel_id}/messages"'
+    assert found[f'upload_discord_requests_total{{{route},status="none"}}'] == 2
+    assert found[f'upload_discord_requests_total{{{route},status="429"}}'] == 1
+    assert found[f'upload_discord_requests_total{{{route},status="200"}}'] == 1
+    assert found[f"upload_discord_request_duration_seconds_count{{{route}}}"] == 4
