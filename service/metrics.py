@@ -67,7 +67,9 @@ class Metrics:
         PlatformCollector(registry=r)
         r.register(GC_COLLECTOR)
         self.chunks_received = Counter(
-            "upload_chunks_received", "Chunk POSTs whose file part began arriving", registry=r
+            "upload_chunks_received",
+            "Chunk POSTs that claimed a chunk of a running upload (before any wait for memory)",
+            registry=r,
         )
         self.chunks_stored = Counter(
             "upload_chunks_stored", "Chunks stored on Discord (answered 200)", registry=r
