@@ -41,6 +41,8 @@ HANDLER_FAILED = "the upload service failed to handle this request and is reconn
 class Answer:
     success: bool
     message: str | None = None
+    # Close the link once answered: the manager configures the next connection afresh.
+    reconnect: bool = False
 
 
 class RequestHandler(Protocol):
@@ -198,6 +200,8 @@ class ManagerLink:
         answer = await self._handle(incoming)
         self._enter(LinkState.CONNECTED)
         await self.send(outgoing.reply(incoming.uuid, answer.success, answer.message))
+        if answer.reconnect:  # counted as a failed attempt: the reconnections back off
+            raise LinkBroken(f"reconnecting, to be configured again: {answer.message}")
         self._answered = True
 
     async def _handle(self, incoming: packets.Incoming) -> Answer:

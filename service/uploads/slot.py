@@ -18,7 +18,7 @@ from ..discord.client import BAD_TOKEN, DiscordClients
 from ..discord.store import DiscordStore
 from ..manager import packets
 from ..manager.link import Answer, ManagerLink
-from ..refusals import StoreError
+from ..refusals import DiscordRefused, StoreError
 from .directory import UploadDirectory
 from .outcome import Outcome
 from .upload import Shared, Upload
@@ -102,7 +102,9 @@ class Slot:
             reason = str(error) or f"Discord did not answer the login within {LOGIN_TIMEOUT:g} s"
             log.warning("configuration refused: %s", reason, extra=self._log)
             self._refused = f"its configuration was refused: {reason}"
-            return Answer(False, reason)
+            # The manager configures a connection once: unless the token is bad, the slot
+            # reconnects to be configured again, once Discord answers.
+            return Answer(False, reason, reconnect=not isinstance(error, DiscordRefused))
         self.store, self.crypto_key, self._refused = store, configuration.crypto_key, None
         log.info(
             "configured for channel %s, encryption %s",

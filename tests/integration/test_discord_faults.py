@@ -6,10 +6,11 @@ import asyncio
 import os
 
 import pytest
-from conftest import CHANNEL, SMALL_CHUNK, TOKEN, Harness, HarnessFactory
+from conftest import CHANNEL, KEY, SMALL_CHUNK, TOKEN, Harness, HarnessFactory
 
 from service.local.browser import chunk_form
 from service.local.discord_api import DiscordStandIn, Fault
+from service.local.manager import ManagerStandIn
 
 
 async def test_rate_limit_is_waited_out_and_the_client_gets_200(harness: Harness) -> None:
@@ -252,11 +253,12 @@ async def test_a_token_discord_refused_for_a_while_serves_again_once_configured_
 
 
 async def test_a_login_that_could_not_reach_discord_is_made_anew_at_the_next_configuration(
-    start_service: HarnessFactory, discord: DiscordStandIn
+    start_service: HarnessFactory, discord: DiscordStandIn, manager: ManagerStandIn
 ) -> None:
     """Discord unreachable when a configuration comes (a network blip, a pod started before
-    its network) is refused with the reason; once Discord answers again, the manager's next
-    configuration with the same token logs in and the slot takes jobs, without a restart."""
+    its network) is refused with the reason. The manager configures a connection once, so
+    the slot reconnects; once Discord answers again, the configuration of the new connection,
+    with the same token, logs in and the slot takes jobs, without a restart."""
     harness = await start_service()
     port = int(discord.origin.rsplit(":", 1)[1])
     await discord.close()
@@ -264,10 +266,16 @@ async def test_a_login_that_could_not_reach_discord_is_made_anew_at_the_next_con
     assert reply["success"] is False and "could not log in" in reply["message"]
 
     async with DiscordStandIn(token=TOKEN, port=port) as back:
-        assert await harness.configure() == {"success": True}
-        upload_id = await harness.start(SMALL_CHUNK)
-        assert (await harness.post(upload_id, 0, os.urandom(SMALL_CHUNK)))[0] == 200
-        assert (await harness.link.next_finish())["success"] is True
+        async with asyncio.timeout(10):  # it waits for no configuration on the old link
+            link = await manager.next_service()  # the slot, connected again
+        assert await link.configure(token=TOKEN, channel_id=CHANNEL, crypto_key=KEY) == {
+            "success": True
+        }
+        upload_id, started = await link.start_upload(size=SMALL_CHUNK, chunk_size=SMALL_CHUNK)
+        assert started == {"success": True}
+        data = os.urandom(SMALL_CHUNK)
+        assert (await harness.post(upload_id, 0, data, url=link.own_address))[0] == 200
+        assert (await link.next_finish())["success"] is True
         assert len(back.messages(CHANNEL)) == 1
 
 
