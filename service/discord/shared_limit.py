@@ -83,13 +83,10 @@ def redis_host(url: str) -> str:
 
 
 def redis_error(error: Exception, url: str) -> str:
-    """What Redis or redis-py said, for the logs: its type and message, with the URL's user
-    and password cut out (a NOPERM error names the ACL user)."""
-    said = f"{type(error).__name__}: {error}"
-    parts = urlsplit(url)
-    for credential in (parts.username, parts.password):
-        if credential:
-            said = said.replace(unquote(credential), "[hidden]")
+    """What Redis or redis-py said, for the logs, without the URL's user and password."""
+    said, parts = f"{type(error).__name__}: {error}", urlsplit(url)
+    for credential in filter(None, (parts.username, parts.password)):
+        said = said.replace(unquote(credential), "[hidden]")
     return said
 
 
