@@ -244,8 +244,9 @@ async def test_a_redis_that_comes_back_empty_gets_back_the_places_still_held(
         # A process that never saw the fleet takes nothing until every process had its turn.
         await until(lambda: newcomer.shared is True, WAIT)
         assert newcomer.warming(now()) and newcomer.room(now()) == 0
-        # Then it gets all but the places held.
-        await until(lambda: newcomer.room(now()) > 0, WAIT)
+        # Then it gets all but the places held, never more. (On a loaded machine it may know
+        # the fleet a moment before the state is STALE old: meanwhile it keeps to its share.)
+        await until(lambda: newcomer.room(now()) >= RATE - 4, WAIT)
         assert newcomer.room(now()) == RATE - 4
     finally:
         await inspector.aclose()
