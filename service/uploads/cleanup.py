@@ -70,7 +70,7 @@ class Orphans:
     why: str  # why they will never be read, for the log
     search_since: int | None = None  # a snowflake: search the channel for more posted since
     # The messages a success finish named, never deleted: set for the stray copies of a
-    # successful upload (the journal no longer holds it, so nothing is kept there either).
+    # successful upload (the journal keeps them until the search for the copies is done).
     kept: frozenset[str] = frozenset()
 
     @property

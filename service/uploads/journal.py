@@ -6,9 +6,12 @@ token), the snowflake it began at and the ids of the messages it stored, each wr
 the chunk is answered 200; whether a post went out without a definite answer (its message
 may exist under an id nobody learned); and how it ended: `succeeded` is written before the
 success finish packet is sent, `failed` when it ended otherwise. A succeeded upload's rows
-are dropped once its finish packet went out, a failed one's once the clean-up deleted its
-messages and no post of it is at Discord (until then it is kept, to be searched for). What
-is left when the process starts is what its previous life did not finish.
+are dropped once its finish packet went out, unless a post may have left a stray copy: then
+the ids its finish named are `kept` (a table of their own, which a version before it
+ignores) until its clean-up has searched for the others. A failed upload's rows are dropped
+once the clean-up deleted its messages and no post of it is at Discord (until then it is
+kept, to be searched for). What is left when the process starts is what its previous life
+did not finish.
 
 The file is SQLite in WAL mode with `synchronous=NORMAL`: a commit is written to the
 operating system, not flushed to the disk (20 to 30 microseconds here, against 1.4 ms for
@@ -50,6 +53,13 @@ SET_STATE = "UPDATE uploads SET state = ? WHERE upload_id = ?"
 SET_SEARCH = "UPDATE uploads SET search = ? WHERE upload_id = ?"
 DROP_MESSAGE = "DELETE FROM messages WHERE upload_id = ? AND message_id = ?"
 DROP_MESSAGES = "DELETE FROM messages WHERE upload_id = ?"
+# The ids a succeeded upload's finish named, for the search for its stray copies.
+KEEP_NAMED = (
+    "INSERT OR IGNORE INTO kept (upload_id, message_id) SELECT ?1, ?2 WHERE EXISTS "
+    "(SELECT 1 FROM uploads WHERE upload_id = ?1 AND state = 'succeeded')"
+)
+DROP_KEPT = "DELETE FROM kept WHERE upload_id = ?"
+ALL_KEPT = "SELECT upload_id, message_id FROM kept"
 DROP_UPLOAD = "DELETE FROM uploads WHERE upload_id = ?"
 ALL_UPLOADS = (
     "SELECT upload_id, channel_id, token_sha256, began, state, search FROM uploads ORDER BY began"
@@ -82,6 +92,8 @@ class JournaledUpload:
     state: State
     search: bool  # a post went out without a definite answer
     message_ids: tuple[str, ...]
+    # Succeeded, with the ids its finish named: a post may have left stray copies.
+    kept: tuple[str, ...] = ()
 
 
 def open_journal(state_dir: Path | None, port: int) -> Journal:
@@ -181,6 +193,14 @@ class Journal:
             return False
         return row is None or row[0] == State.SUCCEEDED
 
+    def strays(self, upload_id: str, kept: Iterable[str]) -> None:
+        """The succeeded upload may have left stray copies: it stays, with the ids its finish
+        named (`kept`), until its clean-up has searched for the others. One transaction: a
+        start never sees it with some of them."""
+        with self._writing() as db:
+            db.executemany(KEEP_NAMED, [(upload_id, i) for i in kept])
+            db.execute(SET_SEARCH, (1, upload_id))
+
     # --- the clean-up ----------------------------------------------------------------------
 
     def deleted(self, upload_id: str, message_ids: Iterable[str]) -> None:
@@ -204,6 +224,7 @@ class Journal:
             if self._posting[upload_id]:
                 db.execute(SET_SEARCH, (1, upload_id))
             else:
+                db.execute(DROP_KEPT, (upload_id,))
                 db.execute(DROP_UPLOAD, (upload_id,))
 
     def uploads(self) -> list[JournaledUpload]:
@@ -211,12 +232,16 @@ class Journal:
         messages: dict[str, list[str]] = {}
         for upload_id, message_id in self._db.execute(ALL_MESSAGES):
             messages.setdefault(upload_id, []).append(message_id)
+        kept: dict[str, list[str]] = {}
+        for upload_id, message_id in self._db.execute(ALL_KEPT):
+            kept.setdefault(upload_id, []).append(message_id)
         return [
             JournaledUpload(
                 UploadRecord(upload_id, channel_id, token_sha256, began),
                 State(state),
                 bool(search),
                 tuple(messages.get(upload_id, ())),
+                tuple(sorted(kept.get(upload_id, ()))),
             )
             for upload_id, channel_id, token_sha256, began, state, search in self._db.execute(
                 ALL_UPLOADS

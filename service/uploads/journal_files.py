@@ -38,10 +38,19 @@ CREATE TABLE IF NOT EXISTS messages (
     PRIMARY KEY (upload_id, message_id)
 ) WITHOUT ROWID;
 """
+# Came after the others: a journal written before it lacks it, and is given it (`{db}`).
+KEPT_TABLE = """
+CREATE TABLE IF NOT EXISTS {db}.kept (
+    upload_id TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    PRIMARY KEY (upload_id, message_id)
+) WITHOUT ROWID;
+"""
 HAS_UPLOADS = "SELECT count(*) FROM old.sqlite_master WHERE type = 'table' AND name = 'uploads'"
 MERGE = (
     "INSERT OR IGNORE INTO main.uploads SELECT * FROM old.uploads",
     "INSERT OR IGNORE INTO main.messages SELECT * FROM old.messages",
+    "INSERT OR IGNORE INTO main.kept SELECT * FROM old.kept",
 )
 
 
@@ -85,7 +94,7 @@ def ready(db: sqlite3.Connection) -> sqlite3.Connection:
         db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA synchronous = NORMAL")
         _check(db, "main")
-        db.executescript(SCHEMA)
+        db.executescript(SCHEMA + KEPT_TABLE.format(db="main"))
     except BaseException:
         db.close()
         raise
@@ -128,6 +137,7 @@ def _merge(db: sqlite3.Connection, other: Path) -> int:
             return 0  # its process stopped before it wrote anything
         count = db.execute("SELECT count(*) FROM old.uploads").fetchone()[0]
         with db:
+            db.execute(KEPT_TABLE.format(db="old"))
             for statement in MERGE:
                 db.execute(statement)
         return int(count)

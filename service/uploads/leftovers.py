@@ -3,7 +3,9 @@
 Every upload the journal holds when the process starts was left by its previous life:
 
 - one marked `succeeded` may be named by a finish packet the manager read: its messages
-  are kept, never deleted (an orphan is better than a file the manager cannot read);
+  are kept, never deleted (an orphan is better than a file the manager cannot read), unless
+  the journal holds the ids its finish named (`kept`: a post may have left stray copies);
+  then it is searched for like a failed one, and all but those ids are deleted;
 - one begun more than `KEEP_FOR` ago is given up: logged with its ids and dropped;
 - any other (still running when the process died, or ended and not cleaned yet) waits for a
   slot configured with the same bot token (the hashes are compared), and is then handed to
@@ -36,6 +38,10 @@ def expires(left: JournaledUpload) -> float:
 
 def orphans(left: JournaledUpload) -> Orphans:
     """What the clean-up is to delete of `left`."""
+    if left.kept:  # a succeeded upload's stray copies: every id its finish named stays
+        why = "stray copies of a successful upload, whose process stopped before deleting them"
+        since, kept = left.record.began, frozenset(left.kept)
+        return Orphans(left.record.upload_id, left.message_ids, why, since, kept)
     search = left.search or left.state is State.RUNNING
     why = (
         "its process stopped while it was running"
@@ -62,10 +68,11 @@ class Leftovers:
         self._told: set[str] = set()  # upload ids logged as of another token
         now = time.time()
         for left in journal.uploads():
-            if left.state is State.SUCCEEDED:
+            expired = now > expires(left)
+            if left.state is State.SUCCEEDED and (not left.kept or expired):
                 self._keep(left)
                 journal.forget(left.record.upload_id)
-            elif now > expires(left):
+            elif expired:
                 self._give_up(left)
                 journal.forget(left.record.upload_id)
             else:
@@ -95,6 +102,14 @@ class Leftovers:
 
     def _wait(self, left: JournaledUpload) -> None:
         self._waiting.setdefault(left.record.token_sha256, []).append(left)
+        if left.kept:
+            log.info(
+                "a stopped process left a successful upload's stray copies in channel %s: "
+                "searched for and deleted once a slot is configured with its bot token",
+                left.record.channel_id,
+                extra={"upload_id": left.record.upload_id},
+            )
+            return
         log.info(
             "a stopped process left this upload unfinished: %d messages in channel %s%s; "
             "deleted once a slot is configured with its bot token",

@@ -285,10 +285,12 @@ class Upload:
         self.outcome, self.why = outcome, why
         self.shared.metrics.jobs.labels(outcome).inc()
         if outcome is Outcome.SUCCEEDED:
-            self.shared.journal.forget(self.upload_id)  # the manager has their ids
             if self._unrecorded:  # a chunk sent again may have left a copy the post stored
                 kept = frozenset(c.message_id for c in self.job.stored.values())
+                self.shared.journal.strays(self.upload_id, kept)  # until it is searched for
                 self._clean_up((), STRAYS, search=True, kept=kept)
+            else:
+                self.shared.journal.forget(self.upload_id)  # the manager has their ids
         else:  # the manager records none of its messages (a success it was not sent included)
             self.shared.journal.ended(self.upload_id, State.FAILED)
             stored = tuple(c.message_id for c in self.job.stored.values())

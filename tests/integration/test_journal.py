@@ -290,6 +290,42 @@ async def test_a_success_reported_before_the_kill_keeps_every_message(
     assert reassembled(discord, finish) == data
 
 
+async def test_a_successful_uploads_stray_copy_left_by_a_stopped_process_is_deleted_next_start(
+    settings: Settings,
+    discord: DiscordStandIn,
+    manager: ManagerStandIn,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    """A chunk whose post was stored but lost its answer is sent again: its first copy is a
+    stray under an id nobody learned. The upload succeeds, and the process stops before its
+    clean-up has found the stray (here the search is refused). The next start searches the
+    channel and deletes the stray, and only it: every message the finish named stays."""
+    settings = dataclasses.replace(settings, discord_retries=1)
+    async with life(settings, manager, tmp_path) as first:
+        await first.configure()
+        data = os.urandom(2 * SMALL_CHUNK)
+        upload_id, _ = await first.link.start_upload(size=len(data), chunk_size=SMALL_CHUNK)
+        discord.inject(Fault(store_then_drop=True))
+        assert await post(first, http, upload_id, 0, data[:SMALL_CHUNK]) != 200
+        discord.inject(Fault(status=403), route=Route.LIST_MESSAGES)
+        for index in range(2):
+            piece = data[index * SMALL_CHUNK : (index + 1) * SMALL_CHUNK]
+            assert await post(first, http, upload_id, index, piece) == 200
+        finish = await first.link.next_finish()
+        assert finish["success"] is True
+        await first.log.line("could not be searched", upload_id)
+        await first.kill()
+    assert len(messages_of(discord, upload_id)) == 3  # the two named, and the stray
+
+    async with life(settings, manager, tmp_path) as second:
+        await second.log.line("stray copies", upload_id)
+        await second.configure()
+        await second.log.line("deleted the 1 messages", upload_id)
+    assert sorted(messages_of(discord, upload_id)) == sorted(finish["messages"])
+    assert reassembled(discord, finish) == data
+
+
 async def test_a_journal_of_another_bot_token_is_left_alone(
     settings: Settings,
     discord: DiscordStandIn,

@@ -192,3 +192,48 @@ def test_the_channel_is_searched_for_an_upload_that_was_running_or_had_an_unsure
     searched = {u.record.upload_id: orphans(u).search_since is not None for u in journal.uploads()}
     assert searched == {"running": True, "unsure": True, "known": False}
     journal.close()
+
+
+def test_a_successful_upload_with_strays_keeps_the_ids_its_finish_named_until_forgotten(
+    tmp_path: Path,
+) -> None:
+    """A start deletes every message of such an upload but those its finish named: they are
+    written at once, all of them (the journal may have missed one as it was stored), and
+    stay while a post of the upload is at Discord as its clean-up ends."""
+    journal = Journal.open(tmp_path, NAME)
+    upload, named = record(), ("1200000000000000001", "1200000000000000002")
+    journal.began(upload)
+    journal.stored(upload, named[0])  # the other one's write the journal missed
+    journal.succeeded(upload.upload_id)
+    journal.strays(upload.upload_id, named)
+    journal.left(upload.upload_id, ["1200000000000000009"], search=True)  # a stray not deleted
+    with journal.posting(upload.upload_id):
+        journal.forget(upload.upload_id)
+    [left] = journal.uploads()
+    assert (left.state, left.kept, left.search) == (State.SUCCEEDED, named, True)
+    stray = orphans(left)
+    assert stray.kept == frozenset(named) and stray.search_since == upload.began
+    journal.forget(upload.upload_id)
+    assert journal.uploads() == []
+    journal.close()
+
+
+def test_the_ids_a_success_named_are_taken_over_with_a_stopped_processs_journal(
+    tmp_path: Path,
+) -> None:
+    """From a journal with them, and from one written before they were kept at all."""
+    named = ("1200000000000000001",)
+    others = [Journal.open(tmp_path, f"journal-other-{n}") for n in (0, 1)]  # both held
+    for other, upload_id in zip(others, ("with", "before"), strict=True):
+        other.began(record(upload_id))
+        other.succeeded(upload_id)
+        other.strays(upload_id, named)
+    others[1]._db.execute("DROP TABLE kept")
+    for other in others:
+        other.close()
+    journal = Journal.open(tmp_path, NAME)
+    assert {u.record.upload_id: u.kept for u in journal.uploads()} == {
+        "with": named,
+        "before": (),
+    }
+    journal.close()
