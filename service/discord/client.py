@@ -11,6 +11,7 @@ Every send is paced by the gate before discord.py is called; `exchange.py` then 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -80,6 +81,9 @@ class DiscordClient:
         self._login: asyncio.Task[None] | None = None
         self.closed = False
         self.token_refused = False  # Discord answered 401: only a new configuration helps
+        # Channels where Discord refused a bulk delete (no Manage Messages): one by one there,
+        # not a doomed request each time (403s count towards Cloudflare's ban of the IP).
+        self._no_bulk_delete: set[str] = set()
 
     async def login(self, max_wait: float) -> None:
         """Log in once (GET /users/@me); every caller waits for the same login. Raise
@@ -118,24 +122,19 @@ class DiscordClient:
         """Delete messages of one channel, paced like posts (each route has its own bucket):
         one with a single delete, 2 to 100 with a bulk delete, or one by one if Discord
         refuses the bulk delete (403: it needs the Manage Messages permission, deleting the
-        bot's own messages does not). Raise as `post_message` does; a single message already
-        gone (404) counts as deleted."""
-        if len(message_ids) == 1:
-            delete = partial(self._http.delete_message, channel_id, message_ids[0])
-            bucket = f"DELETE {channel_id}"
-        else:
-            delete = partial(self._http.delete_messages, channel_id, list(message_ids))
-            bucket = f"bulk-delete {channel_id}"
-        try:
-            await self._send(bucket, delete, Patience(max_wait))
-        except discord.NotFound:
-            if len(message_ids) > 1:
-                raise
-        except discord.Forbidden:
-            if len(message_ids) == 1:
-                raise
-            for message_id in message_ids:
-                await self.delete_messages(channel_id, [message_id], max_wait=max_wait)
+        bot's own messages does not; from then on in that channel). Raise as `post_message`
+        does; a single message already gone (404) counts as deleted."""
+        if len(message_ids) > 1 and channel_id not in self._no_bulk_delete:
+            bulk = partial(self._http.delete_messages, channel_id, list(message_ids))
+            try:
+                await self._send(f"bulk-delete {channel_id}", bulk, Patience(max_wait))
+                return
+            except discord.Forbidden:
+                self._no_bulk_delete.add(channel_id)
+        for message_id in message_ids:
+            single = partial(self._http.delete_message, channel_id, message_id)
+            with contextlib.suppress(discord.NotFound):  # gone already: deleted
+                await self._send(f"DELETE {channel_id}", single, Patience(max_wait))
 
     async def list_messages(
         self, channel_id: str, *, before: str | None, limit: int, max_wait: float
