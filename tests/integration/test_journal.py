@@ -35,6 +35,7 @@ from service.local.browser import chunk_form
 from service.local.discord_api import DiscordStandIn, Fault, Route
 from service.local.driver import spawn_service
 from service.local.manager import ManagerStandIn, ServiceConnection
+from service.local.verify import chunks_of
 from service.uploads.cleanup import content_prefix, snowflake_at
 from service.uploads.journal import Journal, State, UploadRecord
 from service.uploads.journal_files import journal_name
@@ -107,6 +108,14 @@ async def post(
     form = chunk_form(upload_id, index, os.urandom(SMALL_CHUNK) if data is None else data)
     async with http.post(life.link.own_address, data=form) as response:
         return response.status
+
+
+async def post_all(
+    life: Life, http: aiohttp.ClientSession, upload_id: str, data: bytes
+) -> list[int]:
+    """Each chunk of `data` posted once, in order; their statuses."""
+    chunks = enumerate(chunks_of(data, SMALL_CHUNK))
+    return [await post(life, http, upload_id, index, bytes(chunk)) for index, chunk in chunks]
 
 
 async def lose_an_answer(life: Life, discord: DiscordStandIn, http: aiohttp.ClientSession) -> str:
@@ -279,9 +288,7 @@ async def test_a_success_reported_before_the_kill_keeps_every_message(
         await first.configure()
         data = os.urandom(2 * SMALL_CHUNK)
         done, _ = await first.link.start_upload(size=len(data), chunk_size=SMALL_CHUNK)
-        for index in range(2):
-            piece = data[index * SMALL_CHUNK : (index + 1) * SMALL_CHUNK]
-            assert await post(first, http, done, index, piece) == 200
+        assert await post_all(first, http, done, data) == [200, 200]
         finish = await first.link.next_finish()
         assert finish["success"] is True
         running = await store_some(first.link, http, stored=1, chunks=2)
@@ -309,9 +316,7 @@ async def test_a_successful_uploads_stray_copy_left_by_a_stopped_process_is_dele
         discord.inject(Fault(store_then_drop=True))
         assert await post(first, http, upload_id, 0, data[:SMALL_CHUNK]) != 200
         discord.inject(Fault(status=403), route=Route.LIST_MESSAGES)
-        for index in range(2):
-            piece = data[index * SMALL_CHUNK : (index + 1) * SMALL_CHUNK]
-            assert await post(first, http, upload_id, index, piece) == 200
+        assert await post_all(first, http, upload_id, data) == [200, 200]
         finish = await first.link.next_finish()
         assert finish["success"] is True
         await first.log.line("could not be searched", upload_id)
@@ -397,10 +402,8 @@ async def test_a_journal_the_disk_stops_taking_fails_no_chunk_and_says_so(
         refuse_journal_writes(service.process, tmp_path)
         data = os.urandom(2 * SMALL_CHUNK)
         upload_id, _ = await service.link.start_upload(size=len(data), chunk_size=SMALL_CHUNK)
-        for index in range(2):
-            piece = data[index * SMALL_CHUNK : (index + 1) * SMALL_CHUNK]
-            status = await post(service, http, upload_id, index, piece)
-            assert status == 200, "".join(service.log.lines)
+        statuses = await post_all(service, http, upload_id, data)
+        assert statuses == [200, 200], "".join(service.log.lines)
         finish = await service.link.next_finish()
         assert finish["success"] is True and reassembled(discord, finish) == data
         await service.log.line("ERROR", "the journal", "cannot be written")
@@ -423,9 +426,7 @@ async def test_a_success_the_journal_could_not_mark_is_never_deleted_by_the_next
         data = os.urandom(2 * SMALL_CHUNK)
         upload_id, _ = await first.link.start_upload(size=len(data), chunk_size=SMALL_CHUNK)
         refuse_journal_writes(first.process, tmp_path)
-        for index in range(2):
-            piece = data[index * SMALL_CHUNK : (index + 1) * SMALL_CHUNK]
-            await post(first, http, upload_id, index, piece)
+        await post_all(first, http, upload_id, data)
         finish = await first.link.next_finish()
         await first.kill()
 
