@@ -268,6 +268,8 @@ async def test_a_login_that_could_not_reach_discord_is_made_anew_at_the_next_con
     async with DiscordStandIn(token=TOKEN, port=port) as back:
         async with asyncio.timeout(10):  # it waits for no configuration on the old link
             link = await manager.next_service()  # the slot, connected again
+        # ... counted as a failed attempt, so that reconnections back off while Discord is away
+        assert harness.service.slots[0].link.failures == 1
         assert await link.configure(token=TOKEN, channel_id=CHANNEL, crypto_key=KEY) == {
             "success": True
         }
