@@ -12,6 +12,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import resource
 import ssl
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -202,6 +203,10 @@ class Harness:
         async with self.http.post(url or self.address, data=form) as response:
             return response.status, await response.text()
 
+    def metric(self, name: str) -> float:
+        """One unlabelled sample of the service's metrics, as /metrics shows it (0: none yet)."""
+        return self.service.metrics.registry.get_sample_value(name) or 0.0
+
     def stored(self) -> list[bytes]:
         """The attachments in the channel, in posting order."""
         return [m.attachments[0].data for m in self.discord.messages(CHANNEL)]
@@ -259,6 +264,13 @@ async def until(holds: Callable[[], bool], within: float = 10.0) -> None:
     async with asyncio.timeout(within):
         while not holds():  # noqa: ASYNC110
             await asyncio.sleep(0.01)
+
+
+def refuse_journal_writes(pid: int, state_dir: Path) -> None:
+    """Let process `pid` grow no file past its journal's WAL now (RLIMIT_FSIZE: the kernel
+    refuses with EFBIG, as a full disk would): its next commit fails, and every one after."""
+    wal = max(path.stat().st_size for path in state_dir.glob("*.sqlite-wal"))
+    resource.prlimit(pid, resource.RLIMIT_FSIZE, (wal, wal))
 
 
 @pytest.fixture

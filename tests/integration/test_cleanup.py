@@ -62,10 +62,6 @@ async def cleaned(harness: Harness, upload_id: str) -> list[str]:
     return messages_of(harness.discord, upload_id)
 
 
-def metric(harness: Harness, name: str) -> float:
-    return harness.service.metrics.registry.get_sample_value(name) or 0.0
-
-
 BULK_DELETE_ROUTE = "POST /channels/{channel_id}/messages/bulk-delete"
 DELETE_ROUTE = "DELETE /channels/{channel_id}/messages/{message_id}"
 
@@ -86,7 +82,7 @@ async def test_an_aborted_job_leaves_nothing_and_uses_one_bulk_delete(harness: H
     assert await cleaned(harness, upload_id) == []
     assert harness.discord.deleted == 2
     assert (requests_to(harness, BULK_DELETE_ROUTE), requests_to(harness, DELETE_ROUTE)) == (1, 0)
-    assert metric(harness, "upload_discord_messages_deleted_total") == 2
+    assert harness.metric("upload_discord_messages_deleted_total") == 2
     assert harness.service.journal.uploads() == []  # nothing left for the next start
 
 
@@ -102,8 +98,8 @@ async def test_a_bot_without_manage_messages_deletes_its_messages_one_by_one(
     harness.discord.deny_manage_messages()
     assert await harness.link.abort() == {"success": True}
     assert await cleaned(harness, upload_id) == []
-    assert metric(harness, "upload_discord_messages_deleted_total") == 2
-    assert metric(harness, "upload_discord_messages_left_total") == 0
+    assert harness.metric("upload_discord_messages_deleted_total") == 2
+    assert harness.metric("upload_discord_messages_left_total") == 0
     assert harness.service.journal.uploads() == []
 
     upload_id = await stored_job(harness)
@@ -198,7 +194,7 @@ async def test_requests_to_clean_one_upload_make_one_search_and_delete_each_mess
         harness.service.cleanup.delete(store, orphans)
     assert await cleaned(harness, upload_id) == []
     assert searches(harness) == 1
-    assert metric(harness, "upload_discord_messages_deleted_total") == 3
+    assert harness.metric("upload_discord_messages_deleted_total") == 3
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
@@ -218,7 +214,7 @@ async def test_a_search_asked_for_during_one_is_made_once_more_after_it(harness:
     harness.discord.release_held()
     assert await cleaned(harness, upload_id) == []
     assert searches(harness) == 2
-    assert metric(harness, "upload_discord_messages_deleted_total") == 3
+    assert harness.metric("upload_discord_messages_deleted_total") == 3
 
 
 async def test_a_successful_jobs_messages_stay(harness: Harness) -> None:
@@ -250,7 +246,7 @@ async def test_what_cannot_be_deleted_is_logged_with_its_ids(
     [line] = [r for r in caplog.records if "are left" in r.getMessage()]
     assert all(message_id in line.getMessage() for message_id in left)
     assert "403" in line.getMessage()
-    assert metric(harness, "upload_discord_messages_left_total") == 2
+    assert harness.metric("upload_discord_messages_left_total") == 2
     [kept] = harness.service.journal.uploads()  # for the next start to try again
     assert kept.state is State.FAILED and sorted(kept.message_ids) == sorted(left)
 
@@ -281,7 +277,7 @@ async def test_what_shutdown_cannot_delete_in_time_is_logged_with_its_ids(
     [line] = [r for r in caplog.records if "stopped before deleting" in r.getMessage()]
     assert all(message_id in line.getMessage() for message_id in left)
     assert line.upload_id == upload_id  # type: ignore[attr-defined]
-    assert metric(harness, "upload_discord_messages_left_total") == 2
+    assert harness.metric("upload_discord_messages_left_total") == 2
 
 
 async def test_a_post_whose_answer_was_lost_and_whose_retries_failed_is_deleted_too(

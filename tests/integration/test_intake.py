@@ -40,8 +40,7 @@ OTHER_CHANNEL = "1100000000000000002"
 
 def received(harness: Harness) -> float:
     """Chunks claimed so far: POSTs whose file part began arriving."""
-    registry = harness.service.metrics.registry
-    return registry.get_sample_value("upload_chunks_received_total") or 0
+    return harness.metric("upload_chunks_received_total")
 
 
 def refused(response: httpx.Response) -> tuple[int, str]:

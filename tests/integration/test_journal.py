@@ -8,7 +8,6 @@ import asyncio
 import dataclasses
 import hashlib
 import os
-import resource
 import socket
 import time
 from asyncio.subprocess import PIPE
@@ -26,6 +25,7 @@ from conftest import (
     TOKEN,
     messages_of,
     reassembled,
+    refuse_journal_writes,
     store_some,
     until,
 )
@@ -147,13 +147,6 @@ async def next_start_deletes(
 def set_aside(state_dir: Path, name: str) -> list[bytes]:
     """What the journal files set aside as unreadable hold."""
     return [path.read_bytes() for path in state_dir.glob(f"{name}.sqlite.corrupt-*")]
-
-
-def refuse_journal_writes(process: asyncio.subprocess.Process, state_dir: Path) -> None:
-    """Let `process` grow no file past its journal's WAL now (RLIMIT_FSIZE: the kernel
-    refuses with EFBIG, as a full disk would): its next commit fails, and every one after."""
-    wal = max(path.stat().st_size for path in state_dir.glob("*.sqlite-wal"))
-    resource.prlimit(process.pid, resource.RLIMIT_FSIZE, (wal, wal))
 
 
 def sha256(text: str) -> str:
@@ -399,7 +392,7 @@ async def test_a_journal_the_disk_stops_taking_fails_no_chunk_and_says_so(
     a 500 for each chunk."""
     async with life(settings, manager, tmp_path) as service:
         await service.configure()
-        refuse_journal_writes(service.process, tmp_path)
+        refuse_journal_writes(service.process.pid, tmp_path)
         data = os.urandom(2 * SMALL_CHUNK)
         upload_id, _ = await service.link.start_upload(size=len(data), chunk_size=SMALL_CHUNK)
         statuses = await post_all(service, http, upload_id, data)
@@ -425,7 +418,7 @@ async def test_a_success_the_journal_could_not_mark_is_never_deleted_by_the_next
         await first.configure()
         data = os.urandom(2 * SMALL_CHUNK)
         upload_id, _ = await first.link.start_upload(size=len(data), chunk_size=SMALL_CHUNK)
-        refuse_journal_writes(first.process, tmp_path)
+        refuse_journal_writes(first.process.pid, tmp_path)
         await post_all(first, http, upload_id, data)
         finish = await first.link.next_finish()
         await first.kill()

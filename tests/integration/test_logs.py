@@ -10,14 +10,22 @@ import json
 import logging
 import os
 import re
-import resource
 import sys
 from asyncio.subprocess import PIPE
 from pathlib import Path
 
 import aiohttp
 import pytest
-from conftest import CHANNEL, KEY, SMALL_CHUNK, TOKEN, Harness, HarnessFactory, stopped_stderr
+from conftest import (
+    CHANNEL,
+    KEY,
+    SMALL_CHUNK,
+    TOKEN,
+    Harness,
+    HarnessFactory,
+    refuse_journal_writes,
+    stopped_stderr,
+)
 
 from service.config import Settings
 from service.local.browser import chunk_form
@@ -209,7 +217,7 @@ async def test_an_upload_that_failed_on_our_side_is_an_error_line_naming_it(
         link = await manager.next_service()
         await link.configure(token=TOKEN, channel_id=CHANNEL, crypto_key=KEY)
         upload_id, _ = await link.start_upload(size=SMALL_CHUNK, chunk_size=SMALL_CHUNK)
-        refuse_file_growth(process.pid, tmp_path)
+        refuse_journal_writes(process.pid, tmp_path)
         form = chunk_form(upload_id, 0, os.urandom(SMALL_CHUNK))
         async with http.post(link.own_address, data=form) as answer:
             assert answer.status == 200
@@ -219,13 +227,6 @@ async def test_an_upload_that_failed_on_our_side_is_an_error_line_naming_it(
     [ended] = [line for line in lines if "upload ended" in line]
     assert " ERROR service.uploads.upload: upload ended: " in ended
     assert f"upload_id={upload_id}" in ended
-
-
-def refuse_file_growth(pid: int, state_dir: Path) -> None:
-    """Let process `pid` grow no file past its journal's WAL (RLIMIT_FSIZE: the kernel refuses
-    with EFBIG, as a full disk would)."""
-    wal = max(path.stat().st_size for path in state_dir.glob("*.sqlite-wal"))
-    resource.prlimit(pid, resource.RLIMIT_FSIZE, (wal, wal))
 
 
 async def test_a_client_over_the_chunks_in_flight_cap_is_an_info_line(

@@ -121,7 +121,7 @@ async def test_a_buffer_whose_post_timed_out_is_never_handed_to_another_chunk(
 
 def received(harness: Harness) -> float:
     """Body bytes of chunk POSTs the service has read."""
-    return harness.service.metrics.registry.get_sample_value("upload_received_bytes_total") or 0
+    return harness.metric("upload_received_bytes_total")
 
 
 async def test_a_trickling_client_is_cut_off_and_its_memory_freed(
@@ -282,8 +282,7 @@ async def test_an_upload_that_ends_as_a_wait_for_memory_times_out_ends_whole(
 
 
 def waiting_for_memory(harness: Harness) -> float:
-    registry = harness.service.metrics.registry
-    return registry.get_sample_value("upload_chunks_waiting_for_memory") or 0
+    return harness.metric("upload_chunks_waiting_for_memory")
 
 
 async def test_the_buffer_kept_for_a_job_is_the_size_of_its_own_chunks(

@@ -127,11 +127,11 @@ async def test_a_chunk_waiting_for_memory_leaves_the_gauge_when_its_upload_ends(
     ]
     await until(lambda: harness.service.memory.reserved == 2 * buffer_size(chunk))
     waiting = asyncio.create_task(harness.post(upload_id, 2, os.urandom(chunk)))
-    await until(lambda: sample(harness, "upload_chunks_waiting_for_memory") == 1)
+    await until(lambda: harness.metric("upload_chunks_waiting_for_memory") == 1)
 
     assert await harness.link.abort() == {"success": True}
     try:
-        await until(lambda: sample(harness, "upload_chunks_waiting_for_memory") == 0)
+        await until(lambda: harness.metric("upload_chunks_waiting_for_memory") == 0)
         status, text = await waiting
     finally:
         stop.set()
@@ -140,11 +140,6 @@ async def test_a_chunk_waiting_for_memory_leaves_the_gauge_when_its_upload_ends(
     metrics = await scrape(harness)
     assert metrics['upload_chunks_refused_total{reason="upload_ended"}'] == 1
     assert metrics['upload_chunks_refused_total{reason="memory_busy"}'] == 0
-
-
-def sample(harness: Harness, name: str) -> float:
-    """One sample of the service's registry, as /metrics shows it."""
-    return harness.service.metrics.registry.get_sample_value(name) or 0
 
 
 async def test_messages_discord_refused_to_delete_before_the_shutdown_are_counted_left(
@@ -169,7 +164,7 @@ async def test_messages_discord_refused_to_delete_before_the_shutdown_are_counte
     cleanup = Cleanup(metrics, Journal.in_memory())
     cleanup.delete(store, Orphans(upload_id, tuple(refused), "it was aborted"))
     finishing = asyncio.create_task(cleanup.finish(grace=1.0))
-    await asyncio.sleep(0)  # the bulk delete is under way
+    await until(lambda: discord.faults_served == 1)  # the bulk delete is at Discord
     cleanup.delete(store, Orphans(upload_id, (late,), "stored after the upload ended"))
     await finishing
     await clients.close()
