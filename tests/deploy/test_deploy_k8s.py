@@ -337,6 +337,27 @@ def test_the_router_keeps_listening_until_the_gateway_has_seen_it_leave(tmp_path
     assert spec["terminationGracePeriodSeconds"] >= waits + 30, "too little left for nginx"
 
 
+def test_the_router_finds_a_pod_by_name_before_the_kubelet_finds_it_ready(
+    tmp_path: Path,
+) -> None:
+    """The router looks pod upload-N up under the headless Service, which by default names
+    ready pods only. The manager hands a pod's address out as soon as it has configured one
+    of its slots, up to a readiness period (and the DNS's caches) before the kubelet's probe
+    of /readyz makes it ready: with names for ready pods only, that pod's first chunks would
+    get the router's 503. A pod that is not ready answers chunks itself (410, 404, 503)."""
+    docs = render(tmp_path, 3)
+    statefulset = one(docs, "StatefulSet", "upload")["spec"]
+    [headless] = [
+        d["spec"]
+        for d in docs
+        if d["kind"] == "Service" and d["metadata"]["name"] == statefulset["serviceName"]
+    ]
+    assert headless["clusterIP"] == "None"
+    router_conf = one(docs, "ConfigMap", "upload-router")["data"]["upload.conf.template"]
+    assert f"$upload_instance.{statefulset['serviceName']}.${{POD_NAMESPACE}}." in router_conf
+    assert headless.get("publishNotReadyAddresses") is True, "only ready pods have a name"
+
+
 def test_replicas_spread_across_nodes_without_blocking_scheduling(tmp_path: Path) -> None:
     docs = render(tmp_path, 3)
     for name in ("upload", "upload-router"):
