@@ -34,8 +34,11 @@ from aiohttp import web
 from conftest import DEPLOY, deploy_script, missing
 from test_nginx import STOP_TIMEOUT, nginx_main_conf, render_nginx, start_nginx
 
+from service.config import load_settings
 from service.local.driver import stop_service
 from service.local.loopback import free_port
+from service.server import CLEANUP_FLOOR
+from service.uploads.memory import default_budget
 
 K8S = DEPLOY / "k8s"
 GATEWAY_API = DEPLOY / "vendor" / "gateway-api"
@@ -377,6 +380,62 @@ def test_replicas_spread_across_nodes_without_blocking_scheduling(tmp_path: Path
             selector = constraint["labelSelector"]["matchLabels"].items()
             assert selector <= template["metadata"]["labels"].items(), name
             assert selector == workload["spec"]["selector"]["matchLabels"].items(), name
+
+
+CLOSING = 5  # seconds a stopping service may take after its clean-up: links, sockets, files
+MEBIBYTES = {"Mi": 1024**2, "Gi": 1024**3}
+
+
+def pod_environment(docs: list[dict[str, Any]], pod: str) -> dict[str, str]:
+    """The environment Kubernetes gives the service's container in pod `pod`: `$(NAME)`
+    expanded from the variables before it, the pod's name, the rendered ConfigMaps' values,
+    and secret.yaml's placeholders for the Secret's."""
+    secret = yaml_document((K8S / "secret.yaml").read_text())["stringData"]
+    [container] = one(docs, "StatefulSet", "upload")["spec"]["template"]["spec"]["containers"]
+    env: dict[str, str] = {}
+    for variable in container["env"]:
+        source = variable.get("valueFrom", {})
+        if "fieldRef" in source:
+            assert source["fieldRef"]["fieldPath"] == "metadata.name", variable
+            value = pod
+        elif "configMapKeyRef" in source:
+            ref = source["configMapKeyRef"]
+            [config_map] = [
+                d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == ref["name"]
+            ]
+            value = config_map["data"][ref["key"]]
+        elif "secretKeyRef" in source:
+            value = secret[source["secretKeyRef"]["key"]]
+        else:
+            value = re.sub(r"\$\((\w+)\)", lambda m: env[m[1]], variable["value"])
+        env[variable["name"]] = value
+    return env
+
+
+def test_a_pod_has_the_time_and_memory_its_settings_need(tmp_path: Path) -> None:
+    """The pod's settings as the service reads them (its own parser), against what the pod
+    gives them. The kubelet kills a stopping pod at terminationGracePeriodSeconds (Compose at
+    stop_grace_period): the service's shutdown takes SHUTDOWN_GRACE for the chunks being
+    stored and the clean-up, at least CLEANUP_FLOOR for the clean-up past it, then closes.
+    The memory limit must leave the default chunk memory budget whole: 5 buffers for each
+    slot's browser, as UPLOAD_SLOTS promises (a limit too small cuts it, and chunks wait)."""
+    docs = render(tmp_path, 3)
+    spec = one(docs, "StatefulSet", "upload")["spec"]["template"]["spec"]
+    settings = load_settings(pod_environment(docs, "upload-0"))
+    assert settings.own_address.endswith("/u/upload-0/")
+    shutdown = settings.shutdown_grace + CLEANUP_FLOOR + CLOSING
+    assert spec["terminationGracePeriodSeconds"] >= shutdown, "the kubelet cuts the shutdown"
+    limit = spec["containers"][0]["resources"]["limits"]["memory"]
+    quantity = re.fullmatch(r"(\d+)(Mi|Gi)", limit)
+    assert quantity, f"memory limit {limit}: not in Mi or Gi"
+    budget = default_budget(settings.slots, int(quantity[1]) * MEBIBYTES[quantity[2]])
+    assert budget == default_budget(settings.slots, None), f"{limit} cuts the chunk memory"
+
+    compose = yaml_document((DEPLOY / "docker-compose.yml").read_text())
+    environment = compose["x-upload-environment"]
+    grace = float(environment.get("SHUTDOWN_GRACE", settings.shutdown_grace))
+    stop = re.fullmatch(r"(\d+)s", compose["x-upload"]["stop_grace_period"])
+    assert stop and int(stop[1]) >= grace + CLEANUP_FLOOR + CLOSING, "docker cuts the shutdown"
 
 
 DISCORDS_GLOBAL_LIMIT = 50  # requests per second per bot token, every process together
