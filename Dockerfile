@@ -46,9 +46,11 @@ WORKDIR /app
 COPY constraints.txt ./
 RUN pip install --no-deps --requirement constraints.txt
 
+# Built by the setuptools pinned above: in an isolated build environment pip would fetch the
+# newest setuptools at every build, whatever constraints.txt says.
 COPY pyproject.toml README.md ./
 COPY service/ ./service/
-RUN pip install --no-deps . && pip check
+RUN pip install --no-deps --no-build-isolation --check-build-dependencies . && pip check
 
 # An unprivileged user, named numerically below (Kubernetes' runAsNonRoot can check a
 # number); the installed code stays owned by root. STATE_DIR's usual place is the user's: a

@@ -1,10 +1,12 @@
 """constraints.txt, which the Docker image installs, pins every dependency of pyproject.toml
-within its range, the versions compared by `packaging` as pip compares them (PEP 440). That
-the pins are complete is `pip check`'s to say, after the image's `--no-deps` install (the
-Dockerfile, and .ci/run before the tests)."""
+within its range, the versions compared by `packaging` as pip compares them (PEP 440), and
+the build backend the image builds the project with. That the pins are complete is `pip
+check`'s to say, after the image's `--no-deps` install (the Dockerfile, and .ci/run before
+the tests)."""
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 
@@ -47,6 +49,22 @@ def test_the_committed_constraints_pin_every_dependency_within_its_range() -> No
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     pinned = pins((ROOT / "constraints.txt").read_text())
     assert disagreements(pyproject["project"]["dependencies"], pinned) == []
+
+
+def test_the_image_builds_the_project_with_the_pinned_build_backend() -> None:
+    """`pip install .` builds the project with pyproject's build-system requirements. In an
+    isolated build environment (pip's default) it fetches them anew at every build, the
+    newest in range, whatever constraints.txt says: a rebuild of the same commit could build
+    with another setuptools, or fail. The image installs them from constraints.txt and builds
+    without isolation, checking them (--check-build-dependencies)."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    pinned = pins((ROOT / "constraints.txt").read_text())
+    assert disagreements(pyproject["build-system"]["requires"], pinned) == []
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    builds = re.findall(r"^RUN pip install (.*) \.(?: |$)", dockerfile, flags=re.MULTILINE)
+    assert builds, "the Dockerfile does not install the project with `pip install ... .`"
+    for options in builds:
+        assert {"--no-build-isolation", "--check-build-dependencies"} <= set(options.split())
 
 
 def test_a_missing_or_out_of_range_pin_is_named() -> None:
