@@ -305,6 +305,25 @@ def test_pods_meet_the_restricted_pod_security_standard(tmp_path: Path) -> None:
             assert any(b.items() <= labels.items() for b in budgets), doc["metadata"]["name"]
 
 
+def test_images_from_elsewhere_are_pinned_by_digest_and_alike_in_compose(tmp_path: Path) -> None:
+    """Their publishers move a tag (nginx's and Redis's official images are rebuilt on every
+    Debian update): only a digest makes a redeploy run the image that was tested. The router
+    and Compose's nginx run the same image, as do both Redis."""
+    docs = render(tmp_path, 3)
+    ours = yaml_document((K8S / "kustomization.yaml").read_text())["images"][0]["newName"]
+    kubernetes = {
+        container["image"]
+        for _, spec in pod_specs(docs)
+        for container in spec["containers"]
+        if not container["image"].startswith(f"{ours}:")
+    }
+    services = yaml_document((DEPLOY / "docker-compose.yml").read_text())["services"]
+    compose = {service["image"] for service in services.values() if "build" not in service}
+    assert kubernetes == compose
+    for image in kubernetes:
+        assert re.fullmatch(r"[a-z0-9./-]+:[0-9][0-9A-Za-z.-]*@sha256:[0-9a-f]{64}", image), image
+
+
 def test_a_disruption_budget_never_blocks_a_drain_for_pods_that_are_not_ready(
     tmp_path: Path,
 ) -> None:
