@@ -19,7 +19,9 @@ class ChunkBody:
     `Content-Length` over the limit is refused before a byte of the body is read. A client
     that sends nothing for `read_timeout` is cut off; so is one that, `read_timeout` after
     its chunk was claimed, has averaged less than `min_rate` bytes per second since (a
-    trickle never trips a per-read timeout, and it holds a chunk's memory).
+    trickle never trips a per-read timeout, and it holds a chunk's memory). The same rate
+    holds from the request's start until the claim: fields trickled a byte at a time hold no
+    memory, but they would hold the request, and a shutdown waiting for it, for days.
     """
 
     def __init__(
@@ -36,8 +38,8 @@ class ChunkBody:
         self._read_timeout = read_timeout
         self._min_rate = min_rate
         self._received = 0
-        self._claimed_at: float | None = None
-        self._received_at_claim = 0
+        self._since = time.monotonic()  # the rate is measured from here: the start, the claim
+        self._received_before = 0  # bytes received before `_since`
         self._declared = request.content_length
         self.limit_to(limit)
 
@@ -66,17 +68,16 @@ class ChunkBody:
         return piece
 
     def chunk_claimed(self) -> None:
-        """From now on the body holds a chunk's memory: it must keep up `min_rate`."""
-        self._claimed_at = time.monotonic()
-        self._received_at_claim = self._received
+        """From now on the body holds a chunk's memory: `min_rate` is measured afresh, the
+        time the chunk waited for that memory left out."""
+        self._since = time.monotonic()
+        self._received_before = self._received
 
     def _check_rate(self) -> None:
-        if self._claimed_at is None:
-            return
-        elapsed = time.monotonic() - self._claimed_at
+        elapsed = time.monotonic() - self._since
         if elapsed < self._read_timeout:
             return
-        rate = (self._received - self._received_at_claim) / elapsed
+        rate = (self._received - self._received_before) / elapsed
         if rate < self._min_rate:
             raise ClientStalled(
                 f"the chunk arrived at {rate:.0f} bytes per second, below the minimum of "

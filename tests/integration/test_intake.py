@@ -31,7 +31,14 @@ from conftest import (
 
 from service.config import Settings
 from service.local.discord_api import Fault
-from service.local.driver import BOUNDARY, CONTENT_TYPE, FORM_TAIL, form_head, raw_chunk_body
+from service.local.driver import (
+    BOUNDARY,
+    CONTENT_TYPE,
+    FORM_TAIL,
+    form_head,
+    raw_chunk_body,
+    request_head,
+)
 from service.local.manager import ManagerStandIn
 
 MiB = 1024 * 1024
@@ -512,3 +519,28 @@ async def test_client_that_stalls_mid_chunk_is_cut_off(
     assert status == 408 and "no data arrived" in error
     assert relay.delivered_at_answer is not None and relay.delivered_at_answer < len(body)
     assert (await post_chunk(client, harness.address, upload_id, 0, data)).status_code == 200
+
+
+async def test_a_client_trickling_the_fields_before_its_chunk_is_cut_off(
+    start_service: HarnessFactory,
+) -> None:
+    """Before its chunk is claimed a request holds no memory, but it holds its connection, a
+    task and a place among the chunks in flight, which a shutdown waits for: a client
+    sending the form's small fields a byte at a time, never pausing for CLIENT_READ_TIMEOUT,
+    is held to the same minimum rate as a chunk, and cut off before its fields are read."""
+    harness = await start_service(client_read_timeout=1.0)
+    await harness.configure()
+    upload_id = await harness.start(SMALL_CHUNK)
+    fields, port = form_head(upload_id, 0), harness.service.port
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request_head(port, "/", len(fields) + SMALL_CHUNK + len(FORM_TAIL)))
+    answer = asyncio.create_task(reader.read(4096))
+    sent = 0
+    while sent < len(fields) and not (await asyncio.wait([answer], timeout=0.02))[0]:
+        writer.write(fields[sent : sent + 1])  # 50 bytes a second, far below 16 KiB
+        sent += 1
+    assert sent < len(fields), "the service read every field of a 50 bytes/s trickle"
+    assert (await answer).startswith(b"HTTP/1.1 408") and b"bytes per second" in answer.result()
+    writer.close()
+    assert received(harness) == 0  # no chunk was claimed
+    await until(lambda: harness.metric("upload_chunks_in_flight") == 0)
