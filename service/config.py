@@ -189,8 +189,9 @@ OPTIONS = (
     Option(
         "client_min_rate",
         setting_values.positive_int,
-        "bytes per second a chunk must average once it has been arriving for "
-        "CLIENT_READ_TIMEOUT seconds; a slower one is cut off (408) and its memory freed",
+        "bytes per second a chunk POST must average once it has been arriving for "
+        "CLIENT_READ_TIMEOUT seconds (its fields from its start, its chunk afresh from the "
+        "claim); a slower one is cut off (408) and its memory freed",
     ),
     Option(
         "chunk_memory_mib",
