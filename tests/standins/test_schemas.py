@@ -275,6 +275,7 @@ async def test_manager_stand_in_drops_a_frame_only_the_schemas_refuse() -> None:
     outgoing.check_outgoing(text)  # the service's own check lets it through
     dropped: list[Any] = []
     connection = ServiceConnection(cast(Any, None), "http://127.0.0.1:1/upload", dropped)
+    connection.running = str(uuid.uuid4())  # a finish is due
 
     await connection._receive(text)
     await connection._receive(json.dumps(success_frame()))
