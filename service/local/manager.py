@@ -1,13 +1,13 @@
 """A stand-in for discord-cloud's manager: the server side of the WebSocket link.
 
-Like the real manager it refuses a connection with a wrong key or a missing parameter
-before the upgrade, drops every packet that fails its schema (keeping it in `dropped` so
-tests can assert there are none), and waits at most 10 seconds for a reply. The schemas are
-the JSON Schema files in `schemas/`, checked with `jsonschema`, on top of the service's own
-`outgoing.check_outgoing`. It also drops a finish packet when no upload runs on the service
-as it sees it, as the manager does: an upload runs from the `success: true` reply to its
-`upload-start` (one that came within the 10 seconds) until its finish packet or the
-`success: true` reply to an `upload-abort`.
+Like the real manager it refuses a connection with a wrong key, a missing parameter or an
+`address` that is not an http(s) URL before the upgrade, drops every packet that fails its
+schema (keeping it in `dropped` so tests can assert there are none), and waits at most 10
+seconds for a reply. The schemas are the JSON Schema files in `schemas/`, checked with
+`jsonschema`, on top of the service's own `outgoing.check_outgoing`. It also drops a finish
+packet when no upload runs on the service as it sees it, as the manager does: an upload runs
+from the `success: true` reply to its `upload-start` (one that came within the 10 seconds)
+until its finish packet or the `success: true` reply to an `upload-abort`.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import WSMsgType, web
+from yarl import URL
 
 from ..jobs.layout import MANAGER_CHUNK_SIZE
 from ..manager import outgoing, packets
@@ -246,9 +247,9 @@ class ManagerStandIn:
         if query.get("type") != "upload" or query.get("key") != self.password:
             self.refused_handshakes += 1
             raise web.HTTPUnauthorized(text="wrong key or type")
-        if not query.get("address"):
+        if not _is_http_url(query.get("address", "")):
             self.refused_handshakes += 1
-            raise web.HTTPBadRequest(text="missing address")
+            raise web.HTTPBadRequest(text="address must be an http(s) URL")
         socket = web.WebSocketResponse()
         await socket.prepare(request)
         service = ServiceConnection(socket, query["address"], self.dropped)
@@ -266,3 +267,13 @@ class ManagerStandIn:
             with contextlib.suppress(Exception):
                 await socket.close()
         return socket
+
+
+def _is_http_url(address: str) -> bool:
+    """Whether the manager takes `address` as the one it hands clients: it parses it as a URL
+    (WHATWG) and takes http: and https: alone."""
+    try:
+        url = URL(address)
+    except ValueError:
+        return False
+    return url.scheme in ("http", "https") and bool(url.host)

@@ -7,6 +7,7 @@ import json
 import uuid
 
 import aiohttp
+import pytest
 from conftest import PASSWORD, until
 
 from service.local.manager import ManagerStandIn
@@ -62,3 +63,18 @@ async def test_a_finish_is_taken_only_while_the_manager_sees_an_upload_running()
     assert {dropped.why for dropped in manager.dropped} == {
         "an upload-finish while no upload runs on this service"
     }
+
+
+@pytest.mark.parametrize(
+    "address", ["upload.example.com/u", "ftp://upload.example.com/", "http://"]
+)
+async def test_an_address_that_is_not_an_http_url_is_refused_before_the_upgrade(
+    address: str,
+) -> None:
+    """The manager hands clients the address as it came: it takes an http(s) URL alone."""
+    async with ManagerStandIn(password=PASSWORD) as manager, aiohttp.ClientSession() as session:
+        query = {"type": "upload", "key": PASSWORD, "address": address}
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await session.ws_connect(manager.address, params=query)
+    assert refused.value.status == 400
+    assert (manager.refused_handshakes, manager.services) == (1, [])
