@@ -1,10 +1,13 @@
 """A stand-in for discord-cloud's manager: the server side of the WebSocket link.
 
-Like the real manager it refuses a connection with a wrong key or a missing parameter
-before the upgrade, drops every packet that fails its schema (keeping it in `dropped` so
-tests can assert there are none), and waits at most 10 seconds for a reply. The schemas are
-the JSON Schema files in `schemas/`, checked with `jsonschema`, on top of the service's own
-`outgoing.check_outgoing`.
+Like the real manager it refuses a connection with a wrong key, a missing parameter or an
+`address` that is not an http(s) URL before the upgrade, drops every packet that fails its
+schema (keeping it in `dropped` so tests can assert there are none), and waits at most 10
+seconds for a reply. The schemas are the JSON Schema files in `schemas/`, checked with
+`jsonschema`, on top of the service's own `outgoing.check_outgoing`. It also drops a finish
+packet when no upload runs on the service as it sees it, as the manager does: an upload runs
+from the `success: true` reply to its `upload-start` (one that came within the 10 seconds)
+until its finish packet or the `success: true` reply to an `upload-abort`.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import WSMsgType, web
+from yarl import URL
 
 from ..jobs.layout import MANAGER_CHUNK_SIZE
 from ..manager import outgoing, packets
@@ -46,6 +50,9 @@ class ServiceConnection:
         self.closed = asyncio.Event()
         self._dropped = dropped
         self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        # The starts and aborts sent, by uuid, whose reply would start or end an upload.
+        self._asked: dict[str, tuple[str, str | None]] = {}
+        self.running: str | None = None  # the upload_id the manager sees running here
         self._finish_arrived = asyncio.Condition()
         self._taken = 0  # finishes already returned by next_finish
 
@@ -56,6 +63,7 @@ class ServiceConnection:
 
     async def send_raw(self, text: str, reply_to: str | None = None) -> dict[str, Any]:
         """Send any frame, even a malformed one; await the reply to `reply_to` if given."""
+        self._ask(text)
         if reply_to is None:
             await self.socket.send_str(text)
             return {}
@@ -67,6 +75,24 @@ class ServiceConnection:
                 return await waiter
         finally:
             self._replies.pop(reply_to, None)
+            self._asked.pop(reply_to, None)  # a reply after the 10 seconds starts nothing
+
+    def _ask(self, text: str) -> None:
+        """Note a start or an abort being sent, whose `success: true` reply starts or ends
+        the upload the manager sees running."""
+        with contextlib.suppress(packets.MalformedPacket):
+            envelope = packets.parse_envelope(text)
+            if envelope.id in (packets.UPLOAD_START, packets.UPLOAD_ABORT):
+                upload_id = envelope.data.get("upload_id")
+                self._asked[envelope.uuid] = (envelope.id, upload_id)
+
+    def _answered(self, reply: packets.Envelope) -> None:
+        """A reply to a start or an abort: the upload the manager sees running changes."""
+        packet_id, upload_id = self._asked.pop(reply.reply_uuid or "", ("", None))
+        if reply.data["success"] is True and packet_id == packets.UPLOAD_START:
+            self.running = upload_id
+        elif reply.data["success"] is True and packet_id == packets.UPLOAD_ABORT:
+            self.running = None
 
     async def send_nested(self, depth: int, opener: str = "[") -> None:
         """Send `opener` repeated `depth` times: JSON nested deeper than any parser recurses."""
@@ -146,10 +172,15 @@ class ServiceConnection:
             self._drop(text, "; ".join(why))
             return
         if envelope.id == packets.BOOLEAN:
+            self._answered(envelope)
             waiter = self._replies.get(envelope.reply_uuid or "")
             if waiter is not None and not waiter.done():
                 waiter.set_result(envelope.data)
             return
+        if self.running is None:
+            self._drop(text, "an upload-finish while no upload runs on this service")
+            return
+        self.running = None
         async with self._finish_arrived:
             self.finishes.append(envelope.data)
             self._finish_arrived.notify_all()
@@ -216,9 +247,9 @@ class ManagerStandIn:
         if query.get("type") != "upload" or query.get("key") != self.password:
             self.refused_handshakes += 1
             raise web.HTTPUnauthorized(text="wrong key or type")
-        if not query.get("address"):
+        if not _is_http_url(query.get("address", "")):
             self.refused_handshakes += 1
-            raise web.HTTPBadRequest(text="missing address")
+            raise web.HTTPBadRequest(text="address must be an http(s) URL")
         socket = web.WebSocketResponse()
         await socket.prepare(request)
         service = ServiceConnection(socket, query["address"], self.dropped)
@@ -236,3 +267,13 @@ class ManagerStandIn:
             with contextlib.suppress(Exception):
                 await socket.close()
         return socket
+
+
+def _is_http_url(address: str) -> bool:
+    """Whether the manager takes `address` as the one it hands clients: it parses it as a URL
+    (WHATWG) and takes http: and https: alone."""
+    try:
+        url = URL(address)
+    except ValueError:
+        return False
+    return url.scheme in ("http", "https") and bool(url.host)

@@ -76,3 +76,4 @@ class ResentChunk:
 
     def __exit__(self, *exc_info: object) -> None:
         self.upload.resending -= 1
+        self.upload.chunk_ended()

@@ -142,12 +142,12 @@ class Upload:
         try:
             memory = await self._waits.buffer(index)
         except BaseException:
-            self.job.release(index)
+            self.release(index)
             raise
         if self.outcome is not None:  # it ended while the chunk waited: the memory goes on
             if memory is not None:
                 memory.give_back()
-            self.job.release(index)
+            self.release(index)
             self._refuse_if_ended()
         if memory is None:
             raise ChunkInFlight(
@@ -203,7 +203,15 @@ class Upload:
             await self.end(Outcome.SUCCEEDED, ALL_STORED)
 
     def release(self, index: int) -> None:
+        """The request for chunk `index` has ended: its claim goes, unless it was stored."""
         self.job.release(index)
+        self.chunk_ended()
+
+    def chunk_ended(self) -> None:
+        """A chunk's request has ended, stored or not: the client has the whole inactivity
+        timeout from now for its next chunk, however long this one took to arrive."""
+        if self.outcome is None:
+            self._touch()
 
     def refuse_unless_kept(self) -> None:
         """Refuse a chunk stored already once the upload has ended, unless it succeeded: the
@@ -312,7 +320,7 @@ class Upload:
     # --- the inactivity timer --------------------------------------------------------------
 
     def _touch(self) -> None:
-        """A chunk started arriving: restart the inactivity timer."""
+        """A chunk started arriving, or its request ended: restart the inactivity timer."""
         if self._timer is not None:
             self._timer.cancel()
         self._timer = asyncio.get_running_loop().call_later(

@@ -19,6 +19,7 @@ import pytest
 from conftest import (
     CHANNEL,
     KEY,
+    PASSWORD,
     SMALL_CHUNK,
     TOKEN,
     Harness,
@@ -30,7 +31,7 @@ from conftest import (
 )
 
 from service.config import Settings
-from service.local.discord_api import Fault
+from service.local.discord_api import DiscordStandIn, Fault
 from service.local.driver import (
     BOUNDARY,
     CONTENT_TYPE,
@@ -39,6 +40,7 @@ from service.local.driver import (
     raw_chunk_body,
     request_head,
 )
+from service.local.loopback import loopback_settings
 from service.local.manager import ManagerStandIn
 
 MiB = 1024 * 1024
@@ -388,6 +390,49 @@ async def test_a_chunk_arriving_slowly_holds_off_the_inactivity_timeout(
     assert (await slow).status_code == 200
     if stored:
         assert (await post_chunk(client, harness.address, upload_id, 1, second)).status_code == 200
+    finish = await harness.link.next_finish()
+    assert finish["success"] is True and len(finish["messages"]) == 2
+
+
+@pytest.mark.parametrize("stored", [False, True], ids=["new", "sent-again"])
+async def test_a_chunk_that_took_most_of_the_inactivity_timeout_leaves_all_of_it_for_the_next(
+    start_service: HarnessFactory,
+    discord: DiscordStandIn,
+    manager: ManagerStandIn,
+    client: httpx.AsyncClient,
+    stored: bool,
+) -> None:
+    """UPLOAD_INACTIVITY_TIMEOUT counts from the last chunk that arrived: a chunk whose bytes
+    took 3/4 of it to arrive (a slow link) leaves the client the whole timeout for its next
+    one, not the quarter left since the chunk began. The clock: the uploads of a second
+    service whose timeout is 3/4 of this one's, each failing as it falls due."""
+    harness = await start_service(upload_inactivity_timeout=1.2)
+    other = loopback_settings(discord, manager, PASSWORD)  # its own ports and address
+    clock = await start_service(
+        port=other.port,
+        metrics_port=other.metrics_port,
+        own_address=other.own_address,
+        upload_inactivity_timeout=0.9,
+    )
+    for each in (harness, clock):
+        await each.configure()
+    data = os.urandom(2 * SMALL_CHUNK)
+    upload_id = await harness.start(len(data))
+    first, second = data[:SMALL_CHUNK], data[SMALL_CHUNK:]
+    if stored:
+        assert (await post_chunk(client, harness.address, upload_id, 0, first)).status_code == 200
+    slow, go_on = held_chunk(client, harness.address, upload_id, 0, first)
+    await until(lambda: received(harness) == 1 + stored)  # the timer restarts with its claim
+
+    await clock.start(1)
+    assert (await clock.link.next_finish())["success"] is False  # 3/4 of the timeout went by
+    go_on.set()
+    assert (await slow).status_code == 200
+    await clock.start(1)
+    assert (await clock.link.next_finish())["success"] is False  # 3/4 more since the chunk
+    assert harness.link.finishes == []  # the upload waits for its next chunk all the same
+
+    assert (await post_chunk(client, harness.address, upload_id, 1, second)).status_code == 200
     finish = await harness.link.next_finish()
     assert finish["success"] is True and len(finish["messages"]) == 2
 

@@ -177,10 +177,19 @@ DROPPED: dict[str, Mutation] = {
     ),
     "failure without reason": _with(failure_frame, lambda f: f["data"].pop("reason")),
     "failure with empty reason": _with(failure_frame, lambda f: f["data"].update(reason="")),
-    "a float in a field no schema types": _with(reply_frame, lambda f: f["data"].update(n=1.5)),
+    "a float in a field no schema types": _with(reply_frame, lambda f: f.update(n=1.5)),
     "an integral float at the top level": _with(reply_frame, lambda f: f.update(n=10.0)),
     "an integer past 2**53 in a field no schema types": _with(
-        failure_frame, lambda f: f["data"].update(retry=[MAX_SAFE + 1])
+        failure_frame, lambda f: f.update(retry=[MAX_SAFE + 1])
+    ),
+    "reply with a field the manager's schema lacks": _with(
+        reply_frame, lambda f: f["data"].update(retry_after=5)
+    ),
+    "finish with a field the manager's schema lacks": _with(
+        success_frame, lambda f: f["data"].update(size=1)
+    ),
+    "failed finish with a field the manager's schema lacks": _with(
+        failure_frame, lambda f: f["data"].update(code="timeout")
     ),
 }
 
@@ -275,6 +284,7 @@ async def test_manager_stand_in_drops_a_frame_only_the_schemas_refuse() -> None:
     outgoing.check_outgoing(text)  # the service's own check lets it through
     dropped: list[Any] = []
     connection = ServiceConnection(cast(Any, None), "http://127.0.0.1:1/upload", dropped)
+    connection.running = str(uuid.uuid4())  # a finish is due
 
     await connection._receive(text)
     await connection._receive(json.dumps(success_frame()))
