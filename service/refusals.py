@@ -108,7 +108,8 @@ class DiscordFailed(StoreError):
 class DiscordBusy(StoreError):
     def __init__(self, retry_after: float, message: str | None = None) -> None:
         seconds = math.ceil(retry_after)  # as the Retry-After header rounds it
-        message = message or f"Discord rate-limits this channel for {seconds} more seconds"
+        unit = "second" if seconds == 1 else "seconds"
+        message = message or f"Discord rate-limits this channel for {seconds} more {unit}"
         super().__init__(message, retry_after)
 
 

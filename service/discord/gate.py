@@ -46,11 +46,9 @@ class PaceGate:
 
     async def enter(self, channel: str | None, max_wait: float) -> None:
         """Return once a request to `channel` may go out, its place taken; raise `DiscordBusy`
-        at once if the limits are known to need more than `max_wait` seconds, or after
-        `max_wait` seconds without room."""
-        delay = self.pacer.delay(channel, self._loop.time())
-        if delay > max_wait:
-            raise DiscordBusy(delay)
+        after `max_wait` seconds without room, even when the limits are known to need longer:
+        the browser tries a chunk again at once, without reading Retry-After, so a refusal at
+        once would spend its 10 tries in moments, and a wait spends them as slowly as it may."""
         self._arrivals += 1
         waiter = _Waiter(channel, self._loop.create_future(), self._arrivals)
         self._queue.append(waiter)

@@ -9,7 +9,7 @@ import os
 
 import aiohttp.payload
 import pytest
-from conftest import CHANNEL, SMALL_CHUNK, TOKEN, Harness, reassembled
+from conftest import CHANNEL, SMALL_CHUNK, TOKEN, Harness, HarnessFactory, reassembled
 from discord import http as discord_http
 
 from service.chunks.memory_file import MemoryReader
@@ -91,8 +91,10 @@ async def test_odd_200s_on_every_try_are_a_502_and_nothing_is_recorded(harness: 
 
 
 async def test_a_cloudflare_429_is_a_503_and_nothing_more_is_sent_for_a_while(
-    harness: Harness, caplog: pytest.LogCaptureFixture
+    start_service: HarnessFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
+    harness = await start_service(discord_max_ratelimit_wait=0.2)  # each try's wait
+    await harness.configure()
     data = os.urandom(SMALL_CHUNK)
     upload_id = await harness.start(len(data))
     harness.discord.inject(Fault(cloudflare=True))
@@ -103,7 +105,8 @@ async def test_a_cloudflare_429_is_a_503_and_nothing_more_is_sent_for_a_while(
         assert "Cloudflare" in (await response.json())["error"]
     assert "Cloudflare" in caplog.text and "banned" in caplog.text
 
-    # Not retried in a loop: the chunk sent again is answered without a request to Discord.
+    # Not retried in a loop: the chunk sent again waits, then is answered 503 without a
+    # request to Discord.
     assert (await harness.post(upload_id, 0, data))[0] == 503
     assert harness.discord.posts == 1
 
