@@ -48,7 +48,7 @@ class PaceGate:
         """Return once a request to `channel` may go out, its place taken; raise `DiscordBusy`
         after `max_wait` seconds without room, even when the limits are known to need longer:
         the browser tries a chunk again at once, without reading Retry-After, so a refusal at
-        once would spend its 10 tries in moments, and a wait spends them as slowly as it may."""
+        once would spend its 10 tries in moments, where waits make them last."""
         self._arrivals += 1
         waiter = _Waiter(channel, self._loop.create_future(), self._arrivals)
         self._queue.append(waiter)
