@@ -18,15 +18,13 @@ from clients import health_probed
 from measure import GIB, MIB, ProcessTimes, Source, floors, loop_lag, own_cpu, percentile, rss
 from report import BenchFailure, Column, Report, Target, figures_table, log, target, targets_table
 from scenario import Scenario, counts, measured, option
-from services import Service, Slot, stage
+from services import Service, Slot, fresh_channels, stage
 
 from service.chunks.memory_file import MemoryReader
 from service.jobs.layout import BROWSER_CHUNKS_IN_FLIGHT, MANAGER_CHUNK_SIZE
 from service.local.browser import chunk_form
 from service.uploads.memory import default_budget
 
-SERVICE_CHANNEL_BASE = 1100000000000000000
-DIRECT_CHANNEL_BASE = 1200000000000000000
 RUN_TIMEOUT_BASE = 60.0  # seconds one run may take, plus its bytes at SLOWEST_MIB_S, twice
 SLOWEST_MIB_S = 10.0
 RSS_BASE_MIB = 60  # the peak RSS target: the interpreter, and each job's buffers, 2.5 x
@@ -136,7 +134,7 @@ def message_form(index: int, chunk: memoryview) -> aiohttp.FormData:
 
 async def run_direct(on: Service, jobs: int, source: Source) -> Phase:
     """Every job's chunks straight to the Discord stand-in, each job in a channel of its own."""
-    channels = [str(DIRECT_CHANNEL_BASE + job) for job in range(jobs)]
+    channels = fresh_channels(jobs)
     urls = [f"{on.discord.base_url}/channels/{channel}/messages" for channel in channels]
     async with aiohttp.ClientSession(headers={"Authorization": f"Bot {on.token}"}) as session:
         phase = await timed([send_all(session, url, source.chunks, message_form) for url in urls])
@@ -164,7 +162,7 @@ async def run_service(
 
 async def run_once(jobs: int, source: Source) -> dict[str, float]:
     crypto_floor, socket_floor = floors(source.chunks)
-    async with stage([str(SERVICE_CHANNEL_BASE + job) for job in range(jobs)]) as on:
+    async with stage(fresh_channels(jobs)) as on:
         upload_ids = [await on.start_job(slot, source) for slot in on.slots]
         idle = rss(on.pid)
         log(f"  pid {on.pid}, {jobs} job(s) started, idle RSS {idle / MIB:.1f} MiB")

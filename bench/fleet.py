@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import itertools
 import math
 import operator
 import secrets
@@ -18,7 +17,7 @@ from clients import READY, READY_TIMEOUT, STOP_TIMEOUT, Child, browse, health_pr
 from measure import MIB, Source, percentile, rss
 from report import BenchFailure, Column, Report, Target, figures_table, log, target, targets_table
 from scenario import Scenario, letters, measured, option
-from services import fleet
+from services import fleet, fresh_channels
 
 from service.jobs.layout import BROWSER_CHUNKS_IN_FLIGHT
 from service.local.browser import TRIES
@@ -29,7 +28,6 @@ CHUNK = 64 * 1024  # small chunks: the limits, not the bytes, set the pace
 MEMORY_MIB = 32  # CHUNK_MEMORY_MIB of every process
 RSS_OVER_IDLE = MEMORY_MIB + 16  # MiB: the peak RSS target, over the idle RSS
 MAX_LAG_MS = 100.0
-CHANNEL_BASE = 1600000000000000000
 RUN_TIMEOUT_BASE = 120.0  # seconds a run may take beyond twice its ideal
 
 
@@ -62,11 +60,6 @@ class Case:
             "global_limit": Limit(self.rate, 1.0),
             "answer_delay": self.answer,
         }
-
-    def channels(self) -> list[list[str]]:
-        """Each process's slots' channels."""
-        numbers = itertools.count(CHANNEL_BASE)
-        return [[str(next(numbers)) for _ in range(self.slots_of(n))] for n in self.busy]
 
     def ideal(self) -> float:
         """The seconds the limits allow together: every post at the token's rate, or each
@@ -155,7 +148,8 @@ async def run_once(key: str, case: Case) -> dict[str, Any]:
         await stack.enter_async_context(discord)
         base_url = await discord.receive(READY_TIMEOUT)
         settings = {"discord_global_rate": case.rate, "chunk_memory_mib": MEMORY_MIB}
-        processes = fleet(base_url, token, case.channels(), **settings)
+        channels = [fresh_channels(case.slots_of(jobs)) for jobs in case.busy]
+        processes = fleet(base_url, token, channels, **settings)
         services, redis = await stack.enter_async_context(processes)
         busy = zip(services, case.busy, strict=True)
         jobs = [(on, slot) for on, n in busy for slot in on.slots[:n]]

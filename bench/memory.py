@@ -15,13 +15,12 @@ from measure import MIB, Source, meanwhile, rss
 from memory_case import SAMPLE, Case, median_run
 from report import BenchFailure, Report, log
 from scenario import POSITIVE_INT, Scenario, letters, option
-from services import Service, Slot, stage
+from services import Service, Slot, fresh_channels, stage
 
 from service.jobs.layout import BROWSER_CHUNKS_IN_FLIGHT, MANAGER_CHUNK_SIZE
 from service.local.browser import TRIES
 from service.local.driver import Trickled, trickle
 
-CHANNELS = ("1500000000000000001", "1500000000000000002")  # the case's slots', the other's
 FIRST_BYTES = 512  # of the file part a trickling client sends at once
 POLL = 0.05  # seconds between /metrics reads where the service offers no event
 SHORT_SIDE_RUNS = 3  # of the other slot's job in (a), where it takes a few tenths of a second
@@ -151,7 +150,8 @@ async def serving(
     settings = {"chunk_memory_mib": plan.budget_mib, "client_read_timeout": plan.read_timeout}
     if plan.in_flight:
         settings["chunks_in_flight_per_upload"] = plan.in_flight
-    channels = [CHANNELS[0]] * case_slots + [CHANNELS[1]]
+    shared, other = fresh_channels(2)
+    channels = [shared] * case_slots + [other]
     async with stage(channels, discord=discord, **settings) as on:
         bench = Bench(on, plan)
         case.idle_rss = rss(on.pid)

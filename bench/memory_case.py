@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from clients import JobRun
 from measure import MIB
-from report import TARGET_HEADER, Target, table, target
+from report import TARGET_HEADER, Target, table, tally, target
 
 from service.local.driver import Trickled
 
@@ -16,11 +16,6 @@ RSS_SLACK = 16 * MIB  # peak RSS within idle + CHUNK_MEMORY_MIB + 16 MiB
 MAX_SIDE_RATIO = 1.2  # the other slot's job within 1.2 x its idle time
 MAX_RELEASE_SECONDS = 1.0  # a cut-off trickler's memory back within a second
 SAMPLE = 0.25  # seconds between /metrics reads of the chunk memory held (each costs a few ms)
-
-
-def tally(statuses: Counter[int] | Counter[int | None]) -> str:
-    """HTTP statuses counted, as "12 x 200, 20 x 503" ("none": no answer)."""
-    return ", ".join(f"{n} x {status or 'none'}" for status, n in sorted(statuses.items(), key=str))
 
 
 def outcome(job: JobRun) -> str:

@@ -12,15 +12,14 @@ from typing import Any
 
 from clients import upload_jobs
 from measure import MIB, Source
-from report import Column, Report, Target, figures_table, target, targets_table
+from report import Column, Report, Target, figures_table, tally, target, targets_table
 from scenario import POSITIVE_INT, POSITIVE_SECONDS, Scenario, counts, measured, option
-from services import stage
+from services import fresh_channels, stage
 
 from service.jobs.layout import BROWSER_CHUNKS_IN_FLIGHT
 from service.local.browser import TRIES
 from service.local.discord_api import Limit, created_at
 
-CHANNEL_BASE = 1400000000000000000
 RUN_TIMEOUT_BASE = 60.0  # seconds a run may take beyond twice its ideal
 MAX_JOB_VS_IDEAL = 1.05
 MAX_FINISH_LAG_MS = 50.0
@@ -57,7 +56,7 @@ async def run_once(plan: PacingPlan, slots: int, source: Source) -> dict[str, An
         "window": plan.window,
         "global_limit": Limit(plan.global_limit, 1.0),
     }
-    channels = [str(CHANNEL_BASE + slot) for slot in range(slots)]
+    channels = fresh_channels(slots)
     async with stage(channels, discord=limits, discord_global_rate=plan.global_limit) as on:
         jobs = await upload_jobs(on, on.slots, source, BROWSER_CHUNKS_IN_FLIGHT, TRIES)
         metrics = await on.metrics()
@@ -92,7 +91,7 @@ async def run_once(plan: PacingPlan, slots: int, source: Source) -> dict[str, An
         ),
         "wasted_mib": discord.wasted_bytes / MIB,
         "finish_lag_ms_max": finish_lag * 1000,
-        "client_non_200": ", ".join(f"{s}: {n}" for s, n in sorted(non_200.items())) or "none",
+        "client_non_200": tally(non_200) or "none",
         "client_non_200_count": sum(non_200.values()),
     }
 

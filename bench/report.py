@@ -8,6 +8,7 @@ import operator
 import os
 import platform
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +26,11 @@ class BenchFailure(Exception):
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def tally(statuses: Counter[int] | Counter[int | None]) -> str:
+    """HTTP statuses counted, as "12 x 200, 20 x 503" ("none": no answer)."""
+    return ", ".join(f"{n} x {status or 'none'}" for status, n in sorted(statuses.items(), key=str))
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import secrets
 import tempfile
@@ -29,6 +30,12 @@ from service.local.verify import AttachmentOf, attachments_in, finish_problems
 UNLIMITED_RATE = 1_000_000  # requests per second: no global limit to pace against
 CONNECT_TIMEOUT = 60.0  # seconds for every slot to connect to the manager
 STOP_TIMEOUT = 15.0  # seconds the service may take to exit on SIGTERM before it is killed
+_CHANNEL_IDS = itertools.count(1100000000000000000)
+
+
+def fresh_channels(count: int) -> list[str]:
+    """`count` channel ids no job of this benchmark has used."""
+    return [str(next(_CHANNEL_IDS)) for _ in range(count)]
 
 
 @dataclass(frozen=True)
