@@ -63,7 +63,7 @@ class UploadService:
             journal=self.journal,
             leftovers=Leftovers(self.journal, self.cleanup, self.metrics),
             metrics=self.metrics,
-            memory_wait=settings.client_read_timeout,
+            chunk_wait=settings.client_read_timeout,
             max_in_flight=settings.chunks_in_flight_per_upload,
             inactivity_timeout=settings.upload_inactivity_timeout,
         )

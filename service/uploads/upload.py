@@ -32,6 +32,7 @@ from .leftovers import Leftovers
 from .memory import ChunkMemory
 from .memory_waits import MemoryWaits
 from .outcome import Outcome
+from .resend_waits import ResendWaits
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class Shared:
     journal: Journal
     leftovers: Leftovers  # what a stopped process left, for the slots to hand to the clean-up
     metrics: Metrics
-    memory_wait: float  # seconds a chunk may wait for memory (CLIENT_READ_TIMEOUT)
+    chunk_wait: float  # seconds a chunk may wait for its turn (CLIENT_READ_TIMEOUT)
     max_in_flight: int  # CHUNKS_IN_FLIGHT_PER_UPLOAD
     inactivity_timeout: float  # UPLOAD_INACTIVITY_TIMEOUT
 
@@ -97,8 +98,9 @@ class Upload:
         self._unrecorded = False  # a post may have stored a message whose id we never learned
         self._buffer_size = buffer_size(start.chunk_size)  # each new chunk's memory
         self._waits = MemoryWaits(
-            shared.memory, start.upload_id, size=self._buffer_size, longest=shared.memory_wait
+            shared.memory, start.upload_id, size=self._buffer_size, longest=shared.chunk_wait
         )
+        self._resends = ResendWaits(longest=shared.chunk_wait)
         began = snowflake_at(time.time() - CLOCK_MARGIN)  # to search the channel from
         self._record = UploadRecord(
             start.upload_id, store.channel_id, store.client.token_sha256, began
@@ -133,7 +135,7 @@ class Upload:
         """Claim the chunk the client names and reserve its memory, before its bytes are
         read; raise a `Refusal` if it cannot be received."""
         index = self.job.layout.parse_index(index_text)
-        stored = self._claim(index)
+        stored = await self._claim(index)
         self._touch()
         self.shared.metrics.chunks_received.inc()
         length = self.job.layout.length(index)
@@ -158,12 +160,19 @@ class Upload:
         sealer = ChunkSealer(length, self.key, buffer=memory.buffer, head_size=head_size)
         return NewChunk(self, index, memory, sealer)
 
-    def _claim(self, index: int) -> StoredChunk | None:
+    async def _claim(self, index: int) -> StoredChunk | None:
         """`Job.claim`, or the claim of a request for the chunk still waiting for memory,
-        which the client sending it again has given up (`memory_waits.py`)."""
-        if self.job.ended or not self._waits.take_over(index):
-            return self.job.claim(index)
-        return None
+        which the client sending it again has given up (`memory_waits.py`); while an earlier
+        request stores the chunk, once it is done with it (`resend_waits.py`)."""
+        if not self.job.ended:
+            if self._waits.take_over(index):
+                return None
+            if index in self.job.in_flight:
+                await self._resends.wait(index)
+                if (stored := self.job.stored.get(index)) is not None:
+                    return stored  # compared, and a 200 only if the upload is kept
+                self._refuse_if_ended()
+        return self.job.claim(index)
 
     async def post(self, index: int, sealer: ChunkSealer) -> None:
         """Post a received chunk to Discord and record it; the upload may finish here."""
@@ -205,6 +214,7 @@ class Upload:
     def release(self, index: int) -> None:
         """The request for chunk `index` has ended: its claim goes, unless it was stored."""
         self.job.release(index)
+        self._resends.done(index)
         self.chunk_ended()
 
     def chunk_ended(self) -> None:
@@ -282,6 +292,7 @@ class Upload:
             self._timer.cancel()
             self._timer = None
         self._waits.end_all()
+        self._resends.end_all()
         self._on_end(self)
         try:
             self.shared.memory.end(self.upload_id)

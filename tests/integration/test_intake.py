@@ -31,7 +31,7 @@ from conftest import (
 )
 
 from service.config import Settings
-from service.local.discord_api import DiscordStandIn, Fault
+from service.local.discord_api import DiscordStandIn
 from service.local.driver import (
     BOUNDARY,
     CONTENT_TYPE,
@@ -294,26 +294,6 @@ async def test_body_far_larger_than_a_chunk_is_refused_before_it_is_read(
     else:  # refused long before the end (what sits in socket buffers may have gone through)
         assert relay.delivered_at_answer is not None
         assert relay.delivered_at_answer < announced // 8
-    await finishes_intact(harness, client, *job)
-
-
-async def test_chunk_already_in_flight_is_refused_with_409(
-    harness: Harness, client: httpx.AsyncClient, job: Job
-) -> None:
-    upload_id, data = job
-    harness.discord.inject(Fault(hold=True))
-    first = asyncio.create_task(
-        post_chunk(client, harness.address, upload_id, 0, data[:SMALL_CHUNK])
-    )
-    await harness.discord.wait_for_posts(1)
-
-    response = await post_chunk(client, harness.address, upload_id, 0, data[:SMALL_CHUNK])
-    status, error = refused(response)
-    assert status == 409 and "already being received" in error
-
-    harness.discord.release_held()
-    assert (await first).status_code == 200
-    assert len(harness.stored()) == 1
     await finishes_intact(harness, client, *job)
 
 
