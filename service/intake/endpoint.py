@@ -5,9 +5,10 @@ A chunk's whole path, in order (`ChunkEndpoint._receive`, then `uploads/upload.p
 
 1. read the form's small fields as the body streams in (`StreamingForm.read_fields`);
 2. find the upload the `id` names (`UploadDirectory.find`);
-3. open the chunk the `chunk` field names: the claim, and its memory reserved, waiting
-   for it if the budget is spent (`Upload.open_chunk`); the client's minimum rate, held
-   since the request began, is measured afresh from here (`ChunkBody.chunk_claimed`);
+3. open the chunk the `chunk` field names: the claim (once an earlier request for it is
+   done), and its memory reserved, waiting for it if the budget is spent
+   (`Upload.open_chunk`); the client's minimum rate, held since the request began, is
+   measured afresh from here (`ChunkBody.chunk_claimed`);
 4. stream the file part into the chunk, hashed and encrypted as it arrives (`read_file`);
 5. store it: post it to Discord and record the message; with the last chunk, send the
    finish packet (`NewChunk.store` -> `Upload.post`);

@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 from conftest import SMALL_CHUNK, Harness, HarnessFactory, messages_of, reassembled, until
 
-from service.local.browser import upload
+from service.local.browser import chunk_form, upload
 from service.local.discord_api import Fault
 from service.local.driver import raw_chunk_body, request_head
 
@@ -173,3 +173,26 @@ async def test_a_chunk_sent_a_third_time_takes_the_waiting_ones_place(
     harness.discord.release_held()
     assert await newer == (200, "0")
     assert len(messages_of(harness.discord, upload_id)) == 1
+
+
+async def test_a_chunk_sent_again_is_answered_503_by_a_shutdown_that_does_not_wait_for_it(
+    start_service: HarnessFactory, logs: pytest.LogCaptureFixture
+) -> None:
+    """The shutdown waits its grace period for the earlier request, as for any chunk being
+    stored, then ends the upload: the waiting request gets 503 with Retry-After, and the
+    shutdown is over (it did not wait for the request's CLIENT_READ_TIMEOUT)."""
+    harness = await start_service(shutdown_grace=0.2, client_read_timeout=60.0)
+    await harness.configure()
+    data = os.urandom(2 * SMALL_CHUNK)
+    upload_id = await harness.start(len(data))
+    harness.discord.inject(Fault(hold=True))
+    await lost_request(harness, upload_id, 0, data[:SMALL_CHUNK])
+    form = chunk_form(upload_id, 0, data[:SMALL_CHUNK])
+    again = asyncio.create_task(harness.http.post(harness.address, data=form))
+    await until(lambda: waiting(logs) == 1)
+
+    await harness.service.shutdown()
+    async with await again as answer:
+        assert answer.status == 503 and int(answer.headers["Retry-After"]) > 0
+        assert "shutting down" in (await answer.json())["error"]
+    harness.discord.release_held()
