@@ -161,9 +161,8 @@ class Upload:
         return NewChunk(self, index, memory, sealer)
 
     async def _claim(self, index: int) -> StoredChunk | None:
-        """`Job.claim`, or the claim of a request for the chunk still waiting for memory,
-        which the client sending it again has given up (`memory_waits.py`); while an earlier
-        request stores the chunk, once it is done with it (`resend_waits.py`)."""
+        """`Job.claim`, once no earlier request holds the chunk: one waiting for memory gives
+        its place up (`memory_waits.py`), one storing it is waited for (`resend_waits.py`)."""
         if not self.job.ended:
             if self._waits.take_over(index):
                 return None
