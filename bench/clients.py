@@ -21,6 +21,7 @@ from measure import Source
 from report import BenchFailure
 from services import Service, Slot
 
+from service.jobs.layout import BROWSER_CHUNKS_IN_FLIGHT
 from service.local.browser import UploadFailed, upload
 
 READY = "ready"
@@ -125,6 +126,7 @@ class JobRun:
     chunks: int
     concurrency: int
     tries: int
+    patient: bool  # it waits out each refusal's Retry-After, unlike the browser
     seconds: float = 0.0  # the browsers' first POST to this job's finish packet
     finished_at: float = 0.0  # time.time() when the finish packet arrived
     attempts: int = 0
@@ -144,10 +146,14 @@ def upload_in_child(
     as `job` says; then each upload's JobRun, untimed and unverified."""
 
     async def one(session: aiohttp.ClientSession, address: str, upload_id: str) -> JobRun:
-        run = JobRun(job.chunks, job.concurrency, job.tries)
-        how: dict[str, Any] = {"concurrency": job.concurrency, "tries": job.tries}
+        run = JobRun(job.chunks, job.concurrency, job.tries, job.patient)
         try:
-            sent = await upload(session, address, upload_id, Path(file), size, **how)
+            sent = await upload(
+                *(session, address, upload_id, Path(file), size),
+                concurrency=job.concurrency,
+                tries=job.tries,
+                retry_after=job.patient,
+            )
             run.attempts, run.statuses = sent.attempts, sent.statuses
         except* UploadFailed as failed:
             run.problems = [str(error) for error in failed.exceptions]
@@ -175,7 +181,9 @@ async def browse(
     finishes = [asyncio.create_task(finished(slot)) for slot in slots]
     try:
         uploads = list(zip((slot.address for slot in slots), upload_ids, strict=True))
-        job = JobRun(len(source.chunks), at_once, tries)
+        # More at once than the browser's 5 would draw refusals that its tries, made at once,
+        # would spend in moments: a client sending more is one that reads Retry-After.
+        job = JobRun(len(source.chunks), at_once, tries, at_once > BROWSER_CHUNKS_IN_FLIGHT)
         how = (str(on.file_of(source)), source.chunk_size, uploads, job)
         async with Child("the browsers", upload_in_child, *how) as child:
             began = time.perf_counter()

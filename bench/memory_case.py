@@ -104,7 +104,8 @@ class Case:
             shown += "; " + ("; ".join(map(outcome, failed)) or "other runs: yes")
         return Target(
             f"honest {what}: all 200, hash verified (tries {first.tries}, "
-            f"{first.concurrency} at once{', every run' if self.repeats else ''})",
+            f"{first.concurrency} at once{', reading Retry-After' if first.patient else ''}"
+            f"{', every run' if self.repeats else ''})",
             shown,
             "yes",
             all(job.ok for job in (*self.jobs, *others)),

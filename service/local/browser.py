@@ -73,11 +73,14 @@ async def upload(
     tries: int = TRIES,
     give_up_on: frozenset[int] = frozenset(),
     on_chunk_done: Callable[[int, bytes], object] | None = None,
+    retry_after: bool = False,
 ) -> UploadReport:
     """Upload every chunk of `source` (bytes, or a file's path); raise `UploadFailed`.
 
     `on_chunk_done(index, data)` is called for each chunk answered 200. A status in
-    `give_up_on` (say 410, when the job is known to be over) fails the chunk at once.
+    `give_up_on` (say 410, when the job is known to be over) fails the chunk at once. With
+    `retry_after`, a refusal's `Retry-After` is waited out before the next try, as a client
+    other than the browser may do.
     """
     size = source_size(source)
     report = UploadReport()
@@ -101,8 +104,11 @@ async def upload(
                     report.last_errors[index] = f"HTTP {response.status}: {await response.text()}"
                     if response.status in give_up_on:
                         break
+                    wait = float(response.headers.get("Retry-After", 0)) if retry_after else 0
             except (aiohttp.ClientError, OSError) as error:
                 report.last_errors[index] = f"{type(error).__name__}: {error}"
+                wait = 0
+            await asyncio.sleep(wait)
         raise UploadFailed(f"chunk {index} failed; last answer: {report.last_errors[index]}")
 
     async def worker() -> None:
