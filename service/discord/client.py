@@ -27,7 +27,7 @@ from ..metrics import Metrics
 from ..refusals import DiscordBusy, DiscordFailed, DiscordRefused, StoreError
 from .adapter import PacedHTTPClient, RateLimited
 from .exchange import ExchangeTrace
-from .gate import PaceGate
+from .gate import GivenUp, PaceGate
 from .pacing import GlobalBudget, GlobalLimit, Pacer
 from .retry import RetryPolicy
 
@@ -100,12 +100,14 @@ class DiscordClient:
         *,
         patience: Patience,
         wanted: Callable[[], None] = lambda: None,
+        unwanted: asyncio.Future[None] | None = None,
     ) -> Any:
         """Post one message, paced, waiting for the pacer and out 429s while `patience`
         lasts (the waits spend it); return discord.py's decoding of the answer (not checked).
         Raise `DiscordBusy` for a longer wait, `discord.HTTPException` for an error status, or a
         transport error. `wanted` is called each time the pacer lets the post go, just before
-        it goes out: what it raises keeps the post in."""
+        it goes out: what it raises keeps the post in. Once `unwanted` is done, a wait for
+        the pacer ends at once, and `wanted` is called (it then raises)."""
         route = Route("POST", "/channels/{channel_id}/messages", channel_id=channel_id)
         return await self._send(
             channel_id,
@@ -114,6 +116,7 @@ class DiscordClient:
             ),
             patience,
             wanted,
+            unwanted,
         )
 
     async def delete_messages(
@@ -182,12 +185,16 @@ class DiscordClient:
         request: Callable[[], Awaitable[Any]],
         patience: Patience,
         wanted: Callable[[], None] = lambda: None,
+        unwanted: asyncio.Future[None] | None = None,
     ) -> Any:
         loop = asyncio.get_running_loop()
         for _ in range(self.retry.rate_limited_tries):
             began = loop.time()
             try:
-                await self.gate.enter(channel, patience.seconds)
+                await self.gate.enter(channel, patience.seconds, unless=unwanted)
+            except GivenUp:
+                wanted()  # it raises: the caller says why it gave the post up
+                raise
             finally:
                 patience.spend(loop.time() - began)
             try:

@@ -27,6 +27,10 @@ class _Waiter:
     arrival: int
 
 
+class GivenUp(Exception):
+    """The caller gave a request up while it waited for the gate (`enter`'s `unless`)."""
+
+
 class _Turn(NamedTuple):
     """A channel's place in a pump: first those whose next request opens a window."""
 
@@ -44,24 +48,31 @@ class PaceGate:
         self._arrivals = 0
         pacer.global_limit.watch(self._pump)
 
-    async def enter(self, channel: str | None, max_wait: float) -> None:
+    async def enter(
+        self, channel: str | None, max_wait: float, *, unless: asyncio.Future[None] | None = None
+    ) -> None:
         """Return once a request to `channel` may go out, its place taken; raise `DiscordBusy`
         after `max_wait` seconds without room, even when the limits are known to need longer:
         the browser tries a chunk again at once, without reading Retry-After, so a refusal at
-        once would spend its 10 tries in moments, where waits make them last."""
+        once would spend its 10 tries in moments, where waits make them last. Raise `GivenUp`,
+        no place taken, as soon as `unless` is done first (the caller no longer wants it)."""
         self._arrivals += 1
         waiter = _Waiter(channel, self._loop.create_future(), self._arrivals)
         self._queue.append(waiter)
         self._pump()
+        waits = (waiter.future,) if unless is None else (waiter.future, unless)
         try:
             async with asyncio.timeout(max_wait):
-                await waiter.future
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         except TimeoutError:
             self._abandon(waiter)
             raise DiscordBusy(max(1.0, self.pacer.delay(channel, self._loop.time()))) from None
         except BaseException:
             self._abandon(waiter)
             raise
+        if not waiter.future.done():
+            self._abandon(waiter)
+            raise GivenUp()
 
     def untake(self, channel: str | None) -> None:
         """A request that `enter` let through did not go out after all."""

@@ -12,6 +12,7 @@ may retry), `DiscordBusy` (a longer wait than a client is held for) and `Discord
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
@@ -116,12 +117,14 @@ class DiscordStore:
         payload: memoryview,
         *,
         wanted: Callable[[], None] = lambda: None,
+        unwanted: asyncio.Future[None] | None = None,
     ) -> str:
         """Post one message with `payload` as its only attachment; return the message id.
         Its tries wait for the pacer and out 429s for `max_ratelimit_wait` seconds in all
         (the time they take at Discord is not counted).
         While no try may have stored it, `wanted` is called just before each goes out (after
-        its wait for the pacer): what it raises is raised, and the post is not sent."""
+        its wait for the pacer), and at once when `unwanted` is done during that wait: what it
+        raises is raised, and the post is not sent."""
         nonce = secrets.token_hex(12)
         patience = Patience(self._max_wait)  # for the waits of every try, in all
         unsure = False  # a try went out without a definite answer: it may have stored
@@ -150,6 +153,7 @@ class DiscordStore:
                     nonce,
                     patience=patience,
                     wanted=(lambda: None) if unsure else wanted,
+                    unwanted=None if unsure else unwanted,
                 ),
                 failed=failed,
             )
@@ -172,6 +176,7 @@ class DiscordStore:
         *,
         patience: Patience,
         wanted: Callable[[], None],
+        unwanted: asyncio.Future[None] | None,
     ) -> str:
         self._refuse_if_closed()  # shut down meanwhile
         params = handle_message_parameters(
@@ -181,7 +186,7 @@ class DiscordStore:
         )
         try:
             answer = await self.client.post_message(
-                self.channel_id, params, patience=patience, wanted=wanted
+                self.channel_id, params, patience=patience, wanted=wanted, unwanted=unwanted
             )
             return stored_message_id(answer, len(payload))
         except discord.HTTPException as error:

@@ -94,6 +94,7 @@ class Upload:
         self.resending = 0  # chunks stored already arriving again: not inactive either
         self.outcome: Outcome | None = None  # None while it runs
         self.why = ""  # why it ended: for the log and the chunks that come later
+        self._ending = asyncio.get_running_loop().create_future()  # done once it ends
         self._background: set[asyncio.Task[None]] = set()
         self._unrecorded = False  # a post may have stored a message whose id we never learned
         self._buffer_size = buffer_size(start.chunk_size)  # each new chunk's memory
@@ -179,10 +180,14 @@ class Upload:
         sealed = sealer.seal()
         content = f"{content_prefix(self.upload_id)} chunk {index}"
         try:
-            # Not sent if the upload ends while it waits for the pacer (or after a 429).
+            # Not sent if the upload ends while it waits for the pacer (or after a 429): refused.
             with self.shared.journal.posting(self.upload_id):
                 message_id = await self.store.post(
-                    content, str(index), sealed.payload, wanted=self._refuse_if_ended
+                    content,
+                    str(index),
+                    sealed.payload,
+                    wanted=self._refuse_if_ended,
+                    unwanted=self._ending,
                 )
         except StoreError as error:
             if error.maybe_stored:
@@ -285,13 +290,15 @@ class Upload:
 
     def _stop(self, outcome: Outcome, why: str) -> None:
         """Take no more chunks: the timer stops, the slot and the memory kept are freed, and
-        the chunks waiting for memory stop waiting (each is refused as the ending says)."""
+        the chunks waiting for memory, an earlier request or the pacer stop waiting (each is
+        refused as the ending says)."""
         self.outcome, self.why = outcome, why
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         self._waits.end_all()
         self._resends.end_all()
+        self._ending.set_result(None)  # the posts waiting for the pacer stop waiting
         self._on_end(self)
         try:
             self.shared.memory.end(self.upload_id)

@@ -6,7 +6,7 @@ import asyncio
 import os
 
 import pytest
-from conftest import CHANNEL, KEY, SMALL_CHUNK, TOKEN, Harness, HarnessFactory
+from conftest import CHANNEL, KEY, SMALL_CHUNK, TOKEN, Harness, HarnessFactory, until
 
 from service.local.browser import chunk_form, upload
 from service.local.discord_api import DiscordStandIn, Fault
@@ -294,3 +294,48 @@ async def test_a_token_revoked_before_a_clean_up_is_refused_at_the_next_configur
 
     reply = await harness.configure()
     assert reply["success"] is False and "token" in reply["message"]
+
+
+async def held_by_a_long_rate_limit(harness: Harness) -> asyncio.Task[tuple[int, str]]:
+    """A chunk whose post Discord answered with a 429 of far longer than the test lasts: the
+    service holds the channel, and the chunk waits for the pacer."""
+    upload_id = await harness.start(2 * SMALL_CHUNK)
+    harness.discord.inject(Fault(status=429, retry_after=500.0))
+    answer = asyncio.create_task(harness.post(upload_id, 0, os.urandom(SMALL_CHUNK)))
+    await until(lambda: answer.done() or harness.discord.faults_served == 1)
+    return answer
+
+
+async def test_a_chunk_waiting_out_a_rate_limit_is_answered_410_at_once_when_its_upload_is_aborted(
+    start_service: HarnessFactory,
+) -> None:
+    """It waits for nothing once its upload is aborted: not for the pacer, nor for its
+    DISCORD_MAX_RATELIMIT_WAIT to run out (a 429 longer than that keeps it waiting now)."""
+    harness = await start_service(discord_max_ratelimit_wait=600.0)
+    await harness.configure()
+    answer = await held_by_a_long_rate_limit(harness)
+    assert await harness.link.abort() == {"success": True}
+
+    await until(answer.done)
+    status, text = answer.result()
+    assert status == 410 and "aborted" in text
+    assert harness.discord.posts == 1
+
+
+async def test_a_chunk_waiting_out_a_rate_limit_is_answered_503_by_a_shutdown(
+    start_service: HarnessFactory,
+) -> None:
+    """The shutdown ends the upload after its grace period: the chunk, still waiting for the
+    pacer, is answered 503 with Retry-After, not cut off unanswered with the connection."""
+    harness = await start_service(discord_max_ratelimit_wait=600.0, shutdown_grace=0.2)
+    await harness.configure()
+    form = chunk_form(await harness.start(SMALL_CHUNK), 0, os.urandom(SMALL_CHUNK))
+    harness.discord.inject(Fault(status=429, retry_after=500.0))
+    answer = asyncio.create_task(harness.http.post(harness.address, data=form))
+    await until(lambda: answer.done() or harness.discord.faults_served == 1)
+
+    await harness.service.shutdown()
+    async with await answer as response:
+        assert response.status == 503 and int(response.headers["Retry-After"]) > 0
+        assert "shutting down" in (await response.json())["error"]
+    assert harness.discord.posts == 1
