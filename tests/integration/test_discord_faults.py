@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 
+import aiohttp
 import pytest
 from conftest import CHANNEL, KEY, SMALL_CHUNK, TOKEN, Harness, HarnessFactory, until
 
@@ -296,14 +297,14 @@ async def test_a_token_revoked_before_a_clean_up_is_refused_at_the_next_configur
     assert reply["success"] is False and "token" in reply["message"]
 
 
-async def held_by_a_long_rate_limit(harness: Harness) -> asyncio.Task[tuple[int, str]]:
-    """A chunk whose post Discord answered with a 429 of far longer than the test lasts: the
-    service holds the channel, and the chunk waits for the pacer."""
-    upload_id = await harness.start(2 * SMALL_CHUNK)
+def held_by_a_long_rate_limit(
+    harness: Harness, upload_id: str
+) -> asyncio.Task[aiohttp.ClientResponse]:
+    """Chunk 0 posted, and answered by Discord with a 429 of far longer than the test lasts:
+    the service holds the channel, and the chunk waits for the pacer."""
     harness.discord.inject(Fault(status=429, retry_after=500.0))
-    answer = asyncio.create_task(harness.post(upload_id, 0, os.urandom(SMALL_CHUNK)))
-    await until(lambda: answer.done() or harness.discord.faults_served == 1)
-    return answer
+    form = chunk_form(upload_id, 0, os.urandom(SMALL_CHUNK))
+    return asyncio.create_task(harness.http.post(harness.address, data=form))
 
 
 async def test_a_chunk_waiting_out_a_rate_limit_is_answered_410_at_once_when_its_upload_is_aborted(
@@ -313,12 +314,13 @@ async def test_a_chunk_waiting_out_a_rate_limit_is_answered_410_at_once_when_its
     DISCORD_MAX_RATELIMIT_WAIT to run out (a 429 longer than that keeps it waiting now)."""
     harness = await start_service(discord_max_ratelimit_wait=600.0)
     await harness.configure()
-    answer = await held_by_a_long_rate_limit(harness)
+    answer = held_by_a_long_rate_limit(harness, await harness.start(2 * SMALL_CHUNK))
+    await until(lambda: answer.done() or harness.discord.faults_served == 1)
     assert await harness.link.abort() == {"success": True}
 
     await until(answer.done)
-    status, text = answer.result()
-    assert status == 410 and "aborted" in text
+    async with answer.result() as response:
+        assert response.status == 410 and "aborted" in (await response.json())["error"]
     assert harness.discord.posts == 1
 
 
@@ -329,9 +331,7 @@ async def test_a_chunk_waiting_out_a_rate_limit_is_answered_503_by_a_shutdown(
     pacer, is answered 503 with Retry-After, not cut off unanswered with the connection."""
     harness = await start_service(discord_max_ratelimit_wait=600.0, shutdown_grace=0.2)
     await harness.configure()
-    form = chunk_form(await harness.start(SMALL_CHUNK), 0, os.urandom(SMALL_CHUNK))
-    harness.discord.inject(Fault(status=429, retry_after=500.0))
-    answer = asyncio.create_task(harness.http.post(harness.address, data=form))
+    answer = held_by_a_long_rate_limit(harness, await harness.start(SMALL_CHUNK))
     await until(lambda: answer.done() or harness.discord.faults_served == 1)
 
     await harness.service.shutdown()
