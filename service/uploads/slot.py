@@ -99,7 +99,10 @@ class Slot:
             async with asyncio.timeout(LOGIN_TIMEOUT):
                 await store.open()
         except (StoreError, TimeoutError) as error:
-            reason = str(error) or f"Discord did not answer the login within {LOGIN_TIMEOUT:g} s"
+            reason = str(error) or (
+                f"the login took longer than {LOGIN_TIMEOUT:g} s (Discord did not answer, or "
+                "its rate limits held the request)"
+            )
             log.warning("configuration refused: %s", reason, extra=self._log)
             self._refused = f"its configuration was refused: {reason}"
             # The manager configures a connection once: unless the token is bad, the slot
