@@ -79,6 +79,20 @@ def test_nginx_drops_an_idle_connection_to_an_instance_before_the_instance_does(
     assert nginx_keeps < option.default, upstream
 
 
+def test_nginx_waits_longer_than_an_instance_may_hold_a_chunk_unread() -> None:
+    """An instance reads nothing of a chunk's body while an earlier request for the chunk is
+    done (resend_waits.py), then while the chunk waits for memory (memory_waits.py), each for
+    up to CLIENT_READ_TIMEOUT. nginx, streaming the body, gives up on an upstream that takes
+    no bytes for proxy_send_timeout: were that shorter, the browser would get nginx's error
+    where the instance was about to answer."""
+    instances = [render_nginx.parse_instance(text) for text in ("1=10.0.0.11:8080",)]
+    conf = render_nginx.render("80", instances)
+    found = re.search(r"proxy_send_timeout (\d+)s;", conf)
+    nginx_waits = int(found[1]) if found else 60  # nginx's default
+    [option] = [option for option in OPTIONS if option.key == "client_read_timeout"]
+    assert nginx_waits > 2 * option.default, f"proxy_send_timeout {nginx_waits}s"
+
+
 def write_nginx_conf(directory: Path, nginx_port: int, ports: dict[str, int]) -> Path:
     """The shipped server config rendered for loopback, inside a minimal main config."""
     instances = [render_nginx.Instance(name, "127.0.0.1", port) for name, port in ports.items()]
