@@ -184,7 +184,9 @@ OPTIONS = (
     Option(
         "client_read_timeout",
         setting_values.positive_seconds,
-        "seconds a client may send nothing in the middle of a chunk before it is cut off (408)",
+        "seconds a client may send nothing in the middle of a chunk before it is cut off (408); "
+        "also the longest a chunk waits unread for memory (then 503), and for an earlier "
+        "request for it to be done (then 409)",
     ),
     Option(
         "client_min_rate",
