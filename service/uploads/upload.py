@@ -224,8 +224,7 @@ class Upload:
     def chunk_ended(self) -> None:
         """A chunk's request has ended, stored or not: the client has the whole inactivity
         timeout from now for its next chunk, however long this one took to arrive."""
-        if self.outcome is None:
-            self._touch()
+        self._touch()
 
     def refuse_unless_kept(self) -> None:
         """Refuse a chunk stored already once the upload has ended, unless it succeeded: the
@@ -337,7 +336,10 @@ class Upload:
     # --- the inactivity timer --------------------------------------------------------------
 
     def _touch(self) -> None:
-        """A chunk started arriving, or its request ended: restart the inactivity timer."""
+        """A chunk started arriving, or its request ended: restart the inactivity timer (not
+        once the upload has ended, which it would keep in memory for nothing)."""
+        if self.outcome is not None:
+            return
         if self._timer is not None:
             self._timer.cancel()
         self._timer = asyncio.get_running_loop().call_later(
