@@ -27,6 +27,7 @@ from ..metrics import Metrics
 from ..refusals import ChunkInFlight, DiscordRefused, ShuttingDown, StoreError, UploadEnded
 from .chunk import IncomingChunk, NewChunk, ResentChunk
 from .cleanup import Cleanup, Orphans, content_prefix, snowflake_at
+from .inactivity import InactivityTimer
 from .journal import Journal, State, UploadRecord
 from .leftovers import Leftovers
 from .memory import ChunkMemory
@@ -90,8 +91,12 @@ class Upload:
         self._on_end = on_end
         self.slot = slot
         self._log = {"slot": slot, "upload_id": start.upload_id}
-        self._timer: asyncio.TimerHandle | None = None
         self.resending = 0  # chunks stored already arriving again: not inactive either
+        self._inactivity = InactivityTimer(
+            shared.inactivity_timeout,
+            busy=lambda: bool(self.job.in_flight or self.resending),
+            expired=self._expire,
+        )
         self.outcome: Outcome | None = None  # None while it runs
         self.why = ""  # why it ended: for the log and the chunks that come later
         self._ending = asyncio.get_running_loop().create_future()  # done once it ends
@@ -128,7 +133,7 @@ class Upload:
         if self.job.complete:  # a file of size 0 has no chunks to wait for
             self._in_background(self.end(Outcome.SUCCEEDED, ALL_STORED))
         else:
-            self._touch()
+            self._inactivity.restart()
 
     # --- a chunk's path --------------------------------------------------------------------
 
@@ -137,7 +142,7 @@ class Upload:
         read; raise a `Refusal` if it cannot be received."""
         index = self.job.layout.parse_index(index_text)
         stored = await self._claim(index)
-        self._touch()
+        self._inactivity.restart()
         self.shared.metrics.chunks_received.inc()
         length = self.job.layout.length(index)
         if stored is not None:
@@ -224,7 +229,7 @@ class Upload:
     def chunk_ended(self) -> None:
         """A chunk's request has ended, stored or not: the client has the whole inactivity
         timeout from now for its next chunk, however long this one took to arrive."""
-        self._touch()
+        self._inactivity.restart()
 
     def refuse_unless_kept(self) -> None:
         """Refuse a chunk stored already once the upload has ended, unless it succeeded: the
@@ -292,9 +297,7 @@ class Upload:
         the chunks waiting for memory, an earlier request or the pacer stop waiting (each is
         refused as the ending says)."""
         self.outcome, self.why = outcome, why
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._inactivity.stop()
         self._waits.end_all()
         self._resends.end_all()
         self._ending.set_result(None)  # the posts waiting for the pacer stop waiting
@@ -333,23 +336,7 @@ class Upload:
         orphans = Orphans(self.upload_id, message_ids, why, search_since=since, kept=kept)
         self.shared.cleanup.delete(self.store, orphans)
 
-    # --- the inactivity timer --------------------------------------------------------------
-
-    def _touch(self) -> None:
-        """A chunk started arriving, or its request ended: restart the inactivity timer (not
-        once the upload has ended, which it would keep in memory for nothing)."""
-        if self.outcome is not None:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = asyncio.get_running_loop().call_later(
-            self.shared.inactivity_timeout, self._expire
-        )
-
     def _expire(self) -> None:
-        if self.job.in_flight or self.resending:  # a chunk is still arriving or being stored
-            self._touch()
-            return
         why = f"No chunk was received for {self.shared.inactivity_timeout:g} seconds"
         self._in_background(self.end(Outcome.TIMED_OUT, why))
 
