@@ -43,16 +43,30 @@ async def lost_request(harness: Harness, upload_id: str, index: int, data: bytes
     await writer.wait_closed()
 
 
+async def lost_first_chunk(harness: Harness, fault: Fault | None = None) -> tuple[str, bytes]:
+    """A 2-chunk upload whose chunk 0 request is lost once its post is at Discord, the post
+    answered as `fault` says (held by default): the upload's id and its file."""
+    data = os.urandom(2 * SMALL_CHUNK)
+    upload_id = await harness.start(len(data))
+    harness.discord.inject(fault or Fault(hold=True))
+    await lost_request(harness, upload_id, 0, data[:SMALL_CHUNK])
+    return upload_id, data
+
+
+async def finish(harness: Harness, upload_id: str, data: bytes) -> None:
+    """Both chunks sent as the browser would, and the file the manager is told of checked."""
+    assert (await harness.post(upload_id, 0, data[:SMALL_CHUNK])) == (200, "0")
+    assert (await harness.post(upload_id, 1, data[SMALL_CHUNK:]))[0] == 200
+    assert reassembled(harness.discord, await harness.link.next_finish()) == data
+
+
 async def test_the_browser_sending_a_chunk_again_while_its_lost_request_is_stored_gets_200(
     harness: Harness, logs: pytest.LogCaptureFixture
 ) -> None:
     """The browser's tries of chunk 0 wait for the lost request's held post instead of ten
     409s in moments; once Discord answers it, they get 200, and the upload finishes with one
     message per chunk."""
-    data = os.urandom(2 * SMALL_CHUNK)
-    upload_id = await harness.start(len(data))
-    harness.discord.inject(Fault(hold=True))
-    await lost_request(harness, upload_id, 0, data[:SMALL_CHUNK])
+    upload_id, data = await lost_first_chunk(harness)
     browser = asyncio.create_task(
         upload(harness.http, harness.address, upload_id, data, SMALL_CHUNK)
     )
@@ -82,10 +96,7 @@ async def test_a_chunk_whose_earlier_request_failed_at_discord_is_stored_by_the_
     claims the chunk and stores it itself."""
     harness = await start_service(discord_retries=1)
     await harness.configure()
-    data = os.urandom(2 * SMALL_CHUNK)
-    upload_id = await harness.start(len(data))
-    harness.discord.inject(Fault(hold=True, status=500))
-    await lost_request(harness, upload_id, 0, data[:SMALL_CHUNK])
+    upload_id, data = await lost_first_chunk(harness, Fault(hold=True, status=500))
     again = await sent_again(harness, logs, upload_id, 0, data[:SMALL_CHUNK])
     harness.discord.release_held()
 
@@ -98,19 +109,14 @@ async def test_a_chunk_whose_earlier_request_failed_at_discord_is_stored_by_the_
 async def test_a_chunk_sent_again_with_other_bytes_than_the_earlier_request_stored_gets_409(
     harness: Harness, logs: pytest.LogCaptureFixture
 ) -> None:
-    data = os.urandom(2 * SMALL_CHUNK)
-    upload_id = await harness.start(len(data))
-    harness.discord.inject(Fault(hold=True))
-    await lost_request(harness, upload_id, 0, data[:SMALL_CHUNK])
+    upload_id, data = await lost_first_chunk(harness)
     again = await sent_again(harness, logs, upload_id, 0, os.urandom(SMALL_CHUNK))
     harness.discord.release_held()
 
     status, text = await again
     assert status == 409 and "different bytes" in text
     assert len(messages_of(harness.discord, upload_id)) == 1
-    assert (await harness.post(upload_id, 0, data[:SMALL_CHUNK])) == (200, "0")
-    assert (await harness.post(upload_id, 1, data[SMALL_CHUNK:]))[0] == 200
-    assert reassembled(harness.discord, await harness.link.next_finish()) == data
+    await finish(harness, upload_id, data)
 
 
 async def test_a_chunk_sent_again_is_answered_410_at_once_when_its_upload_is_aborted(
@@ -121,10 +127,7 @@ async def test_a_chunk_sent_again_is_answered_410_at_once_when_its_upload_is_abo
     chunk or memory is left counted."""
     harness = await start_service(discord_request_timeout=60.0)
     await harness.configure()
-    data = os.urandom(2 * SMALL_CHUNK)
-    upload_id = await harness.start(len(data))
-    harness.discord.inject(Fault(hold=True))
-    await lost_request(harness, upload_id, 0, data[:SMALL_CHUNK])
+    upload_id, data = await lost_first_chunk(harness)
     again = await sent_again(harness, logs, upload_id, 0, data[:SMALL_CHUNK])
     assert await harness.link.abort() == {"success": True}
 
@@ -141,19 +144,14 @@ async def test_a_chunk_still_held_after_client_read_timeout_is_refused_with_409_
 ) -> None:
     harness = await start_service(client_read_timeout=0.5)
     await harness.configure()
-    data = os.urandom(2 * SMALL_CHUNK)
-    upload_id = await harness.start(len(data))
-    harness.discord.inject(Fault(hold=True))
-    await lost_request(harness, upload_id, 0, data[:SMALL_CHUNK])
+    upload_id, data = await lost_first_chunk(harness)
     again = await sent_again(harness, logs, upload_id, 0, data[:SMALL_CHUNK])
 
     status, text = await again  # the held post is not released yet
     assert status == 409 and "still being received or stored by an earlier request" in text
     assert "waited 0.5 seconds" in text
     harness.discord.release_held()
-    assert (await harness.post(upload_id, 0, data[:SMALL_CHUNK])) == (200, "0")
-    assert (await harness.post(upload_id, 1, data[SMALL_CHUNK:]))[0] == 200
-    assert reassembled(harness.discord, await harness.link.next_finish()) == data
+    await finish(harness, upload_id, data)
 
 
 async def test_a_chunk_sent_a_third_time_takes_the_waiting_ones_place(
@@ -161,10 +159,7 @@ async def test_a_chunk_sent_a_third_time_takes_the_waiting_ones_place(
 ) -> None:
     """The browser gave the waiting request up too (its body unread, the service cannot see
     it go): the newest waits in its place, and the older gets the 409."""
-    data = os.urandom(2 * SMALL_CHUNK)
-    upload_id = await harness.start(len(data))
-    harness.discord.inject(Fault(hold=True))
-    await lost_request(harness, upload_id, 0, data[:SMALL_CHUNK])
+    upload_id, data = await lost_first_chunk(harness)
     older = await sent_again(harness, logs, upload_id, 0, data[:SMALL_CHUNK])
     newer = await sent_again(harness, logs, upload_id, 0, data[:SMALL_CHUNK])
 
@@ -183,10 +178,7 @@ async def test_a_chunk_sent_again_is_answered_503_by_a_shutdown_that_does_not_wa
     shutdown is over (it did not wait for the request's CLIENT_READ_TIMEOUT)."""
     harness = await start_service(shutdown_grace=0.2, client_read_timeout=60.0)
     await harness.configure()
-    data = os.urandom(2 * SMALL_CHUNK)
-    upload_id = await harness.start(len(data))
-    harness.discord.inject(Fault(hold=True))
-    await lost_request(harness, upload_id, 0, data[:SMALL_CHUNK])
+    upload_id, data = await lost_first_chunk(harness)
     form = chunk_form(upload_id, 0, data[:SMALL_CHUNK])
     again = asyncio.create_task(harness.http.post(harness.address, data=form))
     await until(lambda: waiting(logs) == 1)
