@@ -1,5 +1,5 @@
 """One upload's chunks waiting for memory, each wait ended early when a newer request for the
-same chunk takes over its claim, or when the upload ends.
+same chunk takes over its claim, or when the upload ends (its `ending`).
 
 A waiting chunk's body is not read (that is the point of waiting), so the service cannot see
 its client give the request up: a browser whose connection dropped sends the chunk again, and
@@ -14,16 +14,25 @@ from .memory import ChunkBuffer, ChunkMemory
 
 
 class MemoryWaits:
-    def __init__(self, memory: ChunkMemory, owner: str, *, size: int, longest: float) -> None:
+    def __init__(
+        self,
+        memory: ChunkMemory,
+        owner: str,
+        *,
+        size: int,
+        longest: float,
+        ending: asyncio.Future[None],
+    ) -> None:
         self._memory = memory
         self._owner = owner
         self._size = size  # of each chunk's buffer
         self._longest = longest  # seconds a chunk may wait (CLIENT_READ_TIMEOUT)
+        self._ending = ending  # done once the upload ends
         self._ended: dict[int, asyncio.Future[None]] = {}  # each waiting chunk's early end
 
     async def buffer(self, index: int) -> ChunkBuffer | None:
         """Chunk `index`'s buffer, once its turn comes (`ChunkMemory.take` raises as it
-        says); None if its wait was ended early (`take_over`, `end_all`)."""
+        says); None if its wait was ended early (`take_over`, the upload's end)."""
         loop = asyncio.get_running_loop()
         taking = loop.create_task(
             self._memory.take(self._size, owner=self._owner, wait=self._longest)
@@ -31,8 +40,9 @@ class MemoryWaits:
         ended = self._ended[index] = loop.create_future()
         buffer = None
         try:
-            await asyncio.wait((taking, ended), return_when=asyncio.FIRST_COMPLETED)
-            buffer = None if ended.done() else taking.result()
+            waits = (taking, ended, self._ending)
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            buffer = None if ended.done() or self._ending.done() else taking.result()
             return buffer
         finally:
             if self._ended.get(index) is ended:
@@ -47,12 +57,6 @@ class MemoryWaits:
             return False
         ended.set_result(None)
         return True
-
-    def end_all(self) -> None:
-        """The upload ended: every chunk waiting stops waiting."""
-        for ended in self._ended.values():
-            ended.set_result(None)
-        self._ended.clear()
 
 
 def _give_up(taking: asyncio.Task[ChunkBuffer]) -> None:

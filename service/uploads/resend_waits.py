@@ -21,13 +21,14 @@ log = logging.getLogger(__name__)
 
 
 class ResendWaits:
-    def __init__(self, *, longest: float) -> None:
+    def __init__(self, *, longest: float, ending: asyncio.Future[None]) -> None:
         self._longest = longest  # seconds a request may wait (CLIENT_READ_TIMEOUT)
+        self._ending = ending  # done once the upload ends
         self._waiting: dict[int, asyncio.Future[bool]] = {}  # True: a newer one took its place
 
     async def wait(self, index: int) -> None:
         """Return once the request holding chunk `index` is done with it (`done`) or the
-        upload ended (`end_all`); raise `ChunkInFlight` if a newer request for the chunk
+        upload ended (its `ending`); raise `ChunkInFlight` if a newer request for the chunk
         takes this one's place, or once it has waited `longest` seconds."""
         if (older := self._waiting.pop(index, None)) is not None:
             older.set_result(True)
@@ -38,28 +39,23 @@ class ResendWaits:
         )
         turn = self._waiting[index] = asyncio.get_running_loop().create_future()
         try:
-            await asyncio.wait((turn,), timeout=self._longest)
+            waits = (turn, self._ending)
+            await asyncio.wait(waits, timeout=self._longest, return_when=asyncio.FIRST_COMPLETED)
         finally:
             if self._waiting.get(index) is turn:
                 del self._waiting[index]
-        if not turn.done():
-            raise ChunkInFlight(
-                f"chunk {index} is still being received or stored by an earlier request; this "
-                f"one waited {self._longest:g} seconds for it to be done"
-            )
-        if turn.result():
+        if turn.done() and turn.result():
             raise ChunkInFlight(
                 f"chunk {index} was sent again while this request waited for an earlier one; "
                 "the new request takes its place"
+            )
+        if not turn.done() and not self._ending.done():
+            raise ChunkInFlight(
+                f"chunk {index} is still being received or stored by an earlier request; this "
+                f"one waited {self._longest:g} seconds for it to be done"
             )
 
     def done(self, index: int) -> None:
         """The request holding chunk `index` is done with it: the one waiting looks again."""
         if (turn := self._waiting.pop(index, None)) is not None:
             turn.set_result(False)
-
-    def end_all(self) -> None:
-        """The upload ended: every request waiting stops waiting."""
-        for turn in self._waiting.values():
-            turn.set_result(False)
-        self._waiting.clear()

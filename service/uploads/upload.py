@@ -99,14 +99,20 @@ class Upload:
         )
         self.outcome: Outcome | None = None  # None while it runs
         self.why = ""  # why it ended: for the log and the chunks that come later
-        self._ending = asyncio.get_running_loop().create_future()  # done once it ends
         self._background: set[asyncio.Task[None]] = set()
         self._unrecorded = False  # a post may have stored a message whose id we never learned
         self._buffer_size = buffer_size(start.chunk_size)  # each new chunk's memory
+        # Done once it ends: every wait of its requests (for memory, an earlier request, the
+        # pacer) ends with it, and each request is refused as the ending says.
+        self._ending: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waits = MemoryWaits(
-            shared.memory, start.upload_id, size=self._buffer_size, longest=shared.chunk_wait
+            shared.memory,
+            start.upload_id,
+            size=self._buffer_size,
+            longest=shared.chunk_wait,
+            ending=self._ending,
         )
-        self._resends = ResendWaits(longest=shared.chunk_wait)
+        self._resends = ResendWaits(longest=shared.chunk_wait, ending=self._ending)
         began = snowflake_at(time.time() - CLOCK_MARGIN)  # to search the channel from
         self._record = UploadRecord(
             start.upload_id, store.channel_id, store.client.token_sha256, began
@@ -298,9 +304,7 @@ class Upload:
         refused as the ending says)."""
         self.outcome, self.why = outcome, why
         self._inactivity.stop()
-        self._waits.end_all()
-        self._resends.end_all()
-        self._ending.set_result(None)  # the posts waiting for the pacer stop waiting
+        self._ending.set_result(None)
         self._on_end(self)
         try:
             self.shared.memory.end(self.upload_id)
